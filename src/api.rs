@@ -1,0 +1,262 @@
+//! The Kubernetes API client: one ureq `Agent` over rustls (ring) that trusts only the cluster CA, sends the
+//! bearer token and `User-Agent: proa/VERSION`, and knows two requests: GET the own Pod and watch it.
+//! Runs on the watch threads. Never logs the token or the Authorization header.
+
+use std::fmt;
+use std::io::{self, BufReader};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+
+use crate::cluster::Cluster;
+use crate::pod::{ApiStatus, Pod};
+
+/// The largest GET body proa reads: etcd refuses objects over 1.5 MiB, so a real Pod is always smaller.
+pub const MAX_BODY_BYTES: u64 = 2 * 1024 * 1024;
+/// Bound on connecting and on waiting for response headers.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A watch stream is dropped when it has not ended this long after its timeoutSeconds (the idle bound).
+pub const WATCH_MARGIN: Duration = Duration::from_secs(30);
+
+/// A request to the API server failed.
+#[derive(Debug)]
+pub enum ApiError {
+    /// `ca.crt` holds no usable certificate. Fatal: exit 125.
+    BadCa(String),
+    /// The server's certificate is not signed by `ca.crt`. Fatal: exit 125 (there is no insecure fallback).
+    Untrusted(String),
+    /// Connecting, TLS or reading failed, or a bound passed: retried with backoff.
+    Transport(String),
+    /// 401 even after re-reading the token file. Fatal: exit 125.
+    Unauthorized,
+    /// 403: the ServiceAccount may not do `verb` on pods. Fatal: exit 125.
+    Forbidden { verb: &'static str, namespace: String },
+    /// 404: no such Pod; POD_NAME or the namespace is wrong. Fatal: exit 125.
+    PodNotFound { namespace: String, pod: String },
+    /// 410 Gone: the resourceVersion is too old; watch again without one.
+    Gone,
+    /// 429 or 5xx: retried after `retry_after` if the server said, else with backoff.
+    Unavailable { status: u16, retry_after: Option<Duration> },
+    /// Any other status. Fatal: exit 125.
+    Status { status: u16, message: String },
+    /// The body is not the JSON proa expects: retried with backoff.
+    Decode(String),
+}
+
+impl ApiError {
+    /// Whether retrying cannot help, so proa must stop with exit 125.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            ApiError::BadCa(_)
+            | ApiError::Untrusted(_)
+            | ApiError::Unauthorized
+            | ApiError::Forbidden { .. }
+            | ApiError::PodNotFound { .. }
+            | ApiError::Status { .. } => true,
+            ApiError::Transport(_) | ApiError::Gone | ApiError::Unavailable { .. } | ApiError::Decode(_) => false,
+        }
+    }
+}
+
+impl ApiError {
+    /// How long the server asked proa to wait (429/503 with Retry-After).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::BadCa(why) => write!(f, "cannot use ca.crt: {why}"),
+            ApiError::Untrusted(why) => {
+                write!(f, "API server certificate failed verification against ca.crt: {why}")
+            }
+            ApiError::Transport(why) => write!(f, "API server unreachable: {why}"),
+            ApiError::Unauthorized => {
+                write!(f, "API server answered 401: the service account token was rejected (even after re-reading it)")
+            }
+            ApiError::Forbidden { verb, namespace } => write!(
+                f,
+                "API server answered 403: the service account may not {verb} pods in namespace {namespace:?}; grant a Role rule {{apiGroups: [\"\"], resources: [\"pods\"], verbs: [\"get\", \"watch\"]}} bound to it"
+            ),
+            ApiError::PodNotFound { namespace, pod } => write!(
+                f,
+                "API server answered 404: no pod {pod:?} in namespace {namespace:?}; set POD_NAME and POD_NAMESPACE from the Downward API"
+            ),
+            ApiError::Gone => write!(f, "API server answered 410: resourceVersion too old"),
+            ApiError::Unavailable { status, .. } => write!(f, "API server answered {status}"),
+            ApiError::Status { status, message } => write!(f, "API server answered {status}: {message}"),
+            ApiError::Decode(why) => write!(f, "API server sent unexpected JSON: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// A client for the own Pod. Cloning is cheap and shares the connection pool.
+#[derive(Clone)]
+pub struct Api {
+    agent: ureq::Agent,
+    cluster: Cluster,
+    watch_timeout: Duration,
+}
+
+impl Api {
+    /// Builds the client. Fails only when `ca.crt` holds no certificate.
+    pub fn new(cluster: Cluster, watch_timeout: Duration) -> Result<Api, ApiError> {
+        let roots: Vec<Certificate<'static>> = CertificateDer::pem_slice_iter(&cluster.ca_pem)
+            .map(|cert| cert.map(|der| Certificate::from_der(der.as_ref()).to_owned()))
+            .collect::<Result<_, _>>()
+            .map_err(|err| ApiError::BadCa(format!("{}: {err}", cluster.ca_path.display())))?;
+        if roots.is_empty() {
+            return Err(ApiError::BadCa(format!("{} holds no PEM certificate", cluster.ca_path.display())));
+        }
+        let tls = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .root_certs(RootCerts::new_with_certs(&roots))
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .user_agent(concat!("proa/", env!("CARGO_PKG_VERSION")))
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_recv_response(Some(RESPONSE_TIMEOUT))
+            .build()
+            .new_agent();
+        Ok(Api { agent, cluster, watch_timeout })
+    }
+
+    /// `GET /api/v1/namespaces/NS/pods/NAME`.
+    pub fn get_pod(&mut self) -> Result<Pod, ApiError> {
+        let url = format!(
+            "{}/api/v1/namespaces/{}/pods/{}",
+            self.cluster.api_url, self.cluster.namespace, self.cluster.pod_name
+        );
+        let response = self.send(&url, "get", RESPONSE_TIMEOUT + CONNECT_TIMEOUT)?;
+        let body = response
+            .into_body()
+            .into_with_config()
+            .limit(MAX_BODY_BYTES)
+            .read_to_vec()
+            .map_err(|err| ApiError::Transport(err.to_string()))?;
+        serde_json::from_slice(&body).map_err(|err| ApiError::Decode(err.to_string()))
+    }
+
+    /// Starts a watch of the own Pod from `resource_version` (none: the server starts with the current state).
+    /// The stream ends by itself after `--watch-timeout`, and is cut off `WATCH_MARGIN` later if it has not.
+    pub fn watch_pod(
+        &mut self,
+        resource_version: Option<&str>,
+    ) -> Result<BufReader<ureq::BodyReader<'static>>, ApiError> {
+        let mut url = format!(
+            "{}/api/v1/namespaces/{}/pods?fieldSelector=metadata.name%3D{}&watch=true&allowWatchBookmarks=true&timeoutSeconds={}",
+            self.cluster.api_url,
+            self.cluster.namespace,
+            self.cluster.pod_name,
+            self.watch_timeout.as_secs().max(1)
+        );
+        if let Some(rv) = resource_version {
+            url.push_str("&resourceVersion=");
+            url.push_str(rv);
+        }
+        let response = self.send(&url, "watch", self.watch_timeout + WATCH_MARGIN)?;
+        Ok(BufReader::new(response.into_body().into_reader()))
+    }
+
+    /// Sends a GET with the token; re-reads the token and tries once more after a 401; maps failures.
+    fn send(
+        &mut self,
+        url: &str,
+        verb: &'static str,
+        bound: Duration,
+    ) -> Result<ureq::http::Response<ureq::Body>, ApiError> {
+        let mut reread = false;
+        loop {
+            let token = self.cluster.token.current(Instant::now());
+            let response = self
+                .agent
+                .get(url)
+                .header("Authorization", format!("Bearer {token}"))
+                .header("Accept", "application/json")
+                .config()
+                .timeout_global(Some(bound))
+                .build()
+                .call()
+                .map_err(transport_error)?;
+            let status = response.status().as_u16();
+            match status {
+                200..=299 => return Ok(response),
+                401 if !reread => {
+                    reread = true;
+                    log::debug!("API server answered 401: re-reading the token file");
+                    if let Err(err) = self.cluster.token.reload(Instant::now()) {
+                        log::warn!("{err}");
+                    }
+                }
+                _ => return Err(self.status_error(status, verb, response)),
+            }
+        }
+    }
+
+    fn status_error(&self, status: u16, verb: &'static str, response: ureq::http::Response<ureq::Body>) -> ApiError {
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let message = response
+            .into_body()
+            .into_with_config()
+            .limit(64 * 1024)
+            .read_to_vec()
+            .ok()
+            .and_then(|body| serde_json::from_slice::<ApiStatus>(&body).ok())
+            .map(|s| s.message)
+            .unwrap_or_default();
+        match status {
+            401 => ApiError::Unauthorized,
+            403 => ApiError::Forbidden { verb, namespace: self.cluster.namespace.clone() },
+            404 => {
+                ApiError::PodNotFound { namespace: self.cluster.namespace.clone(), pod: self.cluster.pod_name.clone() }
+            }
+            410 => ApiError::Gone,
+            429 | 500..=599 => ApiError::Unavailable { status, retry_after },
+            _ => ApiError::Status { status, message },
+        }
+    }
+}
+
+/// A certificate rustls refused is fatal; anything else on the wire is worth retrying.
+fn transport_error(err: ureq::Error) -> ApiError {
+    let untrusted = match &err {
+        ureq::Error::Rustls(rustls::Error::InvalidCertificate(why)) => Some(format!("{why:?}")),
+        ureq::Error::Io(io) => {
+            io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).and_then(|tls| match tls {
+                rustls::Error::InvalidCertificate(why) => Some(format!("{why:?}")),
+                _ => None,
+            })
+        }
+        _ => None,
+    };
+    match untrusted {
+        Some(why) => ApiError::Untrusted(why),
+        None => ApiError::Transport(io_text(&err)),
+    }
+}
+
+fn io_text(err: &ureq::Error) -> String {
+    match err {
+        ureq::Error::Io(io) if io.kind() == io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,269 @@
+//! In-cluster configuration (DESIGN.md "In-cluster configuration"): API server address, service-account files,
+//! namespace and Pod name → `Cluster`, and the bearer token with its re-read rules.
+//! Runs on the main thread at start (discovery) and on the watch threads (token). Never logs the token.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where the kubelet mounts the service account's token, CA and namespace.
+pub const DEFAULT_SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Bound tokens rotate: a cached token older than this is read again before the next request.
+pub const TOKEN_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// Everything proa needs to talk to the API server about its own Pod.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// `https://host:port`, an IPv6 host in brackets.
+    pub api_url: String,
+    /// The PEM bundle from `ca.crt`: the only roots proa trusts.
+    pub ca_pem: Vec<u8>,
+    pub ca_path: PathBuf,
+    pub token: Token,
+    pub namespace: String,
+    pub pod_name: String,
+}
+
+/// The configuration is unusable. Exit code 125.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// A required environment variable is missing: proa is not inside a Pod, or the test forgot it.
+    MissingEnv(&'static str),
+    /// A service-account file could not be read.
+    Read { path: PathBuf, err: io::Error },
+    /// A service-account file is empty.
+    Empty(PathBuf),
+    /// Neither `POD_NAME` nor a hostname.
+    NoPodName,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::MissingEnv(var) => {
+                write!(f, "{var} is not set: proa must run inside a Kubernetes Pod (the kubelet sets it)")
+            }
+            ConfigError::Read { path, err } => write!(
+                f,
+                "cannot read {}: {err} (mount the service account token, or set PROA_SERVICE_ACCOUNT_DIR)",
+                path.display()
+            ),
+            ConfigError::Empty(path) => write!(f, "{} is empty", path.display()),
+            ConfigError::NoPodName => {
+                write!(f, "cannot tell the Pod's name: set POD_NAME from the Downward API (metadata.name)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Finds the API server, service-account files, namespace and Pod name. `env` looks up a variable; `hostname`
+/// is only called when `POD_NAME` is missing.
+pub fn discover(
+    env: impl Fn(&str) -> Option<String>,
+    hostname: impl FnOnce() -> Option<String>,
+) -> Result<Cluster, ConfigError> {
+    let env = |var: &str| env(var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let host = env("KUBERNETES_SERVICE_HOST").ok_or(ConfigError::MissingEnv("KUBERNETES_SERVICE_HOST"))?;
+    let port = env("KUBERNETES_SERVICE_PORT").ok_or(ConfigError::MissingEnv("KUBERNETES_SERVICE_PORT"))?;
+    let dir = PathBuf::from(env("PROA_SERVICE_ACCOUNT_DIR").unwrap_or_else(|| DEFAULT_SERVICE_ACCOUNT_DIR.into()));
+
+    let ca_path = dir.join("ca.crt");
+    let ca_pem = std::fs::read(&ca_path).map_err(|err| ConfigError::Read { path: ca_path.clone(), err })?;
+    let token = Token::load(dir.join("token"), Instant::now())?;
+    let namespace = match env("POD_NAMESPACE") {
+        Some(namespace) => namespace,
+        None => read_trimmed(&dir.join("namespace"))?,
+    };
+    let pod_name = match env("POD_NAME") {
+        Some(name) => name,
+        // The hostname is the Pod's name up to the first dot, unless hostNetwork or spec.hostname say otherwise.
+        None => hostname()
+            .and_then(|h| h.split('.').next().map(str::to_string))
+            .filter(|h| !h.is_empty())
+            .ok_or(ConfigError::NoPodName)?,
+    };
+    Ok(Cluster { api_url: api_url(&host, &port), ca_pem, ca_path, token, namespace, pod_name })
+}
+
+/// `https://host:port`, with an IPv6 literal in brackets.
+pub fn api_url(host: &str, port: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("https://[{host}]:{port}")
+    } else {
+        format!("https://{host}:{port}")
+    }
+}
+
+/// The machine's hostname (std has no call for it).
+#[allow(unsafe_code)] // gethostname(2) is the only way to ask; /proc may be missing in a scratch image.
+pub fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the pointer and length describe `buf`, which outlives the call; the kernel writes at most len bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8(buf[..end].to_vec()).ok()
+}
+
+/// The bearer token, read from its file and re-read when older than `TOKEN_MAX_AGE` or after a 401.
+/// `Debug` never shows the value.
+#[derive(Clone)]
+pub struct Token {
+    path: PathBuf,
+    value: String,
+    read_at: Instant,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Token {
+    pub fn load(path: PathBuf, now: Instant) -> Result<Token, ConfigError> {
+        let value = read_trimmed(&path)?;
+        Ok(Token { path, value, read_at: now })
+    }
+
+    /// The token to send now: re-read first when the cached copy is older than a minute. A failed re-read keeps
+    /// the old value (the next 401 says more than a missing file would).
+    pub fn current(&mut self, now: Instant) -> &str {
+        if now.duration_since(self.read_at) >= TOKEN_MAX_AGE {
+            if let Err(err) = self.reload(now) {
+                log::warn!("{err}; using the token read before");
+                self.read_at = now;
+            }
+        }
+        &self.value
+    }
+
+    /// Reads the file again (after a 401: the token may have rotated).
+    pub fn reload(&mut self, now: Instant) -> Result<(), ConfigError> {
+        self.value = read_trimmed(&self.path)?;
+        self.read_at = now;
+        Ok(())
+    }
+}
+
+fn read_trimmed(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read { path: path.to_path_buf(), err })?;
+    let text = text.trim();
+    match text.is_empty() {
+        true => Err(ConfigError::Empty(path.to_path_buf())),
+        false => Ok(text.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let path = std::env::temp_dir().join(format!("proa-cluster-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            TempDir(path)
+        }
+        fn write(&self, file: &str, text: &str) {
+            std::fs::write(self.0.join(file), text).unwrap();
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |var| pairs.iter().find(|(k, _)| *k == var).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn api_url_brackets_ipv6() {
+        assert_eq!(api_url("10.0.0.1", "443"), "https://10.0.0.1:443");
+        assert_eq!(api_url("fd00::1", "443"), "https://[fd00::1]:443");
+        assert_eq!(api_url("[fd00::1]", "443"), "https://[fd00::1]:443");
+    }
+
+    #[test]
+    fn discovers_from_files_and_hostname() {
+        let dir = TempDir::new("files");
+        dir.write("token", "secret\n");
+        dir.write("ca.crt", "PEM");
+        dir.write("namespace", "jobs\n");
+        let path = dir.0.to_str().unwrap();
+        let vars = [
+            ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+            ("KUBERNETES_SERVICE_PORT", "443"),
+            ("PROA_SERVICE_ACCOUNT_DIR", path),
+        ];
+        let cluster = discover(env(&vars), || Some("job-7x2kq.sub.example".into())).unwrap();
+        assert_eq!(cluster.api_url, "https://10.0.0.1:443");
+        assert_eq!(cluster.namespace, "jobs");
+        assert_eq!(cluster.pod_name, "job-7x2kq");
+        assert_eq!(cluster.ca_pem, b"PEM");
+        assert!(!format!("{cluster:?}").contains("secret"), "Debug must not show the token");
+    }
+
+    #[test]
+    fn env_wins_over_files() {
+        let dir = TempDir::new("env");
+        dir.write("token", "t");
+        dir.write("ca.crt", "PEM");
+        let path = dir.0.to_str().unwrap();
+        let vars = [
+            ("KUBERNETES_SERVICE_HOST", "h"),
+            ("KUBERNETES_SERVICE_PORT", "6443"),
+            ("PROA_SERVICE_ACCOUNT_DIR", path),
+            ("POD_NAME", "p"),
+            ("POD_NAMESPACE", "ns"),
+        ];
+        let cluster = discover(env(&vars), || panic!("hostname must not be asked")).unwrap();
+        assert_eq!((cluster.pod_name.as_str(), cluster.namespace.as_str()), ("p", "ns"));
+    }
+
+    #[test]
+    fn missing_pieces_say_what_to_fix() {
+        let err = discover(env(&[]), || None).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "KUBERNETES_SERVICE_HOST is not set: proa must run inside a Kubernetes Pod (the kubelet sets it)"
+        );
+        let dir = TempDir::new("missing");
+        dir.write("ca.crt", "PEM");
+        let path = dir.0.to_str().unwrap();
+        let vars =
+            [("KUBERNETES_SERVICE_HOST", "h"), ("KUBERNETES_SERVICE_PORT", "1"), ("PROA_SERVICE_ACCOUNT_DIR", path)];
+        let err = discover(env(&vars), || None).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("cannot read {path}/token: ")), "{err}");
+        dir.write("token", "t");
+        dir.write("namespace", "ns");
+        let err = discover(env(&vars), || None).unwrap_err().to_string();
+        assert_eq!(err, "cannot tell the Pod's name: set POD_NAME from the Downward API (metadata.name)");
+    }
+
+    #[test]
+    fn token_is_reread_when_old_or_asked() {
+        let dir = TempDir::new("token");
+        dir.write("token", "one");
+        let start = Instant::now();
+        let mut token = Token::load(dir.0.join("token"), start).unwrap();
+        dir.write("token", "two");
+        assert_eq!(token.current(start + Duration::from_secs(59)), "one");
+        assert_eq!(token.current(start + TOKEN_MAX_AGE), "two");
+        dir.write("token", "three");
+        token.reload(start + TOKEN_MAX_AGE).unwrap();
+        assert_eq!(token.current(start + TOKEN_MAX_AGE), "three");
+    }
+}

@@ -1,0 +1,127 @@
+//! The owner loop: starts the worker threads (signals, watch, reaper, shutdown actions), receives their
+//! events on one mpsc channel, feeds them to `machine::step`, and carries out the commands it returns.
+//! It owns all lifecycle state. It never uses `?`: a failed command becomes an event, so events keep flowing.
+//! It blocks in `recv` (or `recv_timeout` up to the next deadline), so it uses no CPU while the program runs.
+
+pub mod machine;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::time::Instant;
+
+use crate::api::Api;
+use crate::cli::Options;
+use crate::readiness;
+use crate::shutdown::{self, Action};
+use crate::{child, exit, signals, watch};
+use machine::{Command, Config, Event, State};
+
+/// Runs the whole lifecycle and returns proa's exit code.
+pub fn run(options: Options, api: Api) -> u8 {
+    let (tx, rx) = mpsc::channel::<Event>();
+    let config = Config {
+        container: options.container.clone(),
+        own_args: options.own_args.clone(),
+        ignore: options.ignore.clone(),
+        ready_timeout: options.ready_timeout,
+        shutdown_timeout: options.shutdown_timeout,
+        always_shutdown: options.always_shutdown,
+        actions: options.shutdown_get.len() + options.shutdown_post.len(),
+    };
+
+    // Signals first, so that a SIGTERM during start-up is not lost.
+    let signal_tx = tx.clone();
+    let _signals = match signals::spawn_signals(move |signal| signal_tx.send(Event::Signal(signal)).is_ok()) {
+        Ok(signals) => signals,
+        Err(err) => {
+            log::error!("cannot handle signals: {err}");
+            return exit::PROA_FAILED;
+        }
+    };
+
+    let mut state = State::start(&config, Instant::now());
+    let wait_config = config.clone();
+    let mut watcher = Watcher::start(&api, &tx, move |pod| machine::wait_is_over(&wait_config, pod));
+    let mut program_pid = None;
+    let mut own_events = VecDeque::new();
+
+    loop {
+        let event = match own_events.pop_front() {
+            Some(event) => event,
+            None => match next_event(&rx, state.deadline()) {
+                Some(event) => event,
+                None => {
+                    // Unreachable while `tx` lives; exit rather than spin if it ever happens.
+                    log::error!("internal error: event channel closed");
+                    return exit::PROA_FAILED;
+                }
+            },
+        };
+        let (next, commands) = machine::step(&config, state, event, Instant::now());
+        state = next;
+        for command in commands {
+            match command {
+                Command::StartProgram => match child::spawn_program(&options.program, &options.args) {
+                    Ok(pid) => {
+                        log::info!("started {} (pid {pid})", options.program.to_string_lossy());
+                        program_pid = Some(pid);
+                        let child_tx = tx.clone();
+                        child::spawn_reaper(pid, move |exit| child_tx.send(Event::Child(exit)).is_ok());
+                    }
+                    Err(err) => own_events.push_back(Event::SpawnFailed(err)),
+                },
+                Command::Forward(signal) => match program_pid {
+                    Some(pid) => child::forward(pid, signal),
+                    None => log::debug!("no program to forward {} to", child::signal_name(signal)),
+                },
+                Command::StopWatch => watcher.stop(),
+                Command::StartShutdown => {
+                    let actions = options.shutdown_get.iter().cloned().map(Action::Get);
+                    let actions = actions.chain(options.shutdown_post.iter().cloned().map(Action::Post)).collect();
+                    let action_tx = tx.clone();
+                    shutdown::spawn_actions(actions, move |outcome| action_tx.send(Event::Shutdown(outcome)).is_ok());
+                }
+                Command::WatchSidecars(sidecars) => {
+                    watcher.stop();
+                    watcher = Watcher::start(&api, &tx, move |pod| readiness::sidecars_gone(pod, &sidecars));
+                }
+                Command::Exit(code) => return code,
+            }
+        }
+    }
+}
+
+/// Waits for the next event, or for `deadline`.
+fn next_event(rx: &mpsc::Receiver<Event>, deadline: Option<Instant>) -> Option<Event> {
+    match deadline {
+        None => rx.recv().ok(),
+        Some(deadline) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(event) => Some(event),
+            Err(RecvTimeoutError::Timeout) => Some(Event::DeadlinePassed),
+            Err(RecvTimeoutError::Disconnected) => None,
+        },
+    }
+}
+
+/// The current watcher thread, and the flag that stops the owner listening to it.
+struct Watcher {
+    stopped: Arc<AtomicBool>,
+}
+
+impl Watcher {
+    fn start(api: &Api, tx: &Sender<Event>, until: impl Fn(&crate::pod::Pod) -> bool + Send + 'static) -> Watcher {
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (flag, tx) = (stopped.clone(), tx.clone());
+        // A stopped watcher's next report returns false, which ends its thread without an event.
+        watch::spawn_watch(api.clone(), until, move |update| {
+            !flag.load(Ordering::Relaxed) && tx.send(Event::Watch(update)).is_ok()
+        });
+        Watcher { stopped }
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+}

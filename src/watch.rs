@@ -1,0 +1,294 @@
+//! The watcher thread: GET the own Pod, then watch it, reporting every Pod snapshot until a predicate says
+//! the owner has what it waited for. Reads the stream line by line with a bound on line length, follows
+//! resourceVersion (bookmarks count), relists after 410, and reconnects with capped, jittered backoff.
+//! Never decides anything about readiness itself, and never touches the owner's state.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, BufRead};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::api::{Api, ApiError};
+use crate::pod::{Pod, WatchEvent, parse_watch_line};
+
+/// The longest watch line proa reads: etcd refuses objects over 1.5 MiB, so a longer line is not a Pod.
+pub const MAX_LINE_BYTES: usize = 2 * 1024 * 1024;
+/// Reconnect backoff: first delay, and the cap it doubles up to.
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// A Retry-After longer than this is not obeyed in full.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
+/// A stream that lasted this long ended normally (timeoutSeconds): watch again at once.
+const HEALTHY_STREAM: Duration = Duration::from_secs(1);
+
+/// What the watcher reports to its owner.
+#[derive(Debug)]
+pub enum Update {
+    /// A Pod snapshot (from the GET or a watch event), in the order the server sent them.
+    PodChanged(Box<Pod>),
+    /// The API refused in a way retrying cannot fix (403, 401, 404, untrusted certificate). The watcher stopped.
+    Failed(ApiError),
+}
+
+/// Starts the watcher. It stops after reporting a Pod for which `until` is true, after a fatal error, or when
+/// `report` returns false (the owner no longer listens).
+pub fn spawn_watch(
+    api: Api,
+    until: impl Fn(&Pod) -> bool + Send + 'static,
+    report: impl Fn(Update) -> bool + Send + 'static,
+) -> JoinHandle<()> {
+    thread::Builder::new()
+        .name("watch".into())
+        .spawn(move || watch(api, until, report))
+        .expect("spawning a thread only fails when the process is out of resources")
+}
+
+fn watch(mut api: Api, until: impl Fn(&Pod) -> bool, report: impl Fn(Update) -> bool) {
+    let mut backoff = Backoff::default();
+    // Returns false when the watcher should stop.
+    let deliver = |pod: Pod| {
+        let done = until(&pod);
+        report(Update::PodChanged(Box::new(pod))) && !done
+    };
+
+    let pod = loop {
+        match api.get_pod() {
+            Ok(pod) => break pod,
+            Err(err) if err.is_fatal() => {
+                report(Update::Failed(err));
+                return;
+            }
+            Err(err) => backoff.wait_after(&err, err.retry_after()),
+        }
+    };
+    let mut resource_version = pod.metadata.resource_version.clone();
+    if !deliver(pod) {
+        return;
+    }
+    backoff.reset();
+
+    loop {
+        let started = Instant::now();
+        let mut stream = match api.watch_pod(resource_version.as_deref()) {
+            Ok(stream) => stream,
+            // Without a resourceVersion the server cannot answer 410; if it does anyway, back off below.
+            Err(ApiError::Gone) if resource_version.is_some() => {
+                log::debug!("watch: resourceVersion expired (410): watching from the current state");
+                resource_version = None;
+                continue;
+            }
+            Err(err) if err.is_fatal() => {
+                report(Update::Failed(err));
+                return;
+            }
+            Err(err) => {
+                backoff.wait_after(&err, err.retry_after());
+                continue;
+            }
+        };
+        log::debug!("watch: stream open from resourceVersion {}", resource_version.as_deref().unwrap_or("(current)"));
+        let mut line = Vec::new();
+        let mut relist = false;
+        let ended = loop {
+            match read_line_bounded(&mut stream, &mut line, MAX_LINE_BYTES) {
+                Ok(Line::Complete) if line.iter().all(u8::is_ascii_whitespace) => continue,
+                Ok(Line::Complete) => {}
+                Ok(Line::TooLong) => break format!("a watch line is longer than {MAX_LINE_BYTES} bytes"),
+                Ok(Line::End) => break "stream ended".to_string(),
+                Err(err) => break format!("stream broke: {err}"),
+            }
+            match parse_watch_line(&line) {
+                Ok(WatchEvent::Pod(pod)) => {
+                    if pod.metadata.resource_version.is_some() {
+                        resource_version = pod.metadata.resource_version.clone();
+                    }
+                    if !deliver(*pod) {
+                        return;
+                    }
+                }
+                Ok(WatchEvent::Bookmark(rv)) => {
+                    log::trace!("watch: bookmark at resourceVersion {rv:?}");
+                    resource_version = rv.or(resource_version);
+                }
+                Ok(WatchEvent::Error(status)) if status.code == 410 && resource_version.is_some() => {
+                    log::debug!("watch: resourceVersion expired (ERROR 410): watching from the current state");
+                    resource_version = None;
+                    relist = true;
+                    break "expired".to_string();
+                }
+                Ok(WatchEvent::Error(status)) => {
+                    break format!("ERROR event {} {}: {}", status.code, status.reason, status.message);
+                }
+                Err(err) => break err,
+            }
+        };
+        drop(stream);
+        if relist || started.elapsed() >= HEALTHY_STREAM {
+            log::debug!("watch: {ended}; watching again");
+            backoff.reset();
+        } else {
+            backoff.wait_after(&format!("watch {ended}"), None);
+        }
+    }
+}
+
+/// How one call of `read_line_bounded` ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// `line` holds one line, without its newline.
+    Complete,
+    /// The line is longer than the bound; the rest of it was not read, so the stream must be dropped.
+    TooLong,
+    /// The stream ended (a partial last line is discarded: the server always ends lines with a newline).
+    End,
+}
+
+/// Reads one newline-terminated line into `line` without ever holding more than `max` bytes of it.
+pub fn read_line_bounded(reader: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> io::Result<Line> {
+    line.clear();
+    loop {
+        let buffer = reader.fill_buf()?;
+        if buffer.is_empty() {
+            return Ok(Line::End);
+        }
+        let newline = buffer.iter().position(|&b| b == b'\n');
+        let chunk = &buffer[..newline.unwrap_or(buffer.len())];
+        if line.len() + chunk.len() > max {
+            return Ok(Line::TooLong);
+        }
+        line.extend_from_slice(chunk);
+        let used = chunk.len() + usize::from(newline.is_some());
+        reader.consume(used);
+        if newline.is_some() {
+            return Ok(Line::Complete);
+        }
+    }
+}
+
+/// Capped exponential backoff with jitter, so that many Pods do not reconnect in step.
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Logs why and sleeps: as long as a 429/503 asked (bounded), else the next backoff step.
+    fn wait_after(&mut self, why: &dyn std::fmt::Display, retry_after: Option<Duration>) {
+        self.failures += 1;
+        let delay = match retry_after {
+            Some(asked) => asked.min(RETRY_AFTER_CAP),
+            None => jittered(backoff_step(self.failures)),
+        };
+        log::warn!("{why}; retrying in {:.1}s (attempt {})", delay.as_secs_f64(), self.failures);
+        thread::sleep(delay);
+    }
+}
+
+/// The un-jittered delay after `failures` failures in a row: 200 ms, 400 ms, … up to 10 s.
+fn backoff_step(failures: u32) -> Duration {
+    BACKOFF_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(BACKOFF_CAP)
+}
+
+/// Between half and all of `step`.
+fn jittered(step: Duration) -> Duration {
+    let random = RandomState::new().build_hasher().finish();
+    step / 2 + step.mul_f64((random % 1000) as f64 / 2000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufReader, Read};
+
+    /// A reader that hands out its bytes in the given pieces, as a network stream would.
+    struct Pieces(Vec<Vec<u8>>);
+
+    impl Read for Pieces {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            let piece = &mut self.0[0];
+            let n = piece.len().min(buf.len());
+            buf[..n].copy_from_slice(&piece[..n]);
+            piece.drain(..n);
+            if piece.is_empty() {
+                self.0.remove(0);
+            }
+            Ok(n)
+        }
+    }
+
+    fn lines(pieces: &[&str], max: usize) -> Vec<(Line, String)> {
+        let mut reader = BufReader::with_capacity(4, Pieces(pieces.iter().map(|p| p.as_bytes().to_vec()).collect()));
+        let mut out = Vec::new();
+        let mut line = Vec::new();
+        loop {
+            let result = read_line_bounded(&mut reader, &mut line, max).unwrap();
+            let done = result != Line::Complete;
+            out.push((result, String::from_utf8_lossy(&line).into_owned()));
+            if done {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn lines_split_at_awkward_points() {
+        assert_eq!(
+            lines(&["{\"a\"", ":1}\n{", "\"b\":2}\n", "\n"], 100),
+            vec![
+                (Line::Complete, "{\"a\":1}".into()),
+                (Line::Complete, "{\"b\":2}".into()),
+                (Line::Complete, "".into()),
+                (Line::End, "".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn partial_last_line_is_not_a_line() {
+        assert_eq!(lines(&["{\"a\":1}\n{\"tru"], 100).last().unwrap().0, Line::End);
+    }
+
+    #[test]
+    fn oversized_line_stops_without_buffering_it() {
+        let big = "x".repeat(50);
+        let result = lines(&["ok\n", &big, "\n"], 10);
+        assert_eq!(result[0], (Line::Complete, "ok".into()));
+        assert_eq!(result[1].0, Line::TooLong);
+        assert!(result[1].1.len() <= 10);
+    }
+
+    #[test]
+    fn exactly_the_bound_is_fine() {
+        assert_eq!(lines(&["0123456789\n"], 10)[0], (Line::Complete, "0123456789".into()));
+    }
+
+    #[test]
+    fn error_410_event_decodes() {
+        let mut reader = BufReader::new(
+            &br#"{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired"}}
+"#[..],
+        );
+        let mut line = Vec::new();
+        assert_eq!(read_line_bounded(&mut reader, &mut line, MAX_LINE_BYTES).unwrap(), Line::Complete);
+        assert!(matches!(parse_watch_line(&line), Ok(WatchEvent::Error(s)) if s.code == 410));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let steps: Vec<u64> = (1..=8).map(|n| backoff_step(n).as_millis() as u64).collect();
+        assert_eq!(steps, [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
+        assert_eq!(backoff_step(1000), BACKOFF_CAP);
+        for _ in 0..100 {
+            let delay = jittered(Duration::from_secs(2));
+            assert!(delay >= Duration::from_secs(1) && delay <= Duration::from_secs(2), "{delay:?}");
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The lifecycle scenarios of issue 2 (a–j): each asserts the exit code, the order of events, and what the API
+//! server, the sidecars and the program saw.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::apiserver::{ApiServer, Fault, Route};
+use crate::support::proa::{Marker, Proa};
+use crate::support::sidecar::Sidecar;
+
+/// Generous bound for anything that should happen "soon": hit only when proa is broken.
+const BOUND: Duration = Duration::from_secs(15);
+
+/// A Job's Pod: proa's container `main` first, then `regular` sidecars; `native` ones as init containers with
+/// `restartPolicy: Always`. Nothing is ready yet.
+fn job_pod(regular: &[&str], native: &[&str], restart_policy: &str) -> Value {
+    let mut containers = vec![json!({"name": "main", "command": ["/proa"]})];
+    containers.extend(regular.iter().map(|name| json!({"name": name})));
+    let init: Vec<Value> = native.iter().map(|name| json!({"name": name, "restartPolicy": "Always"})).collect();
+    let statuses: Vec<Value> = std::iter::once("main")
+        .chain(regular.iter().copied())
+        .map(|name| json!({"name": name, "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}))
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "job-abc12", "namespace": "jobs", "resourceVersion": "1"},
+        "spec": {"restartPolicy": restart_policy, "terminationGracePeriodSeconds": 30, "containers": containers, "initContainers": init},
+        "status": {"phase": "Pending", "containerStatuses": statuses},
+    })
+}
+
+fn bash(script: String) -> Vec<String> {
+    vec!["--".into(), "bash".into(), "-c".into(), script]
+}
+
+#[test]
+fn a_program_waits_for_the_sidecar_then_shutdown_reaches_it() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    let sidecar = Sidecar::start();
+    let mut marker = Marker::start();
+    let proa = Proa::new(&api)
+        .args(["-g", &sidecar.url("/quitquitquit"), "--shutdown-http-post", &sidecar.url("/shutdown")])
+        .args(bash(format!("{}; exit 7", marker.say("started"))))
+        .spawn();
+
+    api.wait_open_watches(1, BOUND);
+    let ready_sent = api.set_ready("envoy");
+    let started = marker.wait_for("started", BOUND);
+    assert!(started.at > ready_sent, "the program started before the ready event was sent");
+
+    let hits = sidecar.wait_for_hits(2, BOUND);
+    let mut seen: Vec<(String, String)> = hits.iter().map(|h| (h.method.clone(), h.path.clone())).collect();
+    seen.sort();
+    assert_eq!(seen, [("GET".to_string(), "/quitquitquit".to_string()), ("POST".into(), "/shutdown".into())]);
+    assert!(hits.iter().all(|h| h.at > started.at));
+
+    // proa keeps waiting until the sidecar has terminated, then exits with the program's code.
+    api.wait_open_watches(1, BOUND);
+    let terminated = api.set_terminated("envoy", 0);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 7, "{}", done.stderr);
+    assert!(done.at > terminated);
+
+    let requests = api.requests();
+    let kinds: Vec<Route> = requests.iter().filter_map(|r| r.route).collect();
+    assert_eq!(kinds[..2], [Route::Get, Route::Watch], "GET first, then watch: {requests:?}");
+    let token = format!("Bearer {}", std::fs::read_to_string(api.service_account_dir().join("token")).unwrap().trim());
+    for request in &requests {
+        assert_eq!(request.authorization.as_deref(), Some(token.as_str()));
+        assert!(request.user_agent.as_deref().is_some_and(|ua| ua.starts_with("proa/")), "{request:?}");
+    }
+    let first_watch = requests.iter().find(|r| r.route == Some(Route::Watch)).unwrap();
+    assert_eq!(first_watch.query.get("fieldSelector").map(String::as_str), Some("metadata.name=job-abc12"));
+    // The watch resumes from the GET's resourceVersion (the server's first is "100").
+    assert_eq!(first_watch.query.get("resourceVersion").map(String::as_str), Some("100"));
+    assert!(!done.stderr.contains(token.trim_start_matches("Bearer ")), "the token must never be logged");
+}
+
+#[test]
+fn b_native_sidecar_gates_the_start_but_is_not_waited_for_at_shutdown() {
+    let api = ApiServer::start(job_pod(&[], &["proxy"], "Never"));
+    let sidecar = Sidecar::start();
+    let mut marker = Marker::start();
+    let proa = Proa::new(&api).args(["-g", &sidecar.url("/quit")]).args(bash(marker.say("started"))).spawn();
+
+    api.wait_open_watches(1, BOUND);
+    let ready_sent = api.set_ready("proxy");
+    let started = marker.wait_for("started", BOUND);
+    assert!(started.at > ready_sent);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert_eq!(sidecar.hits().len(), 1, "the shutdown GET was sent");
+    // The native sidecar keeps running (the kubelet stops it after proa), yet proa did not wait 30 s for it.
+    assert!(done.at - started.at < Duration::from_secs(10), "{:?}", done.at - started.at);
+}
+
+#[test]
+fn c_sidecar_dead_for_good_means_the_program_never_runs() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    let sidecar = Sidecar::start();
+    let mut marker = Marker::start();
+    let proa = Proa::new(&api).args(["-g", &sidecar.url("/quit")]).args(bash(marker.say("started"))).spawn();
+
+    api.wait_open_watches(1, BOUND);
+    api.set_terminated("envoy", 1);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 125, "{}", done.stderr);
+    assert!(done.stderr.contains("container envoy terminated"), "{}", done.stderr);
+    assert_eq!(sidecar.hits().len(), 1, "shutdown is still sent");
+    assert!(marker.all().is_empty() && !done.stderr.contains("started bash"), "the program must never run");
+}
+
+#[test]
+fn d_ready_timeout_is_124_and_the_program_never_runs() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    let sidecar = Sidecar::start();
+    let mut marker = Marker::start();
+    let proa = Proa::new(&api)
+        .args(["--ready-timeout", "1s", "-g", &sidecar.url("/quit")])
+        .args(bash(marker.say("started")))
+        .spawn();
+
+    // A real sidecar exits when told to: mark it terminated when the shutdown request arrives.
+    sidecar.wait_for_hits(1, BOUND);
+    api.set_terminated("envoy", 0);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 124, "{}", done.stderr);
+    assert!(done.elapsed < Duration::from_secs(2), "took {:?}", done.elapsed);
+    assert!(done.stderr.contains("containers not ready after"), "{}", done.stderr);
+    assert!(marker.all().is_empty(), "the program must never run");
+}
+
+#[test]
+fn e_sigterm_is_forwarded_and_the_program_decides_the_code() {
+    // The program dies of the forwarded SIGTERM: 143.
+    let api = ApiServer::start(job_pod(&[], &[], "Never"));
+    let mut marker = Marker::start();
+    let proa = Proa::new(&api).args(bash(format!("{}; exec sleep 60", marker.say("started")))).spawn();
+    marker.wait_for("started", BOUND);
+    proa.signal(libc::SIGTERM);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 143, "{}", done.stderr);
+
+    // The program catches it and exits 42: proa exits 42.
+    let api = ApiServer::start(job_pod(&[], &[], "Never"));
+    let mut marker = Marker::start();
+    let script = format!(
+        "trap '{}; kill $child; exit 42' TERM; sleep 60 & child=$!; {}; wait $child",
+        marker.say("got-term"),
+        marker.say("started")
+    );
+    let proa = Proa::new(&api).args(bash(script)).spawn();
+    marker.wait_for("started", BOUND);
+    proa.signal(libc::SIGTERM);
+    marker.wait_for("got-term", BOUND);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 42, "{}", done.stderr);
+}
+
+#[test]
+fn f_killed_program_is_137_and_missing_program_is_127() {
+    let api = ApiServer::start(job_pod(&[], &[], "Never"));
+    let done = Proa::new(&api).args(bash("kill -KILL $$".into())).spawn().wait(BOUND);
+    assert_eq!(done.code(), 137, "{}", done.stderr);
+
+    let api = ApiServer::start(job_pod(&[], &[], "Never"));
+    let done = Proa::new(&api).args(["--", "/no/such/program"]).spawn().wait(BOUND);
+    assert_eq!(done.code(), 127, "{}", done.stderr);
+    assert!(done.stderr.contains("cannot run /no/such/program: not found"), "{}", done.stderr);
+
+    let api = ApiServer::start(job_pod(&[], &[], "Never"));
+    let done = Proa::new(&api).args(["--", "/etc/hostname"]).spawn().wait(BOUND);
+    assert_eq!(done.code(), 126, "{}", done.stderr);
+}
+
+#[test]
+fn g_on_failure_with_a_failed_program_leaves_sidecars_running() {
+    let mut pod = job_pod(&["envoy"], &[], "OnFailure");
+    pod["status"]["containerStatuses"][1] = json!({"name": "envoy", "ready": true, "state": {"running": {}}});
+    let api = ApiServer::start(pod);
+    let sidecar = Sidecar::start();
+    let done = Proa::new(&api).args(["-g", &sidecar.url("/quit")]).args(bash("exit 3".into())).spawn().wait(BOUND);
+    assert_eq!(done.code(), 3, "{}", done.stderr);
+    assert!(sidecar.hits().is_empty(), "no shutdown request: the kubelet restarts the program");
+    assert!(done.stderr.contains("leaving sidecars running"), "{}", done.stderr);
+    // Ready at the GET: no watch was needed at all.
+    assert!(api.requests().iter().all(|r| r.route == Some(Route::Get)), "{:?}", api.requests());
+}
+
+#[test]
+fn h_a_closed_watch_resumes_from_the_last_resource_version() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    let mut marker = Marker::start();
+    let proa = Proa::new(&api).args(bash(marker.say("started"))).spawn();
+
+    api.wait_open_watches(1, BOUND);
+    api.set_waiting("envoy", "ContainerCreating");
+    let last_version = api.pod()["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    api.end_watches();
+    let again = api.wait_for_request(BOUND, |r| {
+        r.route == Some(Route::Watch) && r.query.get("resourceVersion") == Some(&last_version)
+    });
+    api.wait_open_watches(1, BOUND);
+    let ready_sent = api.set_ready("envoy");
+    let started = marker.wait_for("started", BOUND);
+    assert!(started.at > ready_sent && again.at < ready_sent);
+    api.set_terminated("envoy", 0);
+    assert_eq!(proa.wait(BOUND).code(), 0);
+}
+
+#[test]
+fn i_forbidden_watch_is_125_and_names_the_permission() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    api.push_fault(Route::Watch, Fault::Status(403));
+    let mut marker = Marker::start();
+    let done = Proa::new(&api).args(bash(marker.say("started"))).spawn().wait(BOUND);
+    assert_eq!(done.code(), 125, "{}", done.stderr);
+    assert!(done.elapsed < Duration::from_secs(2), "took {:?}", done.elapsed);
+    assert!(done.stderr.contains("may not watch pods in namespace \"jobs\""), "{}", done.stderr);
+    assert!(done.stderr.contains(r#"verbs: ["get", "watch"]"#), "{}", done.stderr);
+    assert!(marker.all().is_empty());
+}
+
+#[test]
+fn j_a_shutdown_endpoint_that_never_answers_cannot_hang_proa() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    let silent = Sidecar::start_silent();
+    let mut marker = Marker::start();
+    let proa = Proa::new(&api)
+        .args(["--shutdown-timeout", "2s", "-g", &silent.url("/quit")])
+        .args(bash(format!("{}; exit 5", marker.say("started"))))
+        .spawn();
+    api.wait_open_watches(1, BOUND);
+    api.set_ready("envoy");
+    marker.wait_for("started", BOUND);
+    let asked = silent.wait_for_hits(1, BOUND)[0].at;
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 5, "{}", done.stderr);
+    let waited = done.at - asked;
+    assert!(waited < Duration::from_secs(4), "shutdown took {waited:?} with --shutdown-timeout 2s");
+    assert!(done.stderr.contains("still running at the shutdown timeout"), "{}", done.stderr);
+}
+
+#[test]
+fn json_logs_stay_on_stderr_and_the_programs_stdout_is_its_own() {
+    let api = ApiServer::start(job_pod(&[], &[], "Never"));
+    let done = Proa::new(&api).args(["--log-format", "json", "--", "echo", "hello from the job"]).spawn().wait(BOUND);
+    assert_eq!(done.code(), 0);
+    assert_eq!(done.stdout, "hello from the job\n");
+    for line in done.stderr.lines() {
+        let log: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert!(log["time"].is_string() && log["level"].is_string() && log["message"].is_string(), "{line}");
+    }
+    assert!(done.stderr.contains("\"message\":\"started echo"), "{}", done.stderr);
+}

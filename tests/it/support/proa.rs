@@ -1,0 +1,225 @@
+//! Runs the real proa binary (`CARGO_BIN_EXE_proa`) with the test API server's environment, collects its
+//! stdout and stderr on their own threads, and waits for it with a bound. Also `Marker`: a TCP listener the
+//! wrapped programs write lines to (bash's /dev/tcp), so tests know when and what a program did.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::apiserver::ApiServer;
+
+/// A proa command line about to run.
+pub struct Proa {
+    command: Command,
+}
+
+impl Proa {
+    /// proa with the API server's in-cluster environment and debug logs.
+    pub fn new(api: &ApiServer) -> Proa {
+        let mut proa = Proa::bare();
+        proa.command.envs(api.env());
+        proa
+    }
+
+    /// proa with no cluster environment at all.
+    pub fn bare() -> Proa {
+        let mut command = Command::new(proa_binary());
+        command.env_clear();
+        command.env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()));
+        command.env("RUST_LOG", "debug");
+        Proa { command }
+    }
+
+    pub fn args<S: AsRef<std::ffi::OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Proa {
+        self.command.args(args);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Proa {
+        self.command.env(key, value);
+        self
+    }
+
+    pub fn spawn(mut self) -> Running {
+        let started = Instant::now();
+        let mut child = self
+            .command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the proa binary runs");
+        let (eof_tx, eof) = mpsc::channel();
+        let stdout = collect(child.stdout.take().expect("piped"), eof_tx.clone());
+        let stderr = collect(child.stderr.take().expect("piped"), eof_tx);
+        Running { child, started, stdout, stderr, eof }
+    }
+}
+
+/// Copies `stream` into a shared string on its own thread, and says so on `eof` when it ends.
+/// The binary under test: cargo names it for integration tests; the demo gets it from `PROA_BIN`.
+fn proa_binary() -> String {
+    match option_env!("CARGO_BIN_EXE_proa") {
+        Some(path) => path.to_string(),
+        None => std::env::var("PROA_BIN").expect("PROA_BIN names the proa binary"),
+    }
+}
+
+fn collect(mut stream: impl Read + Send + 'static, eof: mpsc::Sender<()>) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let _ = eof.send(());
+    });
+    text
+}
+
+/// A running proa.
+pub struct Running {
+    child: Child,
+    pub started: Instant,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    eof: Receiver<()>,
+}
+
+/// How proa ended.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    /// When the test saw proa exit.
+    pub at: Instant,
+    /// From spawn to exit.
+    pub elapsed: Duration,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn code(&self) -> i32 {
+        self.status.code().unwrap_or_else(|| panic!("proa died of a signal: {self:?}"))
+    }
+}
+
+impl Running {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) takes plain integers; the pid is our own unreaped child.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0, "kill proa");
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits at most `bound` for proa to exit; on timeout kills it and panics with its stderr.
+    pub fn wait(mut self, bound: Duration) -> Finished {
+        let deadline = Instant::now() + bound;
+        // A waiter thread turns the blocking wait into a bounded one without polling.
+        let pid = self.child.id();
+        let (tx, rx) = mpsc::channel();
+        let mut child = self.child;
+        let waiter = thread::spawn(move || {
+            let status = child.wait();
+            let _ = tx.send((status, Instant::now()));
+            child
+        });
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((status, at)) => {
+                self.child = waiter.join().unwrap();
+                // The output threads finish once every writer (proa, the program) has closed the pipes.
+                for _ in 0..2 {
+                    let _ = self.eof.recv_timeout(Duration::from_secs(5));
+                }
+                Finished {
+                    status: status.unwrap(),
+                    at,
+                    elapsed: at - self.started,
+                    stdout: self.stdout.lock().unwrap().clone(),
+                    stderr: self.stderr.lock().unwrap().clone(),
+                }
+            }
+            Err(_) => {
+                // SAFETY: as in `signal`.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                panic!("proa did not exit within {bound:?}; stderr:\n{}", self.stderr.lock().unwrap());
+            }
+        }
+    }
+}
+
+/// A line a wrapped program sent to the marker, and when it arrived.
+#[derive(Clone, Debug)]
+pub struct Mark {
+    pub at: Instant,
+    pub text: String,
+}
+
+/// Where wrapped programs report what they did: `bash -c "echo started >/dev/tcp/127.0.0.1/PORT"`.
+pub struct Marker {
+    port: u16,
+    marks: Receiver<Mark>,
+    seen: Vec<Mark>,
+}
+
+impl Marker {
+    pub fn start() -> Marker {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, marks) = mpsc::channel();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let tx = tx.clone();
+                thread::spawn(move || {
+                    for line in BufReader::new(stream).lines() {
+                        let Ok(text) = line else { return };
+                        if tx.send(Mark { at: Instant::now(), text }).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Marker { port, marks, seen: Vec::new() }
+    }
+
+    /// A shell command that sends `text` to this marker.
+    pub fn say(&self, text: &str) -> String {
+        format!("echo {text} >/dev/tcp/127.0.0.1/{}", self.port)
+    }
+
+    /// Blocks until a mark with `text` arrives, at most `bound`.
+    pub fn wait_for(&mut self, text: &str, bound: Duration) -> Mark {
+        let deadline = Instant::now() + bound;
+        loop {
+            if let Some(mark) = self.seen.iter().find(|m| m.text == text) {
+                return mark.clone();
+            }
+            match self.marks.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(mark) => self.seen.push(mark),
+                Err(_) => panic!("no mark {text:?} within {bound:?}; seen {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Every mark received so far (call after the program is known to have exited).
+    pub fn all(&mut self) -> Vec<Mark> {
+        self.seen.extend(self.marks.try_iter());
+        self.seen.clone()
+    }
+}

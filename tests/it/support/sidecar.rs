@@ -1,0 +1,209 @@
+//! A sidecar stand-in: a real HTTP/1.1 server on 127.0.0.1 that records every request it receives.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use super::http;
+
+/// One request received by a [`Sidecar`], recorded as soon as its head and body were read.
+#[derive(Clone, Debug)]
+pub struct Hit {
+    pub at: Instant,
+    pub method: String,
+    pub path: String,
+}
+
+/// A loopback HTTP server. Dropping it stops accepting (the port then refuses connections) and closes every
+/// connection it still holds.
+pub struct Sidecar {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    silent: bool,
+    state: Mutex<State>,
+    cond: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    hits: Vec<Hit>,
+    shutdown: bool,
+    next_conn: u64,
+    conns: HashMap<u64, TcpStream>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+const RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n";
+
+impl Sidecar {
+    /// Answers every request `200 ok\n` (with `Content-Length` and `Connection: close`).
+    pub fn start() -> Sidecar {
+        Self::launch(0, false)
+    }
+
+    /// Accepts connections and reads the request, but never answers: it holds the socket until dropped.
+    pub fn start_silent() -> Sidecar {
+        Self::launch(0, true)
+    }
+
+    /// Like [`Sidecar::start`], on a given port (for example one that refused connections until now).
+    pub fn start_on(port: u16) -> Sidecar {
+        Self::launch(port, false)
+    }
+
+    fn launch(port: u16, silent: bool) -> Sidecar {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind sidecar listener");
+        let addr = listener.local_addr().expect("sidecar address");
+        let shared = Arc::new(Shared { silent, state: Mutex::new(State::default()), cond: Condvar::new() });
+        let accept = {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name(format!("sidecar-{}", addr.port()))
+                .spawn(move || accept_loop(listener, shared))
+                .expect("spawn sidecar thread")
+        };
+        Sidecar { addr, shared, accept: Some(accept) }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `http://127.0.0.1:PORT/path` (a missing leading `/` is added).
+    pub fn url(&self, path: &str) -> String {
+        let slash = if path.starts_with('/') { "" } else { "/" };
+        format!("http://127.0.0.1:{}{slash}{path}", self.port())
+    }
+
+    pub fn hits(&self) -> Vec<Hit> {
+        self.shared.lock().hits.clone()
+    }
+
+    /// Blocks until `n` hits were recorded, at most `bound`; panics with the hits otherwise.
+    pub fn wait_for_hits(&self, n: usize, bound: Duration) -> Vec<Hit> {
+        let deadline = Instant::now() + bound;
+        let mut state = self.shared.lock();
+        loop {
+            if state.hits.len() >= n {
+                return state.hits.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let hits = state.hits.clone();
+                drop(state);
+                panic!(
+                    "sidecar on port {}: expected {n} hit(s) within {bound:?}, got {}: {hits:#?}",
+                    self.port(),
+                    hits.len()
+                );
+            }
+            state = self.shared.cond.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let conns: Vec<TcpStream> = {
+            let mut state = self.shared.lock();
+            state.shutdown = true;
+            state.conns.drain().map(|(_, c)| c).collect()
+        };
+        for conn in conns {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+        // Wake the accept loop, which sees the flag and returns, closing the listener.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for conn in listener.incoming() {
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => {
+                if shared.lock().shutdown {
+                    return;
+                }
+                eprintln!("sidecar: accept failed: {e}");
+                continue;
+            }
+        };
+        let id = {
+            let mut state = shared.lock();
+            if state.shutdown {
+                return;
+            }
+            state.next_conn += 1;
+            let id = state.next_conn;
+            match conn.try_clone() {
+                Ok(clone) => {
+                    state.conns.insert(id, clone);
+                }
+                Err(e) => {
+                    eprintln!("sidecar: cannot clone socket: {e}");
+                    continue;
+                }
+            }
+            id
+        };
+        let shared2 = shared.clone();
+        let spawned = thread::Builder::new().name("sidecar-conn".into()).spawn(move || {
+            serve(&shared2, conn);
+            shared2.lock().conns.remove(&id);
+        });
+        if let Err(e) = spawned {
+            eprintln!("sidecar: cannot spawn connection thread: {e}");
+            shared.lock().conns.remove(&id);
+        }
+    }
+}
+
+fn serve(shared: &Shared, mut conn: TcpStream) {
+    let _ = conn.set_nodelay(true);
+    let mut buf = Vec::new();
+    let head = match http::read_head(&mut conn, &mut buf) {
+        Ok(Some(head)) => head,
+        // Closed early, or not HTTP: nothing to record (the Drop wake-up connection ends up here too).
+        Ok(None) | Err(_) => return,
+    };
+    let body = http::read_body(&mut conn, &mut buf, &head);
+    {
+        let mut state = shared.lock();
+        state.hits.push(Hit { at: Instant::now(), method: head.method.clone(), path: head.path().to_string() });
+        shared.cond.notify_all();
+    }
+    if shared.silent {
+        // Hold the socket: block reading until the client gives up or the sidecar is dropped.
+        let mut sink = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut conn, &mut sink) {
+            if n == 0 {
+                break;
+            }
+        }
+        return;
+    }
+    if body.is_err() {
+        let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return;
+    }
+    if conn.write_all(RESPONSE).and_then(|()| conn.flush()).is_ok() {
+        let _ = conn.shutdown(Shutdown::Write);
+    }
+}
