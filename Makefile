@@ -4,12 +4,13 @@
 CARGO ?= cargo
 .DEFAULT_GOAL := help
 
-.PHONY: help demo test tools fmt lint unit release clean
+.PHONY: help demo test tools fmt lint unit release fuzz clean
 
 help:
 	@echo "make demo     show proa's whole lifecycle locally, no cluster needed"
 	@echo "make test     format check, clippy, unit and integration tests"
 	@echo "make release  optimised build in target/release/proa"
+	@echo "make fuzz     fuzz the watch-line decoder and the readiness decision (FUZZ_SECONDS each, default 30)"
 
 ## Tools the targets rely on. rustup is the machine's toolchain manager; the components are tiny.
 tools:
@@ -34,6 +35,16 @@ unit:
 release:
 	$(CARGO) build --release --bin proa
 	@ls -l target/release/proa
+
+## cargo-fuzz passes nightly-only flags (sanitizers); RUSTC_BOOTSTRAP lets the machine's stable compiler take them.
+FUZZ_SECONDS ?= 30
+fuzz: tools
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	mkdir -p fuzz/corpus/readiness fuzz/corpus/watch_line
+	cp tests/fixtures/pods/*.json fuzz/corpus/readiness/
+	cp tests/fixtures/watch/*.jsonl fuzz/corpus/watch_line/
+	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run watch_line fuzz/corpus/watch_line -- -max_total_time=$(FUZZ_SECONDS)
+	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run readiness fuzz/corpus/readiness -- -max_total_time=$(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean

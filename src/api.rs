@@ -19,8 +19,6 @@ pub const MAX_BODY_BYTES: u64 = 2 * 1024 * 1024;
 /// Bound on connecting and on waiting for response headers.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-/// A watch stream is dropped when it has not ended this long after its timeoutSeconds (the idle bound).
-pub const WATCH_MARGIN: Duration = Duration::from_secs(30);
 
 /// A request to the API server failed.
 #[derive(Debug)]
@@ -152,7 +150,8 @@ impl Api {
     }
 
     /// Starts a watch of the own Pod from `resource_version` (none: the server starts with the current state).
-    /// The stream ends by itself after `--watch-timeout`, and is cut off `WATCH_MARGIN` later if it has not.
+    /// The server ends the stream after `--watch-timeout`; one still open after twice that has gone silent (a
+    /// dead connection, a stuck proxy) and is cut off, so the watcher can reconnect.
     pub fn watch_pod(
         &mut self,
         resource_version: Option<&str>,
@@ -168,7 +167,7 @@ impl Api {
             url.push_str("&resourceVersion=");
             url.push_str(rv);
         }
-        let response = self.send(&url, "watch", self.watch_timeout + WATCH_MARGIN)?;
+        let response = self.send(&url, "watch", self.watch_timeout * 2)?;
         Ok(BufReader::new(response.into_body().into_reader()))
     }
 

@@ -33,8 +33,10 @@ pub struct Options {
     pub ready_timeout: Option<Duration>,
     /// `--shutdown-timeout`: the Pod's terminationGracePeriodSeconds when `None`, else 30 s.
     pub shutdown_timeout: Option<Duration>,
-    /// `--watch-timeout`: how long one watch request lasts; a silent stream is dropped after this plus a margin.
+    /// `--watch-timeout`: how long one watch request lasts; a stream still open after twice that is dropped.
     pub watch_timeout: Duration,
+    /// `--token-refresh`: a cached token older than this is read from its file again before the next request.
+    pub token_refresh: Duration,
     /// `--always-shutdown`: shut sidecars down even when the kubelet will restart proa's container.
     pub always_shutdown: bool,
     /// `--log-format`.
@@ -48,6 +50,9 @@ pub struct Options {
 
 /// Default for `--watch-timeout`: short enough that a dead stream is noticed soon, long enough to cost nothing.
 pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default for `--token-refresh`: bound service account tokens rotate, and the kubelet refreshes the file early.
+pub const DEFAULT_TOKEN_REFRESH: Duration = Duration::from_secs(60);
 
 /// `--log-format`: how log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +124,7 @@ Options (each also read from PROA_<NAME>, e.g. PROA_READY_TIMEOUT; a flag wins):
                                  wait this long for sidecars to exit (default: the Pod's
                                  terminationGracePeriodSeconds, else 30s)
       --watch-timeout DURATION   length of one watch request (default 60s)
+      --token-refresh DURATION   re-read the token file when older than this (default 60s)
       --always-shutdown          shut sidecars down even when the kubelet will restart proa
       --log-format text|json     log format on stderr (default text; level from RUST_LOG)
   -h, --help                     print this help
@@ -147,6 +153,7 @@ pub fn parse(
     let mut ready_timeout = None;
     let mut shutdown_timeout = None;
     let mut watch_timeout = None;
+    let mut token_refresh = None;
     let mut always_shutdown = false;
     let mut log_format = None;
     let mut program = None;
@@ -172,6 +179,9 @@ pub fn parse(
             }
             Long("watch-timeout") => {
                 watch_timeout = Some(flag_duration("--watch-timeout", value(&mut parser)?)?);
+            }
+            Long("token-refresh") => {
+                token_refresh = Some(flag_duration("--token-refresh", value(&mut parser)?)?);
             }
             Long("always-shutdown") => always_shutdown = true,
             Long("log-format") => {
@@ -222,6 +232,9 @@ pub fn parse(
     if watch_timeout.is_none() {
         watch_timeout = env_duration(&env_value, "PROA_WATCH_TIMEOUT")?;
     }
+    if token_refresh.is_none() {
+        token_refresh = env_duration(&env_value, "PROA_TOKEN_REFRESH")?;
+    }
     if !always_shutdown {
         always_shutdown = env_bool(&env_value, "PROA_ALWAYS_SHUTDOWN")?.unwrap_or(false);
     }
@@ -243,6 +256,7 @@ pub fn parse(
         ready_timeout,
         shutdown_timeout,
         watch_timeout: watch_timeout.unwrap_or(DEFAULT_WATCH_TIMEOUT),
+        token_refresh: token_refresh.unwrap_or(DEFAULT_TOKEN_REFRESH),
         always_shutdown,
         log_format: log_format.unwrap_or(LogFormat::Text),
         program: program.ok_or(UsageError::MissingProgram)?,
@@ -427,6 +441,7 @@ mod tests {
             ("PROA_ALWAYS_SHUTDOWN", "true"),
             ("PROA_LOG_FORMAT", "json"),
             ("PROA_WATCH_TIMEOUT", "5s"),
+            ("PROA_TOKEN_REFRESH", "10s"),
             ("PROA_SHUTDOWN_TIMEOUT", ""),
         ];
         let o = run(&["p"], &env).unwrap();
@@ -435,6 +450,7 @@ mod tests {
         assert!(o.always_shutdown);
         assert_eq!(o.log_format, LogFormat::Json);
         assert_eq!(o.watch_timeout, Duration::from_secs(5));
+        assert_eq!(o.token_refresh, Duration::from_secs(10));
         assert_eq!(o.shutdown_timeout, None);
     }
 
@@ -444,6 +460,7 @@ mod tests {
         assert_eq!(o.ready_timeout, None);
         assert_eq!(o.shutdown_timeout, None);
         assert_eq!(o.watch_timeout, DEFAULT_WATCH_TIMEOUT);
+        assert_eq!(o.token_refresh, DEFAULT_TOKEN_REFRESH);
         assert!(!o.always_shutdown);
         assert_eq!(o.log_format, LogFormat::Text);
     }

@@ -10,9 +10,6 @@ use std::time::{Duration, Instant};
 /// Where the kubelet mounts the service account's token, CA and namespace.
 pub const DEFAULT_SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-/// Bound tokens rotate: a cached token older than this is read again before the next request.
-pub const TOKEN_MAX_AGE: Duration = Duration::from_secs(60);
-
 /// Everything proa needs to talk to the API server about its own Pod.
 #[derive(Debug, Clone)]
 pub struct Cluster {
@@ -111,13 +108,15 @@ pub fn hostname() -> Option<String> {
     String::from_utf8(buf[..end].to_vec()).ok()
 }
 
-/// The bearer token, read from its file and re-read when older than `TOKEN_MAX_AGE` or after a 401.
+/// The bearer token, read from its file and re-read when older than `max_age` or after a 401.
 /// `Debug` never shows the value.
 #[derive(Clone)]
 pub struct Token {
     path: PathBuf,
     value: String,
     read_at: Instant,
+    /// `--token-refresh`: bound tokens rotate, and Jobs run for hours.
+    pub max_age: Duration,
 }
 
 impl fmt::Debug for Token {
@@ -129,13 +128,13 @@ impl fmt::Debug for Token {
 impl Token {
     pub fn load(path: PathBuf, now: Instant) -> Result<Token, ConfigError> {
         let value = read_trimmed(&path)?;
-        Ok(Token { path, value, read_at: now })
+        Ok(Token { path, value, read_at: now, max_age: crate::cli::DEFAULT_TOKEN_REFRESH })
     }
 
-    /// The token to send now: re-read first when the cached copy is older than a minute. A failed re-read keeps
+    /// The token to send now: re-read first when the cached copy is older than `max_age`. A failed re-read keeps
     /// the old value (the next 401 says more than a missing file would).
     pub fn current(&mut self, now: Instant) -> &str {
-        if now.duration_since(self.read_at) >= TOKEN_MAX_AGE {
+        if now.duration_since(self.read_at) >= self.max_age {
             if let Err(err) = self.reload(now) {
                 log::warn!("{err}; using the token read before");
                 self.read_at = now;
@@ -261,9 +260,9 @@ mod tests {
         let mut token = Token::load(dir.0.join("token"), start).unwrap();
         dir.write("token", "two");
         assert_eq!(token.current(start + Duration::from_secs(59)), "one");
-        assert_eq!(token.current(start + TOKEN_MAX_AGE), "two");
+        assert_eq!(token.current(start + crate::cli::DEFAULT_TOKEN_REFRESH), "two");
         dir.write("token", "three");
-        token.reload(start + TOKEN_MAX_AGE).unwrap();
-        assert_eq!(token.current(start + TOKEN_MAX_AGE), "three");
+        token.reload(start + crate::cli::DEFAULT_TOKEN_REFRESH).unwrap();
+        assert_eq!(token.current(start + crate::cli::DEFAULT_TOKEN_REFRESH), "three");
     }
 }

@@ -10,7 +10,14 @@ use crate::cli::LogFormat;
 /// Installs the logger. Call once, before any thread starts.
 pub fn init(format: LogFormat) {
     let mut builder = env_logger::Builder::new();
-    builder.filter_level(log::LevelFilter::Info).parse_env("RUST_LOG").target(env_logger::Target::Stderr);
+    builder.filter_level(log::LevelFilter::Warn).filter_module("proa", log::LevelFilter::Info);
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        match filter.trim().parse::<log::LevelFilter>() {
+            Ok(level) => builder.filter_module("proa", level),
+            Err(_) => builder.parse_filters(&filter),
+        };
+    }
+    builder.target(env_logger::Target::Stderr);
     match format {
         LogFormat::Text => builder.format(|buf, record| writeln!(buf, "proa: {} {}", record.level(), record.args())),
         LogFormat::Json => builder.format(|buf, record| {

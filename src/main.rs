@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod exit;
 mod lifecycle;
+mod lines;
 mod logging;
 mod pod;
 mod readiness;
@@ -40,7 +41,10 @@ fn main() -> ExitCode {
     logging::init(options.log_format);
     let api = cluster::discover(|var| std::env::var(var).ok(), cluster::hostname)
         .map_err(|err| err.to_string())
-        .and_then(|cluster| api::Api::new(cluster, options.watch_timeout).map_err(|err| err.to_string()));
+        .and_then(|mut cluster| {
+            cluster.token.max_age = options.token_refresh;
+            api::Api::new(cluster, options.watch_timeout).map_err(|err| err.to_string())
+        });
     match api {
         Ok(api) => ExitCode::from(lifecycle::run(options, api)),
         Err(err) => {

@@ -5,11 +5,11 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::io::{self, BufRead};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::api::{Api, ApiError};
+use crate::lines::{Line, read_line_bounded};
 use crate::pod::{Pod, WatchEvent, parse_watch_line};
 
 /// The longest watch line proa reads: etcd refuses objects over 1.5 MiB, so a longer line is not a Pod.
@@ -133,39 +133,6 @@ fn watch(mut api: Api, until: impl Fn(&Pod) -> bool, report: impl Fn(Update) -> 
     }
 }
 
-/// How one call of `read_line_bounded` ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Line {
-    /// `line` holds one line, without its newline.
-    Complete,
-    /// The line is longer than the bound; the rest of it was not read, so the stream must be dropped.
-    TooLong,
-    /// The stream ended (a partial last line is discarded: the server always ends lines with a newline).
-    End,
-}
-
-/// Reads one newline-terminated line into `line` without ever holding more than `max` bytes of it.
-pub fn read_line_bounded(reader: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> io::Result<Line> {
-    line.clear();
-    loop {
-        let buffer = reader.fill_buf()?;
-        if buffer.is_empty() {
-            return Ok(Line::End);
-        }
-        let newline = buffer.iter().position(|&b| b == b'\n');
-        let chunk = &buffer[..newline.unwrap_or(buffer.len())];
-        if line.len() + chunk.len() > max {
-            return Ok(Line::TooLong);
-        }
-        line.extend_from_slice(chunk);
-        let used = chunk.len() + usize::from(newline.is_some());
-        reader.consume(used);
-        if newline.is_some() {
-            return Ok(Line::Complete);
-        }
-    }
-}
-
 /// Capped exponential backoff with jitter, so that many Pods do not reconnect in step.
 #[derive(Default)]
 struct Backoff {
@@ -177,15 +144,24 @@ impl Backoff {
         self.failures = 0;
     }
 
-    /// Logs why and sleeps: as long as a 429/503 asked (bounded), else the next backoff step.
+    /// Logs why, once per step, and sleeps before the next attempt.
     fn wait_after(&mut self, why: &dyn std::fmt::Display, retry_after: Option<Duration>) {
         self.failures += 1;
-        let delay = match retry_after {
-            Some(asked) => asked.min(RETRY_AFTER_CAP),
-            None => jittered(backoff_step(self.failures)),
-        };
+        let delay = retry_delay(self.failures, retry_after, random_fraction());
         log::warn!("{why}; retrying in {:.1}s (attempt {})", delay.as_secs_f64(), self.failures);
         thread::sleep(delay);
+    }
+}
+
+/// The pause after `failures` failures in a row: as long as a 429/503 asked (at most `RETRY_AFTER_CAP`), else
+/// the backoff step scaled into its upper half by `random` (0..1), so that many Pods do not retry in step.
+fn retry_delay(failures: u32, retry_after: Option<Duration>, random: f64) -> Duration {
+    match retry_after {
+        Some(asked) => asked.min(RETRY_AFTER_CAP),
+        None => {
+            let step = backoff_step(failures);
+            step / 2 + step.mul_f64(random.clamp(0.0, 1.0) / 2.0)
+        }
     }
 }
 
@@ -194,81 +170,15 @@ fn backoff_step(failures: u32) -> Duration {
     BACKOFF_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(BACKOFF_CAP)
 }
 
-/// Between half and all of `step`.
-fn jittered(step: Duration) -> Duration {
-    let random = RandomState::new().build_hasher().finish();
-    step / 2 + step.mul_f64((random % 1000) as f64 / 2000.0)
+/// A number in 0..1 that differs between calls and processes (std's hasher keys are random per process).
+fn random_fraction() -> f64 {
+    (RandomState::new().build_hasher().finish() % 1_000_000) as f64 / 1_000_000.0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{BufReader, Read};
-
-    /// A reader that hands out its bytes in the given pieces, as a network stream would.
-    struct Pieces(Vec<Vec<u8>>);
-
-    impl Read for Pieces {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            if self.0.is_empty() {
-                return Ok(0);
-            }
-            let piece = &mut self.0[0];
-            let n = piece.len().min(buf.len());
-            buf[..n].copy_from_slice(&piece[..n]);
-            piece.drain(..n);
-            if piece.is_empty() {
-                self.0.remove(0);
-            }
-            Ok(n)
-        }
-    }
-
-    fn lines(pieces: &[&str], max: usize) -> Vec<(Line, String)> {
-        let mut reader = BufReader::with_capacity(4, Pieces(pieces.iter().map(|p| p.as_bytes().to_vec()).collect()));
-        let mut out = Vec::new();
-        let mut line = Vec::new();
-        loop {
-            let result = read_line_bounded(&mut reader, &mut line, max).unwrap();
-            let done = result != Line::Complete;
-            out.push((result, String::from_utf8_lossy(&line).into_owned()));
-            if done {
-                return out;
-            }
-        }
-    }
-
-    #[test]
-    fn lines_split_at_awkward_points() {
-        assert_eq!(
-            lines(&["{\"a\"", ":1}\n{", "\"b\":2}\n", "\n"], 100),
-            vec![
-                (Line::Complete, "{\"a\":1}".into()),
-                (Line::Complete, "{\"b\":2}".into()),
-                (Line::Complete, "".into()),
-                (Line::End, "".into()),
-            ]
-        );
-    }
-
-    #[test]
-    fn partial_last_line_is_not_a_line() {
-        assert_eq!(lines(&["{\"a\":1}\n{\"tru"], 100).last().unwrap().0, Line::End);
-    }
-
-    #[test]
-    fn oversized_line_stops_without_buffering_it() {
-        let big = "x".repeat(50);
-        let result = lines(&["ok\n", &big, "\n"], 10);
-        assert_eq!(result[0], (Line::Complete, "ok".into()));
-        assert_eq!(result[1].0, Line::TooLong);
-        assert!(result[1].1.len() <= 10);
-    }
-
-    #[test]
-    fn exactly_the_bound_is_fine() {
-        assert_eq!(lines(&["0123456789\n"], 10)[0], (Line::Complete, "0123456789".into()));
-    }
+    use std::io::BufReader;
 
     #[test]
     fn error_410_event_decodes() {
@@ -286,9 +196,21 @@ mod tests {
         let steps: Vec<u64> = (1..=8).map(|n| backoff_step(n).as_millis() as u64).collect();
         assert_eq!(steps, [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
         assert_eq!(backoff_step(1000), BACKOFF_CAP);
+    }
+
+    #[test]
+    fn jitter_stays_in_the_upper_half_of_the_step() {
+        assert_eq!(retry_delay(5, None, 0.0), Duration::from_millis(1600));
+        assert_eq!(retry_delay(5, None, 1.0), Duration::from_millis(3200));
         for _ in 0..100 {
-            let delay = jittered(Duration::from_secs(2));
-            assert!(delay >= Duration::from_secs(1) && delay <= Duration::from_secs(2), "{delay:?}");
+            let delay = retry_delay(5, None, random_fraction());
+            assert!(delay >= Duration::from_millis(1600) && delay <= Duration::from_millis(3200), "{delay:?}");
         }
+    }
+
+    #[test]
+    fn retry_after_is_obeyed_up_to_its_cap() {
+        assert_eq!(retry_delay(1, Some(Duration::from_secs(3)), 0.5), Duration::from_secs(3));
+        assert_eq!(retry_delay(1, Some(Duration::from_secs(3600)), 0.5), RETRY_AFTER_CAP);
     }
 }

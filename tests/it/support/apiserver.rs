@@ -56,6 +56,12 @@ pub enum Fault {
     /// Accept the TCP/TLS connection and read the request, then close the socket without answering (recorded with
     /// status 0).
     Drop,
+    /// (Watch only) answer 200 and start the chunked stream, then drop it: with `final_chunk`, end it cleanly at
+    /// once; without, write half an event line and close the socket (no final chunk, no TLS close_notify).
+    Cut { final_chunk: bool },
+    /// (Watch only) answer 200, start the chunked stream, then never send anything (no events, no bookmarks, no end
+    /// at timeoutSeconds) until the client goes away: a stream gone silent.
+    Silent,
 }
 
 /// One request, recorded before it was answered.
@@ -306,6 +312,12 @@ enum Reply {
     Drop,
     /// A complete chunked stream: these lines, then the final chunk.
     Events(Vec<Arc<str>>),
+    /// A stream cut short (see [`Fault::Cut`]).
+    Cut {
+        final_chunk: bool,
+    },
+    /// A stream that never sends anything (see [`Fault::Silent`]).
+    Silent,
     Watch(Box<LiveWatch>),
 }
 
@@ -598,6 +610,15 @@ impl ApiServer {
         await_acks(acks);
     }
 
+    /// Writes `line` (which should end with a newline) as one chunk to every open watch stream, exactly as given and
+    /// without recording it in the history: for malformed, unknown or oversized lines. Waits until it was written
+    /// (or the stream went away).
+    pub fn send_raw(&self, line: &str) {
+        let line: Arc<str> = line.into();
+        let acks = self.shared.lock().broadcast(|_| true, |ack| StreamMsg::Event(line.clone(), ack));
+        await_acks(acks);
+    }
+
     /// Drops the event history: a watch from any resourceVersion older than the current one gets `410 Expired`.
     pub fn compact(&self) {
         let mut st = self.shared.lock();
@@ -608,8 +629,8 @@ impl ApiServer {
     /// Queues a fault for the next request of that route; faults are consumed in order.
     pub fn push_fault(&self, route: Route, fault: Fault) {
         assert!(
-            !(route == Route::Get && matches!(fault, Fault::ErrorEvent(_))),
-            "Fault::ErrorEvent only applies to Route::Watch"
+            !(route == Route::Get && matches!(fault, Fault::ErrorEvent(_) | Fault::Cut { .. } | Fault::Silent)),
+            "Fault::ErrorEvent, Cut and Silent only apply to Route::Watch"
         );
         self.shared.lock().faults.push((route, fault));
     }
@@ -626,16 +647,23 @@ impl ApiServer {
     /// Blocks until a recorded request (earlier ones included) satisfies `matches`, at most `bound`; returns it. On
     /// timeout panics with a message listing every recorded request.
     pub fn wait_for_request(&self, bound: Duration, matches: impl Fn(&Request) -> bool) -> Request {
+        self.wait_for_requests(bound, 1, matches).remove(0)
+    }
+
+    /// Blocks until at least `n` recorded requests satisfy `matches`, at most `bound`; returns all that do, in
+    /// order. On timeout panics with the request log.
+    pub fn wait_for_requests(&self, bound: Duration, n: usize, matches: impl Fn(&Request) -> bool) -> Vec<Request> {
         let deadline = Instant::now() + bound;
         let mut st = self.shared.lock();
         loop {
-            if let Some(r) = st.requests.iter().find(|r| matches(r)) {
-                return r.clone();
+            let found: Vec<Request> = st.requests.iter().filter(|r| matches(r)).cloned().collect();
+            if found.len() >= n {
+                return found;
             }
             if Instant::now() >= deadline {
                 let log = self.shared.format_requests(&st.requests);
                 drop(st);
-                panic!("no matching request to the API server within {bound:?}; requests:\n{log}");
+                panic!("fewer than {n} matching requests to the API server within {bound:?}; requests:\n{log}");
             }
             st = self.shared.wait(st, deadline);
         }
@@ -789,6 +817,22 @@ fn serve_connection(shared: &Shared, tcp: TcpStream, connection: u64) {
                 Err(_) => StreamEnd::Closed,
             },
             Reply::Watch(watch) => run_watch(shared, &mut tls, &mut buf, *watch, close),
+            Reply::Cut { final_chunk: true } => match write_events(&mut tls, &[], close) {
+                Ok(()) => StreamEnd::Clean,
+                Err(_) => StreamEnd::Closed,
+            },
+            Reply::Cut { final_chunk: false } => {
+                let _ = write_stream_head(&mut tls, close)
+                    .and_then(|()| write_chunk(&mut tls, b"{\"type\":\"MODIFIED\",\"obj"));
+                let _ = tls.sock.shutdown(Shutdown::Both);
+                return;
+            }
+            Reply::Silent => {
+                if write_stream_head(&mut tls, close).is_ok() {
+                    wait_until_client_gone(&mut tls, &mut buf);
+                }
+                return;
+            }
         };
         if close || matches!(end, StreamEnd::Closed) {
             break;
@@ -850,7 +894,7 @@ fn decide(shared: &Shared, head: &Head, connection: u64) -> Reply {
     let status = match &reply {
         Reply::Json { status, .. } => *status,
         Reply::Drop => 0,
-        Reply::Events(_) | Reply::Watch(_) => 200,
+        Reply::Events(_) | Reply::Watch(_) | Reply::Cut { .. } | Reply::Silent => 200,
     };
     st.requests.push(Request {
         at: Instant::now(),
@@ -898,6 +942,8 @@ fn fault_reply(shared: &Shared, route: Route, fault: Fault, st: &State) -> Reply
         }
         Fault::ErrorEvent(code) => Reply::Events(vec![event_line("ERROR", &status_object(code, &message(code)))]),
         Fault::Drop => Reply::Drop,
+        Fault::Cut { final_chunk } => Reply::Cut { final_chunk },
+        Fault::Silent => Reply::Silent,
     }
 }
 
@@ -1094,6 +1140,22 @@ fn run_watch(shared: &Shared, tls: &mut Tls, buf: &mut Vec<u8>, watch: LiveWatch
         }
         if fds[0].revents != 0 && client_gone(tls, buf) {
             return StreamEnd::Closed;
+        }
+    }
+}
+
+/// Blocks until the client closes the connection (or the server shuts it down), reading nothing it would act on.
+fn wait_until_client_gone(tls: &mut Tls, buf: &mut Vec<u8>) {
+    let mut fd = libc::pollfd { fd: tls.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    loop {
+        fd.revents = 0;
+        // SAFETY: `fd` is a valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut fd, 1, -1) };
+        if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return;
+        }
+        if n > 0 && client_gone(tls, buf) {
+            return;
         }
     }
 }

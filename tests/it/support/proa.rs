@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -60,7 +60,6 @@ impl Proa {
     }
 }
 
-/// Copies `stream` into a shared string on its own thread, and says so on `eof` when it ends.
 /// The binary under test: cargo names it for integration tests; the demo gets it from `PROA_BIN`.
 fn proa_binary() -> String {
     match option_env!("CARGO_BIN_EXE_proa") {
@@ -69,28 +68,43 @@ fn proa_binary() -> String {
     }
 }
 
-fn collect(mut stream: impl Read + Send + 'static, eof: mpsc::Sender<()>) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
+/// What proa wrote to one of its pipes so far; `grew` is signalled on every write.
+#[derive(Default)]
+struct Output {
+    text: Mutex<String>,
+    grew: Condvar,
+}
+
+impl Output {
+    fn text(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+}
+
+/// Copies `stream` into a shared `Output` on its own thread, and says so on `eof` when it ends.
+fn collect(mut stream: impl Read + Send + 'static, eof: mpsc::Sender<()>) -> Arc<Output> {
+    let output = Arc::new(Output::default());
+    let sink = output.clone();
     thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = stream.read(&mut buf) {
             if n == 0 {
                 break;
             }
-            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            sink.text.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            sink.grew.notify_all();
         }
         let _ = eof.send(());
     });
-    text
+    output
 }
 
 /// A running proa.
 pub struct Running {
     child: Child,
     pub started: Instant,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
+    stdout: Arc<Output>,
+    stderr: Arc<Output>,
     eof: Receiver<()>,
 }
 
@@ -123,7 +137,27 @@ impl Running {
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.text()
+    }
+
+    /// Blocks until proa's stderr contains `text` `times` times, at most `bound`; panics with stderr otherwise.
+    pub fn wait_for_stderr(&self, text: &str, times: usize, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        let mut seen = self.stderr.text.lock().unwrap();
+        while seen.matches(text).count() < times {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!("stderr did not show {text:?} {times} times within {bound:?}:\n{seen}");
+            }
+            seen = self.stderr.grew.wait_timeout(seen, left).unwrap().0;
+        }
+    }
+
+    /// proa's peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proa is running");
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/PID/status");
+        line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("VmHWM in kB")
     }
 
     /// Waits at most `bound` for proa to exit; on timeout kills it and panics with its stderr.
@@ -149,14 +183,14 @@ impl Running {
                     status: status.unwrap(),
                     at,
                     elapsed: at - self.started,
-                    stdout: self.stdout.lock().unwrap().clone(),
-                    stderr: self.stderr.lock().unwrap().clone(),
+                    stdout: self.stdout.text(),
+                    stderr: self.stderr.text(),
                 }
             }
             Err(_) => {
                 // SAFETY: as in `signal`.
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                panic!("proa did not exit within {bound:?}; stderr:\n{}", self.stderr.lock().unwrap());
+                panic!("proa did not exit within {bound:?}; stderr:\n{}", self.stderr.text());
             }
         }
     }

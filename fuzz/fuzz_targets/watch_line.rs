@@ -1,0 +1,49 @@
+//! The watch-line decoder: arbitrary bytes, delivered in arbitrary pieces, through the bounded line reader and
+//! the event parser. Neither may panic, and no line may ever exceed the bound.
+#![no_main]
+
+#[path = "../../src/lines.rs"]
+mod lines;
+#[path = "../../src/pod.rs"]
+mod pod;
+
+use std::io::{self, BufReader, Read};
+
+use libfuzzer_sys::fuzz_target;
+
+/// The bound, small so that the fuzzer reaches it often.
+const MAX: usize = 512;
+
+/// Hands out `data` in pieces whose sizes come from `sizes`, as a network stream would.
+struct Pieces<'a> {
+    data: &'a [u8],
+    sizes: &'a [u8],
+}
+
+impl Read for Pieces<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let size = self.sizes.first().map_or(usize::MAX, |&s| usize::from(s) + 1);
+        self.sizes = self.sizes.get(1..).unwrap_or_default();
+        let n = size.min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+fuzz_target!(|input: &[u8]| {
+    let split = input.first().map_or(0, |&b| usize::from(b) % 16).min(input.len().saturating_sub(1));
+    let (sizes, data) = input.get(1..).unwrap_or_default().split_at(split.min(input.len().saturating_sub(1)));
+    let mut reader = BufReader::with_capacity(64, Pieces { data, sizes });
+    let mut line = Vec::new();
+    loop {
+        match lines::read_line_bounded(&mut reader, &mut line, MAX) {
+            Ok(lines::Line::Complete) => {
+                assert!(line.len() <= MAX);
+                assert!(!line.contains(&b'\n'));
+                let _ = pod::parse_watch_line(&line);
+            }
+            Ok(lines::Line::TooLong | lines::Line::End) | Err(_) => break,
+        }
+    }
+});

@@ -1,0 +1,346 @@
+//! Issue 3: nothing the API server or the network does makes proa hang, spin, run the program early, or lose
+//! its exit code. Each test drives the test API server's fault injection against the real binary.
+
+use std::io;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::lifecycle::{bash, job_pod};
+use crate::support::apiserver::{ApiServer, Fault, Request, Route};
+use crate::support::proa::{Marker, Proa, Running};
+
+const BOUND: Duration = Duration::from_secs(20);
+
+/// Waits until the API server has seen `n` watch requests, and returns them all.
+fn wait_for_watches(api: &ApiServer, n: usize) -> Vec<Request> {
+    api.wait_for_requests(BOUND, n, |r| r.route == Some(Route::Watch))
+}
+
+/// proa waiting on a not-yet-ready `envoy`, with a program that reports when it starts.
+fn waiting_proa(api: &ApiServer, marker: &Marker, extra: &[&str]) -> Running {
+    Proa::new(api).args(extra).args(bash(marker.say("started"))).spawn()
+}
+
+/// The end of every waiting scenario: once `envoy` is ready the program starts (after the ready event), and once
+/// it has terminated proa exits 0.
+fn becomes_ready_and_finishes(api: &ApiServer, marker: &mut Marker, proa: Running) -> String {
+    api.wait_open_watches(1, BOUND);
+    let ready_sent = api.set_ready("envoy");
+    assert!(marker.wait_for("started", BOUND).at > ready_sent, "the program started before it was ready");
+    api.set_terminated("envoy", 0);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    done.stderr
+}
+
+fn gaps(requests: &[Request]) -> Vec<Duration> {
+    requests.windows(2).map(|w| w[1].at - w[0].at).collect()
+}
+
+#[test]
+fn dropped_streams_reconnect_from_the_last_version_with_growing_backoff() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    for i in 0..6 {
+        api.push_fault(Route::Watch, Fault::Cut { final_chunk: i % 2 == 0 });
+    }
+    let mut marker = Marker::start();
+    let proa = waiting_proa(&api, &marker, &[]);
+    let seen = wait_for_watches(&api, 7);
+    becomes_ready_and_finishes(&api, &mut marker, proa);
+
+    assert!(seen.iter().all(|w| w.resource_version() == Some("100")), "{}", api.request_log());
+    let gaps = gaps(&seen[..7]);
+    // The smallest jittered pauses are 100, 200, 400, 800, 1600 and 3200 ms.
+    let least = [100, 200, 400, 800, 1600, 3200].map(Duration::from_millis);
+    for (gap, least) in gaps.iter().zip(least) {
+        assert!(*gap >= least, "gaps {gaps:?}");
+    }
+    assert!(gaps[5] > gaps[0] * 4, "the pauses grow: {gaps:?}");
+}
+
+#[test]
+fn a_silent_stream_is_dropped_after_twice_the_watch_timeout() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    api.push_fault(Route::Watch, Fault::Silent);
+    let mut marker = Marker::start();
+    let proa = waiting_proa(&api, &marker, &["--watch-timeout", "1s"]);
+    let seen = wait_for_watches(&api, 2);
+    let gap = seen[1].at - seen[0].at;
+    assert!(gap >= Duration::from_secs(2) && gap < Duration::from_secs(5), "silent for {gap:?}");
+    assert_eq!(seen[1].resource_version(), Some("100"));
+    becomes_ready_and_finishes(&api, &mut marker, proa);
+}
+
+#[test]
+fn error_event_410_relists_and_sees_the_change_made_in_between() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    // Hold proa off for a second after its first watch, change the Pod meanwhile, and expire its version.
+    api.push_fault(Route::Watch, Fault::RetryAfter(503, 1));
+    let mut marker = Marker::start();
+    let proa = waiting_proa(&api, &marker, &[]);
+    api.wait_for_request(BOUND, |r| r.status == 503);
+    let ready_sent = api.set_ready("envoy");
+    api.compact();
+    let seen = wait_for_watches(&api, 3);
+    assert_eq!(seen[1].resource_version(), Some("100"), "resumes from the GET's version first");
+    assert_eq!(seen[2].resource_version(), None, "after ERROR 410 it watches from the current state");
+    assert!(marker.wait_for("started", BOUND).at > ready_sent, "the change made in between was not missed");
+    api.set_terminated("envoy", 0);
+    assert_eq!(proa.wait(BOUND).code(), 0);
+}
+
+#[test]
+fn http_410_relists_and_sees_the_change_made_in_between() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    api.push_fault(Route::Watch, Fault::RetryAfter(503, 1));
+    api.push_fault(Route::Watch, Fault::Status(410));
+    let mut marker = Marker::start();
+    let proa = waiting_proa(&api, &marker, &[]);
+    api.wait_for_request(BOUND, |r| r.status == 503);
+    api.set_ready("envoy");
+    let seen = wait_for_watches(&api, 3);
+    assert_eq!((seen[1].status, seen[1].resource_version()), (410, Some("100")));
+    assert_eq!(seen[2].resource_version(), None);
+    marker.wait_for("started", BOUND);
+    api.set_terminated("envoy", 0);
+    assert_eq!(proa.wait(BOUND).code(), 0);
+}
+
+#[test]
+fn a_pod_older_than_the_watch_window_causes_one_410_not_a_loop() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    // The cluster moved on (a bookmark-only version) and compacted: the Pod's own version 100 is too old.
+    api.bookmark();
+    api.compact();
+    let mut marker = Marker::start();
+    let proa = waiting_proa(&api, &marker, &[]);
+    let seen = wait_for_watches(&api, 2);
+    api.wait_open_watches(1, BOUND);
+    becomes_ready_and_finishes(&api, &mut marker, proa);
+    assert_eq!(seen[0].resource_version(), Some("100"));
+    assert_eq!(seen[1].resource_version(), None);
+    let from_old = api.requests().iter().filter(|r| r.resource_version() == Some("100")).count();
+    assert_eq!(from_old, 1, "never resumes from the Pod's old version again: {}", api.request_log());
+}
+
+#[test]
+fn bookmarks_only_move_the_resource_version() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    let mut marker = Marker::start();
+    let proa = waiting_proa(&api, &marker, &[]);
+    api.wait_open_watches(1, BOUND);
+    api.bookmark();
+    let bookmarked = api.resource_version();
+    api.end_watches();
+    let seen = wait_for_watches(&api, 2);
+    assert_eq!(seen[1].resource_version(), Some(bookmarked.as_str()));
+
+    // The bookmark newer API servers send at the end of the initial events.
+    api.wait_open_watches(1, BOUND);
+    api.send_raw(
+        "{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"Pod\",\"apiVersion\":\"v1\",\"metadata\":{\"resourceVersion\":\"150\",\"annotations\":{\"k8s.io/initial-events-end\":\"true\"}}}}\n",
+    );
+    api.end_watches();
+    let seen = wait_for_watches(&api, 3);
+    assert_eq!(seen[2].resource_version(), Some("150"));
+    assert!(marker.all().is_empty(), "a bookmark is not a Pod change: the program must not start");
+
+    becomes_ready_and_finishes(&api, &mut marker, proa);
+}
+
+fn rotate_token(api: &ApiServer, new: &str) {
+    std::fs::write(api.service_account_dir().join("token"), new).unwrap();
+    api.set_token(new);
+}
+
+#[test]
+fn a_401_rereads_the_rotated_token_and_retries_once() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    let mut marker = Marker::start();
+    let proa = waiting_proa(&api, &marker, &[]);
+    api.wait_open_watches(1, BOUND);
+    rotate_token(&api, "rotated-token");
+    api.end_watches();
+    let seen = wait_for_watches(&api, 3);
+    assert_eq!((seen[1].status, seen[2].status), (401, 200), "{}", api.request_log());
+    assert_eq!(seen[2].bearer_token(), Some("rotated-token"));
+    let stderr = becomes_ready_and_finishes(&api, &mut marker, proa);
+    assert!(!stderr.contains("rotated-token") && !stderr.contains(&api.token()));
+}
+
+#[test]
+fn a_token_rejected_after_rereading_is_125() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    let proa = Proa::new(&api).args(["--", "true"]);
+    // The token file proa was given is no longer accepted.
+    api.set_token("a-token-proa-does-not-have");
+    let done = proa.spawn().wait(BOUND);
+    assert_eq!(done.code(), 125, "{}", done.stderr);
+    assert!(done.stderr.contains("401: the service account token was rejected"), "{}", done.stderr);
+    let gets: Vec<u16> = api.requests().iter().map(|r| r.status).collect();
+    assert_eq!(gets, [401, 401], "one retry after re-reading the file, no more");
+}
+
+#[test]
+fn an_old_token_is_reread_before_the_next_request() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    let mut marker = Marker::start();
+    let proa = waiting_proa(&api, &marker, &["--token-refresh", "1s", "--watch-timeout", "2s"]);
+    api.wait_open_watches(1, BOUND);
+    rotate_token(&api, "fresh-token");
+    // The server ends the stream after 2 s; by then the cached token is older than 1 s.
+    let seen = wait_for_watches(&api, 2);
+    assert_eq!((seen[1].status, seen[1].bearer_token()), (200, Some("fresh-token")), "{}", api.request_log());
+    assert!(api.requests().iter().all(|r| r.status != 401), "re-read before sending: {}", api.request_log());
+    becomes_ready_and_finishes(&api, &mut marker, proa);
+}
+
+#[test]
+fn forbidden_get_is_125_at_once_and_names_the_role_rule() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    api.push_fault(Route::Get, Fault::Status(403));
+    let done = Proa::new(&api).args(["--", "true"]).spawn().wait(BOUND);
+    assert_eq!(done.code(), 125);
+    assert!(done.elapsed < Duration::from_secs(2), "{:?}", done.elapsed);
+    let error = done.stderr.lines().find(|l| l.contains("ERROR")).expect("an error line");
+    assert_eq!(
+        error,
+        r#"proa: ERROR API server answered 403: the service account may not get pods in namespace "jobs"; grant a Role rule {apiGroups: [""], resources: ["pods"], verbs: ["get", "watch"]} bound to it"#
+    );
+}
+
+#[test]
+fn retry_after_is_obeyed_and_other_5xx_back_off() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    api.push_fault(Route::Watch, Fault::RetryAfter(429, 2));
+    api.push_fault(Route::Watch, Fault::RetryAfter(503, 1));
+    api.push_fault(Route::Watch, Fault::Status(500));
+    api.push_fault(Route::Watch, Fault::Status(502));
+    let mut marker = Marker::start();
+    let proa = waiting_proa(&api, &marker, &[]);
+    let seen = wait_for_watches(&api, 5);
+    let gaps = gaps(&seen);
+    assert!(gaps[0] >= Duration::from_secs(2) && gaps[0] < Duration::from_secs(3), "429 asked for 2s: {gaps:?}");
+    assert!(gaps[1] >= Duration::from_secs(1) && gaps[1] < Duration::from_secs(2), "503 asked for 1s: {gaps:?}");
+    // After two failures in a row the backoff step is 800 ms at most... and at least its lower half.
+    assert!(gaps[2] >= Duration::from_millis(200), "500 backs off: {gaps:?}");
+    assert!(gaps[3] >= Duration::from_millis(400), "502 backs off further: {gaps:?}");
+    api.wait_open_watches(1, BOUND);
+    becomes_ready_and_finishes(&api, &mut marker, proa);
+}
+
+#[test]
+fn bad_lines_restart_the_stream_and_memory_stays_bounded() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    let mut marker = Marker::start();
+    let proa = waiting_proa(&api, &marker, &[]);
+    let bad_lines = [
+        "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":\n".to_string(),
+        "{\"type\":\"SURPRISE\",\"object\":{}}\n".to_string(),
+        format!("{{\"type\":\"MODIFIED\",\"object\":{{\"x\":\"{}\"}}}}\n", "x".repeat(64 * 1024 * 1024)),
+    ];
+    for (i, line) in bad_lines.iter().enumerate() {
+        api.wait_open_watches(1, BOUND);
+        api.send_raw(line);
+        let seen = wait_for_watches(&api, i + 2);
+        assert_eq!(seen[i + 1].resource_version(), Some("100"), "restarted from the last good version");
+    }
+    let peak = proa.peak_rss_kib();
+    assert!(peak < 16 * 1024, "peak RSS {peak} KiB after a 64 MiB line");
+    let stderr = becomes_ready_and_finishes(&api, &mut marker, proa);
+    for why in ["malformed watch event", "unknown watch event type \"SURPRISE\"", "longer than 2097152 bytes"] {
+        assert!(stderr.contains(why), "{why}: {stderr}");
+    }
+}
+
+#[test]
+fn an_untrusted_certificate_is_125_with_no_fallback() {
+    let api = ApiServer::start_with_wrong_ca(job_pod(&["envoy"], &[], "Never"));
+    let done = Proa::new(&api).args(["--", "true"]).spawn().wait(BOUND);
+    assert_eq!(done.code(), 125, "{}", done.stderr);
+    assert!(done.stderr.contains("certificate failed verification against ca.crt"), "{}", done.stderr);
+    assert!(api.requests().is_empty(), "no request may be sent over an unverified connection");
+}
+
+/// A port nothing listens on (yet).
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Forwards every connection to `listener` to the API server: the API server "comes up" on that port.
+fn relay(listener: TcpListener, to: u16) {
+    thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else { continue };
+            pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+            pipe(server, client);
+        }
+    });
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    thread::spawn(move || {
+        let _ = io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Write);
+    });
+}
+
+#[test]
+fn refused_connections_are_retried_until_the_api_server_comes_up() {
+    let mut pod = job_pod(&["envoy"], &[], "Never");
+    pod["status"]["containerStatuses"][1] = json!({"name": "envoy", "ready": true, "state": {"running": {}}});
+    let api = ApiServer::start(pod);
+    let port = closed_port();
+    let mut marker = Marker::start();
+    let proa = Proa::new(&api)
+        .env("KUBERNETES_SERVICE_PORT", &port.to_string())
+        .args(["--ignore", "envoy"])
+        .args(bash(marker.say("started")))
+        .spawn();
+    proa.wait_for_stderr("connection refused", 3, BOUND);
+    relay(TcpListener::bind(("127.0.0.1", port)).unwrap(), api.port());
+    marker.wait_for("started", BOUND);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    let refused: Vec<&str> = done.stderr.lines().filter(|l| l.contains("connection refused")).collect();
+    assert!(refused.len() >= 3 && refused.iter().all(|l| l.contains("; retrying in ")), "{refused:#?}");
+    assert_eq!(refused.len(), done.stderr.matches("(attempt ").count(), "one line per backoff step");
+}
+
+#[test]
+fn refused_connections_end_at_the_ready_timeout() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    let mut marker = Marker::start();
+    let done = Proa::new(&api)
+        .env("KUBERNETES_SERVICE_PORT", &closed_port().to_string())
+        .args(["--ready-timeout", "2s"])
+        .args(bash(marker.say("started")))
+        .spawn()
+        .wait(BOUND);
+    assert_eq!(done.code(), 124, "{}", done.stderr);
+    assert!(done.elapsed < Duration::from_secs(4), "{:?}", done.elapsed);
+    let attempts = done.stderr.matches("connection refused; retrying in").count();
+    assert!((3..=8).contains(&attempts), "backoff, not a tight loop: {attempts} attempts in 2 s");
+    assert!(marker.all().is_empty());
+}
+
+#[test]
+fn the_shutdown_watch_always_ends_within_the_shutdown_timeout() {
+    for fault in [Fault::Silent, Fault::Status(500), Fault::Drop] {
+        let mut pod = job_pod(&["envoy"], &[], "Never");
+        pod["status"]["containerStatuses"][1] = json!({"name": "envoy", "ready": true, "state": {"running": {}}});
+        let api = ApiServer::start(pod);
+        for _ in 0..20 {
+            api.push_fault(Route::Watch, fault.clone());
+        }
+        let proa = Proa::new(&api).args(["--shutdown-timeout", "2s"]).args(bash("exit 3".into())).spawn();
+        let done = proa.wait(BOUND);
+        assert_eq!(done.code(), 3, "{fault:?}: {}", done.stderr);
+        assert!(done.elapsed < Duration::from_secs(4), "{fault:?}: {:?}", done.elapsed);
+        assert!(done.stderr.contains("still running at the shutdown timeout"), "{fault:?}: {}", done.stderr);
+    }
+}
