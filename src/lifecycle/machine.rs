@@ -293,7 +293,7 @@ fn begin_shutdown(
     now: Instant,
 ) -> (State, Vec<Command>) {
     let policy = facts.map(|f| f.policy);
-    if !readiness::shutdown_needed(policy, code, config.always_shutdown) {
+    if let Some(policy) = policy.filter(|_| !readiness::shutdown_needed(policy, code, config.always_shutdown)) {
         log::info!(
             "leaving sidecars running: the kubelet restarts this container (restartPolicy {policy:?}, exit code {code}); set --always-shutdown to stop them anyway"
         );
