@@ -4,11 +4,25 @@
 CARGO ?= cargo
 .DEFAULT_GOAL := help
 
+## Static release binaries: what users copy into FROM-scratch or distroless images, and what a release uploads.
+## Each musl target links its own C library in. ring compiles C and assembly, so each target needs a C compiler:
+## Debian's musl-tools (musl-gcc) for x86_64, the aarch64 cross gcc and its headers for aarch64 (only the headers'
+## fixed-width integer types are used, so glibc's do). relocation-model=static gives a plain static executable
+## instead of a static PIE: 70 kB smaller, and `file` says "statically linked"; the cost is no ASLR for proa's code.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+STATIC_DIR := $(TARGET_DIR)/static
+STATIC_TARGETS := x86_64-unknown-linux-musl aarch64-unknown-linux-musl
+STATIC_MAX_BYTES := 2000000
+STATIC_ENV := CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-model=static" \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-model=static" \
+	CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc
+
 .PHONY: help demo test tools fmt lint unit release static static-tools clean
 
 help:
 	@echo "make demo     show proa's whole lifecycle locally, no cluster needed"
-	@echo "make test     format check, clippy, unit and integration tests"
+	@echo "make test     format check, clippy, static build, unit and integration tests"
 	@echo "make release  optimised build in target/release/proa"
 	@echo "make static   static musl binaries for FROM-scratch images, both variants, in target/static"
 
@@ -29,26 +43,13 @@ fmt:
 lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
-unit:
-	$(CARGO) test --all-targets
+# PROA_STATIC_BIN: the FROM-scratch test (tests/it/scratch.rs) runs the binary `make static` built.
+unit: static
+	PROA_STATIC_BIN=$(abspath $(STATIC_DIR))/proa-$(shell uname -m)-linux-musl $(CARGO) test --all-targets
 
 release:
 	$(CARGO) build --release --bin proa
 	@ls -l target/release/proa
-
-## Static release binaries: what users copy into FROM-scratch or distroless images, and what a release uploads.
-## Each musl target links its own C library in. ring compiles C and assembly, so each target needs a C compiler:
-## Debian's musl-tools (musl-gcc) for x86_64, the aarch64 cross gcc and its headers for aarch64 (only the headers'
-## fixed-width integer types are used, so glibc's do). relocation-model=static gives a plain static executable
-## instead of a static PIE: 70 kB smaller, and `file` says "statically linked"; the cost is no ASLR for proa's code.
-TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
-STATIC_DIR := $(TARGET_DIR)/static
-STATIC_TARGETS := x86_64-unknown-linux-musl aarch64-unknown-linux-musl
-STATIC_MAX_BYTES := 2000000
-STATIC_ENV := CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-model=static" \
-	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-model=static" \
-	CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
-	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc
 
 static-tools:
 	rustup target add $(STATIC_TARGETS)
@@ -63,22 +64,22 @@ static-tools:
 	fi
 
 static: static-tools
-	@mkdir -p $(STATIC_DIR)
+	@rm -rf $(STATIC_DIR) && mkdir -p $(STATIC_DIR)
 	@set -e; for target in $(STATIC_TARGETS); do \
 		arch=$${target%%-*}; \
-		for variant in default kill; do \
-			if [ $$variant = kill ]; then features="--features kill"; name=proa-kill; else features=""; name=proa; fi; \
-			echo "building $$name for $$target"; \
+		for variant in proa proa-kill; do \
+			features=$$([ $$variant = proa-kill ] && echo "--features kill" || true); \
+			echo "building $$variant for $$target"; \
 			$(STATIC_ENV) $(CARGO) build --quiet --locked --release --bin proa --target $$target $$features; \
-			cp $(TARGET_DIR)/$$target/release/proa $(STATIC_DIR)/$$name-$$arch-linux-musl; \
+			cp $(TARGET_DIR)/$$target/release/proa $(STATIC_DIR)/$$variant-$$arch-linux-musl; \
 		done; \
+		size=$$(wc -c < $(STATIC_DIR)/proa-$$arch-linux-musl); \
+		if [ $$size -gt $(STATIC_MAX_BYTES) ]; then \
+			echo "proa-$$arch-linux-musl is $$size bytes, over the budget of $(STATIC_MAX_BYTES) (2 MB)"; exit 1; \
+		fi; \
 	done
 	@cd $(STATIC_DIR) && sha256sum proa-*-linux-musl > SHA256SUMS && ls -l proa-*-linux-musl && file proa-*-linux-musl \
 		&& cat SHA256SUMS
-	@size=$$(wc -c < $(STATIC_DIR)/proa-x86_64-linux-musl); \
-	if [ $$size -gt $(STATIC_MAX_BYTES) ]; then \
-		echo "proa-x86_64-linux-musl is $$size bytes, over the $(STATIC_MAX_BYTES)-byte budget"; exit 1; \
-	fi
 
 clean:
 	$(CARGO) clean
