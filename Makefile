@@ -60,7 +60,7 @@ static-tools:
 	command -v file >/dev/null || missing="$$missing file"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 static: static-tools
