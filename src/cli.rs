@@ -106,6 +106,20 @@ const URL_EXPECTED: &str = "use an http:// URL such as http://127.0.0.1:15020/qu
 const BOOL_EXPECTED: &str = "use true or false";
 const LOG_FORMAT_EXPECTED: &str = "use text or json";
 
+/// What `--version` prints: `proa 0.2.0 (commit abc1234, x86_64-unknown-linux-musl, features: kill)`. build.rs
+/// supplies the commit (`unknown` outside a git checkout), the target triple and the enabled features (`none`).
+pub const VERSION: &str = concat!(
+    "proa ",
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PROA_GIT_COMMIT"),
+    ", ",
+    env!("PROA_TARGET"),
+    ", features: ",
+    env!("PROA_FEATURES"),
+    ")"
+);
+
 /// Usage text for `--help`.
 pub const HELP: &str = "\
 proa: run a Kubernetes Job's program once its sidecars are ready, then stop the sidecars

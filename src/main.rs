@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Parsed::Version) => {
-            println!("proa {}", env!("CARGO_PKG_VERSION"));
+            println!("{}", cli::VERSION);
             return ExitCode::SUCCESS;
         }
         Err(err) => {

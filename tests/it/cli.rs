@@ -13,7 +13,28 @@ fn help_and_version_exit_0() {
     assert!(help.stdout.contains("Usage: proa [OPTIONS] -- PROGRAM [ARGS...]"), "{}", help.stdout);
     let version = Proa::bare().args(["-V"]).spawn().wait(BOUND);
     assert_eq!(version.code(), 0);
-    assert!(version.stdout.starts_with(&format!("proa {}", env!("CARGO_PKG_VERSION"))), "{}", version.stdout);
+    assert_version_line(&version.stdout, env!("PROA_TARGET"), if cfg!(feature = "kill") { "kill" } else { "none" });
+}
+
+/// `proa VERSION (commit C, TARGET, features: F)` and nothing else, where C is `unknown` or a short commit hash;
+/// in a git checkout it is HEAD's.
+pub fn assert_version_line(stdout: &str, target: &str, features: &str) {
+    let rest = stdout.strip_prefix(&format!("proa {} (commit ", env!("CARGO_PKG_VERSION")));
+    let tail = format!(", {target}, features: {features})\n");
+    let commit = rest.and_then(|rest| rest.strip_suffix(&tail));
+    let Some(commit) = commit else { panic!("expected `proa VERSION (commit C{tail}`, got {stdout:?}") };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let git = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(root).output();
+    let head = match git {
+        Ok(out) if out.status.success() && root.join(".git").exists() => {
+            Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        }
+        _ => None,
+    };
+    match head {
+        Some(head) => assert_eq!(commit, head, "the commit in {stdout:?}"),
+        None => assert_eq!(commit, "unknown", "{stdout:?}"),
+    }
 }
 
 #[test]

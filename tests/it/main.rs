@@ -6,3 +6,5 @@ mod support;
 mod cli;
 mod faults;
 mod lifecycle;
+mod manifests;
+mod scratch;

@@ -34,6 +34,14 @@ impl Proa {
         Proa { command }
     }
 
+    /// `chroot ROOT /proa`: the binary at `ROOT/proa`, run inside `ROOT` as in a FROM-scratch image, with an empty
+    /// environment apart from `RUST_LOG=debug` and what [`Proa::env`] adds. Needs root.
+    pub fn chroot(root: &std::path::Path) -> Proa {
+        let mut command = Command::new(chroot_binary());
+        command.arg(root).arg("/proa").env_clear().env("RUST_LOG", "debug");
+        Proa { command }
+    }
+
     pub fn args<S: AsRef<std::ffi::OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Proa {
         self.command.args(args);
         self
@@ -66,6 +74,16 @@ fn proa_binary() -> String {
         Some(path) => path.to_string(),
         None => std::env::var("PROA_BIN").expect("PROA_BIN names the proa binary"),
     }
+}
+
+/// chroot(8), looked up before the environment is cleared: it lives in sbin, which a cleared PATH would miss.
+fn chroot_binary() -> std::path::PathBuf {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+        .map(|dir| std::path::Path::new(dir).join("chroot"))
+        .find(|candidate| candidate.is_file())
+        .expect("chroot(8) is installed (coreutils)")
 }
 
 /// What proa wrote to one of its pipes so far; `grew` is signalled on every write.

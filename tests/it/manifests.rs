@@ -1,0 +1,211 @@
+//! The YAML users copy: every document under `deploy/` and `examples/` parses, every proa command line in them is
+//! accepted by proa's own argument parser, each proa Pod has what proa needs (the Downward API's POD_NAME and
+//! POD_NAMESPACE, the `proa` service account), and the RBAC grants exactly `get` and `watch` on `pods`.
+//! A command line is checked by running the real binary without a cluster: a usage error exits 125 with its own
+//! message, a parsed one then stops at the missing KUBERNETES_SERVICE_HOST. The binary is the default variant, so a
+//! `--kill` in an example fails here until the examples are checked against the kill variant too.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+use crate::support::proa::Proa;
+
+const BOUND: Duration = Duration::from_secs(10);
+
+/// One YAML document and the file it came from.
+struct Document {
+    file: PathBuf,
+    yaml: Yaml,
+}
+
+/// A container whose command line starts with `/proa`.
+struct ProaContainer<'a> {
+    file: &'a Path,
+    /// `file: container NAME`, for messages.
+    place: String,
+    /// The arguments after `/proa` (`command` then `args`).
+    args: Vec<String>,
+    container: &'a Yaml,
+    pod_spec: &'a Yaml,
+}
+
+/// Every `.yaml`/`.yml` file below `dir` (relative to the crate), sorted.
+fn yaml_files(dir: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "yaml" || ext == "yml") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    assert!(!files.is_empty(), "no YAML files under {dir}/");
+    files
+}
+
+fn documents(dir: &str) -> Vec<Document> {
+    let mut documents = Vec::new();
+    for file in yaml_files(dir) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let docs = YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        documents.extend(docs.into_iter().map(|yaml| Document { file: file.clone(), yaml }));
+    }
+    documents
+}
+
+/// The Pod specs inside a document, wherever they sit (Pod, Job, CronJob, Deployment...): mappings with `containers`.
+fn pod_specs<'a>(yaml: &'a Yaml, found: &mut Vec<&'a Yaml>) {
+    match yaml {
+        Yaml::Hash(_) if yaml["containers"].as_vec().is_some() => found.push(yaml),
+        Yaml::Hash(hash) => hash.values().for_each(|value| pod_specs(value, found)),
+        Yaml::Array(items) => items.iter().for_each(|item| pod_specs(item, found)),
+        _ => {}
+    }
+}
+
+/// A list of strings, as Kubernetes requires for `command` and `args` (an unquoted number is rejected there).
+fn strings(yaml: &Yaml, what: &str) -> Vec<String> {
+    match yaml {
+        Yaml::BadValue => Vec::new(),
+        Yaml::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().unwrap_or_else(|| panic!("{what}: {item:?} is not a string")).to_string())
+            .collect(),
+        other => panic!("{what}: {other:?} is not a list"),
+    }
+}
+
+fn proa_containers(documents: &[Document]) -> Vec<ProaContainer<'_>> {
+    let mut found = Vec::new();
+    for doc in documents {
+        let mut specs = Vec::new();
+        pod_specs(&doc.yaml, &mut specs);
+        for spec in specs {
+            let containers = spec["containers"].as_vec().into_iter().chain(spec["initContainers"].as_vec());
+            for container in containers.flatten() {
+                let place = format!("{}: container {}", doc.file.display(), container["name"].as_str().unwrap_or("?"));
+                let mut argv = strings(&container["command"], &place);
+                argv.extend(strings(&container["args"], &place));
+                if argv.first().map(String::as_str) == Some("/proa") {
+                    argv.remove(0);
+                    found.push(ProaContainer { file: &doc.file, place, args: argv, container, pod_spec: spec });
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The container's `env` entries with a literal `value`, as (name, value).
+fn literal_env(container: &Yaml, place: &str) -> Vec<(String, String)> {
+    let entries = container["env"].as_vec().map(Vec::as_slice).unwrap_or_default();
+    entries
+        .iter()
+        .filter(|entry| !entry["value"].is_badvalue())
+        .map(|entry| {
+            let name = entry["name"].as_str().unwrap_or_else(|| panic!("{place}: env entry without a name"));
+            let value = entry["value"].as_str().unwrap_or_else(|| panic!("{place}: env {name} is not a string"));
+            (name.to_string(), value.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn every_example_runs_proa() {
+    let documents = documents("examples");
+    let containers = proa_containers(&documents);
+    for file in yaml_files("examples") {
+        assert!(
+            containers.iter().any(|c| c.file == file),
+            "{} has no container whose command starts with /proa",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn every_proa_command_line_is_accepted_by_proa() {
+    let mut docs = documents("examples");
+    docs.extend(documents("deploy"));
+    let mut failures = Vec::new();
+    for container in proa_containers(&docs) {
+        let env = literal_env(container.container, &container.place);
+        let mut proa = Proa::bare().args(&container.args);
+        for (name, value) in env.iter().filter(|(name, _)| name.starts_with("PROA_")) {
+            proa = proa.env(name, value);
+        }
+        let done = proa.spawn().wait(BOUND);
+        if done.code() != 125 || !done.stderr.contains("KUBERNETES_SERVICE_HOST is not set") {
+            failures.push(format!(
+                "{}: proa {:?} exited {}:\n{}",
+                container.place,
+                container.args,
+                done.code(),
+                done.stderr
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "command lines proa does not accept:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn every_proa_pod_names_itself_through_the_downward_api_and_runs_as_proa() {
+    let documents = documents("examples");
+    for container in proa_containers(&documents) {
+        let place = &container.place;
+        assert_eq!(container.pod_spec["serviceAccountName"].as_str(), Some("proa"), "{place}: serviceAccountName");
+        for (name, field) in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")] {
+            let entries = container.container["env"].as_vec().map(Vec::as_slice).unwrap_or_default();
+            let entry = entries.iter().find(|e| e["name"].as_str() == Some(name));
+            let path = entry.map(|e| &e["valueFrom"]["fieldRef"]["fieldPath"]);
+            assert_eq!(path.and_then(Yaml::as_str), Some(field), "{place}: {name} from the Downward API");
+        }
+    }
+}
+
+#[test]
+fn deploy_grants_get_and_watch_on_pods_and_nothing_more() {
+    let documents = documents("deploy");
+    let kind = |kind: &str| -> Vec<&Yaml> {
+        documents.iter().map(|d| &d.yaml).filter(|y| y["kind"].as_str() == Some(kind)).collect()
+    };
+    assert!(kind("ClusterRole").is_empty() && kind("ClusterRoleBinding").is_empty(), "proa's grant is namespaced");
+
+    let [account] = kind("ServiceAccount")[..] else { panic!("one ServiceAccount") };
+    assert_eq!(account["metadata"]["name"].as_str(), Some("proa"));
+
+    let [role] = kind("Role")[..] else { panic!("one Role") };
+    assert_eq!(role["metadata"]["name"].as_str(), Some("proa"));
+    let rules = role["rules"].as_vec().expect("the Role has rules");
+    let [rule] = &rules[..] else { panic!("one rule: {rules:?}") };
+    assert_eq!(strings(&rule["apiGroups"], "apiGroups"), [""]);
+    assert_eq!(strings(&rule["resources"], "resources"), ["pods"]);
+    assert_eq!(strings(&rule["verbs"], "verbs"), ["get", "watch"]);
+    assert!(rule["resourceNames"].is_badvalue() && rule["nonResourceURLs"].is_badvalue(), "{rule:?}");
+
+    let [binding] = kind("RoleBinding")[..] else { panic!("one RoleBinding") };
+    let role_ref = &binding["roleRef"];
+    assert_eq!((role_ref["kind"].as_str(), role_ref["name"].as_str()), (Some("Role"), Some("proa")));
+    let subjects = binding["subjects"].as_vec().expect("the RoleBinding has subjects");
+    let [subject] = &subjects[..] else { panic!("one subject: {subjects:?}") };
+    assert_eq!((subject["kind"].as_str(), subject["name"].as_str()), (Some("ServiceAccount"), Some("proa")));
+
+    // kustomization.yaml lists every other file, and nothing that is missing.
+    let [kustomization] = kind("Kustomization")[..] else { panic!("one kustomization.yaml") };
+    let mut listed = strings(&kustomization["resources"], "resources");
+    listed.sort();
+    let mut present: Vec<String> = yaml_files("deploy")
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .filter(|name| name != "kustomization.yaml")
+        .collect();
+    present.sort();
+    assert_eq!(listed, present, "kustomization.yaml resources");
+}
