@@ -6,3 +6,6 @@ mod support;
 mod cli;
 mod faults;
 mod lifecycle;
+
+// Issue 7.
+mod no_api;
