@@ -4,10 +4,12 @@
 
 use std::ffi::OsString;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::preset::{self, Preset};
 use crate::probe::{self, Endpoint};
+use crate::termination;
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -52,6 +54,8 @@ pub struct Options {
     pub probe_interval: Duration,
     /// `--sidecar`: known sidecars whose shutdown action (and, in no-API mode, readiness check) proa fills in.
     pub sidecars: Vec<Preset>,
+    /// `--termination-log`: where the reason goes when proa itself fails (124, 125).
+    pub termination_log: PathBuf,
     /// The program to run and its arguments.
     pub program: OsString,
     pub args: Vec<OsString>,
@@ -153,6 +157,7 @@ Options (each also read from PROA_<NAME>, e.g. PROA_READY_TIMEOUT; a flag wins):
       --wait-tcp HOST:PORT       no Kubernetes API: wait until HOST:PORT accepts a connection
                                  (repeatable)
       --probe-interval DURATION  pause between checks of --wait-http/--wait-tcp (default 250ms)
+      --termination-log PATH     where proa writes why it failed (default /dev/termination-log)
   -h, --help                     print this help
   -V, --version                  print the version
 
@@ -186,6 +191,7 @@ pub fn parse(
     let mut wait_tcp = Vec::new();
     let mut probe_interval = None;
     let mut sidecars = Vec::new();
+    let mut termination_log = None;
     let mut program = None;
     let mut args = Vec::new();
 
@@ -235,6 +241,7 @@ pub fn parse(
             Long("sidecar") => {
                 sidecars.push(flag_item("--sidecar", value(&mut parser)?, Preset::parse, preset::EXPECTED)?);
             }
+            Long("termination-log") => termination_log = Some(PathBuf::from(value(&mut parser)?)),
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Short('V') | Long("version") => return Ok(Parsed::Version),
             Value(first) => {
@@ -303,6 +310,7 @@ pub fn parse(
     if sidecars.is_empty() {
         sidecars = env_items(&env_value, "PROA_SIDECAR", Preset::parse, preset::EXPECTED)?;
     }
+    let termination_log = termination_log.unwrap_or_else(|| termination_log_from_env(&env));
 
     let options = Options {
         shutdown_get,
@@ -319,11 +327,19 @@ pub fn parse(
         wait_tcp,
         probe_interval: probe_interval.unwrap_or(probe::DEFAULT_INTERVAL),
         sidecars,
+        termination_log,
         program: program.ok_or(UsageError::MissingProgram)?,
         args,
         own_args,
     };
     Ok(Parsed::Run(options))
+}
+
+/// `PROA_TERMINATION_LOG`, else `/dev/termination-log`. On a usage error this is where the reason goes, since
+/// the command line that failed to parse cannot be trusted for `--termination-log`.
+pub fn termination_log_from_env(env: impl Fn(&str) -> Option<String>) -> PathBuf {
+    let path = env("PROA_TERMINATION_LOG").map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    PathBuf::from(path.unwrap_or_else(|| termination::DEFAULT_PATH.into()))
 }
 
 impl Options {
@@ -648,19 +664,25 @@ mod tests {
             ("PROA_WAIT_TCP", "127.0.0.1:1 "),
             ("PROA_SIDECAR", "linkerd cloudsql"),
             ("PROA_PROBE_INTERVAL", "1s"),
+            ("PROA_TERMINATION_LOG", "/tmp/why"),
         ];
         let o = run(&["p"], &env).unwrap();
         assert_eq!(o.wait_http, ["http://a/ready", "http://b/ready"]);
         assert_eq!(o.wait_tcp, ["127.0.0.1:1"]);
         assert_eq!(o.sidecars, [Preset::Linkerd, Preset::CloudSql]);
         assert_eq!(o.probe_interval, Duration::from_secs(1));
+        assert_eq!(o.termination_log, PathBuf::from("/tmp/why"));
+        let o = run(&["--termination-log", "/flag", "p"], &env).unwrap();
+        assert_eq!(o.termination_log, PathBuf::from("/flag"));
     }
 
     #[test]
     fn defaults_of_issue_7() {
         let o = run(&["p"], &[]).unwrap();
         assert_eq!(o.probe_interval, probe::DEFAULT_INTERVAL);
+        assert_eq!(o.termination_log, PathBuf::from("/dev/termination-log"));
         assert!(o.wait_http.is_empty() && o.wait_tcp.is_empty() && o.sidecars.is_empty());
+        assert_eq!(termination_log_from_env(|_| Some(" ".into())), PathBuf::from("/dev/termination-log"));
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod probe;
 mod readiness;
 mod shutdown;
 mod signals;
+mod termination;
 mod watch;
 
 use std::process::ExitCode;
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             eprintln!("proa: ERROR {err}");
+            termination::write(&cli::termination_log_from_env(env), &err.to_string());
             return ExitCode::from(exit::PROA_FAILED);
         }
     };
@@ -51,10 +53,7 @@ fn main() -> ExitCode {
     };
     match source {
         Ok(source) => ExitCode::from(lifecycle::run(options, source)),
-        Err(reason) => {
-            log::error!("{reason}");
-            ExitCode::from(exit::PROA_FAILED)
-        }
+        Err(reason) => ExitCode::from(lifecycle::fail(&options, exit::PROA_FAILED, &reason)),
     }
 }
 

@@ -130,6 +130,8 @@ pub enum Command {
     StopProbe,
     /// Probe the endpoints until every one has stopped answering (no-API mode).
     ProbeUntilGone,
+    /// Write this reason for proa's own failure (exit 124 or 125) to the termination log.
+    WriteTerminationLog(String),
     /// Exit proa with this code.
     Exit(u8),
 }
@@ -230,8 +232,8 @@ fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instant) -> (Stat
                         facts
                     }
                     Err(err) => {
-                        log::error!("{err}");
-                        return begin_shutdown(config, None, exit::PROA_FAILED, true, now);
+                        let failed = failure(err);
+                        return with_first(failed, begin_shutdown(config, None, exit::PROA_FAILED, true, now));
                     }
                 },
             };
@@ -257,10 +259,10 @@ fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instant) -> (Stat
                     (State::Waiting(w), vec![])
                 }
                 Verdict::Dead { container, exit_code, reason } => {
-                    log::error!(
+                    let failed = failure(format!(
                         "container {container} terminated ({reason} with exit code {exit_code}) and will not be restarted: not starting the program"
-                    );
-                    abort_wait(config, Some(&facts), exit::PROA_FAILED, now)
+                    ));
+                    with_first(failed, abort_wait(config, Some(&facts), exit::PROA_FAILED, now))
                 }
                 Verdict::Deleted => {
                     log::error!("the pod is being deleted: not starting the program");
@@ -269,8 +271,8 @@ fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instant) -> (Stat
             }
         }
         Event::Watch(Update::Failed(err)) => {
-            log::error!("{err}");
-            begin_shutdown(config, w.facts.as_ref(), exit::PROA_FAILED, false, now)
+            let failed = failure(err.to_string());
+            with_first(failed, begin_shutdown(config, w.facts.as_ref(), exit::PROA_FAILED, false, now))
         }
         Event::Probe(ProbeUpdate::Reached(Goal::Ready)) => {
             // Only no-API mode runs a prober, and its facts are known from the start.
@@ -288,7 +290,7 @@ fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instant) -> (Stat
             abort_wait(config, w.facts.as_ref(), exit::signal_code(signal), now)
         }
         Event::DeadlinePassed if w.deadline.is_some_and(|d| now >= d) => {
-            log::error!(
+            let failed = failure(format!(
                 "{} not ready after {:.1}s: {}; not starting the program",
                 match config.mode {
                     Mode::Pod => "containers",
@@ -299,8 +301,8 @@ fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instant) -> (Stat
                     true => "no pod status yet".to_string(),
                     false => w.not_ready.join(", "),
                 }
-            );
-            abort_wait(config, w.facts.as_ref(), exit::READY_TIMEOUT, now)
+            ));
+            with_first(failed, abort_wait(config, w.facts.as_ref(), exit::READY_TIMEOUT, now))
         }
         Event::Signal(signal) => {
             log::debug!("ignoring {} while waiting for sidecars", child::signal_name(signal));
@@ -326,6 +328,18 @@ fn abort_wait(config: &Config, facts: Option<&Facts>, code: u8, now: Instant) ->
     };
     let (state, more) = begin_shutdown(config, facts, code, true, now);
     (state, [stop].into_iter().chain(more).collect())
+}
+
+/// Logs why proa fails with a code of its own (124, 125) and orders the same text into the termination log.
+fn failure(reason: impl Into<String>) -> Command {
+    let reason = reason.into();
+    log::error!("{reason}");
+    Command::WriteTerminationLog(reason)
+}
+
+/// Puts `first` before the commands of a transition.
+fn with_first(first: Command, (state, commands): (State, Vec<Command>)) -> (State, Vec<Command>) {
+    (state, [first].into_iter().chain(commands).collect())
 }
 
 fn log_waited(waited: &[Waited]) {
@@ -516,6 +530,12 @@ mod tests {
         vec![Waited { name: "envoy".into(), kind: Kind::Regular }]
     }
 
+    /// What giving up a wait for `envoy` orders, after logging `why`.
+    fn aborted_in_a_pod(why: &str) -> Vec<Command> {
+        let stop = [Command::StopWatch, Command::StartShutdown, Command::WatchSidecars(envoy())];
+        [Command::WriteTerminationLog(why.into())].into_iter().chain(stop).collect()
+    }
+
     /// Runs `events` from the start, one second apart, and returns the last state and every command.
     fn run(config: &Config, events: Vec<Event>) -> (State, Vec<Command>, Instant) {
         let t0 = Instant::now();
@@ -553,7 +573,9 @@ mod tests {
                 deadline: t0 + Duration::from_secs(45),
             })
         );
-        assert_eq!(commands, [Command::StopWatch, Command::StartShutdown, Command::WatchSidecars(envoy())]);
+        let why =
+            "container envoy terminated (Error with exit code 1) and will not be restarted: not starting the program";
+        assert_eq!(commands, aborted_in_a_pod(why));
     }
 
     #[test]
@@ -567,7 +589,8 @@ mod tests {
         assert!(commands.is_empty() && commands2.is_empty());
         let (state, commands) = step(&config, state, Event::DeadlinePassed, t0 + Duration::from_secs(10));
         assert!(matches!(state, State::ShuttingDown(ShuttingDown { code: 124, .. })));
-        assert_eq!(commands, [Command::StopWatch, Command::StartShutdown, Command::WatchSidecars(envoy())]);
+        let why = "containers not ready after 10.0s: envoy, cloud-sql-proxy; not starting the program";
+        assert_eq!(commands, aborted_in_a_pod(why));
     }
 
     #[test]
@@ -584,7 +607,8 @@ mod tests {
         let failed = Event::Watch(Update::Failed(crate::api::ApiError::Unauthorized));
         let (state, commands, _) = run(&config(0), vec![snapshot("starting"), failed]);
         assert_eq!(state, State::Done { code: 125 });
-        assert_eq!(commands, [Command::Exit(125)]);
+        let why = crate::api::ApiError::Unauthorized.to_string();
+        assert_eq!(commands, [Command::WriteTerminationLog(why), Command::Exit(125)]);
     }
 
     #[test]
@@ -712,7 +736,7 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_ready_timeout_is_124() {
+    fn endpoints_ready_timeout_is_124_naming_what_is_missing() {
         let config = endpoints_config(1);
         let t0 = Instant::now();
         let state = State::start(&config, t0);
@@ -727,7 +751,16 @@ mod tests {
                 deadline: t0 + Duration::from_secs(40),
             })
         );
-        assert_eq!(commands, [Command::StopProbe, Command::StartShutdown, Command::ProbeUntilGone]);
+        let why = "endpoints not ready after 10.0s: tcp db:5432 (connection refused); not starting the program";
+        assert_eq!(
+            commands,
+            [
+                Command::WriteTerminationLog(why.into()),
+                Command::StopProbe,
+                Command::StartShutdown,
+                Command::ProbeUntilGone
+            ]
+        );
     }
 
     #[test]

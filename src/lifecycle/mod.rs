@@ -16,7 +16,7 @@ use crate::cli::Options;
 use crate::probe::{self, Endpoint, Goal};
 use crate::readiness;
 use crate::shutdown::{self, Action};
-use crate::{child, exit, signals, watch};
+use crate::{child, exit, signals, termination, watch};
 use machine::{Command, Config, Event, Mode, State};
 
 /// Where readiness comes from, ready to use.
@@ -33,6 +33,14 @@ pub fn shutdown_actions(options: &Options) -> Vec<Action> {
     let get = options.shutdown_get.iter().cloned().map(Action::Get);
     let post = options.shutdown_post.iter().cloned().map(Action::Post);
     get.chain(post).chain(options.sidecars.iter().map(|preset| preset.quit())).collect()
+}
+
+/// proa failed with a code of its own before or outside the state machine: log why, write it to the termination
+/// log, and return `code`.
+pub fn fail(options: &Options, code: u8, reason: &str) -> u8 {
+    log::error!("{reason}");
+    termination::write(&options.termination_log, reason);
+    code
 }
 
 /// Runs the whole lifecycle and returns proa's exit code.
@@ -58,10 +66,7 @@ pub fn run(options: Options, source: Source) -> u8 {
     let signal_tx = tx.clone();
     let _signals = match signals::spawn_signals(move |signal| signal_tx.send(Event::Signal(signal)).is_ok()) {
         Ok(signals) => signals,
-        Err(err) => {
-            log::error!("cannot handle signals: {err}");
-            return exit::PROA_FAILED;
-        }
+        Err(err) => return fail(&options, exit::PROA_FAILED, &format!("cannot handle signals: {err}")),
     };
 
     let mut state = State::start(&config, Instant::now());
@@ -87,8 +92,7 @@ pub fn run(options: Options, source: Source) -> u8 {
                 Some(event) => event,
                 None => {
                     // Unreachable while `tx` lives; exit rather than spin if it ever happens.
-                    log::error!("internal error: event channel closed");
-                    return exit::PROA_FAILED;
+                    return fail(&options, exit::PROA_FAILED, "internal error: event channel closed");
                 }
             },
         };
@@ -129,6 +133,7 @@ pub fn run(options: Options, source: Source) -> u8 {
                         prober = Some(Prober::start(endpoints.clone(), Goal::Gone, options.probe_interval, &tx));
                     }
                 }
+                Command::WriteTerminationLog(reason) => termination::write(&options.termination_log, &reason),
                 Command::Exit(code) => return code,
             }
         }

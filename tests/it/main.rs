@@ -9,3 +9,4 @@ mod lifecycle;
 
 // Issue 7.
 mod no_api;
+mod termination;
