@@ -56,6 +56,8 @@ pub struct Options {
     pub sidecars: Vec<Preset>,
     /// `--termination-log`: where the reason goes when proa itself fails (124, 125).
     pub termination_log: PathBuf,
+    /// `PROA_DISABLE=true`: replace proa with the program (exec): no wait, no shutdown, no API.
+    pub disabled: bool,
     /// The program to run and its arguments.
     pub program: OsString,
     pub args: Vec<OsString>,
@@ -164,6 +166,7 @@ Options (each also read from PROA_<NAME>, e.g. PROA_READY_TIMEOUT; a flag wins):
 DURATION: 90, 90s, 500ms, 5m, 1h
 Exit: the program's code; 128+N for signal N; 124 sidecars not ready in time;
       125 proa failed before the program ran; 126 not executable; 127 not found
+PROA_DISABLE=true runs the program in proa's place: no wait, no shutdown.
 ";
 
 /// Parses proa's arguments (without argv[0]) and environment (`env("PROA_X")` → value).
@@ -311,6 +314,7 @@ pub fn parse(
         sidecars = env_items(&env_value, "PROA_SIDECAR", Preset::parse, preset::EXPECTED)?;
     }
     let termination_log = termination_log.unwrap_or_else(|| termination_log_from_env(&env));
+    let disabled = env_bool(&env_value, "PROA_DISABLE")?.unwrap_or(false);
 
     let options = Options {
         shutdown_get,
@@ -328,6 +332,7 @@ pub fn parse(
         probe_interval: probe_interval.unwrap_or(probe::DEFAULT_INTERVAL),
         sidecars,
         termination_log,
+        disabled,
         program: program.ok_or(UsageError::MissingProgram)?,
         args,
         own_args,
@@ -658,13 +663,14 @@ mod tests {
     }
 
     #[test]
-    fn waits_and_presets_from_variables() {
+    fn waits_presets_and_the_off_switch_from_variables() {
         let env = [
             ("PROA_WAIT_HTTP", "http://a/ready http://b/ready"),
             ("PROA_WAIT_TCP", "127.0.0.1:1 "),
             ("PROA_SIDECAR", "linkerd cloudsql"),
             ("PROA_PROBE_INTERVAL", "1s"),
             ("PROA_TERMINATION_LOG", "/tmp/why"),
+            ("PROA_DISABLE", "true"),
         ];
         let o = run(&["p"], &env).unwrap();
         assert_eq!(o.wait_http, ["http://a/ready", "http://b/ready"]);
@@ -672,6 +678,7 @@ mod tests {
         assert_eq!(o.sidecars, [Preset::Linkerd, Preset::CloudSql]);
         assert_eq!(o.probe_interval, Duration::from_secs(1));
         assert_eq!(o.termination_log, PathBuf::from("/tmp/why"));
+        assert!(o.disabled);
         let o = run(&["--termination-log", "/flag", "p"], &env).unwrap();
         assert_eq!(o.termination_log, PathBuf::from("/flag"));
     }
@@ -681,7 +688,7 @@ mod tests {
         let o = run(&["p"], &[]).unwrap();
         assert_eq!(o.probe_interval, probe::DEFAULT_INTERVAL);
         assert_eq!(o.termination_log, PathBuf::from("/dev/termination-log"));
-        assert!(o.wait_http.is_empty() && o.wait_tcp.is_empty() && o.sidecars.is_empty());
+        assert!(!o.disabled && o.wait_http.is_empty() && o.wait_tcp.is_empty() && o.sidecars.is_empty());
         assert_eq!(termination_log_from_env(|_| Some(" ".into())), PathBuf::from("/dev/termination-log"));
     }
 
@@ -710,6 +717,7 @@ mod tests {
             error(&["--probe-interval", "0", "p"], &[]),
             r#"invalid --probe-interval "0": use a duration above zero such as 250ms or 1s"#
         );
+        assert_eq!(error(&["p"], &[("PROA_DISABLE", "yes")]), r#"invalid PROA_DISABLE "yes": use true or false"#);
     }
 
     fn endpoints(args: &[&str], in_cluster: bool) -> Result<Option<Vec<Endpoint>>, UsageError> {

@@ -45,6 +45,12 @@ fn main() -> ExitCode {
         }
     };
     logging::init(options.log_format);
+    if options.disabled {
+        log::debug!("PROA_DISABLE=true: running {} in proa's place", options.program.to_string_lossy());
+        let err = child::exec_program(&options.program, &options.args);
+        log::error!("{err}");
+        return ExitCode::from(err.code());
+    }
     let in_cluster = env("KUBERNETES_SERVICE_HOST").is_some_and(|host| !host.trim().is_empty());
     let source = match options.no_api_endpoints(in_cluster) {
         Ok(Some(endpoints)) => Ok(Source::Endpoints(endpoints)),

@@ -9,4 +9,5 @@ mod lifecycle;
 
 // Issue 7.
 mod no_api;
+mod off_switch;
 mod termination;
