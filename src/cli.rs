@@ -21,6 +21,9 @@ pub enum Parsed {
     Help,
     /// `-V`, `--version`: print the version and exit 0.
     Version,
+    /// `--check`: report line by line whether proa could do its job in this Pod, and exit 0 or 125.
+    /// The program is optional here (`program` is then empty).
+    Check(Options),
 }
 
 /// Every setting of one run, after flags and environment are merged (a flag wins over its variable).
@@ -160,6 +163,7 @@ Options (each also read from PROA_<NAME>, e.g. PROA_READY_TIMEOUT; a flag wins):
                                  (repeatable)
       --probe-interval DURATION  pause between checks of --wait-http/--wait-tcp (default 250ms)
       --termination-log PATH     where proa writes why it failed (default /dev/termination-log)
+      --check                    inside the Pod: report whether proa could do its job, and exit
   -h, --help                     print this help
   -V, --version                  print the version
 
@@ -195,6 +199,7 @@ pub fn parse(
     let mut probe_interval = None;
     let mut sidecars = Vec::new();
     let mut termination_log = None;
+    let mut check = false;
     let mut program = None;
     let mut args = Vec::new();
 
@@ -245,6 +250,7 @@ pub fn parse(
                 sidecars.push(flag_item("--sidecar", value(&mut parser)?, Preset::parse, preset::EXPECTED)?);
             }
             Long("termination-log") => termination_log = Some(PathBuf::from(value(&mut parser)?)),
+            Long("check") => check = true,
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Short('V') | Long("version") => return Ok(Parsed::Version),
             Value(first) => {
@@ -315,6 +321,11 @@ pub fn parse(
     }
     let termination_log = termination_log.unwrap_or_else(|| termination_log_from_env(&env));
     let disabled = env_bool(&env_value, "PROA_DISABLE")?.unwrap_or(false);
+    let program = match (program, check) {
+        (Some(program), _) => program,
+        (None, true) => OsString::new(),
+        (None, false) => return Err(UsageError::MissingProgram),
+    };
 
     let options = Options {
         shutdown_get,
@@ -333,11 +344,14 @@ pub fn parse(
         sidecars,
         termination_log,
         disabled,
-        program: program.ok_or(UsageError::MissingProgram)?,
+        program,
         args,
         own_args,
     };
-    Ok(Parsed::Run(options))
+    Ok(match check {
+        true => Parsed::Check(options),
+        false => Parsed::Run(options),
+    })
 }
 
 /// `PROA_TERMINATION_LOG`, else `/dev/termination-log`. On a usage error this is where the reason goes, since
@@ -718,6 +732,14 @@ mod tests {
             r#"invalid --probe-interval "0": use a duration above zero such as 250ms or 1s"#
         );
         assert_eq!(error(&["p"], &[("PROA_DISABLE", "yes")]), r#"invalid PROA_DISABLE "yes": use true or false"#);
+    }
+
+    #[test]
+    fn check_needs_no_program() {
+        let parsed = parse(["--check".into(), "--container".into(), "job".into()], |_| None).unwrap();
+        let Parsed::Check(o) = parsed else { panic!("expected Check, got {parsed:?}") };
+        assert_eq!(o.container.as_deref(), Some("job"));
+        assert!(o.program.is_empty());
     }
 
     fn endpoints(args: &[&str], in_cluster: bool) -> Result<Option<Vec<Endpoint>>, UsageError> {

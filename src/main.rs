@@ -5,6 +5,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod api;
+mod check;
 mod child;
 mod cli;
 mod cluster;
@@ -30,6 +31,10 @@ fn main() -> ExitCode {
     let env = |var: &str| std::env::var(var).ok();
     let options = match cli::parse(std::env::args_os().skip(1), env) {
         Ok(Parsed::Run(options)) => options,
+        Ok(Parsed::Check(options)) => {
+            logging::init(options.log_format);
+            return ExitCode::from(check::run(&options, env));
+        }
         Ok(Parsed::Help) => {
             print!("{}", cli::HELP);
             return ExitCode::SUCCESS;

@@ -8,6 +8,7 @@ mod faults;
 mod lifecycle;
 
 // Issue 7.
+mod check;
 mod no_api;
 mod off_switch;
 mod termination;
