@@ -34,8 +34,9 @@ fn http_wait_starts_the_program_after_a_2xx_and_exits_once_the_endpoint_stops_an
     // The sidecar exits when told to; proa notices that it stopped answering and exits with the program's code.
     let quit = sidecar.wait_for("POST", "/quitquitquit", 1, BOUND)[0].clone();
     assert!(quit.at > started.at);
-    drop(sidecar);
+    // Taken before the sidecar goes, so that proa's exit is after it whatever the scheduling.
     let gone_at = Instant::now();
+    drop(sidecar);
     let done = proa.wait(BOUND);
     assert_eq!(done.code(), 7, "{}", done.stderr);
     assert!(done.at > gone_at && done.at - gone_at < Duration::from_secs(5), "{:?}", done.at - gone_at);
@@ -62,8 +63,8 @@ fn tcp_wait_starts_the_program_once_the_port_listens_and_exits_once_it_closes() 
 
     quit.wait_for("GET", "/quit", 1, BOUND);
     proa.wait_for_stderr("still answering", 1, BOUND);
-    drop(listener);
     let closed_at = Instant::now();
+    drop(listener);
     let done = proa.wait(BOUND);
     assert_eq!(done.code(), 0, "{}", done.stderr);
     assert!(done.at > closed_at && done.at - closed_at < Duration::from_secs(5), "{:?}", done.at - closed_at);

@@ -77,10 +77,13 @@ impl Sidecar {
         sidecar
     }
 
-    /// From now on answers 200; returns the instant it switched, for ordering assertions.
+    /// From now on answers 200. Returns an instant taken just before the switch: anything readiness causes happens
+    /// after it, however the threads are scheduled.
     pub fn set_ready(&self) -> Instant {
-        self.shared.lock().unready = false;
-        Instant::now()
+        let mut state = self.shared.lock();
+        let before = Instant::now();
+        state.unready = false;
+        before
     }
 
     fn launch(port: u16, silent: bool) -> Sidecar {
