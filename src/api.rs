@@ -1,5 +1,6 @@
 //! The Kubernetes API client: one ureq `Agent` over rustls (ring) that trusts only the cluster CA, sends the
-//! bearer token and `User-Agent: proa/VERSION`, and knows two requests: GET the own Pod and watch it.
+//! bearer token and `User-Agent: proa/VERSION`, and knows three requests: GET the own Pod, watch it, and (for
+//! `proa --check`) ask whether RBAC allows a verb on it (SelfSubjectAccessReview).
 //! Runs on the watch threads. Never logs the token or the Authorization header.
 
 use std::fmt;
@@ -99,6 +100,27 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// The answer to a SelfSubjectAccessReview.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub allowed: bool,
+    /// The authorizer's explanation; often empty on a denial.
+    pub reason: String,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct AccessReview {
+    status: AccessStatus,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct AccessStatus {
+    allowed: bool,
+    reason: String,
+}
+
 /// A client for the own Pod. Cloning is cheap and shares the connection pool.
 #[derive(Clone)]
 pub struct Api {
@@ -139,14 +161,28 @@ impl Api {
             "{}/api/v1/namespaces/{}/pods/{}",
             self.cluster.api_url, self.cluster.namespace, self.cluster.pod_name
         );
-        let response = self.send(&url, "get", RESPONSE_TIMEOUT + CONNECT_TIMEOUT)?;
-        let body = response
-            .into_body()
-            .into_with_config()
-            .limit(MAX_BODY_BYTES)
-            .read_to_vec()
-            .map_err(|err| ApiError::Transport(err.to_string()))?;
-        serde_json::from_slice(&body).map_err(|err| ApiError::Decode(err.to_string()))
+        let response = self.send(&url, "get", RESPONSE_TIMEOUT + CONNECT_TIMEOUT, None)?;
+        read_json(response)
+    }
+
+    /// Asks whether the token may `verb` the own Pod: `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`.
+    /// Any authenticated identity may ask (the `system:basic-user` ClusterRole), so a 403 here is unusual.
+    pub fn access_review(&mut self, verb: &'static str) -> Result<Access, ApiError> {
+        let url = format!("{}/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", self.cluster.api_url);
+        let review = serde_json::json!({
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {
+                "namespace": self.cluster.namespace,
+                "verb": verb,
+                "resource": "pods",
+                "name": self.cluster.pod_name,
+            }},
+        });
+        let response =
+            self.send(&url, "create selfsubjectaccessreviews for", RESPONSE_TIMEOUT + CONNECT_TIMEOUT, Some(review))?;
+        let review: AccessReview = read_json(response)?;
+        Ok(Access { allowed: review.status.allowed, reason: review.status.reason })
     }
 
     /// Starts a watch of the own Pod from `resource_version` (none: the server starts with the current state).
@@ -167,30 +203,44 @@ impl Api {
             url.push_str("&resourceVersion=");
             url.push_str(rv);
         }
-        let response = self.send(&url, "watch", self.watch_timeout * 2)?;
+        let response = self.send(&url, "watch", self.watch_timeout * 2, None)?;
         Ok(BufReader::new(response.into_body().into_reader()))
     }
 
-    /// Sends a GET with the token; re-reads the token and tries once more after a 401; maps failures.
+    /// Sends a GET (or, with a body, a POST of JSON) with the token; re-reads the token and tries once more after
+    /// a 401; maps failures.
     fn send(
         &mut self,
         url: &str,
         verb: &'static str,
         bound: Duration,
+        body: Option<serde_json::Value>,
     ) -> Result<ureq::http::Response<ureq::Body>, ApiError> {
         let mut reread = false;
         loop {
-            let token = self.cluster.token.current(Instant::now());
-            let response = self
-                .agent
-                .get(url)
-                .header("Authorization", format!("Bearer {token}"))
-                .header("Accept", "application/json")
-                .config()
-                .timeout_global(Some(bound))
-                .build()
-                .call()
-                .map_err(transport_error)?;
+            let authorization = format!("Bearer {}", self.cluster.token.current(Instant::now()));
+            let sent = match &body {
+                None => self
+                    .agent
+                    .get(url)
+                    .header("Authorization", &authorization)
+                    .header("Accept", "application/json")
+                    .config()
+                    .timeout_global(Some(bound))
+                    .build()
+                    .call(),
+                Some(body) => self
+                    .agent
+                    .post(url)
+                    .header("Authorization", &authorization)
+                    .header("Accept", "application/json")
+                    .header("Content-Type", "application/json")
+                    .config()
+                    .timeout_global(Some(bound))
+                    .build()
+                    .send(body.to_string().as_bytes()),
+            };
+            let response = sent.map_err(transport_error)?;
             let status = response.status().as_u16();
             match status {
                 200..=299 => return Ok(response),
@@ -233,6 +283,17 @@ impl Api {
             _ => ApiError::Status { status, message },
         }
     }
+}
+
+/// Reads a JSON body of at most `MAX_BODY_BYTES`.
+fn read_json<T: serde::de::DeserializeOwned>(response: ureq::http::Response<ureq::Body>) -> Result<T, ApiError> {
+    let body = response
+        .into_body()
+        .into_with_config()
+        .limit(MAX_BODY_BYTES)
+        .read_to_vec()
+        .map_err(|err| ApiError::Transport(err.to_string()))?;
+    serde_json::from_slice(&body).map_err(|err| ApiError::Decode(err.to_string()))
 }
 
 /// A certificate rustls refused is fatal; anything else on the wire is worth retrying.

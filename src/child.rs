@@ -60,6 +60,18 @@ pub fn spawn_program(program: &OsString, args: &[OsString]) -> Result<u32, Spawn
     }
 }
 
+/// Replaces proa with the program (`PROA_DISABLE=true`): same pid, stdio, environment and working directory, and
+/// no handlers of proa's. Returns only when the exec failed.
+pub fn exec_program(program: &OsString, args: &[OsString]) -> SpawnError {
+    use std::os::unix::process::CommandExt;
+    let err = Command::new(program).args(args).exec();
+    let name = program.to_string_lossy().into_owned();
+    match err.kind() {
+        io::ErrorKind::NotFound => SpawnError::NotFound { program: name },
+        _ => SpawnError::NotExecutable { program: name, err },
+    }
+}
+
 /// Starts the reaper: it blocks in `waitpid(-1)`, reports the program's exit once, and keeps reaping any other
 /// child (orphans re-parented to proa as PID 1) until none is left.
 pub fn spawn_reaper(program_pid: u32, report: impl Fn(Exit) -> bool + Send + 'static) -> JoinHandle<()> {

@@ -4,7 +4,12 @@
 
 use std::ffi::OsString;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::preset::{self, Preset};
+use crate::probe::{self, Endpoint};
+use crate::termination;
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -16,6 +21,9 @@ pub enum Parsed {
     Help,
     /// `-V`, `--version`: print the version and exit 0.
     Version,
+    /// `--check`: report line by line whether proa could do its job in this Pod, and exit 0 or 125.
+    /// The program is optional here (`program` is then empty).
+    Check(Options),
 }
 
 /// Every setting of one run, after flags and environment are merged (a flag wins over its variable).
@@ -41,6 +49,18 @@ pub struct Options {
     pub always_shutdown: bool,
     /// `--log-format`.
     pub log_format: LogFormat,
+    /// `--wait-http`: no-API mode; URLs that must answer 2xx before the program starts.
+    pub wait_http: Vec<String>,
+    /// `--wait-tcp`: no-API mode; `HOST:PORT` addresses that must accept a connection before the program starts.
+    pub wait_tcp: Vec<String>,
+    /// `--probe-interval`: the pause between rounds of no-API checks (default `probe::DEFAULT_INTERVAL`).
+    pub probe_interval: Duration,
+    /// `--sidecar`: known sidecars whose shutdown action (and, in no-API mode, readiness check) proa fills in.
+    pub sidecars: Vec<Preset>,
+    /// `--termination-log`: where the reason goes when proa itself fails (124, 125).
+    pub termination_log: PathBuf,
+    /// `PROA_DISABLE=true`: replace proa with the program (exec): no wait, no shutdown, no API.
+    pub disabled: bool,
     /// The program to run and its arguments.
     pub program: OsString,
     pub args: Vec<OsString>,
@@ -76,6 +96,8 @@ pub enum UsageError {
     MissingProgram,
     /// `--kill` or `--kill-all` in a build without the `kill` feature.
     KillNotBuilt(&'static str),
+    /// Outside a cluster with nothing to wait for without the API (no `--wait-http`, `--wait-tcp` or `--sidecar`).
+    NotInCluster,
 }
 
 impl fmt::Display for UsageError {
@@ -95,6 +117,10 @@ impl fmt::Display for UsageError {
                 f,
                 "{flag} needs a proa built with the kill feature (cargo build --features kill); use --shutdown-http-get or --shutdown-http-post"
             ),
+            UsageError::NotInCluster => write!(
+                f,
+                "KUBERNETES_SERVICE_HOST is not set, so proa is not inside a Pod: set --wait-http URL or --wait-tcp HOST:PORT (PROA_WAIT_HTTP, PROA_WAIT_TCP) to wait for sidecars without the Kubernetes API, or run proa inside a Pod"
+            ),
         }
     }
 }
@@ -105,6 +131,9 @@ const DURATION_EXPECTED: &str = "use 90, 90s, 500ms, 5m or 1h";
 const URL_EXPECTED: &str = "use an http:// URL such as http://127.0.0.1:15020/quitquitquit";
 const BOOL_EXPECTED: &str = "use true or false";
 const LOG_FORMAT_EXPECTED: &str = "use text or json";
+const READY_URL_EXPECTED: &str = "use an http:// URL such as http://127.0.0.1:15021/healthz/ready";
+const ADDRESS_EXPECTED: &str = "use HOST:PORT such as 127.0.0.1:5432 or [::1]:5432";
+const INTERVAL_EXPECTED: &str = "use a duration above zero such as 250ms or 1s";
 
 /// What `--version` prints: `proa 0.2.0 (commit abc1234, x86_64-unknown-linux-musl, features: kill)`. build.rs
 /// supplies the commit (`unknown` outside a git checkout), the target triple and the enabled features (`none`).
@@ -141,12 +170,21 @@ Options (each also read from PROA_<NAME>, e.g. PROA_READY_TIMEOUT; a flag wins):
       --token-refresh DURATION   re-read the token file when older than this (default 60s)
       --always-shutdown          shut sidecars down even when the kubelet will restart proa
       --log-format text|json     log format on stderr (default text; level from RUST_LOG)
+      --sidecar NAME             a known sidecar's shutdown action (and readiness check without
+                                 the API): istio, linkerd, cloudsql, envoy:PORT (repeatable)
+      --wait-http URL            no Kubernetes API: wait until URL answers 2xx (repeatable)
+      --wait-tcp HOST:PORT       no Kubernetes API: wait until HOST:PORT accepts a connection
+                                 (repeatable)
+      --probe-interval DURATION  pause between checks of --wait-http/--wait-tcp (default 250ms)
+      --termination-log PATH     where proa writes why it failed (default /dev/termination-log)
+      --check                    inside the Pod: report whether proa could do its job, and exit
   -h, --help                     print this help
   -V, --version                  print the version
 
 DURATION: 90, 90s, 500ms, 5m, 1h
 Exit: the program's code; 128+N for signal N; 124 sidecars not ready in time;
       125 proa failed before the program ran; 126 not executable; 127 not found
+PROA_DISABLE=true runs the program in proa's place: no wait, no shutdown.
 ";
 
 /// Parses proa's arguments (without argv[0]) and environment (`env("PROA_X")` → value).
@@ -170,6 +208,12 @@ pub fn parse(
     let mut token_refresh = None;
     let mut always_shutdown = false;
     let mut log_format = None;
+    let mut wait_http = Vec::new();
+    let mut wait_tcp = Vec::new();
+    let mut probe_interval = None;
+    let mut sidecars = Vec::new();
+    let mut termination_log = None;
+    let mut check = false;
     let mut program = None;
     let mut args = Vec::new();
 
@@ -206,6 +250,21 @@ pub fn parse(
                     expected: LOG_FORMAT_EXPECTED,
                 })?);
             }
+            Long("wait-http") => {
+                wait_http.push(flag_item("--wait-http", value(&mut parser)?, parse_ready_url, READY_URL_EXPECTED)?);
+            }
+            Long("wait-tcp") => {
+                wait_tcp.push(flag_item("--wait-tcp", value(&mut parser)?, parse_address, ADDRESS_EXPECTED)?);
+            }
+            Long("probe-interval") => {
+                let text = value(&mut parser)?;
+                probe_interval = Some(flag_item("--probe-interval", text, parse_interval, INTERVAL_EXPECTED)?);
+            }
+            Long("sidecar") => {
+                sidecars.push(flag_item("--sidecar", value(&mut parser)?, Preset::parse, preset::EXPECTED)?);
+            }
+            Long("termination-log") => termination_log = Some(PathBuf::from(value(&mut parser)?)),
+            Long("check") => check = true,
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Short('V') | Long("version") => return Ok(Parsed::Version),
             Value(first) => {
@@ -262,7 +321,27 @@ pub fn parse(
         }
     }
 
-    Ok(Parsed::Run(Options {
+    if wait_http.is_empty() {
+        wait_http = env_items(&env_value, "PROA_WAIT_HTTP", parse_ready_url, READY_URL_EXPECTED)?;
+    }
+    if wait_tcp.is_empty() {
+        wait_tcp = env_items(&env_value, "PROA_WAIT_TCP", parse_address, ADDRESS_EXPECTED)?;
+    }
+    if probe_interval.is_none() {
+        probe_interval = env_item(&env_value, "PROA_PROBE_INTERVAL", parse_interval, INTERVAL_EXPECTED)?;
+    }
+    if sidecars.is_empty() {
+        sidecars = env_items(&env_value, "PROA_SIDECAR", Preset::parse, preset::EXPECTED)?;
+    }
+    let termination_log = termination_log.unwrap_or_else(|| termination_log_from_env(&env));
+    let disabled = env_bool(&env_value, "PROA_DISABLE")?.unwrap_or(false);
+    let program = match (program, check) {
+        (Some(program), _) => program,
+        (None, true) => OsString::new(),
+        (None, false) => return Err(UsageError::MissingProgram),
+    };
+
+    let options = Options {
         shutdown_get,
         shutdown_post,
         container,
@@ -273,10 +352,46 @@ pub fn parse(
         token_refresh: token_refresh.unwrap_or(DEFAULT_TOKEN_REFRESH),
         always_shutdown,
         log_format: log_format.unwrap_or(LogFormat::Text),
-        program: program.ok_or(UsageError::MissingProgram)?,
+        wait_http,
+        wait_tcp,
+        probe_interval: probe_interval.unwrap_or(probe::DEFAULT_INTERVAL),
+        sidecars,
+        termination_log,
+        disabled,
+        program,
         args,
         own_args,
-    }))
+    };
+    Ok(match check {
+        true => Parsed::Check(options),
+        false => Parsed::Run(options),
+    })
+}
+
+/// `PROA_TERMINATION_LOG`, else `/dev/termination-log`. On a usage error this is where the reason goes, since
+/// the command line that failed to parse cannot be trusted for `--termination-log`.
+pub fn termination_log_from_env(env: impl Fn(&str) -> Option<String>) -> PathBuf {
+    let path = env("PROA_TERMINATION_LOG").map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    PathBuf::from(path.unwrap_or_else(|| termination::DEFAULT_PATH.into()))
+}
+
+impl Options {
+    /// The endpoints to probe in no-API mode, or `None` to learn readiness from the Pod through the API.
+    /// No-API mode: `--wait-http` or `--wait-tcp` given (plus the presets' checks), or, outside a cluster
+    /// (`in_cluster`: KUBERNETES_SERVICE_HOST is set), `--sidecar` presets alone. Outside a cluster with none of
+    /// these, there is nothing to wait with: `NotInCluster`.
+    pub fn no_api_endpoints(&self, in_cluster: bool) -> Result<Option<Vec<Endpoint>>, UsageError> {
+        let explicit = !self.wait_http.is_empty() || !self.wait_tcp.is_empty();
+        if !explicit && in_cluster {
+            return Ok(None);
+        }
+        if !explicit && self.sidecars.is_empty() {
+            return Err(UsageError::NotInCluster);
+        }
+        let http = self.wait_http.iter().cloned().map(Endpoint::Http);
+        let tcp = self.wait_tcp.iter().cloned().map(Endpoint::Tcp);
+        Ok(Some(http.chain(tcp).chain(self.sidecars.iter().map(Preset::ready)).collect()))
+    }
 }
 
 /// Parses `90` (seconds), `90s`, `500ms`, `5m` or `1h`.
@@ -325,6 +440,58 @@ fn parse_url(flag: &'static str, text: String) -> Result<String, UsageError> {
     } else {
         Err(UsageError::InvalidFlag { flag, value: text, expected: URL_EXPECTED })
     }
+}
+
+fn parse_ready_url(text: &str) -> Option<String> {
+    is_http_url(text).then(|| text.to_string())
+}
+
+/// `HOST:PORT` with a port above zero; an IPv6 host must be bracketed (`[::1]:5432`).
+fn parse_address(text: &str) -> Option<String> {
+    let (host, port) = text.rsplit_once(':')?;
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    let host_ok = !host.is_empty() && (bracketed || !host.contains(':'));
+    (host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)).then(|| text.to_string())
+}
+
+/// A duration above zero: a zero interval would probe in a busy loop.
+fn parse_interval(text: &str) -> Option<Duration> {
+    parse_duration(text).filter(|d| !d.is_zero())
+}
+
+/// A flag's value through `parse`, or a usage error that says what `expected`.
+fn flag_item<T>(
+    flag: &'static str,
+    text: String,
+    parse: impl Fn(&str) -> Option<T>,
+    expected: &'static str,
+) -> Result<T, UsageError> {
+    parse(&text).ok_or(UsageError::InvalidFlag { flag, value: text, expected })
+}
+
+/// A variable's value through `parse`, or a usage error that says what `expected`.
+fn env_item<T>(
+    env: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    parse: impl Fn(&str) -> Option<T>,
+    expected: &'static str,
+) -> Result<Option<T>, UsageError> {
+    env(var)
+        .map(|text| parse(text.trim()).ok_or(UsageError::InvalidEnv { var: var.into(), value: text, expected }))
+        .transpose()
+}
+
+/// A variable's whitespace-separated values through `parse`; the first bad one is the error.
+fn env_items<T>(
+    env: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    parse: impl Fn(&str) -> Option<T>,
+    expected: &'static str,
+) -> Result<Vec<T>, UsageError> {
+    env_list(env, var)
+        .into_iter()
+        .map(|item| parse(&item).ok_or(UsageError::InvalidEnv { var: var.into(), value: item, expected }))
+        .collect()
 }
 
 fn flag_duration(flag: &'static str, text: String) -> Result<Duration, UsageError> {
@@ -499,5 +666,126 @@ mod tests {
             r#"invalid PROA_ALWAYS_SHUTDOWN "yes": use true or false"#
         );
         assert!(error(&["-k", "envoy", "p"], &[]).starts_with("--kill needs a proa built with the kill feature"));
+    }
+
+    #[test]
+    fn waits_presets_and_interval_from_flags() {
+        let args = [
+            "--wait-http=http://127.0.0.1:8080/ready",
+            "--wait-tcp",
+            "[::1]:5432",
+            "--wait-tcp",
+            "db:5432",
+            "--sidecar",
+            "istio",
+            "--sidecar=envoy:9901",
+            "--probe-interval",
+            "100ms",
+            "p",
+        ];
+        let o = run(&args, &[]).unwrap();
+        assert_eq!(o.wait_http, ["http://127.0.0.1:8080/ready"]);
+        assert_eq!(o.wait_tcp, ["[::1]:5432", "db:5432"]);
+        assert_eq!(o.sidecars, [Preset::Istio, Preset::Envoy { admin_port: 9901 }]);
+        assert_eq!(o.probe_interval, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn waits_presets_and_the_off_switch_from_variables() {
+        let env = [
+            ("PROA_WAIT_HTTP", "http://a/ready http://b/ready"),
+            ("PROA_WAIT_TCP", "127.0.0.1:1 "),
+            ("PROA_SIDECAR", "linkerd cloudsql"),
+            ("PROA_PROBE_INTERVAL", "1s"),
+            ("PROA_TERMINATION_LOG", "/tmp/why"),
+            ("PROA_DISABLE", "true"),
+        ];
+        let o = run(&["p"], &env).unwrap();
+        assert_eq!(o.wait_http, ["http://a/ready", "http://b/ready"]);
+        assert_eq!(o.wait_tcp, ["127.0.0.1:1"]);
+        assert_eq!(o.sidecars, [Preset::Linkerd, Preset::CloudSql]);
+        assert_eq!(o.probe_interval, Duration::from_secs(1));
+        assert_eq!(o.termination_log, PathBuf::from("/tmp/why"));
+        assert!(o.disabled);
+        let o = run(&["--termination-log", "/flag", "p"], &env).unwrap();
+        assert_eq!(o.termination_log, PathBuf::from("/flag"));
+    }
+
+    #[test]
+    fn defaults_of_issue_7() {
+        let o = run(&["p"], &[]).unwrap();
+        assert_eq!(o.probe_interval, probe::DEFAULT_INTERVAL);
+        assert_eq!(o.termination_log, PathBuf::from("/dev/termination-log"));
+        assert!(!o.disabled && o.wait_http.is_empty() && o.wait_tcp.is_empty() && o.sidecars.is_empty());
+        assert_eq!(termination_log_from_env(|_| Some(" ".into())), PathBuf::from("/dev/termination-log"));
+    }
+
+    #[test]
+    fn bad_waits_and_presets_say_what_to_fix() {
+        assert_eq!(
+            error(&["--sidecar", "consul", "p"], &[]),
+            r#"invalid --sidecar "consul": use istio, linkerd, cloudsql or envoy:PORT (the Envoy admin port)"#
+        );
+        assert_eq!(
+            error(&["p"], &[("PROA_SIDECAR", "istio envoy")]),
+            r#"invalid PROA_SIDECAR "envoy": use istio, linkerd, cloudsql or envoy:PORT (the Envoy admin port)"#
+        );
+        assert_eq!(
+            error(&["--wait-tcp", "::1:5432", "p"], &[]),
+            r#"invalid --wait-tcp "::1:5432": use HOST:PORT such as 127.0.0.1:5432 or [::1]:5432"#
+        );
+        for bad in ["5432", ":5432", "db:", "db:0", "db:x"] {
+            assert!(run(&["--wait-tcp", bad, "p"], &[]).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            error(&["--wait-http", "127.0.0.1:8080/ready", "p"], &[]),
+            r#"invalid --wait-http "127.0.0.1:8080/ready": use an http:// URL such as http://127.0.0.1:15021/healthz/ready"#
+        );
+        assert_eq!(
+            error(&["--probe-interval", "0", "p"], &[]),
+            r#"invalid --probe-interval "0": use a duration above zero such as 250ms or 1s"#
+        );
+        assert_eq!(error(&["p"], &[("PROA_DISABLE", "yes")]), r#"invalid PROA_DISABLE "yes": use true or false"#);
+    }
+
+    #[test]
+    fn check_needs_no_program() {
+        let parsed = parse(["--check".into(), "--container".into(), "job".into()], |_| None).unwrap();
+        let Parsed::Check(o) = parsed else { panic!("expected Check, got {parsed:?}") };
+        assert_eq!(o.container.as_deref(), Some("job"));
+        assert!(o.program.is_empty());
+    }
+
+    fn endpoints(args: &[&str], in_cluster: bool) -> Result<Option<Vec<Endpoint>>, UsageError> {
+        run(args, &[]).unwrap().no_api_endpoints(in_cluster)
+    }
+
+    #[test]
+    fn explicit_waits_mean_no_api_even_in_a_cluster() {
+        let want = vec![
+            Endpoint::Http("http://a/ready".into()),
+            Endpoint::Tcp("db:5432".into()),
+            Endpoint::Http("http://127.0.0.1:15021/healthz/ready".into()),
+        ];
+        let args = ["--wait-http", "http://a/ready", "--wait-tcp", "db:5432", "--sidecar", "istio", "p"];
+        assert_eq!(endpoints(&args, true), Ok(Some(want)));
+    }
+
+    #[test]
+    fn presets_alone_mean_no_api_only_outside_a_cluster() {
+        assert_eq!(endpoints(&["--sidecar", "istio", "p"], true), Ok(None));
+        let want = vec![Endpoint::Http("http://127.0.0.1:15021/healthz/ready".into())];
+        assert_eq!(endpoints(&["--sidecar", "istio", "p"], false), Ok(Some(want)));
+    }
+
+    #[test]
+    fn outside_a_cluster_with_nothing_to_wait_for_names_both_flags() {
+        assert_eq!(endpoints(&["p"], true), Ok(None));
+        let err = endpoints(&["p"], false).unwrap_err().to_string();
+        assert!(
+            err.starts_with("KUBERNETES_SERVICE_HOST is not set")
+                && err.contains("--wait-http URL or --wait-tcp HOST:PORT"),
+            "{err}"
+        );
     }
 }

@@ -21,6 +21,10 @@ pub struct Cluster {
     pub token: Token,
     pub namespace: String,
     pub pod_name: String,
+    /// Where the namespace came from (`POD_NAMESPACE` or the file's path), for `proa --check`.
+    pub namespace_from: String,
+    /// Where the Pod name came from (`POD_NAME` or the hostname), for `proa --check`.
+    pub pod_name_from: String,
 }
 
 /// The configuration is unusable. Exit code 125.
@@ -71,19 +75,32 @@ pub fn discover(
     let ca_path = dir.join("ca.crt");
     let ca_pem = std::fs::read(&ca_path).map_err(|err| ConfigError::Read { path: ca_path.clone(), err })?;
     let token = Token::load(dir.join("token"), Instant::now())?;
-    let namespace = match env("POD_NAMESPACE") {
-        Some(namespace) => namespace,
-        None => read_trimmed(&dir.join("namespace"))?,
+    let (namespace, namespace_from) = match env("POD_NAMESPACE") {
+        Some(namespace) => (namespace, "POD_NAMESPACE".to_string()),
+        None => {
+            let path = dir.join("namespace");
+            (read_trimmed(&path)?, path.display().to_string())
+        }
     };
-    let pod_name = match env("POD_NAME") {
-        Some(name) => name,
+    let (pod_name, pod_name_from) = match env("POD_NAME") {
+        Some(name) => (name, "POD_NAME".to_string()),
         // The hostname is the Pod's name up to the first dot, unless hostNetwork or spec.hostname say otherwise.
         None => hostname()
             .and_then(|h| h.split('.').next().map(str::to_string))
             .filter(|h| !h.is_empty())
+            .map(|name| (name, "the hostname".to_string()))
             .ok_or(ConfigError::NoPodName)?,
     };
-    Ok(Cluster { api_url: api_url(&host, &port), ca_pem, ca_path, token, namespace, pod_name })
+    Ok(Cluster {
+        api_url: api_url(&host, &port),
+        ca_pem,
+        ca_path,
+        token,
+        namespace,
+        pod_name,
+        namespace_from,
+        pod_name_from,
+    })
 }
 
 /// `https://host:port`, with an IPv6 literal in brackets.
@@ -141,6 +158,11 @@ impl Token {
             }
         }
         &self.value
+    }
+
+    /// The token file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Reads the file again (after a 401: the token may have rotated).
@@ -211,6 +233,8 @@ mod tests {
         assert_eq!(cluster.api_url, "https://10.0.0.1:443");
         assert_eq!(cluster.namespace, "jobs");
         assert_eq!(cluster.pod_name, "job-7x2kq");
+        assert_eq!(cluster.pod_name_from, "the hostname");
+        assert_eq!(cluster.namespace_from, format!("{path}/namespace"));
         assert_eq!(cluster.ca_pem, b"PEM");
         assert!(!format!("{cluster:?}").contains("secret"), "Debug must not show the token");
     }
@@ -230,6 +254,7 @@ mod tests {
         ];
         let cluster = discover(env(&vars), || panic!("hostname must not be asked")).unwrap();
         assert_eq!((cluster.pod_name.as_str(), cluster.namespace.as_str()), ("p", "ns"));
+        assert_eq!((cluster.pod_name_from.as_str(), cluster.namespace_from.as_str()), ("POD_NAME", "POD_NAMESPACE"));
     }
 
     #[test]

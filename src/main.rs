@@ -1,10 +1,11 @@
 //! proa: the entrypoint of a Kubernetes Pod's main container. It waits until the sidecars are ready, runs the
 //! program, stops the sidecars when it exits, and exits with the program's code (see DESIGN.md).
-//! `main` only parses, starts logging, runs the lifecycle and exits.
+//! `main` only parses, starts logging, picks where readiness comes from, runs the lifecycle and exits.
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod api;
+mod check;
 mod child;
 mod cli;
 mod cluster;
@@ -13,18 +14,27 @@ mod lifecycle;
 mod lines;
 mod logging;
 mod pod;
+mod preset;
+mod probe;
 mod readiness;
 mod shutdown;
 mod signals;
+mod termination;
 mod watch;
 
 use std::process::ExitCode;
 
-use cli::Parsed;
+use cli::{Options, Parsed};
+use lifecycle::Source;
 
 fn main() -> ExitCode {
-    let options = match cli::parse(std::env::args_os().skip(1), |var| std::env::var(var).ok()) {
+    let env = |var: &str| std::env::var(var).ok();
+    let options = match cli::parse(std::env::args_os().skip(1), env) {
         Ok(Parsed::Run(options)) => options,
+        Ok(Parsed::Check(options)) => {
+            logging::init(options.log_format);
+            return ExitCode::from(check::run(&options, env));
+        }
         Ok(Parsed::Help) => {
             print!("{}", cli::HELP);
             return ExitCode::SUCCESS;
@@ -35,21 +45,33 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             eprintln!("proa: ERROR {err}");
+            termination::write(&cli::termination_log_from_env(env), &err.to_string());
             return ExitCode::from(exit::PROA_FAILED);
         }
     };
     logging::init(options.log_format);
-    let api = cluster::discover(|var| std::env::var(var).ok(), cluster::hostname)
-        .map_err(|err| err.to_string())
-        .and_then(|mut cluster| {
-            cluster.token.max_age = options.token_refresh;
-            api::Api::new(cluster, options.watch_timeout).map_err(|err| err.to_string())
-        });
-    match api {
-        Ok(api) => ExitCode::from(lifecycle::run(options, api)),
-        Err(err) => {
-            log::error!("{err}");
-            ExitCode::from(exit::PROA_FAILED)
-        }
+    if options.disabled {
+        log::debug!("PROA_DISABLE=true: running {} in proa's place", options.program.to_string_lossy());
+        let err = child::exec_program(&options.program, &options.args);
+        log::error!("{err}");
+        return ExitCode::from(err.code());
     }
+    let in_cluster = env("KUBERNETES_SERVICE_HOST").is_some_and(|host| !host.trim().is_empty());
+    let source = match options.no_api_endpoints(in_cluster) {
+        Ok(Some(endpoints)) => Ok(Source::Endpoints(endpoints)),
+        Ok(None) => connect(&options),
+        Err(err) => Err(err.to_string()),
+    };
+    match source {
+        Ok(source) => ExitCode::from(lifecycle::run(options, source)),
+        Err(reason) => ExitCode::from(lifecycle::fail(&options, exit::PROA_FAILED, &reason)),
+    }
+}
+
+/// The in-cluster configuration and the API client built from it.
+fn connect(options: &Options) -> Result<Source, String> {
+    let mut cluster = cluster::discover(|var| std::env::var(var).ok(), cluster::hostname).map_err(|e| e.to_string())?;
+    cluster.token.max_age = options.token_refresh;
+    let api = api::Api::new(cluster, options.watch_timeout).map_err(|e| e.to_string())?;
+    Ok(Source::Api(api))
 }

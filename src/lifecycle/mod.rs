@@ -1,4 +1,4 @@
-//! The owner loop: starts the worker threads (signals, watch, reaper, shutdown actions), receives their
+//! The owner loop: starts the worker threads (signals, watch or probe, reaper, shutdown actions), receives their
 //! events on one mpsc channel, feeds them to `machine::step`, and carries out the commands it returns.
 //! It owns all lifecycle state. It never uses `?`: a failed command becomes an event, so events keep flowing.
 //! It blocks in `recv` (or `recv_timeout` up to the next deadline), so it uses no CPU while the program runs.
@@ -13,14 +13,44 @@ use std::time::Instant;
 
 use crate::api::Api;
 use crate::cli::Options;
+use crate::probe::{self, Endpoint, Goal};
 use crate::readiness;
 use crate::shutdown::{self, Action};
-use crate::{child, exit, signals, watch};
-use machine::{Command, Config, Event, State};
+use crate::{child, exit, signals, termination, watch};
+use machine::{Command, Config, Event, Mode, State};
+
+/// Where readiness comes from, ready to use.
+#[allow(clippy::large_enum_variant)] // built once per run: boxing would buy nothing
+pub enum Source {
+    /// The Pod, through this client.
+    Api(Api),
+    /// No-API mode: probe these endpoints.
+    Endpoints(Vec<Endpoint>),
+}
+
+/// Every shutdown action: `--shutdown-http-get`, `--shutdown-http-post`, then the `--sidecar` presets' ones.
+pub fn shutdown_actions(options: &Options) -> Vec<Action> {
+    let get = options.shutdown_get.iter().cloned().map(Action::Get);
+    let post = options.shutdown_post.iter().cloned().map(Action::Post);
+    get.chain(post).chain(options.sidecars.iter().map(|preset| preset.quit())).collect()
+}
+
+/// proa failed with a code of its own before or outside the state machine: log why, write it to the termination
+/// log, and return `code`.
+pub fn fail(options: &Options, code: u8, reason: &str) -> u8 {
+    log::error!("{reason}");
+    termination::write(&options.termination_log, reason);
+    code
+}
 
 /// Runs the whole lifecycle and returns proa's exit code.
-pub fn run(options: Options, api: Api) -> u8 {
+pub fn run(options: Options, source: Source) -> u8 {
     let (tx, rx) = mpsc::channel::<Event>();
+    let actions = shutdown_actions(&options);
+    let mode = match &source {
+        Source::Api(_) => Mode::Pod,
+        Source::Endpoints(endpoints) => Mode::Endpoints(endpoints.clone()),
+    };
     let config = Config {
         container: options.container.clone(),
         own_args: options.own_args.clone(),
@@ -28,22 +58,30 @@ pub fn run(options: Options, api: Api) -> u8 {
         ready_timeout: options.ready_timeout,
         shutdown_timeout: options.shutdown_timeout,
         always_shutdown: options.always_shutdown,
-        actions: options.shutdown_get.len() + options.shutdown_post.len(),
+        actions: actions.len(),
+        mode,
     };
 
     // Signals first, so that a SIGTERM during start-up is not lost.
     let signal_tx = tx.clone();
     let _signals = match signals::spawn_signals(move |signal| signal_tx.send(Event::Signal(signal)).is_ok()) {
         Ok(signals) => signals,
-        Err(err) => {
-            log::error!("cannot handle signals: {err}");
-            return exit::PROA_FAILED;
-        }
+        Err(err) => return fail(&options, exit::PROA_FAILED, &format!("cannot handle signals: {err}")),
     };
 
     let mut state = State::start(&config, Instant::now());
-    let wait_config = config.clone();
-    let mut watcher = Watcher::start(&api, &tx, move |pod| machine::wait_is_over(&wait_config, pod));
+    let (api, mut watcher, mut prober) = match source {
+        Source::Api(api) => {
+            let wait_config = config.clone();
+            let watcher = Watcher::start(&api, &tx, move |pod| machine::wait_is_over(&wait_config, pod));
+            (Some(api), Some(watcher), None)
+        }
+        Source::Endpoints(endpoints) => {
+            let names: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
+            log::info!("waiting for {} (no Kubernetes API)", names.join(", "));
+            (None, None, Some(Prober::start(endpoints, Goal::Ready, options.probe_interval, &tx)))
+        }
+    };
     let mut program_pid = None;
     let mut own_events = VecDeque::new();
 
@@ -54,8 +92,7 @@ pub fn run(options: Options, api: Api) -> u8 {
                 Some(event) => event,
                 None => {
                     // Unreachable while `tx` lives; exit rather than spin if it ever happens.
-                    log::error!("internal error: event channel closed");
-                    return exit::PROA_FAILED;
+                    return fail(&options, exit::PROA_FAILED, "internal error: event channel closed");
                 }
             },
         };
@@ -76,17 +113,27 @@ pub fn run(options: Options, api: Api) -> u8 {
                     Some(pid) => child::forward(pid, signal),
                     None => log::debug!("no program to forward {} to", child::signal_name(signal)),
                 },
-                Command::StopWatch => watcher.stop(),
+                Command::StopWatch => watcher.iter().for_each(Watcher::stop),
                 Command::StartShutdown => {
-                    let actions = options.shutdown_get.iter().cloned().map(Action::Get);
-                    let actions = actions.chain(options.shutdown_post.iter().cloned().map(Action::Post)).collect();
                     let action_tx = tx.clone();
-                    shutdown::spawn_actions(actions, move |outcome| action_tx.send(Event::Shutdown(outcome)).is_ok());
+                    shutdown::spawn_actions(actions.clone(), move |outcome| {
+                        action_tx.send(Event::Shutdown(outcome)).is_ok()
+                    });
                 }
                 Command::WatchSidecars(sidecars) => {
-                    watcher.stop();
-                    watcher = Watcher::start(&api, &tx, move |pod| readiness::sidecars_gone(pod, &sidecars));
+                    watcher.iter().for_each(Watcher::stop);
+                    if let Some(api) = &api {
+                        watcher = Some(Watcher::start(api, &tx, move |pod| readiness::sidecars_gone(pod, &sidecars)));
+                    }
                 }
+                Command::StopProbe => prober.iter().for_each(Prober::stop),
+                Command::ProbeUntilGone => {
+                    prober.iter().for_each(Prober::stop);
+                    if let Mode::Endpoints(endpoints) = &config.mode {
+                        prober = Some(Prober::start(endpoints.clone(), Goal::Gone, options.probe_interval, &tx));
+                    }
+                }
+                Command::WriteTerminationLog(reason) => termination::write(&options.termination_log, &reason),
                 Command::Exit(code) => return code,
             }
         }
@@ -119,6 +166,27 @@ impl Watcher {
             !flag.load(Ordering::Relaxed) && tx.send(Event::Watch(update)).is_ok()
         });
         Watcher { stopped }
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The current prober thread (no-API mode), and the flag that stops the owner listening to it.
+struct Prober {
+    stopped: Arc<AtomicBool>,
+}
+
+impl Prober {
+    fn start(endpoints: Vec<Endpoint>, goal: Goal, interval: std::time::Duration, tx: &Sender<Event>) -> Prober {
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (flag, tx) = (stopped.clone(), tx.clone());
+        // As with the watcher: a stopped prober's next report returns false, which ends its thread.
+        probe::spawn_probe(endpoints, goal, interval, move |update| {
+            !flag.load(Ordering::Relaxed) && tx.send(Event::Probe(update)).is_ok()
+        });
+        Prober { stopped }
     }
 
     fn stop(&self) {

@@ -3,8 +3,12 @@
 
 mod support;
 
+mod check;
 mod cli;
 mod faults;
 mod lifecycle;
 mod manifests;
+mod no_api;
+mod off_switch;
 mod scratch;
+mod termination;

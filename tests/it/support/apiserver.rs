@@ -1,6 +1,6 @@
 //! A Kubernetes API server look-alike for one Pod: HTTPS with its own CA, bearer-token authentication, `GET` of the
-//! Pod and the real watch protocol (chunked JSON lines, resourceVersion, bookmarks, ERROR events, timeouts), scripted
-//! faults, and a record of every request.
+//! Pod and the real watch protocol (chunked JSON lines, resourceVersion, bookmarks, ERROR events, timeouts),
+//! SelfSubjectAccessReviews (allowed unless the test denies the verb), scripted faults, and a record of every request.
 //!
 //! Threads: one accepts connections, one serves each connection (HTTP/1.1 keep-alive). A connection that serves a
 //! watch registers the stream in the shared state; live events reach it through its own `mpsc` channel (plus a
@@ -41,6 +41,8 @@ pub enum Route {
     Get,
     /// `GET /api/v1/namespaces/{ns}/pods?fieldSelector=metadata.name%3D{name}&watch=true...`
     Watch,
+    /// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`
+    AccessReview,
 }
 
 /// A scripted failure for the next request of a route (after authentication, which comes first).
@@ -83,12 +85,20 @@ pub struct Request {
     /// Which TCP connection carried it (numbered from 1 in accept order), to tell keep-alive reuse from new
     /// connections.
     pub connection: u64,
+    /// The request body as sent (UTF-8, lossily), empty for a GET.
+    pub body: String,
 }
 
 impl Request {
     /// The `resourceVersion` query parameter, if any.
     pub fn resource_version(&self) -> Option<&str> {
         self.query.get("resourceVersion").map(String::as_str)
+    }
+
+    /// The `spec.resourceAttributes.verb` of an access review's body, if any.
+    pub fn review_verb(&self) -> Option<String> {
+        let body: Value = serde_json::from_str(&self.body).ok()?;
+        body["spec"]["resourceAttributes"]["verb"].as_str().map(str::to_string)
     }
 
     /// The bearer token sent, if any.
@@ -129,6 +139,8 @@ struct State {
     /// The oldest resourceVersion a watch can resume from; older ones get `410 Expired`.
     window_start: u64,
     faults: Vec<(Route, Fault)>,
+    /// Verbs an access review answers `allowed: false` for (see [`ApiServer::deny`]).
+    denied: Vec<String>,
     requests: Vec<Request>,
     watches: HashMap<u64, WatchHandle>,
     conns: HashMap<u64, TcpStream>,
@@ -272,6 +284,7 @@ fn reason_for(code: u16) -> &'static str {
 fn reason_phrase(code: u16) -> &'static str {
     match code {
         200 => "OK",
+        201 => "Created",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -368,6 +381,7 @@ impl ApiServer {
                 history: VecDeque::new(),
                 window_start: FIRST_RESOURCE_VERSION,
                 faults: Vec::new(),
+                denied: Vec::new(),
                 requests: Vec::new(),
                 watches: HashMap::new(),
                 conns: HashMap::new(),
@@ -495,37 +509,40 @@ impl ApiServer {
     }
 
     /// Changes the Pod: bumps resourceVersion, records a MODIFIED event in the history, writes it to every open
-    /// watch stream and flushes. Returns the Instant taken right after the write+flush to all open streams
-    /// completed. `change` runs under the server's lock: it must not call the server.
+    /// watch stream and flushes. Returns once every open stream was sent the change; the Instant it returns was taken
+    /// just before the change became visible to any client, so whatever proa does in response happens after it.
+    /// `change` runs under the server's lock: it must not call the server.
     pub fn update_pod(&self, change: impl FnOnce(&mut Value)) -> Instant {
-        let acks = {
+        let (visible, acks) = {
             let mut st = self.shared.lock();
+            let visible = Instant::now();
             change(&mut st.pod);
             let rv = st.next_rv();
             st.set_pod_rv(rv);
             st.deleted = false;
             let line = event_line("MODIFIED", &st.pod);
             st.record(rv, line.clone());
-            st.broadcast(|_| true, |ack| StreamMsg::Event(line.clone(), ack))
+            (visible, st.broadcast(|_| true, |ack| StreamMsg::Event(line.clone(), ack)))
         };
         await_acks(acks);
-        Instant::now()
+        visible
     }
 
     /// Deletes the Pod: bumps resourceVersion, records a DELETED event and sends it like [`ApiServer::update_pod`].
     /// Afterwards GET answers 404 and a watch without resourceVersion starts with no ADDED event.
     pub fn delete_pod(&self) -> Instant {
-        let acks = {
+        let (visible, acks) = {
             let mut st = self.shared.lock();
+            let visible = Instant::now();
             let rv = st.next_rv();
             st.set_pod_rv(rv);
             st.deleted = true;
             let line = event_line("DELETED", &st.pod);
             st.record(rv, line.clone());
-            st.broadcast(|_| true, |ack| StreamMsg::Event(line.clone(), ack))
+            (visible, st.broadcast(|_| true, |ack| StreamMsg::Event(line.clone(), ack)))
         };
         await_acks(acks);
-        Instant::now()
+        visible
     }
 
     /// The current Pod (with its current resourceVersion).
@@ -626,10 +643,15 @@ impl ApiServer {
         st.window_start = st.rv;
     }
 
+    /// Makes access reviews for `verb` answer `allowed: false` with a reason, as RBAC does without a matching rule.
+    pub fn deny(&self, verb: &str) {
+        self.shared.lock().denied.push(verb.to_string());
+    }
+
     /// Queues a fault for the next request of that route; faults are consumed in order.
     pub fn push_fault(&self, route: Route, fault: Fault) {
         assert!(
-            !(route == Route::Get && matches!(fault, Fault::ErrorEvent(_) | Fault::Cut { .. } | Fault::Silent)),
+            !(route != Route::Watch && matches!(fault, Fault::ErrorEvent(_) | Fault::Cut { .. } | Fault::Silent)),
             "Fault::ErrorEvent, Cut and Silent only apply to Route::Watch"
         );
         self.shared.lock().faults.push((route, fault));
@@ -797,11 +819,11 @@ fn serve_connection(shared: &Shared, tcp: TcpStream, connection: u64) {
                 return;
             }
         };
-        if http::read_body(&mut tls, &mut buf, &head).is_err() {
+        let Ok(body) = http::read_body(&mut tls, &mut buf, &head) else {
             return;
-        }
+        };
         let close = head.wants_close();
-        let end = match decide(shared, &head, connection) {
+        let end = match decide(shared, &head, &body, connection) {
             Reply::Json { status, body, retry_after } => {
                 match write_json(&mut tls, status, &body, retry_after, close) {
                     Ok(()) => StreamEnd::Clean,
@@ -845,13 +867,15 @@ fn serve_connection(shared: &Shared, tcp: TcpStream, connection: u64) {
 
 /// Routes, authenticates, applies faults, records the request and (for a live watch) registers the stream, all
 /// under one lock, so that every event reaches a new stream exactly once (replayed or live).
-fn decide(shared: &Shared, head: &Head, connection: u64) -> Reply {
+fn decide(shared: &Shared, head: &Head, body: &[u8], connection: u64) -> Reply {
     let path = head.path().to_string();
     let query = http::parse_query(head.raw_query());
     let authorization = head.header("authorization").map(str::to_string);
     let (name, ns) = (&shared.name, &shared.namespace);
 
-    let route = if head.method != "GET" {
+    let route = if head.method == "POST" && path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" {
+        Some(Route::AccessReview)
+    } else if head.method != "GET" {
         None
     } else if path == format!("/api/v1/namespaces/{ns}/pods/{name}") {
         Some(Route::Get)
@@ -885,6 +909,7 @@ fn decide(shared: &Shared, head: &Head, connection: u64) -> Reply {
                 Route::Get if st.deleted => json_reply(404, &format!("pods \"{name}\" not found")),
                 Route::Get => Reply::Json { status: 200, body: st.pod.to_string(), retry_after: None },
                 Route::Watch => watch_reply(&mut st, &query),
+                Route::AccessReview => review_reply(&st, body),
             },
         }
     } else {
@@ -906,9 +931,26 @@ fn decide(shared: &Shared, head: &Head, connection: u64) -> Reply {
         route,
         status,
         connection,
+        body: String::from_utf8_lossy(body).into_owned(),
     });
     shared.cond.notify_all();
     reply
+}
+
+/// Answers a SelfSubjectAccessReview as the API server does (201, the review with its status): allowed unless the
+/// verb was denied. A body without `spec.resourceAttributes.verb` is a 400.
+fn review_reply(st: &State, body: &[u8]) -> Reply {
+    let review: Option<Value> = serde_json::from_slice(body).ok();
+    let Some(mut review) = review.filter(|r| r["spec"]["resourceAttributes"]["verb"].is_string()) else {
+        let message = "SelfSubjectAccessReview needs spec.resourceAttributes.verb";
+        return Reply::Json { status: 400, body: status_object(400, message).to_string(), retry_after: None };
+    };
+    let verb = review["spec"]["resourceAttributes"]["verb"].as_str().unwrap_or_default().to_string();
+    review["status"] = match st.denied.contains(&verb) {
+        true => json!({"allowed": false, "reason": "no RBAC policy matched"}),
+        false => json!({"allowed": true, "reason": "RBAC: allowed by RoleBinding \"proa\" of Role \"proa\""}),
+    };
+    Reply::Json { status: 201, body: review.to_string(), retry_after: None }
 }
 
 fn fault_reply(shared: &Shared, route: Route, fault: Fault, st: &State) -> Reply {
@@ -917,6 +959,12 @@ fn fault_reply(shared: &Shared, route: Route, fault: Fault, st: &State) -> Reply
             let (verb, what) = match route {
                 Route::Get => ("get", format!("pods \"{}\"", shared.name)),
                 Route::Watch => ("watch", "pods".to_string()),
+                Route::AccessReview => {
+                    return format!(
+                        "selfsubjectaccessreviews.authorization.k8s.io is forbidden: User \"system:serviceaccount:{}:default\" cannot create resource \"selfsubjectaccessreviews\" in API group \"authorization.k8s.io\" at the cluster scope",
+                        shared.namespace
+                    );
+                }
             };
             format!(
                 "{what} is forbidden: User \"system:serviceaccount:{ns}:default\" cannot {verb} resource \"pods\" in API group \"\" in the namespace \"{ns}\"",

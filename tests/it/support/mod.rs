@@ -6,6 +6,7 @@
 #![allow(dead_code, unused_imports)] // each binary that includes this uses a different part
 
 pub mod apiserver;
+pub mod port;
 /// Runs the proa binary under test, and `Marker` for what wrapped programs report.
 pub mod proa;
 pub mod sidecar;

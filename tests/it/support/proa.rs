@@ -31,6 +31,9 @@ impl Proa {
         command.env_clear();
         command.env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()));
         command.env("RUST_LOG", "debug");
+        // Where proa's own failures are written unless a test says otherwise: never the machine's
+        // /dev/termination-log, which exists when the tests themselves run in a Pod.
+        command.env("PROA_TERMINATION_LOG", "/dev/null");
         Proa { command }
     }
 

@@ -1,4 +1,5 @@
-//! A sidecar stand-in: a real HTTP/1.1 server on 127.0.0.1 that records every request it receives.
+//! A sidecar stand-in: a real HTTP/1.1 server on 127.0.0.1 that records every request it receives. It can start
+//! unready (503 to everything) and be made ready, as a proxy fetching its configuration would.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -15,6 +16,8 @@ pub struct Hit {
     pub at: Instant,
     pub method: String,
     pub path: String,
+    /// What the sidecar answered: 200 when ready, 503 before; 0 when silent.
+    pub status: u16,
 }
 
 /// A loopback HTTP server. Dropping it stops accepting (the port then refuses connections) and closes every
@@ -33,6 +36,8 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
+    /// Unready sidecars answer 503 until [`Sidecar::set_ready`].
+    unready: bool,
     hits: Vec<Hit>,
     shutdown: bool,
     next_conn: u64,
@@ -47,6 +52,7 @@ impl Shared {
 
 const RESPONSE: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n";
+const UNREADY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 8\r\nConnection: close\r\n\r\nunready\n";
 
 impl Sidecar {
     /// Answers every request `200 ok\n` (with `Content-Length` and `Connection: close`).
@@ -62,6 +68,22 @@ impl Sidecar {
     /// Like [`Sidecar::start`], on a given port (for example one that refused connections until now).
     pub fn start_on(port: u16) -> Sidecar {
         Self::launch(port, false)
+    }
+
+    /// Answers every request `503 unready\n` until [`Sidecar::set_ready`], then `200 ok\n`.
+    pub fn start_unready() -> Sidecar {
+        let sidecar = Self::launch(0, false);
+        sidecar.shared.lock().unready = true;
+        sidecar
+    }
+
+    /// From now on answers 200. Returns an instant taken just before the switch: anything readiness causes happens
+    /// after it, however the threads are scheduled.
+    pub fn set_ready(&self) -> Instant {
+        let mut state = self.shared.lock();
+        let before = Instant::now();
+        state.unready = false;
+        before
     }
 
     fn launch(port: u16, silent: bool) -> Sidecar {
@@ -94,20 +116,31 @@ impl Sidecar {
 
     /// Blocks until `n` hits were recorded, at most `bound`; panics with the hits otherwise.
     pub fn wait_for_hits(&self, n: usize, bound: Duration) -> Vec<Hit> {
+        self.wait_for_matching(n, bound, |_| true)
+    }
+
+    /// Blocks until `n` hits with this method and path were recorded, at most `bound`; returns those hits, or panics
+    /// with every hit.
+    pub fn wait_for(&self, method: &str, path: &str, n: usize, bound: Duration) -> Vec<Hit> {
+        self.wait_for_matching(n, bound, |h| h.method == method && h.path == path)
+    }
+
+    fn wait_for_matching(&self, n: usize, bound: Duration, matches: impl Fn(&Hit) -> bool) -> Vec<Hit> {
         let deadline = Instant::now() + bound;
         let mut state = self.shared.lock();
         loop {
-            if state.hits.len() >= n {
-                return state.hits.clone();
+            let found: Vec<Hit> = state.hits.iter().filter(|h| matches(h)).cloned().collect();
+            if found.len() >= n {
+                return found;
             }
             let now = Instant::now();
             if now >= deadline {
                 let hits = state.hits.clone();
                 drop(state);
                 panic!(
-                    "sidecar on port {}: expected {n} hit(s) within {bound:?}, got {}: {hits:#?}",
+                    "sidecar on port {}: expected {n} matching hit(s) within {bound:?}, got {}; all hits: {hits:#?}",
                     self.port(),
-                    hits.len()
+                    found.len()
                 );
             }
             state = self.shared.cond.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
@@ -184,11 +217,17 @@ fn serve(shared: &Shared, mut conn: TcpStream) {
         Ok(None) | Err(_) => return,
     };
     let body = http::read_body(&mut conn, &mut buf, &head);
-    {
+    let response = {
         let mut state = shared.lock();
-        state.hits.push(Hit { at: Instant::now(), method: head.method.clone(), path: head.path().to_string() });
+        let (status, response) = match (shared.silent, state.unready) {
+            (true, _) => (0, RESPONSE),
+            (false, true) => (503, UNREADY),
+            (false, false) => (200, RESPONSE),
+        };
+        state.hits.push(Hit { at: Instant::now(), method: head.method.clone(), path: head.path().to_string(), status });
         shared.cond.notify_all();
-    }
+        response
+    };
     if shared.silent {
         // Hold the socket: block reading until the client gives up or the sidecar is dropped.
         let mut sink = [0u8; 4096];
@@ -203,7 +242,7 @@ fn serve(shared: &Shared, mut conn: TcpStream) {
         let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
     }
-    if conn.write_all(RESPONSE).and_then(|()| conn.flush()).is_ok() {
+    if conn.write_all(response).and_then(|()| conn.flush()).is_ok() {
         let _ = conn.shutdown(Shutdown::Write);
     }
 }

@@ -1,0 +1,182 @@
+//! No-API mode's prober thread: checks HTTP endpoints (ready on a 2xx) and TCP endpoints (ready when a connection
+//! is accepted) in rounds, like a kubelet probe, until every one is ready (before the program) or has stopped
+//! answering (at shutdown). Each attempt has its own timeout, so one hung endpoint cannot stall the others for
+//! long. Reports to the owner; never decides what a result means for the lifecycle.
+
+use std::fmt;
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Default `--probe-interval`: the pause between rounds, counted from the start of one to the next.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(250);
+/// How long one attempt may take, connecting included (the kubelet's default probe timeout).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Something proa waits for without the Kubernetes API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `--wait-http URL`: ready when a GET answers 2xx (redirects are not followed).
+    Http(String),
+    /// `--wait-tcp HOST:PORT`: ready when a connection is accepted.
+    Tcp(String),
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Http(url) => write!(f, "{url}"),
+            Endpoint::Tcp(address) => write!(f, "tcp {address}"),
+        }
+    }
+}
+
+/// What the prober waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    /// Every endpoint has passed its check once (before the program starts).
+    Ready,
+    /// Every endpoint has failed its check once: refused, no 2xx, no answer in time (after shutdown).
+    Gone,
+}
+
+/// What the prober reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// After a round, when the list changed: the endpoints short of `goal`, each as "endpoint (why)".
+    Pending { goal: Goal, left: Vec<String> },
+    /// Every endpoint reached `goal`; the prober has stopped.
+    Reached(Goal),
+}
+
+/// Starts the prober. It stops once every endpoint reached `goal`, or when `report` returns false (the owner no
+/// longer listens), which it learns at its next report.
+pub fn spawn_probe(
+    endpoints: Vec<Endpoint>,
+    goal: Goal,
+    interval: Duration,
+    report: impl Fn(Update) -> bool + Send + 'static,
+) -> JoinHandle<()> {
+    thread::Builder::new()
+        .name("probe".into())
+        .spawn(move || probe(endpoints, goal, interval, report))
+        .expect("spawning a thread only fails when the process is out of resources")
+}
+
+fn probe(mut left: Vec<Endpoint>, goal: Goal, interval: Duration, report: impl Fn(Update) -> bool) {
+    let agent = agent();
+    let mut reported = Vec::new();
+    loop {
+        let round = Instant::now();
+        let mut pending = Vec::new();
+        left.retain(|endpoint| {
+            let why = match (goal, check(&agent, endpoint)) {
+                (Goal::Ready, Ok(())) | (Goal::Gone, Err(_)) => return false,
+                (Goal::Ready, Err(why)) => why,
+                (Goal::Gone, Ok(())) => "still answering".to_string(),
+            };
+            pending.push(format!("{endpoint} ({why})"));
+            true
+        });
+        if left.is_empty() {
+            report(Update::Reached(goal));
+            return;
+        }
+        if pending != reported {
+            if !report(Update::Pending { goal, left: pending.clone() }) {
+                return;
+            }
+            reported = pending;
+        }
+        thread::sleep(interval.saturating_sub(round.elapsed()));
+    }
+}
+
+/// The HTTP client for checks: one attempt is one fresh connection (no pool, so a sidecar that went away is
+/// noticed at once), bounded by `ATTEMPT_TIMEOUT`, with no redirects.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .user_agent(concat!("proa/", env!("CARGO_PKG_VERSION")))
+        .timeout_global(Some(ATTEMPT_TIMEOUT))
+        .max_redirects(0)
+        .max_idle_connections(0)
+        .build()
+        .into()
+}
+
+/// One attempt: Ok when the endpoint is ready, else why not.
+pub fn check(agent: &ureq::Agent, endpoint: &Endpoint) -> Result<(), String> {
+    match endpoint {
+        Endpoint::Http(url) => match agent.get(url).call() {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => Err(format!("answered {}", response.status().as_u16())),
+            Err(ureq::Error::Io(err)) => Err(io_text(&err)),
+            Err(ureq::Error::Timeout(_)) => Err(format!("no answer within {ATTEMPT_TIMEOUT:?}")),
+            Err(err) => Err(err.to_string()),
+        },
+        Endpoint::Tcp(address) => {
+            let addresses = address.to_socket_addrs().map_err(|err| io_text(&err))?;
+            let mut last = format!("{address} resolves to no address");
+            for socket_address in addresses {
+                match TcpStream::connect_timeout(&socket_address, ATTEMPT_TIMEOUT) {
+                    Ok(_) => return Ok(()),
+                    Err(err) => last = io_text(&err),
+                }
+            }
+            Err(last)
+        }
+    }
+}
+
+fn io_text(err: &io::Error) -> String {
+    match err.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => format!("no answer within {ATTEMPT_TIMEOUT:?}"),
+        _ => err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    #[test]
+    fn tcp_check_follows_the_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = Endpoint::Tcp(listener.local_addr().unwrap().to_string());
+        assert_eq!(check(&agent(), &endpoint), Ok(()));
+        drop(listener);
+        assert_eq!(check(&agent(), &endpoint), Err("connection refused".into()));
+    }
+
+    #[test]
+    fn gone_is_reached_at_once_when_nothing_listens() {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (tx, rx) = mpsc::channel();
+        let endpoints =
+            vec![Endpoint::Tcp(format!("127.0.0.1:{port}")), Endpoint::Http(format!("http://127.0.0.1:{port}/"))];
+        spawn_probe(endpoints, Goal::Gone, DEFAULT_INTERVAL, move |update| tx.send(update).is_ok());
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(Update::Reached(Goal::Gone)));
+    }
+
+    #[test]
+    fn pending_names_each_endpoint_and_why() {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (tx, rx) = mpsc::channel();
+        let endpoint = Endpoint::Tcp(format!("127.0.0.1:{port}"));
+        // The owner stops listening after the first report, which ends the prober.
+        spawn_probe(vec![endpoint], Goal::Ready, DEFAULT_INTERVAL, move |update| {
+            let _ = tx.send(update);
+            false
+        });
+        let want = format!("tcp 127.0.0.1:{port} (connection refused)");
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)),
+            Ok(Update::Pending { goal: Goal::Ready, left: vec![want] })
+        );
+    }
+}
