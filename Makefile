@@ -18,7 +18,7 @@ STATIC_ENV := CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-mo
 	CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc
 
-.PHONY: help demo test tools fmt lint unit release static static-tools fuzz clean
+.PHONY: help demo test tools fmt lint unit release static static-tools fuzz bench clean
 
 help:
 	@echo "make demo     show proa's whole lifecycle locally, no cluster needed"
@@ -26,6 +26,7 @@ help:
 	@echo "make release  optimised build in target/release/proa"
 	@echo "make fuzz     fuzz the watch-line decoder and the readiness decision (FUZZ_SECONDS each, default 30)"
 	@echo "make static   static musl binaries for FROM-scratch images, both variants, in target/static"
+	@echo "make bench    this proa against the original proa 0.1.3: size, memory, latency, CPU, requests, scale"
 
 ## Tools the targets rely on. rustup is the machine's toolchain manager; the components are tiny.
 tools:
@@ -91,6 +92,22 @@ static: static-tools
 	done
 	@cd $(STATIC_DIR) && sha256sum proa-*-linux-musl > SHA256SUMS && ls -l proa-*-linux-musl && file proa-*-linux-musl \
 		&& cat SHA256SUMS
+
+## The original async proa, built from the crate registry at a pinned version (it needs Rust 1.86+). If it cannot
+## be built, the .why file says so and the table reports it; the rest still runs. Needs root (unshare, mount).
+ORIGINAL_VERSION := 0.1.3
+BENCH_DIR := $(TARGET_DIR)/bench
+ORIGINAL_BIN := $(BENCH_DIR)/original/bin/proa
+bench:
+	$(MAKE) --no-print-directory static STATIC_TARGETS=x86_64-unknown-linux-musl
+	@command -v /usr/bin/time >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq time >/dev/null)
+	@mkdir -p $(BENCH_DIR)/original/bin
+	@test -x $(ORIGINAL_BIN) || { echo "building the original proa $(ORIGINAL_VERSION) (a few minutes)"; \
+		$(CARGO) install proa --version $(ORIGINAL_VERSION) --locked --root $(BENCH_DIR)/original \
+			> $(BENCH_DIR)/original-build.log 2>&1 \
+		|| echo "cargo install proa $(ORIGINAL_VERSION) failed: $$(tail -1 $(BENCH_DIR)/original-build.log)" > $(ORIGINAL_BIN).why; }
+	BENCH_OURS=$(abspath $(STATIC_DIR))/proa-x86_64-linux-musl BENCH_ORIGINAL=$(abspath $(ORIGINAL_BIN)) \
+		BENCH_OUT=$(abspath $(BENCH_DIR)) $(CARGO) bench --quiet --bench compare
 
 clean:
 	$(CARGO) clean

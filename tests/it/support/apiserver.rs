@@ -43,6 +43,9 @@ pub enum Route {
     Watch,
     /// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`
     AccessReview,
+    /// `GET /api/v1/namespaces/{ns}/pods?fieldSelector=metadata.name%3D{name}` (no watch): a PodList, as clients
+    /// built on list-then-watch (kube-rs, client-go informers) start with.
+    List,
 }
 
 /// A scripted failure for the next request of a route (after authentication, which comes first).
@@ -144,6 +147,8 @@ struct State {
     requests: Vec<Request>,
     watches: HashMap<u64, WatchHandle>,
     conns: HashMap<u64, TcpStream>,
+    /// The most connections open at once.
+    peak_conns: usize,
     next_id: u64,
     shutdown: bool,
 }
@@ -385,6 +390,7 @@ impl ApiServer {
                 requests: Vec::new(),
                 watches: HashMap::new(),
                 conns: HashMap::new(),
+                peak_conns: 0,
                 next_id: 0,
                 shutdown: false,
             }),
@@ -697,6 +703,11 @@ impl ApiServer {
         self.shared.format_requests(&st.requests)
     }
 
+    /// The largest number of client connections that were open at the same time.
+    pub fn peak_connections(&self) -> usize {
+        self.shared.lock().peak_conns
+    }
+
     /// Number of watch streams currently open.
     pub fn open_watches(&self) -> usize {
         self.shared.lock().watches.len()
@@ -764,6 +775,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             match conn.try_clone() {
                 Ok(clone) => {
                     st.conns.insert(id, clone);
+                    st.peak_conns = st.peak_conns.max(st.conns.len());
                 }
                 Err(e) => {
                     eprintln!("test API server: cannot clone socket: {e}");
@@ -884,6 +896,10 @@ fn decide(shared: &Shared, head: &Head, body: &[u8], connection: u64) -> Reply {
         && query.get("fieldSelector").map(String::as_str) == Some(&format!("metadata.name={name}"))
     {
         Some(Route::Watch)
+    } else if path == format!("/api/v1/namespaces/{ns}/pods")
+        && query.get("fieldSelector").map(String::as_str) == Some(&format!("metadata.name={name}"))
+    {
+        Some(Route::List)
     } else {
         None
     };
@@ -910,6 +926,12 @@ fn decide(shared: &Shared, head: &Head, body: &[u8], connection: u64) -> Reply {
                 Route::Get => Reply::Json { status: 200, body: st.pod.to_string(), retry_after: None },
                 Route::Watch => watch_reply(&mut st, &query),
                 Route::AccessReview => review_reply(&st, body),
+                Route::List => {
+                    let items = if st.deleted { vec![] } else { vec![st.pod.clone()] };
+                    let list = json!({"kind": "PodList", "apiVersion": "v1",
+                        "metadata": {"resourceVersion": st.rv.to_string()}, "items": items});
+                    Reply::Json { status: 200, body: list.to_string(), retry_after: None }
+                }
             },
         }
     } else {
@@ -959,6 +981,7 @@ fn fault_reply(shared: &Shared, route: Route, fault: Fault, st: &State) -> Reply
             let (verb, what) = match route {
                 Route::Get => ("get", format!("pods \"{}\"", shared.name)),
                 Route::Watch => ("watch", "pods".to_string()),
+                Route::List => ("list", "pods".to_string()),
                 Route::AccessReview => {
                     return format!(
                         "selfsubjectaccessreviews.authorization.k8s.io is forbidden: User \"system:serviceaccount:{}:default\" cannot create resource \"selfsubjectaccessreviews\" in API group \"authorization.k8s.io\" at the cluster scope",

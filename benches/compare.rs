@@ -1,0 +1,473 @@
+//! `make bench`: this proa against the original async proa 0.1.3 (tokio, kube-rs, reqwest), side by side, on the
+//! same test API server (tests/it/support), in one run. Prints one table and writes it as JSON.
+//!
+//! Both programs run the same way, the way the original needs: in their own mount and UTS namespaces
+//! (`unshare --mount --uts`) with the test's service-account directory bind-mounted where the kubelet puts it and
+//! the hostname set to the Pod's name, under `/usr/bin/time` for peak RSS. Wrapped programs are this binary again
+//! (`stamp`), which records CLOCK_MONOTONIC when it starts and, for the CPU figure, its parent's (the wrapper's)
+//! CPU time from /proc. Only public tools and /proc: nothing in either proa is instrumented.
+
+#[path = "../tests/it/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{ApiServer, Route, Sidecar};
+
+/// Latency runs per program (the issue asks for at least 50), how long the wrapped program runs for the CPU figure,
+/// and the concurrent instances for the scale figures. `BENCH_QUICK=1` shrinks all three to try the harness out.
+struct Plan {
+    runs: usize,
+    cpu_program: Duration,
+    scales: Vec<usize>,
+}
+
+impl Plan {
+    fn from_env() -> Plan {
+        match std::env::var("BENCH_QUICK").as_deref() {
+            Ok("1") => Plan { runs: 3, cpu_program: Duration::from_secs(2), scales: vec![5] },
+            _ => Plan { runs: 50, cpu_program: Duration::from_secs(10), scales: vec![100, 500] },
+        }
+    }
+}
+/// Bound on any one wait, so the benchmark always ends.
+const BOUND: Duration = Duration::from_secs(180);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("stamp") => return stamp(&args[2..]),
+        // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it.
+        Some("--bench") => {}
+        _ => {
+            println!("benches/compare.rs runs under `make bench`");
+            return;
+        }
+    }
+    let out = PathBuf::from(std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench".into()));
+    std::fs::create_dir_all(out.join("work")).expect("create the output directory");
+    let ours = Candidate::from_env("ours", "BENCH_OURS");
+    let original = Candidate::from_env("original 0.1.3", "BENCH_ORIGINAL");
+    let clock = Clock::new();
+    let plan = Plan::from_env();
+
+    let mut results = Vec::new();
+    for candidate in [&ours, &original] {
+        eprintln!("bench: measuring {}", candidate.name);
+        results.push(measure(candidate, &plan, &clock, &out.join("work")));
+    }
+    let table = render(&results, &plan);
+    println!("{table}");
+    let json = json!({"runs": plan.runs, "cpu_program_seconds": plan.cpu_program.as_secs(), "results": results});
+    let path = out.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json).expect("serialise")).expect("write results.json");
+    std::fs::write(out.join("table.txt"), &table).expect("write table.txt");
+    eprintln!("bench: wrote {} and table.txt", path.display());
+}
+
+/// A proa binary under test, or why there is none.
+struct Candidate {
+    name: &'static str,
+    binary: Result<PathBuf, String>,
+}
+
+impl Candidate {
+    fn from_env(name: &'static str, var: &str) -> Candidate {
+        let binary = match std::env::var(var) {
+            Ok(path) if Path::new(&path).is_file() => Ok(PathBuf::from(path)),
+            Ok(path) => {
+                Err(std::fs::read_to_string(format!("{path}.why")).unwrap_or_else(|_| format!("{path} missing")))
+            }
+            Err(_) => Err(format!("{var} not set")),
+        };
+        Candidate { name, binary }
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, and a mapping from `Instant` (which is CLOCK_MONOTONIC on Linux, but opaque).
+struct Clock {
+    at: Instant,
+    mono: u64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock { at: Instant::now(), mono: mono_ns() }
+    }
+
+    fn mono_of(&self, instant: Instant) -> u64 {
+        match instant.checked_duration_since(self.at) {
+            Some(after) => self.mono + after.as_nanos() as u64,
+            None => self.mono - (self.at - instant).as_nanos() as u64,
+        }
+    }
+}
+
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec for the call to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The wrapped program: `stamp FILE [SECONDS]`. Writes `start_ns ppid`, and with SECONDS sleeps that long and adds
+/// the parent's CPU time (ns) at start and at the end: the wrapper's cost while a program runs.
+fn stamp(args: &[String]) {
+    let start = mono_ns();
+    let parent = std::os::unix::process::parent_id();
+    let mut line = format!("{start} {parent}");
+    if let Some(seconds) = args.get(1).and_then(|s| s.parse().ok()) {
+        let before = cpu_ns(parent);
+        std::thread::sleep(Duration::from_secs(seconds));
+        let after = cpu_ns(parent);
+        line.push_str(&format!(" {before} {after}"));
+    }
+    std::fs::write(&args[0], line + "\n").expect("write the stamp");
+}
+
+/// CPU time a process has used, in ns: /proc/PID/schedstat's first field (the scheduler's own accounting, finer
+/// than the 10 ms ticks of utime and stime in /proc/PID/stat).
+fn cpu_ns(pid: u32) -> u64 {
+    let schedstat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap_or_default();
+    schedstat.split_whitespace().next().and_then(|f| f.parse().ok()).unwrap_or(0)
+}
+
+/// The Pod: proa's container first (the original always takes containers[0]), one regular sidecar.
+fn pod() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "bench-job-x7k2p", "namespace": "bench"},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 30,
+            "containers": [{"name": "main", "command": ["/proa"]}, {"name": "envoy"}]},
+        "status": {"phase": "Running", "containerStatuses": [
+            {"name": "main", "ready": false, "state": {"running": {}}},
+            {"name": "envoy", "ready": false, "state": {"running": {}}}]}
+    })
+}
+
+/// Starts `binary -g SHUTDOWN_URL -- program...` as the kubelet would start it, in fresh mount and UTS namespaces.
+fn spawn_wrapper(binary: &Path, api: &ApiServer, shutdown_url: &str, program: &[String], files: &Path) -> Child {
+    // Mounts stay inside the new mount namespace (unshare makes them private).
+    let script = r#"set -e
+mkdir -p /var/run/secrets
+mount -t tmpfs proa-bench /var/run/secrets
+mkdir -p /var/run/secrets/kubernetes.io/serviceaccount
+mount --bind "$BENCH_SA" /var/run/secrets/kubernetes.io/serviceaccount
+hostname "$BENCH_POD"
+exec /usr/bin/time -f %M -o "$BENCH_TIME" "$@""#;
+    let stderr = std::fs::File::create(files.with_extension("log")).expect("log file");
+    Command::new("unshare")
+        .args(["--mount", "--uts", "--", "sh", "-c", script, "sh"])
+        .arg(binary)
+        .args(["-g", shutdown_url, "--"])
+        .args(program)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", api.port().to_string())
+        .env("BENCH_SA", api.service_account_dir())
+        .env("BENCH_POD", "bench-job-x7k2p")
+        .env("BENCH_TIME", files.with_extension("time"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("unshare runs (make bench runs as root)")
+}
+
+fn stamp_program(file: &Path, seconds: Option<u64>) -> Vec<String> {
+    let mut program = vec![
+        std::env::current_exe().expect("own path").display().to_string(),
+        "stamp".into(),
+        file.display().to_string(),
+    ];
+    program.extend(seconds.map(|s| s.to_string()));
+    program
+}
+
+/// Waits for a child with a bound (the wrapper exits when proa does).
+fn wait_child(child: &mut Child, bound: Duration, what: &str) -> Option<i32> {
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            eprintln!("bench: {what} did not exit within {bound:?}");
+            return None;
+        }
+        // Polling a child's exit here only paces the benchmark harness; nothing is measured by it.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// What one lifecycle showed.
+struct Lifecycle {
+    ready_to_start_ns: u64,
+    start_to_first_request_ns: u64,
+    requests: BTreeMap<String, usize>,
+    peak_rss_kib: u64,
+    cpu_ns: Option<u64>,
+}
+
+/// One whole lifecycle: wait (the sidecar becomes ready once proa watches), run, shutdown GET, sidecar exits.
+fn lifecycle(
+    binary: &Path,
+    clock: &Clock,
+    work: &Path,
+    run: usize,
+    cpu: Option<Duration>,
+) -> Result<Lifecycle, String> {
+    let api = ApiServer::start(pod());
+    let sidecar = Sidecar::start();
+    let files = work.join(format!("run-{run}"));
+    let stamp_file = files.with_extension("stamp");
+    let _ = std::fs::remove_file(&stamp_file);
+    let program = stamp_program(&stamp_file, cpu.map(|d| d.as_secs()));
+    let spawned = mono_ns();
+    let mut child = spawn_wrapper(binary, &api, &sidecar.url("/quitquitquit"), &program, &files);
+    let watching = wait_until(BOUND, || api.open_watches() >= 1);
+    if !watching {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("never watched; see {}", files.with_extension("log").display()));
+    }
+    let ready = clock.mono_of(api.set_ready("envoy"));
+    sidecar.wait_for_hits(1, BOUND);
+    api.set_terminated("envoy", 0);
+    let code = wait_child(&mut child, BOUND, "proa");
+    if code != Some(0) {
+        return Err(format!("exit {code:?}; see {}", files.with_extension("log").display()));
+    }
+    let stamp = std::fs::read_to_string(&stamp_file).map_err(|e| format!("no stamp: {e}"))?;
+    let fields: Vec<u64> = stamp.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    let requests = api.requests();
+    let first = requests.first().map(|r| clock.mono_of(r.at)).ok_or("no request")?;
+    let mut by_kind = BTreeMap::new();
+    for r in &requests {
+        let kind = match r.route {
+            Some(Route::Get) => "GET pod",
+            Some(Route::List) => "LIST pods",
+            Some(Route::Watch) => "WATCH pods",
+            Some(Route::AccessReview) => "access review",
+            None => "other",
+        };
+        *by_kind.entry(kind.to_string()).or_insert(0) += 1;
+    }
+    let rss = std::fs::read_to_string(files.with_extension("time")).unwrap_or_default();
+    Ok(Lifecycle {
+        ready_to_start_ns: fields[0].saturating_sub(ready),
+        start_to_first_request_ns: first.saturating_sub(spawned),
+        requests: by_kind,
+        peak_rss_kib: rss.lines().last().and_then(|l| l.trim().parse().ok()).unwrap_or(0),
+        cpu_ns: (fields.len() >= 4).then(|| fields[3].saturating_sub(fields[2])),
+    })
+}
+
+/// Waits for `condition` at most `bound`, checking every few milliseconds (the harness's own pacing).
+fn wait_until(bound: Duration, condition: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + bound;
+    while !condition() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    true
+}
+
+/// N instances at once against one API server: they share the Pod and one sidecar.
+fn scale(binary: &Path, n: usize, work: &Path) -> Result<Value, String> {
+    let api = ApiServer::start(pod());
+    let sidecar = Sidecar::start();
+    let true_program = vec!["/bin/true".to_string()];
+    let started = Instant::now();
+    let mut children: Vec<Child> = (0..n)
+        .map(|i| {
+            spawn_wrapper(
+                binary,
+                &api,
+                &sidecar.url("/quitquitquit"),
+                &true_program,
+                &work.join(format!("scale-{n}-{i}")),
+            )
+        })
+        .collect();
+    if !wait_until(BOUND, || api.open_watches() >= n) {
+        for child in &mut children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        return Err(format!("only {} of {n} watched", api.open_watches()));
+    }
+    api.set_ready("envoy");
+    sidecar.wait_for_hits(n, BOUND);
+    api.set_terminated("envoy", 0);
+    let mut failed = 0;
+    for child in &mut children {
+        if wait_child(child, BOUND, "an instance") != Some(0) {
+            failed += 1;
+        }
+    }
+    let wall = started.elapsed();
+    let rss_kib: u64 = (0..n)
+        .filter_map(|i| std::fs::read_to_string(work.join(format!("scale-{n}-{i}.time"))).ok())
+        .filter_map(|t| t.lines().last().and_then(|l| l.trim().parse::<u64>().ok()))
+        .sum();
+    Ok(json!({
+        "instances": n,
+        "failed": failed,
+        "requests_per_instance": api.requests().len() as f64 / n as f64,
+        "total_rss_mib": rss_kib as f64 / 1024.0,
+        "peak_open_connections": api.peak_connections(),
+        "wall_seconds": wall.as_secs_f64(),
+    }))
+}
+
+fn measure(candidate: &Candidate, plan: &Plan, clock: &Clock, work: &Path) -> Value {
+    let binary = match &candidate.binary {
+        Ok(binary) => binary,
+        Err(why) => return json!({"name": candidate.name, "error": why}),
+    };
+    let size = std::fs::metadata(binary).map(|m| m.len()).unwrap_or(0);
+    let mut runs = Vec::new();
+    let mut errors = Vec::new();
+    for run in 0..plan.runs {
+        match lifecycle(binary, clock, work, run, None) {
+            Ok(lifecycle) => runs.push(lifecycle),
+            Err(err) => errors.push(err),
+        }
+    }
+    let cpu = lifecycle(binary, clock, work, plan.runs, Some(plan.cpu_program));
+    let scales: Vec<Value> = plan
+        .scales
+        .iter()
+        .map(|&n| scale(binary, n, work).unwrap_or_else(|err| json!({"instances": n, "error": err})))
+        .collect();
+    let mut ready: Vec<u64> = runs.iter().map(|r| r.ready_to_start_ns).collect();
+    let mut first: Vec<u64> = runs.iter().map(|r| r.start_to_first_request_ns).collect();
+    json!({
+        "name": candidate.name,
+        "binary": binary.display().to_string(),
+        "binary_bytes": size,
+        "runs_ok": runs.len(),
+        "run_errors": errors,
+        "peak_rss_kib_max": runs.iter().map(|r| r.peak_rss_kib).max(),
+        "peak_rss_kib_median": median(&mut runs.iter().map(|r| r.peak_rss_kib).collect::<Vec<_>>()),
+        "ready_to_start_ms_median": median(&mut ready).map(ms),
+        "ready_to_start_ms_p99": p99(&mut ready).map(ms),
+        "start_to_first_request_ms_median": median(&mut first).map(ms),
+        "requests_per_lifecycle": runs.first().map(|r| json!(r.requests)),
+        "cpu_ms_during_program": cpu.as_ref().ok().and_then(|c| c.cpu_ns).map(ms),
+        "cpu_error": cpu.err(),
+        "scale": scales,
+    })
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn median(values: &mut [u64]) -> Option<u64> {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied()
+}
+
+fn p99(values: &mut [u64]) -> Option<u64> {
+    values.sort_unstable();
+    let index = (values.len() * 99).div_ceil(100).checked_sub(1)?;
+    values.get(index).copied()
+}
+
+/// The table: one row per figure, one column per program.
+fn render(results: &[Value], plan: &Plan) -> String {
+    let cell = |v: &Value, key: &str| -> String {
+        if let Some(err) = v.get("error").and_then(Value::as_str) {
+            return format!("not measured: {err}");
+        }
+        match &v[key] {
+            Value::Null => "-".into(),
+            Value::Number(n) if n.is_f64() => format!("{:.2}", n.as_f64().unwrap_or(0.0)),
+            Value::Object(map) => map.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "),
+            other => other.to_string(),
+        }
+    };
+    let scale_cell = |v: &Value, i: usize, key: &str| -> String {
+        let entry = &v["scale"][i];
+        if let Some(err) = v.get("error").or_else(|| entry.get("error")).and_then(Value::as_str) {
+            return format!("not measured: {err}");
+        }
+        match &entry[key] {
+            Value::Number(n) if n.is_f64() => format!("{:.2}", n.as_f64().unwrap_or(0.0)),
+            other => other.to_string(),
+        }
+    };
+    let mut rows: Vec<(String, Vec<String>)> = vec![
+        ("program".into(), results.iter().map(|v| v["name"].as_str().unwrap_or("").to_string()).collect()),
+        ("binary size (bytes)".into(), results.iter().map(|v| cell(v, "binary_bytes")).collect()),
+        (
+            "peak RSS, whole lifecycle (KiB, median / max)".into(),
+            results
+                .iter()
+                .map(|v| format!("{} / {}", cell(v, "peak_rss_kib_median"), cell(v, "peak_rss_kib_max")))
+                .collect(),
+        ),
+        (
+            format!("ready event → program start (ms, median over {})", plan.runs),
+            results.iter().map(|v| cell(v, "ready_to_start_ms_median")).collect(),
+        ),
+        (
+            "ready event → program start (ms, p99)".into(),
+            results.iter().map(|v| cell(v, "ready_to_start_ms_p99")).collect(),
+        ),
+        (
+            "process start → first API request (ms, median)".into(),
+            results.iter().map(|v| cell(v, "start_to_first_request_ms_median")).collect(),
+        ),
+        (
+            format!("wrapper CPU while a {}s program runs (ms)", plan.cpu_program.as_secs()),
+            results.iter().map(|v| cell(v, "cpu_ms_during_program")).collect(),
+        ),
+        ("API requests per lifecycle".into(), results.iter().map(|v| cell(v, "requests_per_lifecycle")).collect()),
+    ];
+    for (i, n) in plan.scales.iter().enumerate() {
+        for (key, label) in [
+            ("requests_per_instance", "requests per instance"),
+            ("total_rss_mib", "total wrapper RSS (MiB)"),
+            ("peak_open_connections", "most open connections at the server"),
+            ("wall_seconds", "wall time until all exited (s)"),
+            ("failed", "instances that failed"),
+        ] {
+            rows.push((format!("{n} at once: {label}"), results.iter().map(|v| scale_cell(v, i, key)).collect()));
+        }
+    }
+    let widths: Vec<usize> = (0..=results.len())
+        .map(|c| {
+            rows.iter()
+                .map(|(label, cells)| if c == 0 { label.chars().count() } else { cells[c - 1].chars().count() })
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for (r, (label, cells)) in rows.iter().enumerate() {
+        out.push_str(&format!("| {label:<w$} |", w = widths[0]));
+        for (c, cell) in cells.iter().enumerate() {
+            out.push_str(&format!(" {cell:<w$} |", w = widths[c + 1]));
+        }
+        out.push('\n');
+        if r == 0 {
+            out.push_str(&format!("|{}|", "-".repeat(widths[0] + 2)));
+            for w in &widths[1..] {
+                out.push_str(&format!("{}|", "-".repeat(w + 2)));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
