@@ -31,7 +31,8 @@ pub fn run(options: Options, api: Api) -> u8 {
         actions: options.shutdown_get.len() + options.shutdown_post.len(),
     };
 
-    // Signals first, so that a SIGTERM during start-up is not lost.
+    child::become_reaper();
+    // Signals next, so that a SIGTERM during start-up is not lost.
     let signal_tx = tx.clone();
     let _signals = match signals::spawn_signals(move |signal| signal_tx.send(Event::Signal(signal)).is_ok()) {
         Ok(signals) => signals,
@@ -64,11 +65,11 @@ pub fn run(options: Options, api: Api) -> u8 {
         for command in commands {
             match command {
                 Command::StartProgram => match child::spawn_program(&options.program, &options.args) {
-                    Ok(pid) => {
-                        log::info!("started {} (pid {pid})", options.program.to_string_lossy());
-                        program_pid = Some(pid);
+                    Ok(program) => {
+                        log::info!("started {} (pid {})", options.program.to_string_lossy(), program.pid);
+                        program_pid = Some(program.pid);
                         let child_tx = tx.clone();
-                        child::spawn_reaper(pid, move |exit| child_tx.send(Event::Child(exit)).is_ok());
+                        child::spawn_reaper(program, move |exit| child_tx.send(Event::Child(exit)).is_ok());
                     }
                     Err(err) => own_events.push_back(Event::SpawnFailed(err)),
                 },

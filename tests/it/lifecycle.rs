@@ -10,11 +10,11 @@ use crate::support::proa::{Marker, Proa};
 use crate::support::sidecar::Sidecar;
 
 /// Generous bound for anything that should happen "soon": hit only when proa is broken.
-const BOUND: Duration = Duration::from_secs(15);
+pub(crate) const BOUND: Duration = Duration::from_secs(15);
 
 /// A Job's Pod: proa's container `main` first, then `regular` sidecars; `native` ones as init containers with
 /// `restartPolicy: Always`. Nothing is ready yet.
-fn job_pod(regular: &[&str], native: &[&str], restart_policy: &str) -> Value {
+pub(crate) fn job_pod(regular: &[&str], native: &[&str], restart_policy: &str) -> Value {
     let mut containers = vec![json!({"name": "main", "command": ["/proa"]})];
     containers.extend(regular.iter().map(|name| json!({"name": name})));
     let init: Vec<Value> = native.iter().map(|name| json!({"name": name, "restartPolicy": "Always"})).collect();
@@ -31,7 +31,7 @@ fn job_pod(regular: &[&str], native: &[&str], restart_policy: &str) -> Value {
     })
 }
 
-fn bash(script: String) -> Vec<String> {
+pub(crate) fn bash(script: String) -> Vec<String> {
     vec!["--".into(), "bash".into(), "-c".into(), script]
 }
 

@@ -6,8 +6,10 @@
 #![allow(dead_code, unused_imports)] // each binary that includes this uses a different part
 
 pub mod apiserver;
+pub mod machine;
 /// Runs the proa binary under test, and `Marker` for what wrapped programs report.
 pub mod proa;
+pub mod procs;
 pub mod sidecar;
 pub mod tls;
 

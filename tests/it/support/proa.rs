@@ -1,21 +1,31 @@
 //! Runs the real proa binary (`CARGO_BIN_EXE_proa`) with the test API server's environment, collects its
-//! stdout and stderr on their own threads, and waits for it with a bound. Also `Marker`: a TCP listener the
-//! wrapped programs write lines to (bash's /dev/tcp), so tests know when and what a program did.
+//! stdout and stderr on their own threads, and waits for it with a bound. proa can also run as PID 1 of a new
+//! PID namespace, alone or under an init script that stands in for a Pod's pause process. Also `Marker`: a TCP
+//! listener the wrapped programs write lines to (bash's /dev/tcp), so tests know when and what a program did.
 
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::apiserver::ApiServer;
+use super::procs;
 
 /// A proa command line about to run.
 pub struct Proa {
     command: Command,
+    stdin: Option<OwnedFd>,
 }
+
+/// How `unshare` makes a new PID namespace with its own /proc; `--kill-child` ends the namespace with it.
+const UNSHARE: [&str; 5] = ["--pid", "--fork", "--mount-proc", "--kill-child", "--"];
 
 impl Proa {
     /// proa with the API server's in-cluster environment and debug logs.
@@ -31,10 +41,10 @@ impl Proa {
         command.env_clear();
         command.env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()));
         command.env("RUST_LOG", "debug");
-        Proa { command }
+        Proa { command, stdin: None }
     }
 
-    pub fn args<S: AsRef<std::ffi::OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Proa {
+    pub fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Proa {
         self.command.args(args);
         self
     }
@@ -44,11 +54,68 @@ impl Proa {
         self
     }
 
+    /// Runs proa as PID 1 of a new PID namespace (check `pidns::available` first). Its network namespace is
+    /// the test's, so it reaches the API server on 127.0.0.1. Arguments may be added before or after.
+    pub fn pid1(self) -> Proa {
+        self.wrapped(UNSHARE.iter().map(OsString::from))
+    }
+
+    /// Runs `script` (bash) as PID 1 of a new PID namespace, with proa's command line as `"$@"`: the script
+    /// plays a Pod's pause process with `shareProcessNamespace: true` and starts sidecars and proa.
+    pub fn under_init(self, script: &str) -> Proa {
+        let init = ["bash", "-c", script, "init"];
+        self.wrapped(UNSHARE.iter().chain(&init).map(OsString::from))
+    }
+
+    fn wrapped(self, prefix: impl Iterator<Item = OsString>) -> Proa {
+        let mut command = Command::new("unshare");
+        command.args(prefix).arg(self.command.get_program()).args(self.command.get_args());
+        command.env_clear();
+        for (key, value) in self.command.get_envs() {
+            if let Some(value) = value {
+                command.env(key, value);
+            }
+        }
+        Proa { command, stdin: self.stdin }
+    }
+
+    /// Starts proa in a new session whose controlling terminal is `tty` (a pseudo-terminal's secondary side),
+    /// which is also its stdin, as in `docker run -it` or a Pod with `tty: true`.
+    pub fn terminal(mut self, tty: OwnedFd) -> Proa {
+        self.stdin = Some(tty);
+        // SAFETY: setsid and ioctl are async-signal-safe and take plain integers.
+        unsafe {
+            self.command.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self
+    }
+
+    /// Starts proa with SIGCHLD ignored, as a careless parent may leave it: the ignored disposition is inherited.
+    pub fn sigchld_ignored(mut self) -> Proa {
+        // SAFETY: signal(2) is async-signal-safe; SIG_IGN installs no handler.
+        unsafe {
+            self.command.pre_exec(|| {
+                libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        self
+    }
+
     pub fn spawn(mut self) -> Running {
         let started = Instant::now();
+        let stdin = match self.stdin.take() {
+            Some(fd) => Stdio::from(fd),
+            None => Stdio::null(),
+        };
         let mut child = self
             .command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -60,7 +127,6 @@ impl Proa {
     }
 }
 
-/// Copies `stream` into a shared string on its own thread, and says so on `eof` when it ends.
 /// The binary under test: cargo names it for integration tests; the demo gets it from `PROA_BIN`.
 fn proa_binary() -> String {
     match option_env!("CARGO_BIN_EXE_proa") {
@@ -69,28 +135,42 @@ fn proa_binary() -> String {
     }
 }
 
-fn collect(mut stream: impl Read + Send + 'static, eof: mpsc::Sender<()>) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
+/// Text a process writes, growing as it arrives; `grew` wakes whoever waits for a part of it.
+struct Output {
+    text: Mutex<String>,
+    grew: Condvar,
+}
+
+impl Output {
+    fn text(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+}
+
+/// Copies `stream` into an `Output` on its own thread, and says so on `eof` when it ends.
+fn collect(mut stream: impl Read + Send + 'static, eof: mpsc::Sender<()>) -> Arc<Output> {
+    let output = Arc::new(Output { text: Mutex::new(String::new()), grew: Condvar::new() });
+    let sink = output.clone();
     thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = stream.read(&mut buf) {
             if n == 0 {
                 break;
             }
-            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            sink.text.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            sink.grew.notify_all();
         }
         let _ = eof.send(());
     });
-    text
+    output
 }
 
 /// A running proa.
 pub struct Running {
     child: Child,
     pub started: Instant,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
+    stdout: Arc<Output>,
+    stderr: Arc<Output>,
     eof: Receiver<()>,
 }
 
@@ -113,17 +193,45 @@ impl Finished {
 }
 
 impl Running {
+    /// The pid of the process the test started: proa, or `unshare` when proa runs in a PID namespace.
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
+    /// proa's pid as the test sees it: the started process itself, or the one running the proa binary in the
+    /// namespace under it. Call once proa is known to run (for example its program has said so).
+    pub fn proa_pid(&self) -> i32 {
+        let binary = PathBuf::from(proa_binary()).canonicalize().expect("the proa binary exists");
+        let candidates = std::iter::once(self.pid()).chain(procs::descendants(self.pid()).into_iter().map(|p| p.pid));
+        let found: Vec<i32> = candidates.filter(|&pid| procs::exe(pid).as_ref() == Some(&binary)).collect();
+        match found[..] {
+            [pid] => pid,
+            _ => panic!("expected one proa process under pid {}, found {found:?}", self.pid()),
+        }
+    }
+
+    /// Sends `signal` to proa (inside its namespace, if it has one).
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) takes plain integers; the pid is our own unreaped child.
-        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0, "kill proa");
+        // SAFETY: kill(2) takes plain integers; the pid is proa, which has not been reaped.
+        assert_eq!(unsafe { libc::kill(self.proa_pid(), signal) }, 0, "kill proa");
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.text()
+    }
+
+    /// Blocks until proa's stderr satisfies `done`, at most `bound`; returns the stderr then.
+    pub fn wait_for_stderr(&self, bound: Duration, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + bound;
+        let mut text = self.stderr.text.lock().unwrap();
+        while !done(&text) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!("proa's stderr did not get there within {bound:?}:\n{text}");
+            }
+            text = self.stderr.grew.wait_timeout(text, left).unwrap().0;
+        }
+        text.clone()
     }
 
     /// Waits at most `bound` for proa to exit; on timeout kills it and panics with its stderr.
@@ -149,14 +257,14 @@ impl Running {
                     status: status.unwrap(),
                     at,
                     elapsed: at - self.started,
-                    stdout: self.stdout.lock().unwrap().clone(),
-                    stderr: self.stderr.lock().unwrap().clone(),
+                    stdout: self.stdout.text(),
+                    stderr: self.stderr.text(),
                 }
             }
             Err(_) => {
-                // SAFETY: as in `signal`.
+                // SAFETY: as in `signal`; the started process (with `--kill-child`, its namespace too).
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                panic!("proa did not exit within {bound:?}; stderr:\n{}", self.stderr.lock().unwrap());
+                panic!("proa did not exit within {bound:?}; stderr:\n{}", self.stderr.text());
             }
         }
     }
@@ -198,21 +306,41 @@ impl Marker {
         Marker { port, marks, seen: Vec::new() }
     }
 
+    /// A shell command that blocks for up to a minute without starting a process (so the program gets no
+    /// SIGCHLD of its own): it reads from a connection to the marker, which never writes. Traps still run.
+    pub fn block(&self) -> String {
+        format!("exec 3<>/dev/tcp/127.0.0.1/{}; read -u 3 -t 60", self.port)
+    }
+
     /// A shell command that sends `text` to this marker.
     pub fn say(&self, text: &str) -> String {
         format!("echo {text} >/dev/tcp/127.0.0.1/{}", self.port)
     }
 
+    /// The port the marker listens on, for programs that connect to it by other means.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Blocks until a mark with `text` arrives, at most `bound`.
     pub fn wait_for(&mut self, text: &str, bound: Duration) -> Mark {
+        self.wait_matching(&format!("{text:?}"), bound, |mark| mark == text)
+    }
+
+    /// Blocks until a mark that satisfies `wanted` arrives, at most `bound`.
+    pub fn wait_until(&mut self, bound: Duration, wanted: impl Fn(&str) -> bool) -> Mark {
+        self.wait_matching("as wanted", bound, wanted)
+    }
+
+    fn wait_matching(&mut self, what: &str, bound: Duration, wanted: impl Fn(&str) -> bool) -> Mark {
         let deadline = Instant::now() + bound;
         loop {
-            if let Some(mark) = self.seen.iter().find(|m| m.text == text) {
+            if let Some(mark) = self.seen.iter().find(|m| wanted(&m.text)) {
                 return mark.clone();
             }
             match self.marks.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(mark) => self.seen.push(mark),
-                Err(_) => panic!("no mark {text:?} within {bound:?}; seen {:?}", self.seen),
+                Err(_) => panic!("no mark {what} within {bound:?}; seen {:?}", self.seen),
             }
         }
     }
