@@ -105,7 +105,7 @@ fn pid1_forwards_every_signal_it_handles() {
         .iter()
         .map(|(name, _)| format!("trap '{}; n=$((n+1)); [ $n = 7 ] && exit 0' {name}; ", marker.say(name)))
         .collect();
-    let script = format!("n=0; {traps}{}; {}; exit 9", marker.say("started"), marker.block());
+    let script = format!("n=0; {traps}{}; {}; {}; exit 9", marker.open_3(), marker.say("started"), marker.block());
     let proa = Proa::new(&api).pid1().args(bash(script)).spawn();
     marker.wait_for("started", BOUND);
     for (name, signal) in signals {

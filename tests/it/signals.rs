@@ -39,8 +39,9 @@ fn a_second_sigterm_while_running_is_forwarded_too() {
     let api = ApiServer::start(job_pod(&[], &[], "Never"));
     let mut marker = Marker::start();
     let script = format!(
-        "n=0; trap 'n=$((n+1)); {}; [ $n = 2 ] && exit 9' TERM; {}; {}",
+        "n=0; trap 'n=$((n+1)); {}; [ $n = 2 ] && exit 9' TERM; {}; {}; {}",
         marker.say("term-$n"),
+        marker.open_3(),
         marker.say("started"),
         marker.block()
     );
@@ -59,7 +60,7 @@ fn a_second_sigterm_while_shutting_down_ends_the_wait_with_the_programs_code() {
     let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
     let sidecar = Sidecar::start();
     let mut marker = Marker::start();
-    let script = format!("trap 'exit 7' TERM; {}; {}", marker.say("started"), marker.block());
+    let script = format!("trap 'exit 7' TERM; {}; {}; {}", marker.open_3(), marker.say("started"), marker.block());
     let proa = Proa::new(&api).args(["-g", &sidecar.url("/quit")]).args(bash(script)).spawn();
     api.wait_open_watches(1, BOUND);
     api.set_ready("envoy");
@@ -79,16 +80,23 @@ fn sigchld_sigpipe_and_sigurg_are_never_forwarded() {
     let api = ApiServer::start(job_pod(&[], &[], "Never"));
     let mut marker = Marker::start();
     // The program starts no process of its own, so any SIGCHLD it saw would be forwarded. bash runs pending
-    // traps in signal-number order, and SIGWINCH is the highest here: a forwarded one would be reported first.
+    // traps in signal-number order, and SIGWINCH is the highest here: a forwarded one would be reported first,
+    // on the same connection, so it would arrive first.
     let traps: String =
-        ["CHLD", "PIPE", "URG"].iter().map(|name| format!("trap '{}' {name}; ", marker.say(name))).collect();
-    let script =
-        format!("{traps}trap '{}; exit 0' WINCH; {}; {}", marker.say("WINCH"), marker.say("started"), marker.block());
+        ["CHLD", "PIPE", "URG"].iter().map(|name| format!("trap '{}' {name}; ", marker.say_on_3(name))).collect();
+    let script = format!(
+        "{traps}trap '{}; exit 0' WINCH; {}; {}; {}",
+        marker.say_on_3("WINCH"),
+        marker.open_3(),
+        marker.say_on_3("started"),
+        marker.block()
+    );
     let proa = Proa::new(&api).args(bash(script)).spawn();
     marker.wait_for("started", BOUND);
     for signal in [libc::SIGCHLD, libc::SIGPIPE, libc::SIGURG, libc::SIGWINCH] {
         proa.signal(signal);
     }
+    marker.wait_for("WINCH", BOUND);
     let done = proa.wait(BOUND);
     assert_eq!(done.code(), 0, "{}", done.stderr);
     let seen: Vec<String> = marker.all().into_iter().map(|m| m.text).collect();
@@ -103,6 +111,10 @@ fn pty() -> (File, OwnedFd) {
         libc::openpty(&mut primary, &mut secondary, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    for fd in [primary, secondary] {
+        // SAFETY: fcntl on descriptors this function owns. Other tests' children must not inherit them.
+        assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }, 0);
+    }
     // SAFETY: openpty returned two new descriptors that nothing else owns.
     unsafe { (File::from_raw_fd(primary), OwnedFd::from_raw_fd(secondary)) }
 }
@@ -113,9 +125,10 @@ fn ctrl_c_reaches_the_program_once_and_proa_once_the_program_has_exited() {
     let sidecar = Sidecar::start();
     let mut marker = Marker::start();
     let script = format!(
-        "n=0; trap 'n=$((n+1)); {}' INT; trap '{}; exit 3' USR1; {}; {}",
+        "n=0; trap 'n=$((n+1)); {}' INT; trap '{}; exit 3' USR1; {}; {}; {}",
         marker.say("int-$n"),
         marker.say("ints-$n"),
+        marker.open_3(),
         marker.say("started"),
         marker.block()
     );

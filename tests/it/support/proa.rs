@@ -306,10 +306,21 @@ impl Marker {
         Marker { port, marks, seen: Vec::new() }
     }
 
+    /// A shell command that opens one connection to the marker as fd 3: what `say_on_3` sends on it arrives in
+    /// the order it was sent (each `say` is a connection of its own, and connections may be read out of order).
+    pub fn open_3(&self) -> String {
+        format!("exec 3<>/dev/tcp/127.0.0.1/{}", self.port)
+    }
+
+    /// A shell command that sends `text` on fd 3 (see `open_3`).
+    pub fn say_on_3(&self, text: &str) -> String {
+        format!("echo {text} >&3")
+    }
+
     /// A shell command that blocks for up to a minute without starting a process (so the program gets no
-    /// SIGCHLD of its own): it reads from a connection to the marker, which never writes. Traps still run.
+    /// SIGCHLD of its own): it reads fd 3 (see `open_3`), on which the marker never writes. Traps still run.
     pub fn block(&self) -> String {
-        format!("exec 3<>/dev/tcp/127.0.0.1/{}; read -u 3 -t 60", self.port)
+        "read -u 3 -t 60".to_string()
     }
 
     /// A shell command that sends `text` to this marker.
