@@ -9,9 +9,13 @@ mod child;
 mod cli;
 mod cluster;
 mod exit;
+#[cfg(feature = "kill")]
+mod kill;
 mod lifecycle;
 mod logging;
 mod pod;
+#[cfg(feature = "kill")]
+mod procs;
 mod readiness;
 mod shutdown;
 mod signals;
@@ -38,6 +42,13 @@ fn main() -> ExitCode {
         }
     };
     logging::init(options.log_format);
+    #[cfg(feature = "kill")]
+    if options.kill.all {
+        if let Err(err) = kill::check_kill_all() {
+            log::error!("{err}");
+            return ExitCode::from(exit::PROA_FAILED);
+        }
+    }
     let api = cluster::discover(|var| std::env::var(var).ok(), cluster::hostname)
         .map_err(|err| err.to_string())
         .and_then(|cluster| api::Api::new(cluster, options.watch_timeout).map_err(|err| err.to_string()));

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::api::Api;
 use crate::cli::Options;
@@ -28,7 +28,7 @@ pub fn run(options: Options, api: Api) -> u8 {
         ready_timeout: options.ready_timeout,
         shutdown_timeout: options.shutdown_timeout,
         always_shutdown: options.always_shutdown,
-        actions: options.shutdown_get.len() + options.shutdown_post.len(),
+        actions: shutdown_actions(&options, Duration::ZERO).len(),
     };
 
     child::become_reaper();
@@ -79,8 +79,8 @@ pub fn run(options: Options, api: Api) -> u8 {
                 },
                 Command::StopWatch => watcher.stop(),
                 Command::StartShutdown => {
-                    let actions = options.shutdown_get.iter().cloned().map(Action::Get);
-                    let actions = actions.chain(options.shutdown_post.iter().cloned().map(Action::Post)).collect();
+                    let time_left = state.deadline().map(|d| d.saturating_duration_since(Instant::now()));
+                    let actions = shutdown_actions(&options, time_left.unwrap_or_default());
                     let action_tx = tx.clone();
                     shutdown::spawn_actions(actions, move |outcome| action_tx.send(Event::Shutdown(outcome)).is_ok());
                 }
@@ -92,6 +92,32 @@ pub fn run(options: Options, api: Api) -> u8 {
             }
         }
     }
+}
+
+/// The shutdown actions of `options`: GETs, POSTs, then kills, whose grace must fit in `time_left`.
+fn shutdown_actions(options: &Options, time_left: Duration) -> Vec<Action> {
+    let gets = options.shutdown_get.iter().cloned().map(Action::Get);
+    let posts = options.shutdown_post.iter().cloned().map(Action::Post);
+    gets.chain(posts).chain(kill_actions(options, time_left)).collect()
+}
+
+/// One action per `--kill NAME`, or one for `--kill-all`.
+#[cfg(feature = "kill")]
+fn kill_actions(options: &Options, time_left: Duration) -> Vec<Action> {
+    use crate::kill::{self, Kill};
+    use crate::procs::Rule;
+    let settings = &options.kill;
+    let grace = kill::grace_within(settings.grace, time_left);
+    let rules = match settings.all {
+        true => vec![Rule::All],
+        false => settings.names.iter().cloned().map(Rule::Named).collect(),
+    };
+    rules.into_iter().map(|rule| Action::Kill(Kill { rule, signal: settings.signal, grace })).collect()
+}
+
+#[cfg(not(feature = "kill"))]
+fn kill_actions(_: &Options, _: Duration) -> Vec<Action> {
+    Vec::new()
 }
 
 /// Waits for the next event, or for `deadline`.
