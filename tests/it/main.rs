@@ -4,6 +4,8 @@
 mod support;
 
 mod cli;
+#[cfg(feature = "kill")]
+mod kill;
 mod lifecycle;
 mod pid1;
 mod signals;

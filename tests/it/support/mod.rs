@@ -7,6 +7,7 @@
 
 pub mod apiserver;
 pub mod machine;
+pub mod nginx;
 /// Runs the proa binary under test, and `Marker` for what wrapped programs report.
 pub mod proa;
 pub mod procs;
