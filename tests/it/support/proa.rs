@@ -318,9 +318,11 @@ impl Marker {
     }
 
     /// A shell command that blocks for up to a minute without starting a process (so the program gets no
-    /// SIGCHLD of its own): it reads fd 3 (see `open_3`), on which the marker never writes. Traps still run.
+    /// SIGCHLD of its own): it reads fd 3 (see `open_3`), on which the marker never writes. Traps still run, but
+    /// a signal that arrives as `read` starts, before it blocks, waits until `read` returns: reading in short
+    /// turns bounds that delay (bash's `wait` has no such gap, but needs a child process).
     pub fn block(&self) -> String {
-        "read -u 3 -t 60".to_string()
+        "for i in {1..300}; do read -u 3 -t 0.2; done".to_string()
     }
 
     /// A shell command that sends `text` to this marker.
