@@ -39,6 +39,7 @@ impl fmt::Display for Action {
 #[derive(Debug)]
 pub struct Outcome {
     pub action: Action,
+    /// How it ended, or why it could not run to its end.
     pub result: Result<Done, ActionError>,
 }
 
@@ -78,7 +79,7 @@ impl fmt::Display for Done {
 pub enum ActionError {
     /// Every attempt was refused.
     Refused { attempts: u32 },
-    /// No answer within `ATTEMPT_TIMEOUT`, or another transport failure.
+    /// No answer within `ATTEMPT_TIMEOUT`, or another transport failure; for a kill, /proc unreadable.
     Failed(String),
 }
 
