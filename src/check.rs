@@ -7,6 +7,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::api::{Access, Api, ApiError};
 use crate::cli::Options;
@@ -67,7 +68,7 @@ fn check_endpoints(report: &mut Report<impl Write>, options: &Options, endpoints
             )),
         }
     }
-    let actions = shutdown_actions(options);
+    let actions = shutdown_actions(options, Duration::MAX);
     match actions.is_empty() {
         true => report.ok("no shutdown action: the sidecars are left running after the program"),
         false => report.ok(&format!(
@@ -226,7 +227,7 @@ fn report_containers(report: &mut Report<impl Write>, options: &Options, pod: &P
     };
     report.ok(&format!("restartPolicy {policy:?}: {meaning}"));
 
-    let actions = shutdown_actions(options);
+    let actions = shutdown_actions(options, Duration::MAX);
     let regular: Vec<&str> = waited.iter().filter(|w| w.kind == Kind::Regular).map(|w| w.name.as_str()).collect();
     let shuts_down = options.always_shutdown || policy != RestartPolicy::Always;
     if !actions.is_empty() {

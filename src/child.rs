@@ -1,11 +1,13 @@
 //! The program: spawn it, forward signals to it, and reap it. The reaper thread is the only caller of
-//! `waitpid` in proa (it also reaps orphans when proa is PID 1); nothing calls `Child::wait`, which would race
-//! it and lose the program's status. The only module with `unsafe` (libc calls std does not offer).
-#![allow(unsafe_code)]
+//! `waitpid` in proa (it also reaps orphans: as PID 1, or as a child subreaper otherwise); nothing calls
+//! `Child::wait`, which would race it and lose the program's status. A terminal on stdin is handed to the
+//! program while it runs, as tini does. Uses `unsafe` for the libc calls std does not offer.
+#![allow(unsafe_code)] // waitpid, kill, prctl, tcsetpgrp: std has no safe equivalent
 
 use std::ffi::OsString;
 use std::fmt;
-use std::io;
+use std::io::{self, IsTerminal};
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::thread::{self, JoinHandle};
 
@@ -48,13 +50,55 @@ impl fmt::Display for SpawnError {
 
 impl std::error::Error for SpawnError {}
 
-/// Starts the program with proa's stdio, environment and working directory, and returns its pid.
+/// The running program, as the reaper needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Program {
+    pub pid: u32,
+    /// The program runs in its own process group, which proa made the foreground group of the terminal on
+    /// stdin; proa takes the terminal back when the program exits.
+    pub has_terminal: bool,
+}
+
+/// Makes proa fit to reap, before any thread starts. SIGCHLD goes back to its default action: inherited as
+/// ignored, it would make the kernel discard the program's exit status (and std does not reset it for the
+/// program either). Unless proa is PID 1, it becomes a child subreaper (as `tini -s`), so that the program's
+/// orphans are re-parented to proa, not to the namespace's PID 1: proa reaps them, and `--kill-all` knows them
+/// as the program's.
+pub fn become_reaper() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler; no other thread exists yet.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+    if std::process::id() == 1 {
+        log::debug!("running as PID 1: orphaned processes are reaped");
+        return;
+    }
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes plain integers and has no memory effects.
+    match unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } {
+        0 => log::debug!("not PID 1: child subreaper, so the program's orphans are reaped here"),
+        _ => log::warn!("cannot become a child subreaper: {}; orphans go to PID 1", io::Error::last_os_error()),
+    }
+}
+
+/// Starts the program with proa's stdio, environment and working directory.
 /// Call this before `spawn_reaper`: std reaps a child whose exec failed, which must not race the reaper.
-pub fn spawn_program(program: &OsString, args: &[OsString]) -> Result<u32, SpawnError> {
+///
+/// When proa is in the foreground of a terminal on stdin (`docker run -it`, a Pod with `tty: true`, a shell),
+/// the program gets its own process group and the terminal's foreground (tini's `isolate_child`): the
+/// terminal's SIGINT (Ctrl-C), SIGQUIT and SIGTSTP then reach the program once, directly, and not a second time
+/// as proa forwards them. Otherwise the program stays in proa's process group.
+pub fn spawn_program(program: &OsString, args: &[OsString]) -> Result<Program, SpawnError> {
     let name = program.to_string_lossy().into_owned();
-    match Command::new(program).args(args).spawn() {
+    let mut command = Command::new(program);
+    command.args(args);
+    let has_terminal = owns_terminal();
+    if has_terminal {
+        command.process_group(0);
+        // SAFETY: the closure runs in the forked child before exec; `take_terminal` only makes
+        // async-signal-safe calls (pthread_sigmask, getpgrp, tcsetpgrp) and allocates nothing.
+        unsafe { command.pre_exec(take_terminal) };
+    }
+    match command.spawn() {
         // Dropping `Child` neither waits nor kills: the reaper owns the pid from here on.
-        Ok(child) => Ok(child.id()),
+        Ok(child) => Ok(Program { pid: child.id(), has_terminal }),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Err(SpawnError::NotFound { program: name }),
         Err(err) => Err(SpawnError::NotExecutable { program: name, err }),
     }
@@ -72,28 +116,89 @@ pub fn exec_program(program: &OsString, args: &[OsString]) -> SpawnError {
     }
 }
 
+/// Whether stdin is a terminal whose foreground process group is proa's. In the background (`proa … &`) proa
+/// must not take the terminal from the shell.
+fn owns_terminal() -> bool {
+    // SAFETY: tcgetpgrp and getpgrp take plain integers and have no memory effects.
+    io::stdin().is_terminal() && unsafe { libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp() }
+}
+
+/// In the program's process, before exec: makes its new process group the terminal's foreground group.
+fn take_terminal() -> io::Result<()> {
+    // SAFETY: getpgrp has no memory effects.
+    match set_foreground(unsafe { libc::getpgrp() }) {
+        // ENOTTY: stdin is a terminal, but not proa's controlling one; ENXIO: no such terminal any more.
+        // Either way no job control applies, so the program runs on in its own group.
+        Err(err) if matches!(err.raw_os_error(), Some(libc::ENOTTY | libc::ENXIO)) => Ok(()),
+        other => other,
+    }
+}
+
+/// `tcsetpgrp` on stdin with SIGTTOU blocked in the calling thread: a background group that calls it
+/// otherwise gets SIGTTOU, which stops it. Async-signal-safe, so it can run between fork and exec.
+fn set_foreground(pgrp: libc::pid_t) -> io::Result<()> {
+    // SAFETY: both sigsets are plain data initialised by sigemptyset before use; pthread_sigmask and
+    // tcsetpgrp only read and write them and take integers otherwise.
+    unsafe {
+        let mut block = std::mem::zeroed::<libc::sigset_t>();
+        let mut previous = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut block);
+        libc::sigemptyset(&mut previous);
+        libc::sigaddset(&mut block, libc::SIGTTOU);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut previous);
+        let result = match libc::tcsetpgrp(libc::STDIN_FILENO, pgrp) {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        };
+        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+        result
+    }
+}
+
 /// Starts the reaper: it blocks in `waitpid(-1)`, reports the program's exit once, and keeps reaping any other
-/// child (orphans re-parented to proa as PID 1) until none is left.
-pub fn spawn_reaper(program_pid: u32, report: impl Fn(Exit) -> bool + Send + 'static) -> JoinHandle<()> {
+/// child (orphans re-parented to proa) until none is left. Only the program's pid sets the exit code.
+pub fn spawn_reaper(program: Program, report: impl Fn(Exit) -> bool + Send + 'static) -> JoinHandle<()> {
     thread::Builder::new()
         .name("reaper".into())
         .spawn(move || {
-            let program_pid = libc::pid_t::try_from(program_pid).unwrap_or(libc::pid_t::MAX);
+            let program_pid = libc::pid_t::try_from(program.pid).unwrap_or(libc::pid_t::MAX);
+            let mut reported = false;
             loop {
                 let mut status = 0;
                 // SAFETY: `status` is a valid, writable c_int for the duration of the call.
                 let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
                 if pid == program_pid {
+                    if program.has_terminal {
+                        take_terminal_back(program_pid);
+                    }
+                    reported = true;
                     report(Exit::Exited { code: exit::code_for(status) });
                 } else if pid > 0 {
                     log::trace!("reaped orphan pid {pid}");
                 } else if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                    // ECHILD: nothing left to reap.
+                    // ECHILD: nothing left to reap. Before the program's exit only if something else reaped it,
+                    // which `become_reaper` rules out; say so rather than wait forever.
+                    if !reported {
+                        log::error!("the program's exit status was lost: proa exits {}", exit::PROA_FAILED);
+                        report(Exit::Exited { code: exit::PROA_FAILED });
+                    }
                     return;
                 }
             }
         })
         .expect("spawning a thread only fails when the process is out of resources")
+}
+
+/// After the program exited: proa's process group gets the terminal back, so that a Ctrl-C during shutdown
+/// reaches proa (an empty foreground group would leave it unheard). Not when the program passed the terminal on.
+fn take_terminal_back(program_pgrp: libc::pid_t) {
+    // SAFETY: tcgetpgrp and getpgrp take plain integers and have no memory effects.
+    let (foreground, own) = unsafe { (libc::tcgetpgrp(libc::STDIN_FILENO), libc::getpgrp()) };
+    if foreground == program_pgrp {
+        if let Err(err) = set_foreground(own) {
+            log::debug!("cannot take the terminal back: {err}");
+        }
+    }
 }
 
 /// Sends `signal` to the program. A program that is already gone (ESRCH) is not an error: its exit is on its

@@ -33,6 +33,9 @@ pub struct Options {
     pub shutdown_get: Vec<String>,
     /// `--shutdown-http-post`: URLs to POST to at shutdown.
     pub shutdown_post: Vec<String>,
+    /// `--kill`, `--kill-all`, `--kill-signal`, `--kill-grace`.
+    #[cfg(feature = "kill")]
+    pub kill: KillOptions,
     /// `--container`: proa's own container, when the argv match cannot find it.
     pub container: Option<String>,
     /// `--ignore`: containers not to wait for.
@@ -68,6 +71,25 @@ pub struct Options {
     pub own_args: Vec<String>,
 }
 
+/// The `kill` feature's settings.
+#[cfg(feature = "kill")]
+#[derive(Debug, Clone, PartialEq)]
+pub struct KillOptions {
+    /// `--kill NAME`: executable names to signal at shutdown.
+    pub names: Vec<String>,
+    /// `--kill-all`: signal every other visible process at shutdown.
+    pub all: bool,
+    /// `--kill-signal`: default SIGTERM.
+    pub signal: i32,
+    /// `--kill-grace`: how long the processes get before SIGKILL; default `DEFAULT_KILL_GRACE`.
+    pub grace: Duration,
+}
+
+/// Default for `--kill-grace`: as long as Kubernetes' own default grace period would leave a container after
+/// the usual shutdown, yet well within the default 30 s `--shutdown-timeout`.
+#[cfg(feature = "kill")]
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
+
 /// Default for `--watch-timeout`: short enough that a dead stream is noticed soon, long enough to cost nothing.
 pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -95,9 +117,13 @@ pub enum UsageError {
     /// No program after the options.
     MissingProgram,
     /// `--kill` or `--kill-all` in a build without the `kill` feature.
+    #[cfg(not(feature = "kill"))]
     KillNotBuilt(&'static str),
     /// Outside a cluster with nothing to wait for without the API (no `--wait-http`, `--wait-tcp` or `--sidecar`).
     NotInCluster,
+    /// `--kill` and `--kill-all` together.
+    #[cfg(feature = "kill")]
+    KillBoth,
 }
 
 impl fmt::Display for UsageError {
@@ -113,6 +139,7 @@ impl fmt::Display for UsageError {
             UsageError::MissingProgram => {
                 write!(f, "no program to run: use proa [OPTIONS] -- PROGRAM [ARGS...]")
             }
+            #[cfg(not(feature = "kill"))]
             UsageError::KillNotBuilt(flag) => write!(
                 f,
                 "{flag} needs a proa built with the kill feature (cargo build --features kill); use --shutdown-http-get or --shutdown-http-post"
@@ -121,6 +148,13 @@ impl fmt::Display for UsageError {
                 f,
                 "KUBERNETES_SERVICE_HOST is not set, so proa is not inside a Pod: set --wait-http URL or --wait-tcp HOST:PORT (PROA_WAIT_HTTP, PROA_WAIT_TCP) to wait for sidecars without the Kubernetes API, or run proa inside a Pod"
             ),
+            #[cfg(feature = "kill")]
+            UsageError::KillBoth => {
+                write!(
+                    f,
+                    "--kill and --kill-all together: --kill-all already signals every process --kill names; use one"
+                )
+            }
         }
     }
 }
@@ -148,6 +182,8 @@ pub const VERSION: &str = concat!(
     env!("PROA_FEATURES"),
     ")"
 );
+#[cfg(feature = "kill")]
+const SIGNAL_EXPECTED: &str = "use TERM, QUIT, INT, HUP, USR1, USR2 or KILL (SIGTERM… also) or a number from 1 to 64";
 
 /// Usage text for `--help`.
 pub const HELP: &str = "\
@@ -158,8 +194,12 @@ Usage: proa [OPTIONS] -- PROGRAM [ARGS...]
 Options (each also read from PROA_<NAME>, e.g. PROA_READY_TIMEOUT; a flag wins):
   -g, --shutdown-http-get URL    GET this URL at shutdown (repeatable)
   -p, --shutdown-http-post URL   POST to this URL at shutdown (repeatable)
-  -k, --kill NAME                SIGTERM processes named NAME at shutdown (feature kill)
-  -K, --kill-all                 SIGTERM every other visible process at shutdown (feature kill)
+  -k, --kill NAME                signal processes whose executable is NAME at shutdown
+                                 (repeatable; feature kill, needs shareProcessNamespace)
+  -K, --kill-all                 signal every other process of the Pod at shutdown (feature kill)
+      --kill-signal SIG          signal for --kill and --kill-all (default TERM; QUIT, INT, HUP,
+                                 USR1, USR2, KILL or a number)
+      --kill-grace DURATION      then SIGKILL what still runs after this (default 10s)
       --container NAME           proa's own container (default: found from its command line)
       --ignore NAME              do not wait for this container (repeatable)
       --ready-timeout DURATION   give up waiting for sidecars after this (default: no limit)
@@ -200,6 +240,8 @@ pub fn parse(
 
     let mut shutdown_get = Vec::new();
     let mut shutdown_post = Vec::new();
+    #[cfg(feature = "kill")]
+    let (mut kill_names, mut kill_all, mut kill_signal, mut kill_grace) = (Vec::new(), false, None, None);
     let mut container = None;
     let mut ignore = Vec::new();
     let mut ready_timeout = None;
@@ -225,8 +267,24 @@ pub fn parse(
             Short('p') | Long("shutdown-http-post") => {
                 shutdown_post.push(parse_url("--shutdown-http-post", value(&mut parser)?)?);
             }
+            #[cfg(feature = "kill")]
+            Short('k') | Long("kill") => kill_names.push(value(&mut parser)?),
+            #[cfg(feature = "kill")]
+            Short('K') | Long("kill-all") => kill_all = true,
+            #[cfg(feature = "kill")]
+            Long("kill-signal") => {
+                kill_signal = Some(flag_item("--kill-signal", value(&mut parser)?, parse_signal, SIGNAL_EXPECTED)?);
+            }
+            #[cfg(feature = "kill")]
+            Long("kill-grace") => kill_grace = Some(flag_duration("--kill-grace", value(&mut parser)?)?),
+            #[cfg(not(feature = "kill"))]
             Short('k') | Long("kill") => return Err(UsageError::KillNotBuilt("--kill")),
+            #[cfg(not(feature = "kill"))]
             Short('K') | Long("kill-all") => return Err(UsageError::KillNotBuilt("--kill-all")),
+            #[cfg(not(feature = "kill"))]
+            Long("kill-signal") => return Err(UsageError::KillNotBuilt("--kill-signal")),
+            #[cfg(not(feature = "kill"))]
+            Long("kill-grace") => return Err(UsageError::KillNotBuilt("--kill-grace")),
             Long("container") => container = Some(value(&mut parser)?),
             Long("ignore") => ignore.push(value(&mut parser)?),
             Long("ready-timeout") => {
@@ -243,12 +301,8 @@ pub fn parse(
             }
             Long("always-shutdown") => always_shutdown = true,
             Long("log-format") => {
-                let text = value(&mut parser)?;
-                log_format = Some(parse_log_format(&text).ok_or(UsageError::InvalidFlag {
-                    flag: "--log-format",
-                    value: text,
-                    expected: LOG_FORMAT_EXPECTED,
-                })?);
+                log_format =
+                    Some(flag_item("--log-format", value(&mut parser)?, parse_log_format, LOG_FORMAT_EXPECTED)?);
             }
             Long("wait-http") => {
                 wait_http.push(flag_item("--wait-http", value(&mut parser)?, parse_ready_url, READY_URL_EXPECTED)?);
@@ -278,12 +332,38 @@ pub fn parse(
     }
 
     let env_value = |var: &str| env(var).filter(|v| !v.trim().is_empty());
+    #[cfg(not(feature = "kill"))]
     if env_value("PROA_KILL").is_some() {
         return Err(UsageError::KillNotBuilt("PROA_KILL"));
     }
+    #[cfg(not(feature = "kill"))]
     if env_bool(&env_value, "PROA_KILL_ALL")? == Some(true) {
         return Err(UsageError::KillNotBuilt("PROA_KILL_ALL"));
     }
+    #[cfg(feature = "kill")]
+    let kill = {
+        if kill_names.is_empty() {
+            kill_names = env_list(&env_value, "PROA_KILL");
+        }
+        if !kill_all {
+            kill_all = env_bool(&env_value, "PROA_KILL_ALL")?.unwrap_or(false);
+        }
+        if kill_all && !kill_names.is_empty() {
+            return Err(UsageError::KillBoth);
+        }
+        if kill_signal.is_none() {
+            kill_signal = env_item(&env_value, "PROA_KILL_SIGNAL", parse_signal, SIGNAL_EXPECTED)?;
+        }
+        if kill_grace.is_none() {
+            kill_grace = env_duration(&env_value, "PROA_KILL_GRACE")?;
+        }
+        KillOptions {
+            names: kill_names,
+            all: kill_all,
+            signal: kill_signal.unwrap_or(libc::SIGTERM),
+            grace: kill_grace.unwrap_or(DEFAULT_KILL_GRACE),
+        }
+    };
     if shutdown_get.is_empty() {
         shutdown_get = env_urls(&env_value, "PROA_SHUTDOWN_HTTP_GET")?;
     }
@@ -312,13 +392,7 @@ pub fn parse(
         always_shutdown = env_bool(&env_value, "PROA_ALWAYS_SHUTDOWN")?.unwrap_or(false);
     }
     if log_format.is_none() {
-        if let Some(text) = env_value("PROA_LOG_FORMAT") {
-            log_format = Some(parse_log_format(text.trim()).ok_or(UsageError::InvalidEnv {
-                var: "PROA_LOG_FORMAT".into(),
-                value: text,
-                expected: LOG_FORMAT_EXPECTED,
-            })?);
-        }
+        log_format = env_item(&env_value, "PROA_LOG_FORMAT", parse_log_format, LOG_FORMAT_EXPECTED)?;
     }
 
     if wait_http.is_empty() {
@@ -344,6 +418,8 @@ pub fn parse(
     let options = Options {
         shutdown_get,
         shutdown_post,
+        #[cfg(feature = "kill")]
+        kill,
         container,
         ignore,
         ready_timeout,
@@ -410,6 +486,25 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     number.checked_mul(millis_per_unit).map(Duration::from_millis)
+}
+
+/// Parses `--kill-signal`: `TERM`, `SIGTERM`, `term`, … for the signals that ask a process to stop (and
+/// `KILL`), or any signal number from 1 to 64.
+#[cfg(feature = "kill")]
+pub fn parse_signal(text: &str) -> Option<i32> {
+    let upper = text.to_ascii_uppercase();
+    let signal = match upper.strip_prefix("SIG").unwrap_or(&upper) {
+        "TERM" => libc::SIGTERM,
+        "QUIT" => libc::SIGQUIT,
+        "INT" => libc::SIGINT,
+        "HUP" => libc::SIGHUP,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "KILL" => libc::SIGKILL,
+        number if number.bytes().all(|b| b.is_ascii_digit()) => number.parse().ok()?,
+        _ => return None,
+    };
+    (1..=64).contains(&signal).then_some(signal)
 }
 
 fn syntax(err: lexopt::Error) -> UsageError {
@@ -495,7 +590,7 @@ fn env_items<T>(
 }
 
 fn flag_duration(flag: &'static str, text: String) -> Result<Duration, UsageError> {
-    parse_duration(&text).ok_or(UsageError::InvalidFlag { flag, value: text, expected: DURATION_EXPECTED })
+    flag_item(flag, text, parse_duration, DURATION_EXPECTED)
 }
 
 fn env_list(env: &impl Fn(&str) -> Option<String>, var: &str) -> Vec<String> {
@@ -511,15 +606,7 @@ fn env_urls(env: &impl Fn(&str) -> Option<String>, var: &str) -> Result<Vec<Stri
 }
 
 fn env_duration(env: &impl Fn(&str) -> Option<String>, var: &str) -> Result<Option<Duration>, UsageError> {
-    env(var)
-        .map(|text| {
-            parse_duration(text.trim()).ok_or(UsageError::InvalidEnv {
-                var: var.into(),
-                value: text,
-                expected: DURATION_EXPECTED,
-            })
-        })
-        .transpose()
+    env_item(env, var, parse_duration, DURATION_EXPECTED)
 }
 
 fn env_bool(env: &impl Fn(&str) -> Option<String>, var: &str) -> Result<Option<bool>, UsageError> {
@@ -665,7 +752,80 @@ mod tests {
             error(&["p"], &[("PROA_ALWAYS_SHUTDOWN", "yes")]),
             r#"invalid PROA_ALWAYS_SHUTDOWN "yes": use true or false"#
         );
+    }
+
+    #[cfg(not(feature = "kill"))]
+    #[test]
+    fn kill_flags_need_the_kill_feature() {
         assert!(error(&["-k", "envoy", "p"], &[]).starts_with("--kill needs a proa built with the kill feature"));
+        assert!(error(&["--kill-all", "p"], &[]).starts_with("--kill-all needs a proa built with the kill feature"));
+        assert!(error(&["--kill-signal", "QUIT", "p"], &[]).starts_with("--kill-signal needs a proa built"));
+        assert!(error(&["p"], &[("PROA_KILL", "envoy")]).starts_with("PROA_KILL needs a proa built"));
+        assert!(error(&["p"], &[("PROA_KILL_ALL", "true")]).starts_with("PROA_KILL_ALL needs a proa built"));
+        assert!(run(&["p"], &[("PROA_KILL_ALL", "false")]).is_ok());
+    }
+
+    #[cfg(feature = "kill")]
+    #[test]
+    fn kill_flags() {
+        let o =
+            run(&["-k", "nginx", "--kill=envoy", "--kill-signal", "SIGQUIT", "--kill-grace", "3s", "p"], &[]).unwrap();
+        let expected = KillOptions {
+            names: vec!["nginx".into(), "envoy".into()],
+            all: false,
+            signal: libc::SIGQUIT,
+            grace: Duration::from_secs(3),
+        };
+        assert_eq!(o.kill, expected);
+        let o = run(&["-K", "p"], &[]).unwrap();
+        let defaults = KillOptions { names: vec![], all: true, signal: libc::SIGTERM, grace: DEFAULT_KILL_GRACE };
+        assert_eq!(o.kill, defaults);
+        assert_eq!(run(&["p"], &[]).unwrap().kill, KillOptions { all: false, ..defaults });
+    }
+
+    #[cfg(feature = "kill")]
+    #[test]
+    fn kill_variables_fill_in() {
+        let env = [("PROA_KILL", " nginx\tenvoy "), ("PROA_KILL_SIGNAL", "usr1"), ("PROA_KILL_GRACE", "500ms")];
+        let o = run(&["p"], &env).unwrap();
+        assert_eq!(o.kill.names, ["nginx", "envoy"]);
+        assert_eq!((o.kill.signal, o.kill.grace), (libc::SIGUSR1, Duration::from_millis(500)));
+        let o = run(&["-k", "flag", "--kill-signal", "9", "p"], &env).unwrap();
+        assert_eq!((o.kill.names, o.kill.signal), (vec!["flag".to_string()], libc::SIGKILL));
+        assert!(run(&["p"], &[("PROA_KILL_ALL", "true")]).unwrap().kill.all);
+    }
+
+    #[cfg(feature = "kill")]
+    #[test]
+    fn kill_mistakes_say_what_to_fix() {
+        assert_eq!(
+            error(&["--kill-signal", "STOP", "p"], &[]),
+            r#"invalid --kill-signal "STOP": use TERM, QUIT, INT, HUP, USR1, USR2 or KILL (SIGTERM… also) or a number from 1 to 64"#
+        );
+        assert!(error(&["p"], &[("PROA_KILL_SIGNAL", "0")]).starts_with(r#"invalid PROA_KILL_SIGNAL "0": use TERM"#));
+        assert_eq!(
+            error(&["--kill-grace", "soon", "p"], &[]),
+            r#"invalid --kill-grace "soon": use 90, 90s, 500ms, 5m or 1h"#
+        );
+        let both = "--kill and --kill-all together: --kill-all already signals every process --kill names; use one";
+        assert_eq!(error(&["-K", "-k", "nginx", "p"], &[]), both);
+        assert_eq!(error(&["-K", "p"], &[("PROA_KILL", "nginx")]), both);
+    }
+
+    #[cfg(feature = "kill")]
+    #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(parse_signal("TERM"), Some(libc::SIGTERM));
+        assert_eq!(parse_signal("SIGQUIT"), Some(libc::SIGQUIT));
+        assert_eq!(parse_signal("int"), Some(libc::SIGINT));
+        assert_eq!(parse_signal("HUP"), Some(libc::SIGHUP));
+        assert_eq!(parse_signal("USR2"), Some(libc::SIGUSR2));
+        assert_eq!(parse_signal("KILL"), Some(libc::SIGKILL));
+        assert_eq!(parse_signal("15"), Some(15));
+        assert_eq!(parse_signal("64"), Some(64));
+        for bad in ["", "0", "65", "-1", "SIG", "STOP", "TERM ", "99999999999"] {
+            assert_eq!(parse_signal(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -10,12 +10,16 @@ mod child;
 mod cli;
 mod cluster;
 mod exit;
+#[cfg(feature = "kill")]
+mod kill;
 mod lifecycle;
 mod lines;
 mod logging;
 mod pod;
 mod preset;
 mod probe;
+#[cfg(feature = "kill")]
+mod procs;
 mod readiness;
 mod shutdown;
 mod signals;
@@ -55,6 +59,12 @@ fn main() -> ExitCode {
         let err = child::exec_program(&options.program, &options.args);
         log::error!("{err}");
         return ExitCode::from(err.code());
+    }
+    #[cfg(feature = "kill")]
+    if options.kill.all {
+        if let Err(err) = kill::check_kill_all() {
+            return ExitCode::from(lifecycle::fail(&options, exit::PROA_FAILED, &err.to_string()));
+        }
     }
     let in_cluster = env("KUBERNETES_SERVICE_HOST").is_some_and(|host| !host.trim().is_empty());
     let source = match options.no_api_endpoints(in_cluster) {

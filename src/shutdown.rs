@@ -1,6 +1,7 @@
-//! Shutdown actions: an HTTP GET or POST to each sidecar's shutdown endpoint, all sent at once, one thread
-//! each. Each attempt has a timeout; a refused connection (the sidecar is not listening yet, or any more) is
-//! retried a few times. The result is reported and logged by the owner; it never changes the exit code.
+//! Shutdown actions: an HTTP GET or POST to each sidecar's shutdown endpoint (and with the `kill` feature, a
+//! signal to processes: `kill.rs`), all sent at once, one thread each. Each HTTP attempt has a timeout; a refused
+//! connection (the sidecar is not listening yet, or any more) is retried a few times. The result is reported and
+//! logged by the owner; it never changes the exit code.
 
 use std::fmt;
 use std::io;
@@ -18,6 +19,9 @@ const RETRY_PAUSE: Duration = Duration::from_millis(250);
 pub enum Action {
     Get(String),
     Post(String),
+    /// `--kill NAME` or `--kill-all`.
+    #[cfg(feature = "kill")]
+    Kill(crate::kill::Kill),
 }
 
 impl fmt::Display for Action {
@@ -25,6 +29,8 @@ impl fmt::Display for Action {
         match self {
             Action::Get(url) => write!(f, "GET {url}"),
             Action::Post(url) => write!(f, "POST {url}"),
+            #[cfg(feature = "kill")]
+            Action::Kill(kill) => write!(f, "{kill}"),
         }
     }
 }
@@ -33,8 +39,39 @@ impl fmt::Display for Action {
 #[derive(Debug)]
 pub struct Outcome {
     pub action: Action,
-    /// The HTTP status on an answer (any status: the sidecar heard us), else why not.
-    pub result: Result<u16, ActionError>,
+    /// How it ended, or why it could not run to its end.
+    pub result: Result<Done, ActionError>,
+}
+
+/// An action that ran to its end.
+#[derive(Debug)]
+pub enum Done {
+    /// The HTTP status (any status: the sidecar heard us).
+    Answered(u16),
+    /// What a kill action signalled and how the processes ended.
+    #[cfg(feature = "kill")]
+    Killed(crate::kill::Report),
+}
+
+impl Done {
+    /// Whether it went as intended: a 2xx answer, or every process signalled and gone within the grace.
+    pub fn is_success(&self) -> bool {
+        match self {
+            Done::Answered(status) => (200..300).contains(status),
+            #[cfg(feature = "kill")]
+            Done::Killed(report) => report.is_clean(),
+        }
+    }
+}
+
+impl fmt::Display for Done {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Done::Answered(status) => write!(f, "answered {status}"),
+            #[cfg(feature = "kill")]
+            Done::Killed(report) => write!(f, "{report}"),
+        }
+    }
 }
 
 /// An action got no answer.
@@ -42,7 +79,7 @@ pub struct Outcome {
 pub enum ActionError {
     /// Every attempt was refused.
     Refused { attempts: u32 },
-    /// No answer within `ATTEMPT_TIMEOUT`, or another transport failure.
+    /// No answer within `ATTEMPT_TIMEOUT`, or another transport failure; for a kill, /proc unreadable.
     Failed(String),
 }
 
@@ -75,7 +112,14 @@ pub fn spawn_actions(
             thread::Builder::new()
                 .name("shutdown".into())
                 .spawn(move || {
-                    let result = perform(&agent, &action);
+                    let result = match &action {
+                        Action::Get(url) => request(&action, || agent.get(url).call()),
+                        Action::Post(url) => request(&action, || agent.post(url).send_empty()),
+                        #[cfg(feature = "kill")]
+                        Action::Kill(kill) => crate::kill::perform(kill)
+                            .map(Done::Killed)
+                            .map_err(|err| ActionError::Failed(err.to_string())),
+                    };
                     report(Outcome { action, result });
                 })
                 .expect("spawning a thread only fails when the process is out of resources")
@@ -83,15 +127,15 @@ pub fn spawn_actions(
         .collect()
 }
 
-fn perform(agent: &ureq::Agent, action: &Action) -> Result<u16, ActionError> {
+/// Sends one HTTP request (`send`), retrying while the connection is refused.
+fn request(
+    action: &Action,
+    send: impl Fn() -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<Done, ActionError> {
     let mut pause = RETRY_PAUSE;
     for attempt in 1..=ATTEMPTS {
-        let sent = match action {
-            Action::Get(url) => agent.get(url).call(),
-            Action::Post(url) => agent.post(url).send_empty(),
-        };
-        match sent {
-            Ok(response) => return Ok(response.status().as_u16()),
+        match send() {
+            Ok(response) => return Ok(Done::Answered(response.status().as_u16())),
             Err(ureq::Error::Io(err)) if err.kind() == io::ErrorKind::ConnectionRefused => {
                 if attempt < ATTEMPTS {
                     log::debug!("{action} refused (attempt {attempt} of {ATTEMPTS}); retrying in {pause:?}");

@@ -419,8 +419,8 @@ fn shutting_down(mut s: ShuttingDown, event: Event, now: Instant) -> (State, Vec
     match event {
         Event::Shutdown(Outcome { action, result }) => {
             match result {
-                Ok(status) if (200..300).contains(&status) => log::info!("shutdown {action}: {status}"),
-                Ok(status) => log::warn!("shutdown {action}: answered {status}"),
+                Ok(done) if done.is_success() => log::info!("shutdown {action}: {done}"),
+                Ok(done) => log::warn!("shutdown {action}: {done}"),
                 Err(err) => log::warn!("shutdown {action} failed: {err}"),
             }
             s.actions_left = s.actions_left.saturating_sub(1);

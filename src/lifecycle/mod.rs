@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::api::Api;
 use crate::cli::Options;
@@ -28,11 +28,13 @@ pub enum Source {
     Endpoints(Vec<Endpoint>),
 }
 
-/// Every shutdown action: `--shutdown-http-get`, `--shutdown-http-post`, then the `--sidecar` presets' ones.
-pub fn shutdown_actions(options: &Options) -> Vec<Action> {
+/// Every shutdown action: `--shutdown-http-get`, `--shutdown-http-post`, the `--sidecar` presets' ones, then the
+/// kills, whose grace must fit in `time_left`.
+pub fn shutdown_actions(options: &Options, time_left: Duration) -> Vec<Action> {
     let get = options.shutdown_get.iter().cloned().map(Action::Get);
     let post = options.shutdown_post.iter().cloned().map(Action::Post);
-    get.chain(post).chain(options.sidecars.iter().map(|preset| preset.quit())).collect()
+    let presets = options.sidecars.iter().map(|preset| preset.quit());
+    get.chain(post).chain(presets).chain(kill_actions(options, time_left)).collect()
 }
 
 /// proa failed with a code of its own before or outside the state machine: log why, write it to the termination
@@ -46,7 +48,6 @@ pub fn fail(options: &Options, code: u8, reason: &str) -> u8 {
 /// Runs the whole lifecycle and returns proa's exit code.
 pub fn run(options: Options, source: Source) -> u8 {
     let (tx, rx) = mpsc::channel::<Event>();
-    let actions = shutdown_actions(&options);
     let mode = match &source {
         Source::Api(_) => Mode::Pod,
         Source::Endpoints(endpoints) => Mode::Endpoints(endpoints.clone()),
@@ -58,11 +59,12 @@ pub fn run(options: Options, source: Source) -> u8 {
         ready_timeout: options.ready_timeout,
         shutdown_timeout: options.shutdown_timeout,
         always_shutdown: options.always_shutdown,
-        actions: actions.len(),
+        actions: shutdown_actions(&options, Duration::ZERO).len(),
         mode,
     };
 
-    // Signals first, so that a SIGTERM during start-up is not lost.
+    child::become_reaper();
+    // Signals next, so that a SIGTERM during start-up is not lost.
     let signal_tx = tx.clone();
     let _signals = match signals::spawn_signals(move |signal| signal_tx.send(Event::Signal(signal)).is_ok()) {
         Ok(signals) => signals,
@@ -101,11 +103,11 @@ pub fn run(options: Options, source: Source) -> u8 {
         for command in commands {
             match command {
                 Command::StartProgram => match child::spawn_program(&options.program, &options.args) {
-                    Ok(pid) => {
-                        log::info!("started {} (pid {pid})", options.program.to_string_lossy());
-                        program_pid = Some(pid);
+                    Ok(program) => {
+                        log::info!("started {} (pid {})", options.program.to_string_lossy(), program.pid);
+                        program_pid = Some(program.pid);
                         let child_tx = tx.clone();
-                        child::spawn_reaper(pid, move |exit| child_tx.send(Event::Child(exit)).is_ok());
+                        child::spawn_reaper(program, move |exit| child_tx.send(Event::Child(exit)).is_ok());
                     }
                     Err(err) => own_events.push_back(Event::SpawnFailed(err)),
                 },
@@ -115,10 +117,10 @@ pub fn run(options: Options, source: Source) -> u8 {
                 },
                 Command::StopWatch => watcher.iter().for_each(Watcher::stop),
                 Command::StartShutdown => {
+                    let time_left = state.deadline().map(|d| d.saturating_duration_since(Instant::now()));
+                    let actions = shutdown_actions(&options, time_left.unwrap_or_default());
                     let action_tx = tx.clone();
-                    shutdown::spawn_actions(actions.clone(), move |outcome| {
-                        action_tx.send(Event::Shutdown(outcome)).is_ok()
-                    });
+                    shutdown::spawn_actions(actions, move |outcome| action_tx.send(Event::Shutdown(outcome)).is_ok());
                 }
                 Command::WatchSidecars(sidecars) => {
                     watcher.iter().for_each(Watcher::stop);
@@ -138,6 +140,25 @@ pub fn run(options: Options, source: Source) -> u8 {
             }
         }
     }
+}
+
+/// One action per `--kill NAME`, or one for `--kill-all`.
+#[cfg(feature = "kill")]
+fn kill_actions(options: &Options, time_left: Duration) -> Vec<Action> {
+    use crate::kill::{self, Kill};
+    use crate::procs::Rule;
+    let settings = &options.kill;
+    let grace = kill::grace_within(settings.grace, time_left);
+    let rules = match settings.all {
+        true => vec![Rule::All],
+        false => settings.names.iter().cloned().map(Rule::Named).collect(),
+    };
+    rules.into_iter().map(|rule| Action::Kill(Kill { rule, signal: settings.signal, grace })).collect()
+}
+
+#[cfg(not(feature = "kill"))]
+fn kill_actions(_: &Options, _: Duration) -> Vec<Action> {
+    Vec::new()
 }
 
 /// Waits for the next event, or for `deadline`.

@@ -51,3 +51,11 @@ fn outside_a_cluster_says_so() {
     assert_eq!(done.code(), 125);
     assert!(done.stderr.contains("KUBERNETES_SERVICE_HOST is not set"), "{}", done.stderr);
 }
+
+#[cfg(not(feature = "kill"))]
+#[test]
+fn kill_flags_need_a_build_with_the_kill_feature() {
+    let done = Proa::bare().args(["--kill", "envoy", "--", "true"]).spawn().wait(BOUND);
+    assert_eq!(done.code(), 125);
+    assert!(done.stderr.starts_with("proa: ERROR --kill needs a proa built with the kill feature"), "{}", done.stderr);
+}

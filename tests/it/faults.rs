@@ -301,7 +301,7 @@ fn refused_connections_are_retried_until_the_api_server_comes_up() {
         .args(["--ignore", "envoy"])
         .args(bash(marker.say("started")))
         .spawn();
-    proa.wait_for_stderr("connection refused", 3, BOUND);
+    proa.wait_for_stderr(BOUND, |log| log.matches("connection refused").count() >= 3);
     relay(TcpListener::bind(("127.0.0.1", port)).unwrap(), api.port());
     marker.wait_for("started", BOUND);
     let done = proa.wait(BOUND);

@@ -6,9 +6,13 @@ mod support;
 mod check;
 mod cli;
 mod faults;
+#[cfg(feature = "kill")]
+mod kill;
 mod lifecycle;
 mod manifests;
 mod no_api;
 mod off_switch;
+mod pid1;
 mod scratch;
+mod signals;
 mod termination;

@@ -55,14 +55,15 @@ fn tcp_wait_starts_the_program_once_the_port_listens_and_exits_once_it_closes() 
         .args(bash(marker.say("started")))
         .spawn();
 
-    proa.wait_for_stderr(&format!("tcp {} (connection refused)", port.address()), 1, BOUND);
+    let refused = format!("tcp {} (connection refused)", port.address());
+    proa.wait_for_stderr(BOUND, |log| log.contains(&refused));
     let listening_at = Instant::now();
     let listener = port.listen();
     let started = marker.wait_for("started", BOUND);
     assert!(started.at > listening_at, "the program started before the port listened");
 
     quit.wait_for("GET", "/quit", 1, BOUND);
-    proa.wait_for_stderr("still answering", 1, BOUND);
+    proa.wait_for_stderr(BOUND, |log| log.contains("still answering"));
     let closed_at = Instant::now();
     drop(listener);
     let done = proa.wait(BOUND);

@@ -6,9 +6,12 @@
 #![allow(dead_code, unused_imports)] // each binary that includes this uses a different part
 
 pub mod apiserver;
+pub mod machine;
+pub mod nginx;
 pub mod port;
 /// Runs the proa binary under test, and `Marker` for what wrapped programs report.
 pub mod proa;
+pub mod procs;
 pub mod sidecar;
 pub mod tls;
 

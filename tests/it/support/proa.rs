@@ -1,9 +1,14 @@
 //! Runs the real proa binary (`CARGO_BIN_EXE_proa`) with the test API server's environment, collects its
-//! stdout and stderr on their own threads, and waits for it with a bound. Also `Marker`: a TCP listener the
-//! wrapped programs write lines to (bash's /dev/tcp), so tests know when and what a program did.
+//! stdout and stderr on their own threads, and waits for it with a bound. proa can also run as PID 1 of a new
+//! PID namespace, alone or under an init script that stands in for a Pod's pause process. Also `Marker`: a TCP
+//! listener the wrapped programs write lines to (bash's /dev/tcp), so tests know when and what a program did.
 
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
@@ -11,11 +16,16 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::apiserver::ApiServer;
+use super::procs;
 
 /// A proa command line about to run.
 pub struct Proa {
     command: Command,
+    stdin: Option<OwnedFd>,
 }
+
+/// How `unshare` makes a new PID namespace with its own /proc; `--kill-child` ends the namespace with it.
+const UNSHARE: [&str; 5] = ["--pid", "--fork", "--mount-proc", "--kill-child", "--"];
 
 impl Proa {
     /// proa with the API server's in-cluster environment and debug logs.
@@ -34,7 +44,7 @@ impl Proa {
         // Where proa's own failures are written unless a test says otherwise: never the machine's
         // /dev/termination-log, which exists when the tests themselves run in a Pod.
         command.env("PROA_TERMINATION_LOG", "/dev/null");
-        Proa { command }
+        Proa { command, stdin: None }
     }
 
     /// `chroot ROOT /proa`: the binary at `ROOT/proa`, run inside `ROOT` as in a FROM-scratch image, with an empty
@@ -42,10 +52,10 @@ impl Proa {
     pub fn chroot(root: &std::path::Path) -> Proa {
         let mut command = Command::new(chroot_binary());
         command.arg(root).arg("/proa").env_clear().env("RUST_LOG", "debug");
-        Proa { command }
+        Proa { command, stdin: None }
     }
 
-    pub fn args<S: AsRef<std::ffi::OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Proa {
+    pub fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Proa {
         self.command.args(args);
         self
     }
@@ -55,11 +65,68 @@ impl Proa {
         self
     }
 
+    /// Runs proa as PID 1 of a new PID namespace (check `pidns::available` first). Its network namespace is
+    /// the test's, so it reaches the API server on 127.0.0.1. Arguments may be added before or after.
+    pub fn pid1(self) -> Proa {
+        self.wrapped(UNSHARE.iter().map(OsString::from))
+    }
+
+    /// Runs `script` (bash) as PID 1 of a new PID namespace, with proa's command line as `"$@"`: the script
+    /// plays a Pod's pause process with `shareProcessNamespace: true` and starts sidecars and proa.
+    pub fn under_init(self, script: &str) -> Proa {
+        let init = ["bash", "-c", script, "init"];
+        self.wrapped(UNSHARE.iter().chain(&init).map(OsString::from))
+    }
+
+    fn wrapped(self, prefix: impl Iterator<Item = OsString>) -> Proa {
+        let mut command = Command::new("unshare");
+        command.args(prefix).arg(self.command.get_program()).args(self.command.get_args());
+        command.env_clear();
+        for (key, value) in self.command.get_envs() {
+            if let Some(value) = value {
+                command.env(key, value);
+            }
+        }
+        Proa { command, stdin: self.stdin }
+    }
+
+    /// Starts proa in a new session whose controlling terminal is `tty` (a pseudo-terminal's secondary side),
+    /// which is also its stdin, as in `docker run -it` or a Pod with `tty: true`.
+    pub fn terminal(mut self, tty: OwnedFd) -> Proa {
+        self.stdin = Some(tty);
+        // SAFETY: setsid and ioctl are async-signal-safe and take plain integers.
+        unsafe {
+            self.command.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self
+    }
+
+    /// Starts proa with SIGCHLD ignored, as a careless parent may leave it: the ignored disposition is inherited.
+    pub fn sigchld_ignored(mut self) -> Proa {
+        // SAFETY: signal(2) is async-signal-safe; SIG_IGN installs no handler.
+        unsafe {
+            self.command.pre_exec(|| {
+                libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        self
+    }
+
     pub fn spawn(mut self) -> Running {
         let started = Instant::now();
+        let stdin = match self.stdin.take() {
+            Some(fd) => Stdio::from(fd),
+            None => Stdio::null(),
+        };
         let mut child = self
             .command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -89,8 +156,7 @@ fn chroot_binary() -> std::path::PathBuf {
         .expect("chroot(8) is installed (coreutils)")
 }
 
-/// What proa wrote to one of its pipes so far; `grew` is signalled on every write.
-#[derive(Default)]
+/// Text a process writes, growing as it arrives; `grew` wakes whoever waits for a part of it.
 struct Output {
     text: Mutex<String>,
     grew: Condvar,
@@ -102,9 +168,9 @@ impl Output {
     }
 }
 
-/// Copies `stream` into a shared `Output` on its own thread, and says so on `eof` when it ends.
+/// Copies `stream` into an `Output` on its own thread, and says so on `eof` when it ends.
 fn collect(mut stream: impl Read + Send + 'static, eof: mpsc::Sender<()>) -> Arc<Output> {
-    let output = Arc::new(Output::default());
+    let output = Arc::new(Output { text: Mutex::new(String::new()), grew: Condvar::new() });
     let sink = output.clone();
     thread::spawn(move || {
         let mut buf = [0u8; 4096];
@@ -148,30 +214,45 @@ impl Finished {
 }
 
 impl Running {
+    /// The pid of the process the test started: proa, or `unshare` when proa runs in a PID namespace.
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
+    /// proa's pid as the test sees it: the started process itself, or the one running the proa binary in the
+    /// namespace under it. Call once proa is known to run (for example its program has said so).
+    pub fn proa_pid(&self) -> i32 {
+        let binary = PathBuf::from(proa_binary()).canonicalize().expect("the proa binary exists");
+        let candidates = std::iter::once(self.pid()).chain(procs::descendants(self.pid()).into_iter().map(|p| p.pid));
+        let found: Vec<i32> = candidates.filter(|&pid| procs::exe(pid).as_ref() == Some(&binary)).collect();
+        match found[..] {
+            [pid] => pid,
+            _ => panic!("expected one proa process under pid {}, found {found:?}", self.pid()),
+        }
+    }
+
+    /// Sends `signal` to proa (inside its namespace, if it has one).
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) takes plain integers; the pid is our own unreaped child.
-        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0, "kill proa");
+        // SAFETY: kill(2) takes plain integers; the pid is proa, which has not been reaped.
+        assert_eq!(unsafe { libc::kill(self.proa_pid(), signal) }, 0, "kill proa");
     }
 
     pub fn stderr(&self) -> String {
         self.stderr.text()
     }
 
-    /// Blocks until proa's stderr contains `text` `times` times, at most `bound`; panics with stderr otherwise.
-    pub fn wait_for_stderr(&self, text: &str, times: usize, bound: Duration) {
+    /// Blocks until proa's stderr satisfies `done`, at most `bound`; returns the stderr then.
+    pub fn wait_for_stderr(&self, bound: Duration, done: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + bound;
-        let mut seen = self.stderr.text.lock().unwrap();
-        while seen.matches(text).count() < times {
+        let mut text = self.stderr.text.lock().unwrap();
+        while !done(&text) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                panic!("stderr did not show {text:?} {times} times within {bound:?}:\n{seen}");
+                panic!("proa's stderr did not get there within {bound:?}:\n{text}");
             }
-            seen = self.stderr.grew.wait_timeout(seen, left).unwrap().0;
+            text = self.stderr.grew.wait_timeout(text, left).unwrap().0;
         }
+        text.clone()
     }
 
     /// proa's peak resident memory so far (VmHWM), in KiB.
@@ -209,7 +290,7 @@ impl Running {
                 }
             }
             Err(_) => {
-                // SAFETY: as in `signal`.
+                // SAFETY: as in `signal`; the started process (with `--kill-child`, its namespace too).
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                 panic!("proa did not exit within {bound:?}; stderr:\n{}", self.stderr.text());
             }
@@ -253,21 +334,54 @@ impl Marker {
         Marker { port, marks, seen: Vec::new() }
     }
 
+    /// A shell command that opens one connection to the marker as fd 3: what `say_on_3` sends on it arrives in
+    /// the order it was sent (each `say` is a connection of its own, and connections may be read out of order).
+    pub fn open_3(&self) -> String {
+        format!("exec 3<>/dev/tcp/127.0.0.1/{}", self.port)
+    }
+
+    /// A shell command that sends `text` on fd 3 (see `open_3`).
+    pub fn say_on_3(&self, text: &str) -> String {
+        format!("echo {text} >&3")
+    }
+
+    /// A shell command that blocks for up to a minute without starting a process (so the program gets no
+    /// SIGCHLD of its own): it reads fd 3 (see `open_3`), on which the marker never writes. Traps still run, but
+    /// a signal that arrives as `read` starts, before it blocks, waits until `read` returns: reading in short
+    /// turns bounds that delay (bash's `wait` has no such gap, but needs a child process).
+    pub fn block(&self) -> String {
+        "for i in {1..300}; do read -u 3 -t 0.2; done".to_string()
+    }
+
     /// A shell command that sends `text` to this marker.
     pub fn say(&self, text: &str) -> String {
         format!("echo {text} >/dev/tcp/127.0.0.1/{}", self.port)
     }
 
+    /// The port the marker listens on, for programs that connect to it by other means.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Blocks until a mark with `text` arrives, at most `bound`.
     pub fn wait_for(&mut self, text: &str, bound: Duration) -> Mark {
+        self.wait_matching(&format!("{text:?}"), bound, |mark| mark == text)
+    }
+
+    /// Blocks until a mark that satisfies `wanted` arrives, at most `bound`.
+    pub fn wait_until(&mut self, bound: Duration, wanted: impl Fn(&str) -> bool) -> Mark {
+        self.wait_matching("as wanted", bound, wanted)
+    }
+
+    fn wait_matching(&mut self, what: &str, bound: Duration, wanted: impl Fn(&str) -> bool) -> Mark {
         let deadline = Instant::now() + bound;
         loop {
-            if let Some(mark) = self.seen.iter().find(|m| m.text == text) {
+            if let Some(mark) = self.seen.iter().find(|m| wanted(&m.text)) {
                 return mark.clone();
             }
             match self.marks.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(mark) => self.seen.push(mark),
-                Err(_) => panic!("no mark {text:?} within {bound:?}; seen {:?}", self.seen),
+                Err(_) => panic!("no mark {what} within {bound:?}; seen {:?}", self.seen),
             }
         }
     }

@@ -1,0 +1,348 @@
+//! The `kill` feature's shutdown actions (`--kill NAME`, `--kill-all`): list /proc, send the kill signal, wait
+//! up to the grace for the targets to exit (pidfds and poll(2): no polling loop), then SIGKILL what is left.
+//! Runs on a shutdown action thread, plus the start-up check that refuses `--kill-all` in the host's PID
+//! namespace. `procs.rs` makes every decision; this file only reads /proc and makes the system calls.
+#![allow(unsafe_code)] // pidfd_open, pidfd_send_signal, poll, kill: std has no safe equivalent
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::child::signal_name;
+use crate::procs::{self, Process, Rule, Stat};
+
+/// Where the processes are listed.
+const PROC: &str = "/proc";
+
+/// How long SIGKILLed processes get to vanish before the action reports. The grace is shortened so that this
+/// wait still ends within `--shutdown-timeout` (`grace_within`).
+pub const SIGKILL_WAIT: Duration = Duration::from_millis(500);
+
+/// One kill action, as `lifecycle` builds it at shutdown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kill {
+    pub rule: Rule,
+    /// `--kill-signal`.
+    pub signal: i32,
+    /// `--kill-grace`, shortened to fit the shutdown timeout.
+    pub grace: Duration,
+}
+
+impl fmt::Display for Kill {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.rule {
+            Rule::Named(name) => write!(f, "--kill {name}"),
+            Rule::All => write!(f, "--kill-all"),
+        }
+    }
+}
+
+/// The grace a kill gets with `time_left` of the shutdown timeout: SIGKILL and its wait must fit before proa
+/// exits, so a grace longer than that is cut short (down to none).
+pub fn grace_within(grace: Duration, time_left: Duration) -> Duration {
+    grace.min(time_left.saturating_sub(SIGKILL_WAIT))
+}
+
+/// A process a kill action signalled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub pid: i32,
+    pub name: String,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (pid {})", self.name, self.pid)
+    }
+}
+
+/// What a kill action did: its outcome, logged by the owner.
+#[derive(Debug)]
+pub struct Report {
+    pub signal: i32,
+    /// The processes that got `signal`.
+    pub signalled: Vec<Target>,
+    /// Those proa may not signal, and why (EPERM: another user's process, and proa is not root).
+    pub refused: Vec<(Target, io::Error)>,
+    /// Those still running after the grace, which got SIGKILL.
+    pub forced: Vec<Target>,
+    pub grace: Duration,
+    /// From the first signal until every target exited, or the SIGKILL wait ended.
+    pub took: Duration,
+}
+
+impl Report {
+    /// Whether every target was signalled and exited within the grace.
+    pub fn is_clean(&self) -> bool {
+        !self.signalled.is_empty() && self.refused.is_empty() && self.forced.is_empty()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list =
+            |targets: &mut dyn Iterator<Item = &Target>| targets.map(Target::to_string).collect::<Vec<_>>().join(", ");
+        if self.signalled.is_empty() && self.refused.is_empty() {
+            return write!(f, "found no process to signal: does the Pod set shareProcessNamespace: true?");
+        }
+        let mut parts = Vec::new();
+        if !self.signalled.is_empty() {
+            parts.push(format!("{} to {}", signal_name(self.signal), list(&mut self.signalled.iter())));
+            parts.push(match self.forced.is_empty() {
+                true => format!("all exited after {:.1}s", self.took.as_secs_f64()),
+                false => format!(
+                    "still running after {:.1}s, so SIGKILL to {}",
+                    self.grace.as_secs_f64(),
+                    list(&mut self.forced.iter())
+                ),
+            });
+        }
+        for (target, err) in &self.refused {
+            parts.push(format!("cannot signal {target}: {err}"));
+        }
+        write!(f, "{}", parts.join("; "))
+    }
+}
+
+/// Why a kill cannot run.
+#[derive(Debug)]
+pub enum KillError {
+    /// /proc cannot be listed. At start-up exit 125; at shutdown the action fails (logged, the code stands).
+    Proc(io::Error),
+    /// `--kill-all` where kernel threads are visible: the host's PID namespace (`hostPID: true`). Exit 125.
+    HostNamespace { sign: String },
+}
+
+impl fmt::Display for KillError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KillError::Proc(err) => write!(f, "cannot list processes in {PROC}: {err}"),
+            KillError::HostNamespace { sign } => write!(
+                f,
+                "--kill-all refused: the kernel thread {sign} is visible, so this is the host's process namespace (hostPID) and every process of the node would be stopped; use it in a Pod with shareProcessNamespace: true, or name the processes with --kill"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for KillError {}
+
+/// The start-up check for `--kill-all`, before anything runs: refuses the host's PID namespace, and warns
+/// when proa is PID 1, since then no other container's process can be visible.
+pub fn check_kill_all() -> Result<(), KillError> {
+    let processes = scan().map_err(KillError::Proc)?;
+    if let Some(sign) = procs::host_namespace_sign(&processes) {
+        return Err(KillError::HostNamespace { sign: format!("{} (pid {})", sign.stat.comm, sign.pid()) });
+    }
+    if std::process::id() == 1 {
+        log::warn!(
+            "--kill-all: proa is PID 1, so no other container's process is visible and there is nothing to stop; set shareProcessNamespace: true in the Pod"
+        );
+    }
+    Ok(())
+}
+
+/// Carries out one kill action: signals every target once, waits up to the grace for them to exit, then sends
+/// SIGKILL to those left and waits `SIGKILL_WAIT` more. A process proa may not signal is reported, not fatal.
+pub fn perform(kill: &Kill) -> Result<Report, KillError> {
+    let processes = scan().map_err(KillError::Proc)?;
+    let own = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    let mut refused = Vec::new();
+    for process in procs::targets(&processes, own, &kill.rule) {
+        // None: it exited since the listing.
+        let Some(handle) = Handle::open(process) else { continue };
+        log::debug!("sending {} to {}", signal_name(kill.signal), handle.target);
+        match handle.signal(kill.signal) {
+            Ok(()) => handles.push(handle),
+            Err(err) if err.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(err) => refused.push((handle.target, err)),
+        }
+    }
+    let signalled = handles.iter().map(|h| h.target.clone()).collect();
+    let survivors = wait_exited(handles, kill.grace);
+    for handle in &survivors {
+        log::debug!("{} still running after {:?}: sending SIGKILL", handle.target, kill.grace);
+        if let Err(err) = handle.signal(libc::SIGKILL) {
+            log::debug!("cannot send SIGKILL to {}: {err}", handle.target);
+        }
+    }
+    let forced = survivors.iter().map(|h| h.target.clone()).collect();
+    wait_exited(survivors, SIGKILL_WAIT);
+    Ok(Report { signal: kill.signal, signalled, refused, forced, grace: kill.grace, took: started.elapsed() })
+}
+
+/// Every process visible in /proc now; those that exit while being read are left out.
+fn scan() -> io::Result<Vec<Process>> {
+    let mut processes = Vec::new();
+    for entry in fs::read_dir(PROC)? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else { continue };
+        let Some(stat) = read_stat(pid) else { continue };
+        // Unreadable for another user's process (without CAP_SYS_PTRACE) and for kernel threads: then the
+        // command name, which is what /proc/PID/comm holds too.
+        let exe = fs::read_link(entry.path().join("exe")).ok();
+        let name = exe.and_then(|exe| procs::exe_name(&exe)).unwrap_or_else(|| stat.comm.clone());
+        processes.push(Process { stat, name });
+    }
+    Ok(processes)
+}
+
+fn read_stat(pid: i32) -> Option<Stat> {
+    procs::parse_stat(&fs::read_to_string(Path::new(PROC).join(pid.to_string()).join("stat")).ok()?)
+}
+
+/// A target held by a pidfd where the kernel has them (Linux 5.3): a signal then reaches this very process
+/// even if its pid has been reused, and poll(2) says when it exits. Older kernels: the pid alone.
+struct Handle {
+    target: Target,
+    start_time: u64,
+    pidfd: Option<OwnedFd>,
+}
+
+impl Handle {
+    /// `None` when the process is gone, or its pid already names another process.
+    fn open(process: &Process) -> Option<Handle> {
+        let mut handle = Handle {
+            target: Target { pid: process.pid(), name: process.name.clone() },
+            start_time: process.stat.start_time,
+            pidfd: None,
+        };
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor, or -1 and errno.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, process.pid(), 0) };
+        if fd < 0 {
+            return match io::Error::last_os_error().raw_os_error() {
+                Some(libc::ESRCH) => None,
+                // ENOSYS: a kernel before 5.3.
+                _ => Some(handle),
+            };
+        }
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        handle.pidfd = Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+        // Between the listing and pidfd_open the pid may have been reused: a different start time says so.
+        handle.is_running().then_some(handle)
+    }
+
+    fn signal(&self, signal: i32) -> io::Result<()> {
+        let result = match &self.pidfd {
+            // SAFETY: pidfd_send_signal takes a descriptor this handle owns, a signal number, a null siginfo
+            // (meaning: as kill(2) sends it) and flags.
+            Some(fd) => unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    signal,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            },
+            // SAFETY: kill(2) takes plain integers and has no memory effects.
+            None => libc::c_long::from(unsafe { libc::kill(self.target.pid, signal) }),
+        };
+        match result {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
+    /// Whether the process still runs: listed, not a zombie, and started when it did.
+    fn is_running(&self) -> bool {
+        read_stat(self.target.pid).is_some_and(|stat| stat.state != 'Z' && stat.start_time == self.start_time)
+    }
+}
+
+/// Waits until every handle's process has exited, at most `bound`; returns those still running.
+fn wait_exited(mut handles: Vec<Handle>, bound: Duration) -> Vec<Handle> {
+    if handles.iter().any(|h| h.pidfd.is_none()) {
+        // Without pidfds nothing says when a process exits: wait out the bound, then look.
+        if !handles.is_empty() {
+            thread::sleep(bound);
+        }
+        handles.retain(Handle::is_running);
+        return handles;
+    }
+    let deadline = Instant::now() + bound;
+    while !handles.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let mut fds: Vec<libc::pollfd> = handles
+            .iter()
+            .filter_map(|h| h.pidfd.as_ref())
+            .map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+            .collect();
+        // Rounded up, so that the last wait does not end a little early and spin.
+        let timeout = libc::c_int::try_from(left.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for the duration of the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if ready < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            log::warn!("cannot wait for processes to exit: {}", io::Error::last_os_error());
+            break;
+        }
+        // A pidfd is readable once its process has exited.
+        let mut exited = fds.iter().map(|fd| fd.revents != 0);
+        handles.retain(|_| !exited.next().unwrap_or(false));
+    }
+    handles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(pid: i32, name: &str) -> Target {
+        Target { pid, name: name.into() }
+    }
+
+    fn report(signalled: Vec<Target>, forced: Vec<Target>) -> Report {
+        Report {
+            signal: libc::SIGQUIT,
+            signalled,
+            refused: vec![],
+            forced,
+            grace: Duration::from_secs(10),
+            took: Duration::from_millis(120),
+        }
+    }
+
+    #[test]
+    fn grace_fits_in_the_time_left() {
+        let s = Duration::from_secs;
+        assert_eq!(grace_within(s(10), s(30)), s(10));
+        assert_eq!(grace_within(s(10), s(2)), Duration::from_millis(1500));
+        assert_eq!(grace_within(s(10), Duration::from_millis(200)), Duration::ZERO);
+    }
+
+    #[test]
+    fn reports_say_what_happened() {
+        let clean = report(vec![target(7, "nginx"), target(8, "nginx")], vec![]);
+        assert!(clean.is_clean());
+        assert_eq!(clean.to_string(), "SIGQUIT to nginx (pid 7), nginx (pid 8); all exited after 0.1s");
+        let forced = report(vec![target(7, "nginx"), target(9, "stubborn")], vec![target(9, "stubborn")]);
+        assert!(!forced.is_clean());
+        assert_eq!(
+            forced.to_string(),
+            "SIGQUIT to nginx (pid 7), stubborn (pid 9); still running after 10.0s, so SIGKILL to stubborn (pid 9)"
+        );
+        let mut refused = report(vec![], vec![]);
+        refused.refused.push((target(5, "envoy"), io::Error::from_raw_os_error(libc::EPERM)));
+        assert!(!refused.is_clean());
+        assert!(refused.to_string().starts_with("cannot signal envoy (pid 5): Operation not permitted"));
+        let nothing = report(vec![], vec![]);
+        assert!(!nothing.is_clean());
+        assert_eq!(nothing.to_string(), "found no process to signal: does the Pod set shareProcessNamespace: true?");
+    }
+
+    #[test]
+    fn actions_are_named_by_their_flag() {
+        let kill = Kill { rule: Rule::Named("nginx".into()), signal: libc::SIGQUIT, grace: Duration::ZERO };
+        assert_eq!(kill.to_string(), "--kill nginx");
+        assert_eq!(Kill { rule: Rule::All, ..kill }.to_string(), "--kill-all");
+    }
+}

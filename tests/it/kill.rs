@@ -1,0 +1,181 @@
+//! The `kill` feature (issue 4, item 3), with real processes in a new PID namespace whose PID 1 is a bash
+//! script standing in for a Pod's pause process (`shareProcessNamespace: true`): it starts the sidecars, then
+//! proa, and reports how each sidecar ended. Debian's nginx is one sidecar, stopped gracefully with SIGQUIT.
+
+use crate::lifecycle::{BOUND, bash, job_pod};
+use crate::support::apiserver::ApiServer;
+use crate::support::machine;
+use crate::support::nginx::Nginx;
+use crate::support::proa::{Marker, Proa};
+use crate::support::procs;
+
+/// A bash function that prints the processes of the namespace, like `ps -eo pid,ppid,stat,args` (procps may be
+/// missing on a fresh machine), with long arguments (scripts) cut short: `list TITLE`.
+const LIST: &str = r#"list() {
+  echo "--- $1"
+  printf '%5s %5s %s %s\n' PID PPID S COMMAND
+  for d in /proc/[0-9]*; do
+    read -r stat < "$d/stat" || continue
+    mapfile -d '' argv < "$d/cmdline"
+    fields=(${stat##*) })
+    cmd=
+    for a in "${argv[@]}"; do read -ra w <<< "${a//$'\n'/ }"; a="${w[*]}"; [ ${#a} -gt 40 ] && a="${a:0:37}..."; cmd+="$a "; done
+    printf '%5s %5s %s %s\n' "${d#/proc/}" "${fields[1]}" "${fields[0]}" "$cmd"
+  done | sort -n
+}
+"#;
+
+#[test]
+fn kill_nginx_with_sigquit_stops_it_gracefully_and_nothing_else() {
+    let test = "kill_nginx_with_sigquit_stops_it_gracefully_and_nothing_else";
+    if !machine::pid_namespaces(test) {
+        return;
+    }
+    let Some(nginx) = Nginx::prepare(test) else { return };
+    let mut marker = Marker::start();
+    let init = format!(
+        "{} & nginx=$!
+        sleep 300 & other=$!
+        \"$@\"; code=$?
+        wait $nginx; {}
+        kill -0 $other && {}
+        exit $code",
+        nginx.start_command(marker.port()),
+        marker.say("nginx-exited-$?"),
+        marker.say("other-alive"),
+    );
+    let api = ApiServer::start(job_pod(&["nginx"], &[], "Never"));
+    let proa = Proa::new(&api)
+        .under_init(&init)
+        .args(["--kill", "nginx", "--kill-signal", "QUIT"])
+        .args(bash(format!("{}; exit 0", marker.say("started"))))
+        .spawn();
+
+    // nginx serves once its master has started the workers; then its container is ready.
+    let up = marker.wait_until(BOUND, |line| line.contains("start worker process"));
+    let master = up.text.split_whitespace().find(|w| w.contains('#')).expect("nginx logs PID#TID").to_string();
+    assert!(nginx.get().ends_with("nginx ok\n"));
+    api.wait_open_watches(1, BOUND);
+    api.set_ready("nginx");
+    marker.wait_for("started", BOUND);
+
+    // At shutdown nginx gets SIGQUIT, finishes gracefully, and its master exits. proa's kill action reports once
+    // every nginx process has exited; then the kubelet would report the container terminated.
+    marker.wait_until(BOUND, |line| line.contains("signal 3 (SIGQUIT) received"));
+    marker.wait_until(BOUND, |line| line.contains("gracefully shutting down"));
+    marker.wait_until(BOUND, |line| line.ends_with(&format!("{master} exit")));
+    let log = proa.wait_for_stderr(BOUND, |log| log.contains("shutdown --kill nginx: "));
+    assert!(log.contains("INFO shutdown --kill nginx: SIGQUIT to nginx (pid "), "{log}");
+    assert!(log.contains("; all exited after"), "{log}");
+    api.set_terminated("nginx", 0);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    marker.wait_for("nginx-exited-0", BOUND);
+    marker.wait_for("other-alive", BOUND);
+}
+
+#[test]
+fn kill_all_stops_other_containers_and_spares_the_programs_processes() {
+    let test = "kill_all_stops_other_containers_and_spares_the_programs_processes";
+    if !machine::pid_namespaces(test) {
+        return;
+    }
+    let mut marker = Marker::start();
+    // Two sidecars: one stops on SIGTERM, one ignores it (the ignored disposition survives exec).
+    let init = format!(
+        "# pause, PID 1
+        {LIST}
+        sleep 300 & polite=$!
+        bash -c \"trap '' TERM; {}; exec sleep 301\" & stubborn=$!
+        \"$@\"; code=$?
+        list after
+        wait $polite; {}
+        wait $stubborn; {}
+        exit $code",
+        marker.say("stubborn-up"),
+        marker.say("polite-$?"),
+        marker.say("stubborn-$?"),
+    );
+    // The program leaves a process of its own behind, lists the namespace when told to, and exits 3.
+    let program = format!(
+        "# the program
+        {LIST}
+        (sleep 302 &)
+        trap 'list before; exit 3' USR1
+        {}; {}; {}",
+        marker.open_3(),
+        marker.say("started"),
+        marker.block()
+    );
+    let api = ApiServer::start(job_pod(&[], &[], "Never"));
+    let proa = Proa::new(&api).under_init(&init).args(["--kill-all", "--kill-grace", "1s"]).args(bash(program)).spawn();
+    marker.wait_for("stubborn-up", BOUND);
+    marker.wait_for("started", BOUND);
+    proa.signal(libc::SIGUSR1);
+    let done = proa.wait(BOUND);
+    println!("{}", done.stdout);
+    assert_eq!(done.code(), 3, "{}", done.stderr);
+    marker.wait_for("polite-143", BOUND);
+    marker.wait_for("stubborn-137", BOUND);
+
+    let (before, after) = done.stdout.split_once("--- after").expect("both listings");
+    let (before, after) = (commands(before), commands(after));
+    let proa = |cmd: &String| cmd.split_whitespace().nth(1) == Some("--kill-all");
+    for sidecar in ["sleep 300", "sleep 301"] {
+        assert!(before.iter().any(|cmd| cmd == sidecar), "{sidecar} missing before: {before:#?}");
+        assert!(!after.iter().any(|cmd| cmd == sidecar), "{sidecar} still there after: {after:#?}");
+    }
+    assert!(before.iter().any(proa) && !after.iter().any(proa), "proa before, not after");
+    assert!(after.iter().any(|cmd| cmd == "sleep 302"), "the program's process was spared: {after:#?}");
+    assert!(
+        done.stderr.contains("shutdown --kill-all: SIGTERM to sleep (pid 2), sleep (pid 3); still running after 1.0s, so SIGKILL to sleep (pid 3)"),
+        "{}",
+        done.stderr
+    );
+}
+
+/// The COMMAND column of a `list` output.
+fn commands(listing: &str) -> Vec<String> {
+    let rows = listing.lines().filter(|line| line.trim_start().starts_with(|c: char| c.is_ascii_digit()));
+    rows.map(|row| row.split_whitespace().skip(3).collect::<Vec<_>>().join(" ")).collect()
+}
+
+#[test]
+fn kill_all_refuses_the_hosts_process_namespace_before_anything_runs() {
+    let api = ApiServer::start(job_pod(&[], &[], "Never"));
+    let mut marker = Marker::start();
+    let done = Proa::new(&api).args(["--kill-all"]).args(bash(marker.say("started"))).spawn().wait(BOUND);
+    // What the test itself sees decides what proa must do: kernel threads mean the host's namespace.
+    let host = procs::all().iter().any(|p| p.pid == 2 && p.comm == "kthreadd");
+    if host {
+        assert_eq!(done.code(), 125, "{}", done.stderr);
+        assert!(
+            done.stderr.contains("--kill-all refused: the kernel thread kthreadd (pid 2) is visible"),
+            "{}",
+            done.stderr
+        );
+        assert!(marker.all().is_empty(), "the program must never run");
+        assert!(api.requests().is_empty(), "no API request before the refusal: {:?}", api.requests());
+    } else {
+        assert_eq!(done.code(), 0, "{}", done.stderr);
+        marker.wait_for("started", BOUND);
+    }
+}
+
+#[test]
+fn kill_all_as_pid_1_says_that_nothing_else_is_visible() {
+    if !machine::pid_namespaces("kill_all_as_pid_1_says_that_nothing_else_is_visible") {
+        return;
+    }
+    let api = ApiServer::start(job_pod(&[], &[], "Never"));
+    let done = Proa::new(&api).pid1().args(["--kill-all", "--", "true"]).spawn().wait(BOUND);
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(done.stderr.contains("WARN --kill-all: proa is PID 1"), "{}", done.stderr);
+    assert!(
+        done.stderr.contains(
+            "WARN shutdown --kill-all: found no process to signal: does the Pod set shareProcessNamespace: true?"
+        ),
+        "{}",
+        done.stderr
+    );
+}

@@ -1,0 +1,45 @@
+//! What this machine offers the tests that need more than a process: PID namespaces (`unshare`) and nginx.
+//! Where one is missing, a test must not pass silently: with `CI` set (CI runs as root on a fresh Debian
+//! machine, where `make test` installs what is needed) it fails; elsewhere it prints a loud skip.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// Whether `unshare --pid --fork --mount-proc` works here (it needs root, or user namespaces).
+pub fn pid_namespaces(test: &str) -> bool {
+    static WORKS: OnceLock<Result<(), String>> = OnceLock::new();
+    let works = WORKS.get_or_init(|| {
+        match Command::new("unshare").args(["--pid", "--fork", "--mount-proc", "--kill-child", "--", "true"]).output() {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(format!("unshare failed: {}", String::from_utf8_lossy(&out.stderr).trim())),
+            Err(err) => Err(format!("cannot run unshare: {err}")),
+        }
+    });
+    present(test, "PID namespaces", works.clone())
+}
+
+/// Debian's nginx binary, where installed (`make test` installs it).
+pub fn nginx(test: &str) -> Option<PathBuf> {
+    let found = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/usr/local/sbin"])
+        .map(|dir| PathBuf::from(dir).join("nginx"))
+        .find(|path| Command::new(path).arg("-v").stderr(Stdio::null()).status().is_ok_and(|status| status.success()));
+    if found.is_none() {
+        present(test, "nginx", Err("it is not installed (apt-get install nginx)".into()));
+    }
+    found
+}
+
+fn present(test: &str, what: &str, result: Result<(), String>) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(why) if std::env::var_os("CI").is_some() => panic!("{test} needs {what} on CI: {why}"),
+        Err(why) => {
+            eprintln!("\n*** SKIPPED {test}: it needs {what}, which this machine lacks ({why}); CI runs it ***\n");
+            false
+        }
+    }
+}
