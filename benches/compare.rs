@@ -129,11 +129,14 @@ fn stamp(args: &[String]) {
     std::fs::write(&args[0], line + "\n").expect("write the stamp");
 }
 
-/// CPU time a process has used, in ns: /proc/PID/schedstat's first field (the scheduler's own accounting, finer
-/// than the 10 ms ticks of utime and stime in /proc/PID/stat).
+/// CPU time a process has used, all its threads together, in ns: the first field of each
+/// /proc/PID/task/TID/schedstat (the scheduler's own accounting, finer than the 10 ms ticks of /proc/PID/stat).
 fn cpu_ns(pid: u32) -> u64 {
-    let schedstat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap_or_default();
-    schedstat.split_whitespace().next().and_then(|f| f.parse().ok()).unwrap_or(0)
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()))
+        .sum()
 }
 
 /// The Pod: proa's container first (the original always takes containers[0]), one regular sidecar.

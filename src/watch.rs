@@ -1,5 +1,5 @@
-//! The watcher thread: GET the own Pod, then watch it, reporting every Pod snapshot until a predicate says
-//! the owner has what it waited for. Reads the stream line by line with a bound on line length, follows
+//! The watcher thread: GET the own Pod (or resume from a known resourceVersion), then watch it, reporting every
+//! Pod snapshot until a predicate says the owner has what it waited for. Reads the stream line by line with a bound on line length, follows
 //! resourceVersion (bookmarks count), relists after 410, and reconnects with capped, jittered backoff.
 //! Never decides anything about readiness itself, and never touches the owner's state.
 
@@ -35,16 +35,17 @@ pub enum Update {
 /// `report` returns false (the owner no longer listens).
 pub fn spawn_watch(
     api: Api,
+    from: Option<String>,
     until: impl Fn(&Pod) -> bool + Send + 'static,
     report: impl Fn(Update) -> bool + Send + 'static,
 ) -> JoinHandle<()> {
     thread::Builder::new()
         .name("watch".into())
-        .spawn(move || watch(api, until, report))
+        .spawn(move || watch(api, from, until, report))
         .expect("spawning a thread only fails when the process is out of resources")
 }
 
-fn watch(mut api: Api, until: impl Fn(&Pod) -> bool, report: impl Fn(Update) -> bool) {
+fn watch(mut api: Api, from: Option<String>, until: impl Fn(&Pod) -> bool, report: impl Fn(Update) -> bool) {
     let mut backoff = Backoff::default();
     // Returns false when the watcher should stop.
     let deliver = |pod: Pod| {
@@ -52,20 +53,27 @@ fn watch(mut api: Api, until: impl Fn(&Pod) -> bool, report: impl Fn(Update) -> 
         report(Update::PodChanged(Box::new(pod))) && !done
     };
 
-    let pod = loop {
-        match api.get_pod() {
-            Ok(pod) => break pod,
-            Err(err) if err.is_fatal() => {
-                report(Update::Failed(err));
+    // Resuming from a known resourceVersion, the watch replays what changed since; else read the Pod first.
+    let mut resource_version = match from {
+        Some(version) => Some(version),
+        None => {
+            let pod = loop {
+                match api.get_pod() {
+                    Ok(pod) => break pod,
+                    Err(err) if err.is_fatal() => {
+                        report(Update::Failed(err));
+                        return;
+                    }
+                    Err(err) => backoff.wait_after(&err, err.retry_after()),
+                }
+            };
+            let version = pod.metadata.resource_version.clone();
+            if !deliver(pod) {
                 return;
             }
-            Err(err) => backoff.wait_after(&err, err.retry_after()),
+            version
         }
     };
-    let mut resource_version = pod.metadata.resource_version.clone();
-    if !deliver(pod) {
-        return;
-    }
     backoff.reset();
 
     loop {

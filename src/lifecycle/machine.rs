@@ -41,13 +41,16 @@ pub enum Mode {
     Endpoints(Vec<Endpoint>),
 }
 
-/// What proa learnt from the first Pod snapshot. The Pod's spec is immutable, so this never changes.
+/// What proa learnt from the first Pod snapshot (the Pod's spec is immutable), and the newest resourceVersion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Facts {
     pub waited: Vec<Waited>,
     /// `None` in no-API mode, where nobody knows it.
     pub policy: Option<RestartPolicy>,
     pub shutdown_timeout: Duration,
+    /// The resourceVersion of the newest snapshot seen while waiting: the shutdown watch resumes from it instead of
+    /// reading the Pod again (`None` in no-API mode).
+    pub version: Option<String>,
 }
 
 impl Facts {
@@ -68,6 +71,7 @@ impl Facts {
             waited: readiness::waited_containers(pod, &own.name, &config.ignore),
             policy: Some(RestartPolicy::of(pod)),
             shutdown_timeout: readiness::shutdown_timeout(config.shutdown_timeout, Some(pod)),
+            version: pod.metadata.resource_version.clone(),
         })
     }
 
@@ -77,6 +81,7 @@ impl Facts {
             waited: Vec::new(),
             policy: None,
             shutdown_timeout: readiness::shutdown_timeout(config.shutdown_timeout, None),
+            version: None,
         }
     }
 
@@ -124,8 +129,9 @@ pub enum Command {
     StopWatch,
     /// Send every shutdown action.
     StartShutdown,
-    /// Watch the Pod until these regular sidecars have terminated.
-    WatchSidecars(Vec<Waited>),
+    /// Watch the Pod, from this resourceVersion (else after reading it), until these regular sidecars have
+    /// terminated.
+    WatchSidecars(Vec<Waited>, Option<String>),
     /// Stop listening to the current prober (no-API mode).
     StopProbe,
     /// Probe the endpoints until every one has stopped answering (no-API mode).
@@ -224,7 +230,7 @@ pub fn step(config: &Config, state: State, event: Event, now: Instant) -> (State
 fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instant) -> (State, Vec<Command>) {
     match event {
         Event::Watch(Update::PodChanged(pod)) => {
-            let facts = match w.facts.take() {
+            let mut facts = match w.facts.take() {
                 Some(facts) => facts,
                 None => match Facts::of(config, &pod) {
                     Ok(facts) => {
@@ -237,6 +243,9 @@ fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instant) -> (Stat
                     }
                 },
             };
+            if pod.metadata.resource_version.is_some() {
+                facts.version.clone_from(&pod.metadata.resource_version);
+            }
             match readiness::assess(&pod, &facts.waited) {
                 Verdict::Ready => {
                     if !facts.waited.is_empty() {
@@ -401,7 +410,9 @@ fn begin_shutdown(
     }
     match &awaited {
         Awaited::Nothing => {}
-        Awaited::Sidecars(sidecars) => commands.push(Command::WatchSidecars(sidecars.clone())),
+        Awaited::Sidecars(sidecars) => {
+            commands.push(Command::WatchSidecars(sidecars.clone(), facts.and_then(|f| f.version.clone())));
+        }
         Awaited::Endpoints(_) => commands.push(Command::ProbeUntilGone),
     }
     if commands.is_empty() {
@@ -532,7 +543,7 @@ mod tests {
 
     /// What giving up a wait for `envoy` orders, after logging `why`.
     fn aborted_in_a_pod(why: &str) -> Vec<Command> {
-        let stop = [Command::StopWatch, Command::StartShutdown, Command::WatchSidecars(envoy())];
+        let stop = [Command::StopWatch, Command::StartShutdown, Command::WatchSidecars(envoy(), Some("48213".into()))];
         [Command::WriteTerminationLog(why.into())].into_iter().chain(stop).collect()
     }
 
@@ -624,12 +635,27 @@ mod tests {
         let events = vec![snapshot("ready"), Event::Child(Exit::Exited { code: 7 })];
         let (state, commands, _) = run(&config, events);
         assert!(matches!(state, State::ShuttingDown(ShuttingDown { code: 7, .. })));
-        assert_eq!(commands[2..], [Command::StartShutdown, Command::WatchSidecars(envoy())]);
+        assert_eq!(commands[2..], [Command::StartShutdown, Command::WatchSidecars(envoy(), Some("48213".into()))]);
         let now = Instant::now();
         let (state, commands) = step(&config, state, snapshot("ready"), now);
         assert!(matches!(state, State::ShuttingDown(_)) && commands.is_empty());
         let (state, commands) = step(&config, state, Event::Watch(Update::PodChanged(Box::new(gone()))), now);
         assert_eq!((state, commands), (State::Done { code: 7 }, vec![Command::Exit(7)]));
+    }
+
+    #[test]
+    fn the_shutdown_watch_resumes_from_the_newest_version_seen() {
+        let mut older = pod("starting");
+        older.metadata.resource_version = Some("7".into());
+        let mut newer = pod("ready");
+        newer.metadata.resource_version = Some("9".into());
+        let events = vec![
+            Event::Watch(Update::PodChanged(Box::new(older))),
+            Event::Watch(Update::PodChanged(Box::new(newer))),
+            Event::Child(Exit::Exited { code: 0 }),
+        ];
+        let (_, commands, _) = run(&config(0), events);
+        assert_eq!(commands.last(), Some(&Command::WatchSidecars(envoy(), Some("9".into()))));
     }
 
     #[test]
@@ -714,7 +740,7 @@ mod tests {
     }
 
     fn endpoints_facts() -> Facts {
-        Facts { waited: vec![], policy: None, shutdown_timeout: Duration::from_secs(30) }
+        Facts { waited: vec![], policy: None, shutdown_timeout: Duration::from_secs(30), version: None }
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub fn run(options: Options, source: Source) -> u8 {
     let (api, mut watcher, mut prober) = match source {
         Source::Api(api) => {
             let wait_config = config.clone();
-            let watcher = Watcher::start(&api, &tx, move |pod| machine::wait_is_over(&wait_config, pod));
+            let watcher = Watcher::start(&api, None, &tx, move |pod| machine::wait_is_over(&wait_config, pod));
             (Some(api), Some(watcher), None)
         }
         Source::Endpoints(endpoints) => {
@@ -122,10 +122,11 @@ pub fn run(options: Options, source: Source) -> u8 {
                     let action_tx = tx.clone();
                     shutdown::spawn_actions(actions, move |outcome| action_tx.send(Event::Shutdown(outcome)).is_ok());
                 }
-                Command::WatchSidecars(sidecars) => {
+                Command::WatchSidecars(sidecars, from) => {
                     watcher.iter().for_each(Watcher::stop);
                     if let Some(api) = &api {
-                        watcher = Some(Watcher::start(api, &tx, move |pod| readiness::sidecars_gone(pod, &sidecars)));
+                        watcher =
+                            Some(Watcher::start(api, from, &tx, move |pod| readiness::sidecars_gone(pod, &sidecars)));
                     }
                 }
                 Command::StopProbe => prober.iter().for_each(Prober::stop),
@@ -179,11 +180,16 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn start(api: &Api, tx: &Sender<Event>, until: impl Fn(&crate::pod::Pod) -> bool + Send + 'static) -> Watcher {
+    fn start(
+        api: &Api,
+        from: Option<String>,
+        tx: &Sender<Event>,
+        until: impl Fn(&crate::pod::Pod) -> bool + Send + 'static,
+    ) -> Watcher {
         let stopped = Arc::new(AtomicBool::new(false));
         let (flag, tx) = (stopped.clone(), tx.clone());
         // A stopped watcher's next report returns false, which ends its thread without an event.
-        watch::spawn_watch(api.clone(), until, move |update| {
+        watch::spawn_watch(api.clone(), from, until, move |update| {
             !flag.load(Ordering::Relaxed) && tx.send(Event::Watch(update)).is_ok()
         });
         Watcher { stopped }

@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::lifecycle::{bash, job_pod};
 use crate::support::apiserver::{ApiServer, Fault, Request, Route};
 use crate::support::proa::{Marker, Proa, Running};
+use crate::support::sidecar::Sidecar;
 
 const BOUND: Duration = Duration::from_secs(20);
 
@@ -326,6 +327,26 @@ fn refused_connections_end_at_the_ready_timeout() {
     let attempts = done.stderr.matches("connection refused; retrying in").count();
     assert!((3..=8).contains(&attempts), "backoff, not a tight loop: {attempts} attempts in 2 s");
     assert!(marker.all().is_empty());
+}
+
+#[test]
+fn the_shutdown_watch_relists_when_the_version_it_resumes_from_expired() {
+    let mut pod = job_pod(&["envoy"], &[], "Never");
+    pod["status"]["containerStatuses"][1] = json!({"name": "envoy", "ready": true, "state": {"running": {}}});
+    let api = ApiServer::start(pod);
+    // Ready at the GET (version 100), and version 100 is already out of the watch window.
+    api.bookmark();
+    api.compact();
+    let sidecar = Sidecar::start();
+    let proa = Proa::new(&api).args(["-g", &sidecar.url("/quit")]).args(bash("exit 4".into())).spawn();
+    sidecar.wait_for_hits(1, BOUND);
+    let seen = wait_for_watches(&api, 2);
+    assert_eq!((seen[0].resource_version(), seen[1].resource_version()), (Some("100"), None));
+    api.wait_open_watches(1, BOUND);
+    api.set_terminated("envoy", 0);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 4, "{}", done.stderr);
+    assert!(done.stderr.contains("sidecars have exited"), "{}", done.stderr);
 }
 
 #[test]

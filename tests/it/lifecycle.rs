@@ -72,6 +72,8 @@ fn a_program_waits_for_the_sidecar_then_shutdown_reaches_it() {
         assert_eq!(request.authorization.as_deref(), Some(token.as_str()));
         assert!(request.user_agent.as_deref().is_some_and(|ua| ua.starts_with("proa/")), "{request:?}");
     }
+    let gets = requests.iter().filter(|r| r.route == Some(Route::Get)).count();
+    assert_eq!(gets, 1, "the shutdown watch resumes from the last version instead of reading the Pod again");
     let first_watch = requests.iter().find(|r| r.route == Some(Route::Watch)).unwrap();
     assert_eq!(first_watch.query.get("fieldSelector").map(String::as_str), Some("metadata.name=job-abc12"));
     // The watch resumes from the GET's resourceVersion (the server's first is "100").
