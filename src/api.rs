@@ -78,7 +78,7 @@ impl fmt::Display for ApiError {
             ApiError::Untrusted(why) => {
                 write!(f, "API server certificate failed verification against ca.crt: {why}")
             }
-            ApiError::Transport(why) => write!(f, "API server unreachable: {why}"),
+            ApiError::Transport(why) => write!(f, "request to the API server failed: {why}"),
             ApiError::Unauthorized => {
                 write!(f, "API server answered 401: the service account token was rejected (even after re-reading it)")
             }
@@ -144,10 +144,8 @@ impl Api {
             .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .root_certs(RootCerts::new_with_certs(&roots))
             .build();
-        let agent = ureq::Agent::config_builder()
+        let agent = agent_config()
             .tls_config(tls)
-            .http_status_as_error(false)
-            .user_agent(concat!("proa/", env!("CARGO_PKG_VERSION")))
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_recv_response(Some(RESPONSE_TIMEOUT))
             .build()
@@ -294,6 +292,16 @@ fn read_json<T: serde::de::DeserializeOwned>(response: ureq::http::Response<ureq
         .read_to_vec()
         .map_err(|err| ApiError::Transport(err.to_string()))?;
     serde_json::from_slice(&body).map_err(|err| ApiError::Decode(err.to_string()))
+}
+
+/// The settings every HTTP client of proa's shares: a status is an answer, not an error; proa's User-Agent; and no
+/// proxy. HTTP_PROXY, HTTPS_PROXY and ALL_PROXY in the container are meant for the program: the API server is inside
+/// the cluster, and shutdown and readiness URLs are on loopback, so a proxy could only lose them.
+pub fn agent_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .user_agent(concat!("proa/", env!("CARGO_PKG_VERSION")))
+        .proxy(None)
 }
 
 /// A certificate rustls refused is fatal; anything else on the wire is worth retrying.

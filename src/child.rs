@@ -2,7 +2,7 @@
 //! `waitpid` in proa (it also reaps orphans: as PID 1, or as a child subreaper otherwise); nothing calls
 //! `Child::wait`, which would race it and lose the program's status. A terminal on stdin is handed to the
 //! program while it runs, as tini does. Uses `unsafe` for the libc calls std does not offer.
-#![allow(unsafe_code)] // waitpid, kill, prctl, tcsetpgrp: std has no safe equivalent
+#![allow(unsafe_code)] // waitpid, prctl, tcsetpgrp: std has no safe equivalent
 
 use std::ffi::OsString;
 use std::fmt;
@@ -12,6 +12,7 @@ use std::process::Command;
 use std::thread::{self, JoinHandle};
 
 use crate::exit;
+use crate::pidfd::Pidfd;
 
 /// What the reaper reports: the program's exit, exactly once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,12 +204,10 @@ fn take_terminal_back(program_pgrp: libc::pid_t) {
 
 /// Sends `signal` to the program. A program that is already gone (ESRCH) is not an error: its exit is on its
 /// way to the owner through the reaper.
-pub fn forward(pid: u32, signal: i32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+pub fn forward(program: &Pidfd, signal: i32) {
+    let pid = program.pid();
     log::debug!("forwarding {} to pid {pid}", signal_name(signal));
-    // SAFETY: kill(2) takes plain integers and has no memory effects.
-    if unsafe { libc::kill(pid, signal) } != 0 {
-        let err = io::Error::last_os_error();
+    if let Err(err) = program.signal(signal) {
         match err.raw_os_error() {
             Some(libc::ESRCH) => log::debug!("pid {pid} already exited; {} not delivered", signal_name(signal)),
             _ => log::warn!("cannot forward {} to pid {pid}: {err}", signal_name(signal)),

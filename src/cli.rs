@@ -168,6 +168,7 @@ const LOG_FORMAT_EXPECTED: &str = "use text or json";
 const READY_URL_EXPECTED: &str = "use an http:// URL such as http://127.0.0.1:15021/healthz/ready";
 const ADDRESS_EXPECTED: &str = "use HOST:PORT such as 127.0.0.1:5432 or [::1]:5432";
 const INTERVAL_EXPECTED: &str = "use a duration above zero such as 250ms or 1s";
+const WATCH_TIMEOUT_EXPECTED: &str = "use whole seconds, at least 1s, such as 60s or 5m";
 
 /// What `--version` prints: `proa 0.2.0 (commit abc1234, x86_64-unknown-linux-musl, features: kill)`. build.rs
 /// supplies the commit (`unknown` outside a git checkout), the target triple and the enabled features (`none`).
@@ -294,7 +295,8 @@ pub fn parse(
                 shutdown_timeout = Some(flag_duration("--shutdown-timeout", value(&mut parser)?)?);
             }
             Long("watch-timeout") => {
-                watch_timeout = Some(flag_duration("--watch-timeout", value(&mut parser)?)?);
+                let text = value(&mut parser)?;
+                watch_timeout = Some(flag_item("--watch-timeout", text, parse_watch_timeout, WATCH_TIMEOUT_EXPECTED)?);
             }
             Long("token-refresh") => {
                 token_refresh = Some(flag_duration("--token-refresh", value(&mut parser)?)?);
@@ -383,7 +385,7 @@ pub fn parse(
         shutdown_timeout = env_duration(&env_value, "PROA_SHUTDOWN_TIMEOUT")?;
     }
     if watch_timeout.is_none() {
-        watch_timeout = env_duration(&env_value, "PROA_WATCH_TIMEOUT")?;
+        watch_timeout = env_item(&env_value, "PROA_WATCH_TIMEOUT", parse_watch_timeout, WATCH_TIMEOUT_EXPECTED)?;
     }
     if token_refresh.is_none() {
         token_refresh = env_duration(&env_value, "PROA_TOKEN_REFRESH")?;
@@ -547,6 +549,11 @@ fn parse_address(text: &str) -> Option<String> {
     let bracketed = host.starts_with('[') && host.ends_with(']');
     let host_ok = !host.is_empty() && (bracketed || !host.contains(':'));
     (host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)).then(|| text.to_string())
+}
+
+/// A watch's `timeoutSeconds`: whole seconds and at least one (zero would leave the stream no time at all).
+fn parse_watch_timeout(text: &str) -> Option<Duration> {
+    parse_duration(text).filter(|d| d.as_secs() >= 1 && d.subsec_nanos() == 0)
 }
 
 /// A duration above zero: a zero interval would probe in a busy loop.
@@ -731,6 +738,18 @@ mod tests {
         assert_eq!(o.token_refresh, DEFAULT_TOKEN_REFRESH);
         assert!(!o.always_shutdown);
         assert_eq!(o.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn watch_timeout_is_whole_seconds_of_at_least_one() {
+        assert_eq!(
+            error(&["--watch-timeout", "0", "p"], &[]),
+            r#"invalid --watch-timeout "0": use whole seconds, at least 1s, such as 60s or 5m"#
+        );
+        assert!(
+            error(&["p"], &[("PROA_WATCH_TIMEOUT", "1500ms")]).starts_with("invalid PROA_WATCH_TIMEOUT \"1500ms\"")
+        );
+        assert_eq!(run(&["--watch-timeout", "2000ms", "p"], &[]).unwrap().watch_timeout, Duration::from_secs(2));
     }
 
     #[test]

@@ -2,17 +2,18 @@
 //! up to the grace for the targets to exit (pidfds and poll(2): no polling loop), then SIGKILL what is left.
 //! Runs on a shutdown action thread, plus the start-up check that refuses `--kill-all` in the host's PID
 //! namespace. `procs.rs` makes every decision; this file only reads /proc and makes the system calls.
-#![allow(unsafe_code)] // pidfd_open, pidfd_send_signal, poll, kill: std has no safe equivalent
+#![allow(unsafe_code)] // poll(2): std has no safe equivalent
 
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::child::signal_name;
+use crate::pidfd::Pidfd;
 use crate::procs::{self, Process, Rule, Stat};
 
 /// Where the processes are listed.
@@ -197,57 +198,28 @@ fn read_stat(pid: i32) -> Option<Stat> {
     procs::parse_stat(&fs::read_to_string(Path::new(PROC).join(pid.to_string()).join("stat")).ok()?)
 }
 
-/// A target held by a pidfd where the kernel has them (Linux 5.3): a signal then reaches this very process
-/// even if its pid has been reused, and poll(2) says when it exits. Older kernels: the pid alone.
+/// A target held by a pidfd (see `crate::pidfd`), with the start time that tells it from a later process that got
+/// the same pid.
 struct Handle {
     target: Target,
     start_time: u64,
-    pidfd: Option<OwnedFd>,
+    process: Pidfd,
 }
 
 impl Handle {
     /// `None` when the process is gone, or its pid already names another process.
     fn open(process: &Process) -> Option<Handle> {
-        let mut handle = Handle {
+        let handle = Handle {
             target: Target { pid: process.pid(), name: process.name.clone() },
             start_time: process.stat.start_time,
-            pidfd: None,
+            process: Pidfd::open(process.pid())?,
         };
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor, or -1 and errno.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, process.pid(), 0) };
-        if fd < 0 {
-            return match io::Error::last_os_error().raw_os_error() {
-                Some(libc::ESRCH) => None,
-                // ENOSYS: a kernel before 5.3.
-                _ => Some(handle),
-            };
-        }
-        // SAFETY: `fd` is a new descriptor that nothing else owns.
-        handle.pidfd = Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
         // Between the listing and pidfd_open the pid may have been reused: a different start time says so.
         handle.is_running().then_some(handle)
     }
 
     fn signal(&self, signal: i32) -> io::Result<()> {
-        let result = match &self.pidfd {
-            // SAFETY: pidfd_send_signal takes a descriptor this handle owns, a signal number, a null siginfo
-            // (meaning: as kill(2) sends it) and flags.
-            Some(fd) => unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd.as_raw_fd(),
-                    signal,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            },
-            // SAFETY: kill(2) takes plain integers and has no memory effects.
-            None => libc::c_long::from(unsafe { libc::kill(self.target.pid, signal) }),
-        };
-        match result {
-            0 => Ok(()),
-            _ => Err(io::Error::last_os_error()),
-        }
+        self.process.signal(signal)
     }
 
     /// Whether the process still runs: listed, not a zombie, and started when it did.
@@ -258,7 +230,7 @@ impl Handle {
 
 /// Waits until every handle's process has exited, at most `bound`; returns those still running.
 fn wait_exited(mut handles: Vec<Handle>, bound: Duration) -> Vec<Handle> {
-    if handles.iter().any(|h| h.pidfd.is_none()) {
+    if handles.iter().any(|h| h.process.fd().is_none()) {
         // Without pidfds nothing says when a process exits: wait out the bound, then look.
         if !handles.is_empty() {
             thread::sleep(bound);
@@ -274,7 +246,7 @@ fn wait_exited(mut handles: Vec<Handle>, bound: Duration) -> Vec<Handle> {
         }
         let mut fds: Vec<libc::pollfd> = handles
             .iter()
-            .filter_map(|h| h.pidfd.as_ref())
+            .filter_map(|h| h.process.fd())
             .map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 })
             .collect();
         // Rounded up, so that the last wait does not end a little early and spin.

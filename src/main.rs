@@ -15,6 +15,7 @@ mod kill;
 mod lifecycle;
 mod lines;
 mod logging;
+mod pidfd;
 mod pod;
 mod preset;
 mod probe;

@@ -96,9 +96,7 @@ fn probe(mut left: Vec<Endpoint>, goal: Goal, interval: Duration, report: impl F
 /// The HTTP client for checks: one attempt is one fresh connection (no pool, so a sidecar that went away is
 /// noticed at once), bounded by `ATTEMPT_TIMEOUT`, with no redirects.
 pub fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .user_agent(concat!("proa/", env!("CARGO_PKG_VERSION")))
+    crate::api::agent_config()
         .timeout_global(Some(ATTEMPT_TIMEOUT))
         .max_redirects(0)
         .max_idle_connections(0)

@@ -40,11 +40,12 @@ pub fn find_own_container(pod: &Pod, flag: Option<&str>, own_args: &[String]) ->
             )),
         };
     }
+    // proa's arguments end the container's command line (`command: [/proa, ...]`), or the container's command line
+    // ends proa's arguments (the image's ENTRYPOINT is proa and the Pod gives only `args: [python, job.py]`).
+    let own: Vec<&String> = own_args.iter().collect();
     let mut matching = containers.iter().filter(|c| {
         let command_line: Vec<&String> = c.command.iter().chain(&c.args).collect();
-        !own_args.is_empty()
-            && command_line.len() >= own_args.len()
-            && command_line.ends_with(&own_args.iter().collect::<Vec<_>>())
+        !own.is_empty() && !command_line.is_empty() && (command_line.ends_with(&own) || own.ends_with(&command_line))
     });
     if let (Some(only), None) = (matching.next(), matching.next()) {
         return Ok(OwnContainer { name: only.name.clone(), found: Found::CommandLine });
@@ -243,15 +244,24 @@ mod tests {
         waited_containers(pod, &own.name, &[])
     }
 
+    /// proa's arguments in the istio-first fixture's `job` container.
+    fn istio_job_args() -> Vec<String> {
+        own_args(&["-p", "http://127.0.0.1:15020/quitquitquit", "--", "python", "job.py"])
+    }
+
     #[test]
     fn own_container_by_command_line() {
         let pod = fixture("istio-first");
-        let own = find_own_container(
-            &pod,
-            None,
-            &own_args(&["-p", "http://127.0.0.1:15020/quitquitquit", "--", "python", "job.py"]),
-        )
-        .unwrap();
+        let own = find_own_container(&pod, None, &istio_job_args()).unwrap();
+        assert_eq!(own, OwnContainer { name: "job".into(), found: Found::CommandLine });
+    }
+
+    #[test]
+    fn own_container_whose_entrypoint_is_proa() {
+        let mut pod = fixture("istio-first");
+        pod.spec.containers[1].command = vec![];
+        pod.spec.containers[1].args = own_args(&["python", "job.py"]);
+        let own = find_own_container(&pod, None, &istio_job_args()).unwrap();
         assert_eq!(own, OwnContainer { name: "job".into(), found: Found::CommandLine });
     }
 

@@ -99,12 +99,7 @@ pub fn spawn_actions(
     actions: Vec<Action>,
     report: impl Fn(Outcome) -> bool + Send + Clone + 'static,
 ) -> Vec<JoinHandle<()>> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .user_agent(concat!("proa/", env!("CARGO_PKG_VERSION")))
-        .timeout_global(Some(ATTEMPT_TIMEOUT))
-        .build()
-        .into();
+    let agent: ureq::Agent = crate::api::agent_config().timeout_global(Some(ATTEMPT_TIMEOUT)).build().into();
     actions
         .into_iter()
         .map(|action| {

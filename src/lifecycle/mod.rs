@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::Api;
 use crate::cli::Options;
+use crate::pidfd::Pidfd;
 use crate::probe::{self, Endpoint, Goal};
 use crate::readiness;
 use crate::shutdown::{self, Action};
@@ -84,7 +85,9 @@ pub fn run(options: Options, source: Source) -> u8 {
             (None, None, Some(Prober::start(endpoints, Goal::Ready, options.probe_interval, &tx)))
         }
     };
-    let mut program_pid = None;
+    // The program, held by a pidfd opened before the reaper runs: a signal forwarded after it exited can then never
+    // reach a later process that was given the same pid.
+    let mut program = None;
     let mut own_events = VecDeque::new();
 
     loop {
@@ -103,16 +106,16 @@ pub fn run(options: Options, source: Source) -> u8 {
         for command in commands {
             match command {
                 Command::StartProgram => match child::spawn_program(&options.program, &options.args) {
-                    Ok(program) => {
-                        log::info!("started {} (pid {})", options.program.to_string_lossy(), program.pid);
-                        program_pid = Some(program.pid);
+                    Ok(spawned) => {
+                        log::info!("started {} (pid {})", options.program.to_string_lossy(), spawned.pid);
+                        program = libc::pid_t::try_from(spawned.pid).ok().and_then(Pidfd::open);
                         let child_tx = tx.clone();
-                        child::spawn_reaper(program, move |exit| child_tx.send(Event::Child(exit)).is_ok());
+                        child::spawn_reaper(spawned, move |exit| child_tx.send(Event::Child(exit)).is_ok());
                     }
                     Err(err) => own_events.push_back(Event::SpawnFailed(err)),
                 },
-                Command::Forward(signal) => match program_pid {
-                    Some(pid) => child::forward(pid, signal),
+                Command::Forward(signal) => match &program {
+                    Some(program) => child::forward(program, signal),
                     None => log::debug!("no program to forward {} to", child::signal_name(signal)),
                 },
                 Command::StopWatch => watcher.iter().for_each(Watcher::stop),

@@ -1,7 +1,7 @@
 //! The lifecycle scenarios of issue 2 (a–j): each asserts the exit code, the order of events, and what the API
 //! server, the sidecars and the program saw.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -248,6 +248,48 @@ fn j_a_shutdown_endpoint_that_never_answers_cannot_hang_proa() {
     let waited = done.at - asked;
     assert!(waited < Duration::from_secs(4), "shutdown took {waited:?} with --shutdown-timeout 2s");
     assert!(done.stderr.contains("still running at the shutdown timeout"), "{}", done.stderr);
+}
+
+#[test]
+fn no_api_request_while_the_program_runs() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    let mut marker = Marker::start();
+    let script = format!("{}; {}; {}", marker.open_3(), marker.say_on_3("started"), marker.block());
+    let proa = Proa::new(&api).args(bash(script)).spawn();
+    api.wait_open_watches(1, BOUND);
+    api.set_ready("envoy");
+    marker.wait_for("started", BOUND);
+    // Once ready, the watch is closed: no stream stays open, and a change to the Pod reaches no one.
+    api.wait_open_watches(0, BOUND);
+    let before = api.requests().len();
+    api.set_waiting("envoy", "CrashLoopBackOff");
+    let signalled = Instant::now();
+    proa.signal(libc::SIGTERM);
+    api.wait_for_requests(BOUND, before + 1, |_| true);
+    api.set_terminated("envoy", 0);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 143, "{}", done.stderr);
+    let requests = api.requests();
+    assert!(requests[before..].iter().all(|r| r.at > signalled), "requests while the program ran: {requests:#?}");
+}
+
+#[test]
+fn proxy_variables_are_the_programs_not_proas() {
+    let mut pod = job_pod(&["envoy"], &[], "Never");
+    pod["status"]["containerStatuses"][1] = json!({"name": "envoy", "ready": true, "state": {"running": {}}});
+    let api = ApiServer::start(pod);
+    let sidecar = Sidecar::start();
+    let nowhere = "http://127.0.0.1:1";
+    let mut proa = Proa::new(&api).args(["-g", &sidecar.url("/quit")]);
+    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
+        proa = proa.env(var, nowhere);
+    }
+    let proa = proa.args(bash("echo \"$HTTPS_PROXY\"".into())).spawn();
+    sidecar.wait_for_hits(1, BOUND);
+    api.set_terminated("envoy", 0);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert_eq!(done.stdout, format!("{nowhere}\n"), "the program still gets its proxy settings");
 }
 
 #[test]
