@@ -6,6 +6,8 @@
 use std::fmt;
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -50,24 +52,28 @@ pub enum Update {
     Reached(Goal),
 }
 
-/// Starts the prober. It stops once every endpoint reached `goal`, or when `report` returns false (the owner no
-/// longer listens), which it learns at its next report.
+/// Starts the prober. It stops once every endpoint reached `goal`, when `report` returns false (the owner is gone),
+/// or once `stop` is set, before its next round.
 pub fn spawn_probe(
     endpoints: Vec<Endpoint>,
     goal: Goal,
     interval: Duration,
+    stop: Arc<AtomicBool>,
     report: impl Fn(Update) -> bool + Send + 'static,
 ) -> JoinHandle<()> {
     thread::Builder::new()
         .name("probe".into())
-        .spawn(move || probe(endpoints, goal, interval, report))
+        .spawn(move || probe(endpoints, goal, interval, &stop, report))
         .expect("spawning a thread only fails when the process is out of resources")
 }
 
-fn probe(mut left: Vec<Endpoint>, goal: Goal, interval: Duration, report: impl Fn(Update) -> bool) {
+fn probe(mut left: Vec<Endpoint>, goal: Goal, interval: Duration, stop: &AtomicBool, report: impl Fn(Update) -> bool) {
     let agent = agent();
     let mut reported = Vec::new();
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
         let round = Instant::now();
         let mut pending = Vec::new();
         left.retain(|endpoint| {
@@ -157,7 +163,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let endpoints =
             vec![Endpoint::Tcp(format!("127.0.0.1:{port}")), Endpoint::Http(format!("http://127.0.0.1:{port}/"))];
-        spawn_probe(endpoints, Goal::Gone, DEFAULT_INTERVAL, move |update| tx.send(update).is_ok());
+        spawn_probe(endpoints, Goal::Gone, DEFAULT_INTERVAL, Arc::default(), move |update| tx.send(update).is_ok());
         assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(Update::Reached(Goal::Gone)));
     }
 
@@ -167,7 +173,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let endpoint = Endpoint::Tcp(format!("127.0.0.1:{port}"));
         // The owner stops listening after the first report, which ends the prober.
-        spawn_probe(vec![endpoint], Goal::Ready, DEFAULT_INTERVAL, move |update| {
+        spawn_probe(vec![endpoint], Goal::Ready, DEFAULT_INTERVAL, Arc::default(), move |update| {
             let _ = tx.send(update);
             false
         });

@@ -5,6 +5,8 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -31,22 +33,32 @@ pub enum Update {
     Failed(ApiError),
 }
 
-/// Starts the watcher. It stops after reporting a Pod for which `until` is true, after a fatal error, or when
-/// `report` returns false (the owner no longer listens).
+/// Starts the watcher. It stops after reporting a Pod for which `until` is true, after a fatal error, when `report`
+/// returns false (the owner is gone), or once `stop` is set: before its next request, or its next report if it is
+/// blocked reading a stream.
 pub fn spawn_watch(
     api: Api,
     from: Option<String>,
+    stop: Arc<AtomicBool>,
     until: impl Fn(&Pod) -> bool + Send + 'static,
     report: impl Fn(Update) -> bool + Send + 'static,
 ) -> JoinHandle<()> {
     thread::Builder::new()
         .name("watch".into())
-        .spawn(move || watch(api, from, until, report))
+        .spawn(move || watch(api, from, &stop, until, report))
         .expect("spawning a thread only fails when the process is out of resources")
 }
 
-fn watch(mut api: Api, from: Option<String>, until: impl Fn(&Pod) -> bool, report: impl Fn(Update) -> bool) {
+fn watch(
+    mut api: Api,
+    from: Option<String>,
+    stop: &AtomicBool,
+    until: impl Fn(&Pod) -> bool,
+    report: impl Fn(Update) -> bool,
+) {
     let mut backoff = Backoff::default();
+    let stopped = || stop.load(Ordering::Relaxed);
+    let report = |update| !stopped() && report(update);
     // Returns false when the watcher should stop.
     let deliver = |pod: Pod| {
         let done = until(&pod);
@@ -58,6 +70,9 @@ fn watch(mut api: Api, from: Option<String>, until: impl Fn(&Pod) -> bool, repor
         Some(version) => Some(version),
         None => {
             let pod = loop {
+                if stopped() {
+                    return;
+                }
                 match api.get_pod() {
                     Ok(pod) => break pod,
                     Err(err) if err.is_fatal() => {
@@ -77,6 +92,9 @@ fn watch(mut api: Api, from: Option<String>, until: impl Fn(&Pod) -> bool, repor
     backoff.reset();
 
     loop {
+        if stopped() {
+            return;
+        }
         let started = Instant::now();
         let mut stream = match api.watch_pod(resource_version.as_deref()) {
             Ok(stream) => stream,

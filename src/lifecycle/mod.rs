@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::api::Api;
 use crate::cli::Options;
 use crate::pidfd::Pidfd;
+use crate::pod::Pod;
 use crate::probe::{self, Endpoint, Goal};
 use crate::readiness;
 use crate::shutdown::{self, Action};
@@ -76,13 +77,13 @@ pub fn run(options: Options, source: Source) -> u8 {
     let (api, mut watcher, mut prober) = match source {
         Source::Api(api) => {
             let wait_config = config.clone();
-            let watcher = Watcher::start(&api, None, &tx, move |pod| machine::wait_is_over(&wait_config, pod));
+            let watcher = Worker::watch(&api, None, &tx, move |pod| machine::wait_is_over(&wait_config, pod));
             (Some(api), Some(watcher), None)
         }
         Source::Endpoints(endpoints) => {
             let names: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
             log::info!("waiting for {} (no Kubernetes API)", names.join(", "));
-            (None, None, Some(Prober::start(endpoints, Goal::Ready, options.probe_interval, &tx)))
+            (None, None, Some(Worker::probe(endpoints, Goal::Ready, options.probe_interval, &tx)))
         }
     };
     // The program, held by a pidfd opened before the reaper runs: a signal forwarded after it exited can then never
@@ -118,7 +119,7 @@ pub fn run(options: Options, source: Source) -> u8 {
                     Some(program) => child::forward(program, signal),
                     None => log::debug!("no program to forward {} to", child::signal_name(signal)),
                 },
-                Command::StopWatch => watcher.iter().for_each(Watcher::stop),
+                Command::StopWatch => watcher.iter().for_each(Worker::stop),
                 Command::StartShutdown => {
                     let time_left = state.deadline().map(|d| d.saturating_duration_since(Instant::now()));
                     let actions = shutdown_actions(&options, time_left.unwrap_or_default());
@@ -126,17 +127,17 @@ pub fn run(options: Options, source: Source) -> u8 {
                     shutdown::spawn_actions(actions, move |outcome| action_tx.send(Event::Shutdown(outcome)).is_ok());
                 }
                 Command::WatchSidecars(sidecars, from) => {
-                    watcher.iter().for_each(Watcher::stop);
+                    watcher.iter().for_each(Worker::stop);
                     if let Some(api) = &api {
                         watcher =
-                            Some(Watcher::start(api, from, &tx, move |pod| readiness::sidecars_gone(pod, &sidecars)));
+                            Some(Worker::watch(api, from, &tx, move |pod| readiness::sidecars_gone(pod, &sidecars)));
                     }
                 }
-                Command::StopProbe => prober.iter().for_each(Prober::stop),
+                Command::StopProbe => prober.iter().for_each(Worker::stop),
                 Command::ProbeUntilGone => {
-                    prober.iter().for_each(Prober::stop);
+                    prober.iter().for_each(Worker::stop);
                     if let Mode::Endpoints(endpoints) = &config.mode {
-                        prober = Some(Prober::start(endpoints.clone(), Goal::Gone, options.probe_interval, &tx));
+                        prober = Some(Worker::probe(endpoints.clone(), Goal::Gone, options.probe_interval, &tx));
                     }
                 }
                 Command::WriteTerminationLog(reason) => termination::write(&options.termination_log, &reason),
@@ -177,46 +178,37 @@ fn next_event(rx: &mpsc::Receiver<Event>, deadline: Option<Instant>) -> Option<E
     }
 }
 
-/// The current watcher thread, and the flag that stops the owner listening to it.
-struct Watcher {
+/// The stop flag of a watcher or prober thread. Stopping it makes the thread end before its next request or round
+/// (or its next report, if it is blocked reading), without another event.
+struct Worker {
     stopped: Arc<AtomicBool>,
 }
 
-impl Watcher {
-    fn start(
+impl Worker {
+    fn new() -> (Worker, Arc<AtomicBool>) {
+        let stopped = Arc::new(AtomicBool::new(false));
+        (Worker { stopped: stopped.clone() }, stopped)
+    }
+
+    /// Starts a watcher, from `from` (else reading the Pod first), until `until` holds.
+    fn watch(
         api: &Api,
         from: Option<String>,
         tx: &Sender<Event>,
-        until: impl Fn(&crate::pod::Pod) -> bool + Send + 'static,
-    ) -> Watcher {
-        let stopped = Arc::new(AtomicBool::new(false));
-        let (flag, tx) = (stopped.clone(), tx.clone());
-        // A stopped watcher's next report returns false, which ends its thread without an event.
-        watch::spawn_watch(api.clone(), from, until, move |update| {
-            !flag.load(Ordering::Relaxed) && tx.send(Event::Watch(update)).is_ok()
-        });
-        Watcher { stopped }
+        until: impl Fn(&Pod) -> bool + Send + 'static,
+    ) -> Worker {
+        let (worker, stop) = Worker::new();
+        let tx = tx.clone();
+        watch::spawn_watch(api.clone(), from, stop, until, move |update| tx.send(Event::Watch(update)).is_ok());
+        worker
     }
 
-    fn stop(&self) {
-        self.stopped.store(true, Ordering::Relaxed);
-    }
-}
-
-/// The current prober thread (no-API mode), and the flag that stops the owner listening to it.
-struct Prober {
-    stopped: Arc<AtomicBool>,
-}
-
-impl Prober {
-    fn start(endpoints: Vec<Endpoint>, goal: Goal, interval: std::time::Duration, tx: &Sender<Event>) -> Prober {
-        let stopped = Arc::new(AtomicBool::new(false));
-        let (flag, tx) = (stopped.clone(), tx.clone());
-        // As with the watcher: a stopped prober's next report returns false, which ends its thread.
-        probe::spawn_probe(endpoints, goal, interval, move |update| {
-            !flag.load(Ordering::Relaxed) && tx.send(Event::Probe(update)).is_ok()
-        });
-        Prober { stopped }
+    /// Starts a prober of `endpoints` until every one has reached `goal`.
+    fn probe(endpoints: Vec<Endpoint>, goal: Goal, interval: Duration, tx: &Sender<Event>) -> Worker {
+        let (worker, stop) = Worker::new();
+        let tx = tx.clone();
+        probe::spawn_probe(endpoints, goal, interval, stop, move |update| tx.send(Event::Probe(update)).is_ok());
+        worker
     }
 
     fn stop(&self) {
