@@ -115,16 +115,17 @@ fn mono_ns() -> u64 {
 }
 
 /// The wrapped program: `stamp FILE [SECONDS]`. Writes `start_ns ppid`, and with SECONDS sleeps that long and adds
-/// the parent's CPU time (ns) at start and at the end: the wrapper's cost while a program runs.
+/// the parent's CPU time at start and at the end (ns from schedstat, then ticks from stat): the wrapper's cost while
+/// a program runs.
 fn stamp(args: &[String]) {
     let start = mono_ns();
     let parent = std::os::unix::process::parent_id();
     let mut line = format!("{start} {parent}");
     if let Some(seconds) = args.get(1).and_then(|s| s.parse().ok()) {
-        let before = cpu_ns(parent);
+        let before = (cpu_ns(parent), cpu_ticks(parent));
         std::thread::sleep(Duration::from_secs(seconds));
-        let after = cpu_ns(parent);
-        line.push_str(&format!(" {before} {after}"));
+        let after = (cpu_ns(parent), cpu_ticks(parent));
+        line.push_str(&format!(" {} {} {} {}", before.0, after.0, before.1, after.1));
     }
     std::fs::write(&args[0], line + "\n").expect("write the stamp");
 }
@@ -137,6 +138,16 @@ fn cpu_ns(pid: u32) -> u64 {
         .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
         .filter_map(|stat| stat.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()))
         .sum()
+}
+
+/// utime + stime of the whole process, in clock ticks (10 ms), from /proc/PID/stat (fields 14 and 15, counted
+/// after the command name in parentheses, which may hold spaces).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // After the name, the state is field 3: utime (14) and stime (15) are at 11 and 12.
+    field(11) + field(12)
 }
 
 /// The Pod: proa's container first (the original always takes containers[0]), one regular sidecar.
@@ -216,6 +227,7 @@ struct Lifecycle {
     requests: BTreeMap<String, usize>,
     peak_rss_kib: u64,
     cpu_ns: Option<u64>,
+    cpu_ticks: Option<u64>,
 }
 
 /// One whole lifecycle: wait (the sidecar becomes ready once proa watches), run, shutdown GET, sidecar exits.
@@ -268,7 +280,8 @@ fn lifecycle(
         start_to_first_request_ns: first.saturating_sub(spawned),
         requests: by_kind,
         peak_rss_kib: rss.lines().last().and_then(|l| l.trim().parse().ok()).unwrap_or(0),
-        cpu_ns: (fields.len() >= 4).then(|| fields[3].saturating_sub(fields[2])),
+        cpu_ns: (fields.len() >= 6).then(|| fields[3].saturating_sub(fields[2])),
+        cpu_ticks: (fields.len() >= 6).then(|| fields[5].saturating_sub(fields[4])),
     })
 }
 
@@ -367,6 +380,7 @@ fn measure(candidate: &Candidate, plan: &Plan, clock: &Clock, work: &Path) -> Va
         "start_to_first_request_ms_median": median(&mut first).map(ms),
         "requests_per_lifecycle": runs.first().map(|r| json!(r.requests)),
         "cpu_ms_during_program": cpu.as_ref().ok().and_then(|c| c.cpu_ns).map(ms),
+        "cpu_ticks_during_program": cpu.as_ref().ok().and_then(|c| c.cpu_ticks),
         "cpu_error": cpu.err(),
         "scale": scales,
     })
@@ -433,8 +447,12 @@ fn render(results: &[Value], plan: &Plan) -> String {
             results.iter().map(|v| cell(v, "start_to_first_request_ms_median")).collect(),
         ),
         (
-            format!("wrapper CPU while a {}s program runs (ms)", plan.cpu_program.as_secs()),
+            format!("wrapper CPU while a {}s program runs (ms, schedstat)", plan.cpu_program.as_secs()),
             results.iter().map(|v| cell(v, "cpu_ms_during_program")).collect(),
+        ),
+        (
+            "same, utime+stime from /proc/PID/stat (10 ms ticks)".into(),
+            results.iter().map(|v| cell(v, "cpu_ticks_during_program")).collect(),
         ),
         ("API requests per lifecycle".into(), results.iter().map(|v| cell(v, "requests_per_lifecycle")).collect()),
     ];
