@@ -43,6 +43,18 @@ pub struct Outcome {
     pub result: Result<Done, ActionError>,
 }
 
+impl Outcome {
+    /// Logs how the action went: info when it did its job, a warning otherwise (it never changes the exit code).
+    pub fn log(&self) {
+        let action = &self.action;
+        match &self.result {
+            Ok(done) if done.is_success() => log::info!("shutdown {action}: {done}"),
+            Ok(done) => log::warn!("shutdown {action}: {done}"),
+            Err(err) => log::warn!("shutdown {action} failed: {err}"),
+        }
+    }
+}
+
 /// An action that ran to its end.
 #[derive(Debug)]
 pub enum Done {

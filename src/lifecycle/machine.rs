@@ -428,12 +428,8 @@ fn begin_shutdown(
 
 fn shutting_down(mut s: ShuttingDown, event: Event, now: Instant) -> (State, Vec<Command>) {
     match event {
-        Event::Shutdown(Outcome { action, result }) => {
-            match result {
-                Ok(done) if done.is_success() => log::info!("shutdown {action}: {done}"),
-                Ok(done) => log::warn!("shutdown {action}: {done}"),
-                Err(err) => log::warn!("shutdown {action} failed: {err}"),
-            }
+        Event::Shutdown(outcome) => {
+            outcome.log();
             s.actions_left = s.actions_left.saturating_sub(1);
         }
         Event::Watch(Update::PodChanged(pod)) => {

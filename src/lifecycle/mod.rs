@@ -40,10 +40,34 @@ pub fn shutdown_actions(options: &Options, time_left: Duration) -> Vec<Action> {
 }
 
 /// proa failed with a code of its own before or outside the state machine: log why, write it to the termination
-/// log, and return `code`.
+/// log, and still send the HTTP shutdown actions, since nothing is known of the restart policy and a Job must not
+/// hang on sidecars nobody stops (never the kills: this may be the refusal of a `--kill-all`). Waits for them at most
+/// the shutdown timeout, then returns `code`.
 pub fn fail(options: &Options, code: u8, reason: &str) -> u8 {
     log::error!("{reason}");
     termination::write(&options.termination_log, reason);
+    let timeout = readiness::shutdown_timeout(options.shutdown_timeout, None);
+    let actions: Vec<Action> = shutdown_actions(options, timeout)
+        .into_iter()
+        .filter(|action| matches!(action, Action::Get(_) | Action::Post(_)))
+        .collect();
+    if actions.is_empty() {
+        return code;
+    }
+    log::info!("sending the shutdown requests anyway (at most {:.1}s)", timeout.as_secs_f64());
+    let (tx, rx) = mpsc::channel();
+    let count = actions.len();
+    shutdown::spawn_actions(actions, move |outcome| tx.send(outcome).is_ok());
+    let deadline = Instant::now() + timeout;
+    for _ in 0..count {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(outcome) => outcome.log(),
+            Err(_) => {
+                log::warn!("shutdown requests unfinished at the shutdown timeout: exiting anyway");
+                break;
+            }
+        }
+    }
     code
 }
 

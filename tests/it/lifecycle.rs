@@ -274,6 +274,21 @@ fn no_api_request_while_the_program_runs() {
 }
 
 #[test]
+fn a_config_error_is_125_and_still_stops_the_sidecars() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    let sidecar = Sidecar::start();
+    let proa = Proa::new(&api).args(["-p", &sidecar.url("/quitquitquit"), "--", "true"]);
+    // automountServiceAccountToken: false, say: no token where proa looks for it.
+    std::fs::remove_file(api.service_account_dir().join("token")).unwrap();
+    let done = proa.spawn().wait(BOUND);
+    assert_eq!(done.code(), 125, "{}", done.stderr);
+    assert!(done.stderr.contains("/token: No such file or directory"), "{}", done.stderr);
+    let hits = sidecar.hits();
+    assert_eq!((hits.len(), hits[0].method.as_str()), (1, "POST"), "a Job must not hang on a sidecar nobody stops");
+    assert!(api.requests().is_empty());
+}
+
+#[test]
 fn proxy_variables_are_the_programs_not_proas() {
     let mut pod = job_pod(&["envoy"], &[], "Never");
     pod["status"]["containerStatuses"][1] = json!({"name": "envoy", "ready": true, "state": {"running": {}}});
