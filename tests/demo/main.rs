@@ -106,7 +106,13 @@ fn main() -> ExitCode {
 }
 
 fn say(text: &str) {
-    eprintln!("{} {text}", paint("demo:", 36));
+    speak("demo:", 36, text);
+}
+
+/// One line on stderr in a single write, so that it never interleaves with proa's lines on the same terminal.
+fn speak(label: &str, colour: u8, text: &str) {
+    let line = format!("{} {text}\n", paint(label, colour));
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// `label` in an ANSI colour when stderr is a terminal, so the three voices are easy to tell apart.
@@ -134,7 +140,7 @@ fn probe(port: u16) -> bool {
 fn sidecar(port: u16) -> ExitCode {
     thread::sleep(SIDECAR_STARTUP);
     let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the sidecar port");
-    eprintln!("{} listening on 127.0.0.1:{port}", paint("proxy:", 33));
+    speak("proxy:", 33, &format!("listening on 127.0.0.1:{port}"));
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
         let mut request_line = String::new();
@@ -150,7 +156,7 @@ fn sidecar(port: u16) -> ExitCode {
         let quit = request_line.starts_with("POST /quitquitquit");
         let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
         if quit {
-            eprintln!("{} got POST /quitquitquit, shutting down", paint("proxy:", 33));
+            speak("proxy:", 33, "got POST /quitquitquit, shutting down");
             return ExitCode::SUCCESS;
         }
     }
