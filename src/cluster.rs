@@ -51,7 +51,11 @@ impl fmt::Display for ConfigError {
                 "cannot read {}: {err} (mount the service account token, or set PROA_SERVICE_ACCOUNT_DIR)",
                 path.display()
             ),
-            ConfigError::Empty(path) => write!(f, "{} is empty", path.display()),
+            ConfigError::Empty(path) => write!(
+                f,
+                "{} is empty: check the service account volume the kubelet mounts (or PROA_SERVICE_ACCOUNT_DIR)",
+                path.display()
+            ),
             ConfigError::NoPodName => {
                 write!(f, "cannot tell the Pod's name: set POD_NAME from the Downward API (metadata.name)")
             }
