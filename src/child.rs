@@ -175,7 +175,7 @@ pub fn spawn_reaper(program: Program, report: impl Fn(Exit) -> bool + Send + 'st
                     reported = true;
                     report(Exit::Exited { code: exit::code_for(status) });
                 } else if pid > 0 {
-                    log::trace!("reaped orphan pid {pid}");
+                    log::debug!("reaped orphan pid {pid}");
                 } else if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
                     // ECHILD: nothing left to reap. Before the program's exit only if something else reaped it,
                     // which `become_reaper` rules out; say so rather than wait forever.
