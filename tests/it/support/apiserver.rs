@@ -18,13 +18,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use serde_json::{Value, json};
 
 use super::http::{self, Head};
+use super::server::Accepting;
 use super::tls::{self, TestPki};
 
 /// How many events the server keeps for watches that resume from a resourceVersion.
@@ -118,7 +118,7 @@ pub struct ApiServer {
     addr: SocketAddr,
     pki: TestPki,
     shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
+    accepting: Accepting,
     dirs: Mutex<Vec<PathBuf>>,
 }
 
@@ -146,11 +146,7 @@ struct State {
     denied: Vec<String>,
     requests: Vec<Request>,
     watches: HashMap<u64, WatchHandle>,
-    conns: HashMap<u64, TcpStream>,
-    /// The most connections open at once.
-    peak_conns: usize,
     next_id: u64,
-    shutdown: bool,
 }
 
 struct Recorded {
@@ -389,21 +385,13 @@ impl ApiServer {
                 denied: Vec::new(),
                 requests: Vec::new(),
                 watches: HashMap::new(),
-                conns: HashMap::new(),
-                peak_conns: 0,
                 next_id: 0,
-                shutdown: false,
             }),
             cond: Condvar::new(),
         });
-        let accept = {
-            let shared = shared.clone();
-            thread::Builder::new()
-                .name(format!("apiserver-{}", addr.port()))
-                .spawn(move || accept_loop(listener, shared))
-                .expect("spawn API server thread")
-        };
-        ApiServer { addr, pki, shared, accept: Some(accept), dirs: Mutex::new(Vec::new()) }
+        let serving = shared.clone();
+        let accepting = Accepting::start(listener, "apiserver", move |tcp, id| serve_connection(&serving, tcp, id));
+        ApiServer { addr, pki, shared, accepting, dirs: Mutex::new(Vec::new()) }
     }
 
     /// A server whose certificate is signed by an unrelated CA, while [`ApiServer::env`] and
@@ -705,7 +693,7 @@ impl ApiServer {
 
     /// The largest number of client connections that were open at the same time.
     pub fn peak_connections(&self) -> usize {
-        self.shared.lock().peak_conns
+        self.accepting.peak()
     }
 
     /// Number of watch streams currently open.
@@ -734,64 +722,9 @@ impl ApiServer {
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
-        let conns: Vec<TcpStream> = {
-            let mut st = self.shared.lock();
-            st.shutdown = true;
-            st.conns.drain().map(|(_, c)| c).collect()
-        };
-        for conn in conns {
-            let _ = conn.shutdown(Shutdown::Both);
-        }
-        // Wake the accept loop, which sees the flag and returns, closing the listener.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(accept) = self.accept.take() {
-            let _ = accept.join();
-        }
+        // `accepting` then stops accepting and closes every connection, ending open watch streams.
         for dir in self.lock_dirs().drain(..) {
             let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    for conn in listener.incoming() {
-        let conn = match conn {
-            Ok(conn) => conn,
-            Err(e) => {
-                if shared.lock().shutdown {
-                    return;
-                }
-                eprintln!("test API server: accept failed: {e}");
-                continue;
-            }
-        };
-        let id = {
-            let mut st = shared.lock();
-            if st.shutdown {
-                return;
-            }
-            st.next_id += 1;
-            let id = st.next_id;
-            match conn.try_clone() {
-                Ok(clone) => {
-                    st.conns.insert(id, clone);
-                    st.peak_conns = st.peak_conns.max(st.conns.len());
-                }
-                Err(e) => {
-                    eprintln!("test API server: cannot clone socket: {e}");
-                    continue;
-                }
-            }
-            id
-        };
-        let shared2 = shared.clone();
-        let spawned = thread::Builder::new().name("apiserver-conn".into()).spawn(move || {
-            serve_connection(&shared2, conn, id);
-            shared2.lock().conns.remove(&id);
-        });
-        if let Err(e) = spawned {
-            eprintln!("test API server: cannot spawn connection thread: {e}");
-            shared.lock().conns.remove(&id);
         }
     }
 }

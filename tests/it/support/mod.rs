@@ -12,6 +12,7 @@ pub mod port;
 /// Runs the proa binary under test, and `Marker` for what wrapped programs report.
 pub mod proa;
 pub mod procs;
+pub mod server;
 pub mod sidecar;
 pub mod tls;
 

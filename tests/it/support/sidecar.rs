@@ -1,14 +1,13 @@
 //! A sidecar stand-in: a real HTTP/1.1 server on 127.0.0.1 that records every request it receives. It can start
 //! unready (503 to everything) and be made ready, as a proxy fetching its configuration would.
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::http;
+use super::server::Accepting;
 
 /// One request received by a [`Sidecar`], recorded as soon as its head and body were read.
 #[derive(Clone, Debug)]
@@ -23,9 +22,8 @@ pub struct Hit {
 /// A loopback HTTP server. Dropping it stops accepting (the port then refuses connections) and closes every
 /// connection it still holds.
 pub struct Sidecar {
-    addr: SocketAddr,
     shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
+    accepting: Accepting,
 }
 
 struct Shared {
@@ -39,9 +37,6 @@ struct State {
     /// Unready sidecars answer 503 until [`Sidecar::set_ready`].
     unready: bool,
     hits: Vec<Hit>,
-    shutdown: bool,
-    next_conn: u64,
-    conns: HashMap<u64, TcpStream>,
 }
 
 impl Shared {
@@ -88,20 +83,14 @@ impl Sidecar {
 
     fn launch(port: u16, silent: bool) -> Sidecar {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind sidecar listener");
-        let addr = listener.local_addr().expect("sidecar address");
         let shared = Arc::new(Shared { silent, state: Mutex::new(State::default()), cond: Condvar::new() });
-        let accept = {
-            let shared = shared.clone();
-            thread::Builder::new()
-                .name(format!("sidecar-{}", addr.port()))
-                .spawn(move || accept_loop(listener, shared))
-                .expect("spawn sidecar thread")
-        };
-        Sidecar { addr, shared, accept: Some(accept) }
+        let serving = shared.clone();
+        let accepting = Accepting::start(listener, "sidecar", move |conn, _| serve(&serving, conn));
+        Sidecar { shared, accepting }
     }
 
     pub fn port(&self) -> u16 {
-        self.addr.port()
+        self.accepting.addr().port()
     }
 
     /// `http://127.0.0.1:PORT/path` (a missing leading `/` is added).
@@ -144,66 +133,6 @@ impl Sidecar {
                 );
             }
             state = self.shared.cond.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
-        }
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let conns: Vec<TcpStream> = {
-            let mut state = self.shared.lock();
-            state.shutdown = true;
-            state.conns.drain().map(|(_, c)| c).collect()
-        };
-        for conn in conns {
-            let _ = conn.shutdown(Shutdown::Both);
-        }
-        // Wake the accept loop, which sees the flag and returns, closing the listener.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(accept) = self.accept.take() {
-            let _ = accept.join();
-        }
-    }
-}
-
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    for conn in listener.incoming() {
-        let conn = match conn {
-            Ok(conn) => conn,
-            Err(e) => {
-                if shared.lock().shutdown {
-                    return;
-                }
-                eprintln!("sidecar: accept failed: {e}");
-                continue;
-            }
-        };
-        let id = {
-            let mut state = shared.lock();
-            if state.shutdown {
-                return;
-            }
-            state.next_conn += 1;
-            let id = state.next_conn;
-            match conn.try_clone() {
-                Ok(clone) => {
-                    state.conns.insert(id, clone);
-                }
-                Err(e) => {
-                    eprintln!("sidecar: cannot clone socket: {e}");
-                    continue;
-                }
-            }
-            id
-        };
-        let shared2 = shared.clone();
-        let spawned = thread::Builder::new().name("sidecar-conn".into()).spawn(move || {
-            serve(&shared2, conn);
-            shared2.lock().conns.remove(&id);
-        });
-        if let Err(e) = spawned {
-            eprintln!("sidecar: cannot spawn connection thread: {e}");
-            shared.lock().conns.remove(&id);
         }
     }
 }
