@@ -5,18 +5,25 @@
 
 use std::fmt;
 use std::io::{self, BufReader};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Token};
+use crate::lines::{self, Line};
 use crate::pod::{ApiStatus, Pod};
+use crate::url::redact;
 
-/// The largest GET body proa reads: etcd refuses objects over 1.5 MiB, so a real Pod is always smaller.
-pub const MAX_BODY_BYTES: u64 = 2 * 1024 * 1024;
+/// The largest Pod, as JSON, proa reads (a GET body or one watch line). etcd stores at most 1.5 MiB per object
+/// (its default `--max-request-bytes`), as protobuf; JSON spells field names out and writes `<`, `>` and `&` as
+/// `\u003c` (six bytes for one), so a real kube-apiserver serves Pods of 9.4 MB. 32 MiB leaves room for clusters
+/// that raise etcd's limit; memory does not grow with it (`lines` streams what it cannot hold).
+pub const MAX_OBJECT_BYTES: usize = 32 * 1024 * 1024;
+/// The longest `--watch-timeout` used: API servers end watches sooner anyway (`--min-request-timeout`, 30 min).
+const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Bound on connecting and on waiting for response headers.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,12 +45,20 @@ pub enum ApiError {
     PodNotFound { namespace: String, pod: String },
     /// 410 Gone: the resourceVersion is too old; watch again without one.
     Gone,
-    /// 429 or 5xx: retried after `retry_after` if the server said, else with backoff.
+    /// 429 or 5xx: retried after `retry_after` if the server said (never sooner than the backoff), else with
+    /// backoff.
     Unavailable { status: u16, retry_after: Option<Duration> },
+    /// 3xx: proa never follows the API server's redirects (it could leave the verified host, or TLS). Retried;
+    /// fatal (exit 125) when it persists.
+    Redirect { status: u16, location: String },
     /// Any other status. Fatal: exit 125.
     Status { status: u16, message: String },
     /// The body is not the JSON proa expects: retried with backoff.
     Decode(String),
+    /// The Pod's JSON is over `MAX_OBJECT_BYTES`. Fatal: exit 125 (reading it again would not make it smaller).
+    TooLarge,
+    /// The request cannot even be built (a URL with a character no URI may hold). Fatal: exit 125.
+    Request(String),
 }
 
 impl ApiError {
@@ -55,8 +70,14 @@ impl ApiError {
             | ApiError::Unauthorized
             | ApiError::Forbidden { .. }
             | ApiError::PodNotFound { .. }
-            | ApiError::Status { .. } => true,
-            ApiError::Transport(_) | ApiError::Gone | ApiError::Unavailable { .. } | ApiError::Decode(_) => false,
+            | ApiError::Status { .. }
+            | ApiError::TooLarge
+            | ApiError::Request(_) => true,
+            ApiError::Transport(_)
+            | ApiError::Gone
+            | ApiError::Unavailable { .. }
+            | ApiError::Redirect { .. }
+            | ApiError::Decode(_) => false,
         }
     }
 }
@@ -92,8 +113,19 @@ impl fmt::Display for ApiError {
             ),
             ApiError::Gone => write!(f, "API server answered 410: resourceVersion too old"),
             ApiError::Unavailable { status, .. } => write!(f, "API server answered {status}"),
+            ApiError::Redirect { status, location } => write!(
+                f,
+                "API server answered {status}, a redirect to {}: proa does not follow it; check KUBERNETES_SERVICE_HOST and any proxy in front of the API server",
+                redact(location)
+            ),
             ApiError::Status { status, message } => write!(f, "API server answered {status}: {message}"),
             ApiError::Decode(why) => write!(f, "API server sent unexpected JSON: {why}"),
+            ApiError::TooLarge => write!(
+                f,
+                "the pod's JSON is larger than {} MiB, more than the API server can store: not a pod proa can read",
+                MAX_OBJECT_BYTES / (1024 * 1024)
+            ),
+            ApiError::Request(why) => write!(f, "cannot build a request to the API server: {why}"),
         }
     }
 }
@@ -121,11 +153,16 @@ struct AccessStatus {
     reason: String,
 }
 
-/// A client for the own Pod. Cloning is cheap and shares the connection pool.
+/// A client for the own Pod. Cloning is cheap and shares the connection pool and the token: one holder serves
+/// every request, so a token re-read by one watcher is the one the next watcher sends.
 #[derive(Clone)]
 pub struct Api {
     agent: ureq::Agent,
-    cluster: Cluster,
+    api_url: String,
+    namespace: String,
+    pod_name: String,
+    /// Shared by the clones: the initial watcher and the shutdown watcher may overlap for a moment.
+    token: Arc<Mutex<Token>>,
     watch_timeout: Duration,
 }
 
@@ -150,15 +187,17 @@ impl Api {
             .timeout_recv_response(Some(RESPONSE_TIMEOUT))
             .build()
             .new_agent();
-        Ok(Api { agent, cluster, watch_timeout })
+        if watch_timeout > MAX_WATCH_TIMEOUT {
+            log::warn!("--watch-timeout of {}s is over an hour: using an hour", watch_timeout.as_secs());
+        }
+        let watch_timeout = watch_timeout.min(MAX_WATCH_TIMEOUT);
+        let Cluster { api_url, namespace, pod_name, token, .. } = cluster;
+        Ok(Api { agent, api_url, namespace, pod_name, token: Arc::new(Mutex::new(token)), watch_timeout })
     }
 
     /// `GET /api/v1/namespaces/NS/pods/NAME`.
     pub fn get_pod(&mut self) -> Result<Pod, ApiError> {
-        let url = format!(
-            "{}/api/v1/namespaces/{}/pods/{}",
-            self.cluster.api_url, self.cluster.namespace, self.cluster.pod_name
-        );
+        let url = format!("{}/api/v1/namespaces/{}/pods/{}", self.api_url, self.namespace, self.pod_name);
         let response = self.send(&url, "get", RESPONSE_TIMEOUT + CONNECT_TIMEOUT, None)?;
         read_json(response)
     }
@@ -166,15 +205,15 @@ impl Api {
     /// Asks whether the token may `verb` the own Pod: `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`.
     /// Any authenticated identity may ask (the `system:basic-user` ClusterRole), so a 403 here is unusual.
     pub fn access_review(&mut self, verb: &'static str) -> Result<Access, ApiError> {
-        let url = format!("{}/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", self.cluster.api_url);
+        let url = format!("{}/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", self.api_url);
         let review = serde_json::json!({
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SelfSubjectAccessReview",
             "spec": {"resourceAttributes": {
-                "namespace": self.cluster.namespace,
+                "namespace": self.namespace,
                 "verb": verb,
                 "resource": "pods",
-                "name": self.cluster.pod_name,
+                "name": self.pod_name,
             }},
         });
         let response =
@@ -192,9 +231,9 @@ impl Api {
     ) -> Result<BufReader<ureq::BodyReader<'static>>, ApiError> {
         let mut url = format!(
             "{}/api/v1/namespaces/{}/pods?fieldSelector=metadata.name%3D{}&watch=true&allowWatchBookmarks=true&timeoutSeconds={}",
-            self.cluster.api_url,
-            self.cluster.namespace,
-            self.cluster.pod_name,
+            self.api_url,
+            self.namespace,
+            self.pod_name,
             self.watch_timeout.as_secs().max(1)
         );
         if let Some(rv) = resource_version {
@@ -216,7 +255,7 @@ impl Api {
     ) -> Result<ureq::http::Response<ureq::Body>, ApiError> {
         let mut reread = false;
         loop {
-            let authorization = format!("Bearer {}", self.cluster.token.current(Instant::now()));
+            let authorization = format!("Bearer {}", self.lock_token().current(Instant::now()));
             let sent = match &body {
                 None => self
                     .agent
@@ -245,7 +284,7 @@ impl Api {
                 401 if !reread => {
                     reread = true;
                     log::debug!("API server answered 401: re-reading the token file");
-                    if let Err(err) = self.cluster.token.reload(Instant::now()) {
+                    if let Err(err) = self.lock_token().reload(Instant::now()) {
                         log::warn!("{err}");
                     }
                 }
@@ -254,7 +293,17 @@ impl Api {
         }
     }
 
+    /// The token holder. A panic while it was held cannot leave it half-written (it swaps whole values), so a
+    /// poisoned lock is still good.
+    fn lock_token(&self) -> std::sync::MutexGuard<'_, Token> {
+        self.token.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn status_error(&self, status: u16, verb: &'static str, response: ureq::http::Response<ureq::Body>) -> ApiError {
+        if response.status().is_redirection() {
+            let location = response.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or("nowhere");
+            return ApiError::Redirect { status, location: location.to_string() };
+        }
         let retry_after = response
             .headers()
             .get("retry-after")
@@ -272,10 +321,8 @@ impl Api {
             .unwrap_or_default();
         match status {
             401 => ApiError::Unauthorized,
-            403 => ApiError::Forbidden { verb, namespace: self.cluster.namespace.clone() },
-            404 => {
-                ApiError::PodNotFound { namespace: self.cluster.namespace.clone(), pod: self.cluster.pod_name.clone() }
-            }
+            403 => ApiError::Forbidden { verb, namespace: self.namespace.clone() },
+            404 => ApiError::PodNotFound { namespace: self.namespace.clone(), pod: self.pod_name.clone() },
             410 => ApiError::Gone,
             429 | 500..=599 => ApiError::Unavailable { status, retry_after },
             _ => ApiError::Status { status, message },
@@ -283,25 +330,34 @@ impl Api {
     }
 }
 
-/// Reads a JSON body of at most `MAX_BODY_BYTES`.
+/// Reads a JSON body of at most `MAX_OBJECT_BYTES`, decoding what it cannot hold as it arrives.
 fn read_json<T: serde::de::DeserializeOwned>(response: ureq::http::Response<ureq::Body>) -> Result<T, ApiError> {
-    let body = response
-        .into_body()
-        .into_with_config()
-        .limit(MAX_BODY_BYTES)
-        .read_to_vec()
-        .map_err(|err| ApiError::Transport(err.to_string()))?;
-    serde_json::from_slice(&body).map_err(|err| ApiError::Decode(err.to_string()))
+    match lines::read_json_body(response.into_body().into_reader(), MAX_OBJECT_BYTES) {
+        Ok(Line::Value(value)) => Ok(value),
+        Ok(Line::Malformed(why)) => Err(ApiError::Decode(why)),
+        Ok(Line::TooLong) => Err(ApiError::TooLarge),
+        Ok(Line::End) => Err(ApiError::Decode("empty body".into())),
+        Err(err) => Err(ApiError::Transport(err.to_string())),
+    }
 }
 
-/// The settings every HTTP client of proa's shares: a status is an answer, not an error; proa's User-Agent; and no
-/// proxy. HTTP_PROXY, HTTPS_PROXY and ALL_PROXY in the container are meant for the program: the API server is inside
-/// the cluster, and shutdown and readiness URLs are on loopback, so a proxy could only lose them.
+/// The settings every HTTP client of proa's shares: a status is an answer, not an error; proa's User-Agent; no
+/// proxy; no redirects; and a TLS stack that trusts nothing (the API client replaces it with the cluster CA). A
+/// proxy: HTTP_PROXY, HTTPS_PROXY and ALL_PROXY in the container are meant for the program; the API server is
+/// inside the cluster, and shutdown and readiness URLs are on loopback, so a proxy could only lose them. A
+/// redirect could lead anywhere; with no TLS stack an https one would even abort proa.
 pub fn agent_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    let no_roots = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .root_certs(RootCerts::new_with_certs(&[]))
+        .build();
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .user_agent(concat!("proa/", env!("CARGO_PKG_VERSION")))
         .proxy(None)
+        .max_redirects(0)
+        .tls_config(no_roots)
 }
 
 /// A certificate rustls refused is fatal; anything else on the wire is worth retrying.
@@ -316,9 +372,11 @@ fn transport_error(err: ureq::Error) -> ApiError {
         }
         _ => None,
     };
-    match untrusted {
-        Some(why) => ApiError::Untrusted(why),
-        None => ApiError::Transport(io_text(&err)),
+    match (untrusted, err) {
+        (Some(why), _) => ApiError::Untrusted(why),
+        (None, ureq::Error::BadUri(why)) => ApiError::Request(why),
+        (None, ureq::Error::Http(why)) => ApiError::Request(why.to_string()),
+        (None, err) => ApiError::Transport(io_text(&err)),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::exit;
 use crate::lifecycle::shutdown_actions;
 use crate::pod::Pod;
 use crate::probe::{self, Endpoint};
-use crate::readiness::{self, Found, Kind, RestartPolicy};
+use crate::readiness::{self, Found, Kind, Policy, RestartPolicy};
 
 /// The Role rule proa needs, as a user would add it.
 const RULE: &str = r#"{apiGroups: [""], resources: ["pods"], verbs: ["get", "watch"]}"#;
@@ -177,7 +177,13 @@ fn report_containers(report: &mut Report<impl Write>, options: &Options, pod: &P
         Some(args) => (args, "the command line of PID 1"),
         None => (options.own_args.iter().filter(|a| *a != "--check").cloned().collect(), "the command line"),
     };
-    let own = match readiness::find_own_container(pod, options.container.as_deref(), &own_args) {
+    // The program and its arguments end the command line: count them as the container's own proa does.
+    let parsed = crate::cli::parse(own_args.iter().map(std::ffi::OsString::from), |_| None);
+    let program_words = match parsed {
+        Ok(crate::cli::Parsed::Run(run)) => 1 + run.args.len(),
+        _ => 0,
+    };
+    let own = match readiness::find_own_container(pod, options.container.as_deref(), &own_args, program_words) {
         Ok(own) => own,
         Err(err) => return report.fail(&err),
     };
@@ -214,22 +220,22 @@ fn report_containers(report: &mut Report<impl Write>, options: &Options, pod: &P
         report.ok("no sidecars to wait for: the program starts at once");
     }
 
-    let policy = RestartPolicy::of(pod);
-    let meaning = match (policy, options.always_shutdown) {
+    let policy = RestartPolicy::of_container(pod, &own.name);
+    let meaning = match (policy.policy, options.always_shutdown) {
         (_, true) => "--always-shutdown: proa stops the sidecars whatever the program's exit code",
-        (RestartPolicy::Never, false) => "proa stops the sidecars after the program exits",
-        (RestartPolicy::OnFailure, false) => {
+        (Policy::Never, false) => "proa stops the sidecars after the program exits",
+        (Policy::OnFailure, false) => {
             "proa stops the sidecars after the program succeeds; after a failure it leaves them running for the restarted program"
         }
-        (RestartPolicy::Always, false) => {
+        (Policy::Always, false) => {
             "the kubelet restarts the program, so proa leaves the sidecars running (--always-shutdown changes that)"
         }
     };
-    report.ok(&format!("restartPolicy {policy:?}: {meaning}"));
+    report.ok(&format!("{policy}: {meaning}"));
 
     let actions = shutdown_actions(options, Duration::MAX);
     let regular: Vec<&str> = waited.iter().filter(|w| w.kind == Kind::Regular).map(|w| w.name.as_str()).collect();
-    let shuts_down = options.always_shutdown || policy != RestartPolicy::Always;
+    let shuts_down = options.always_shutdown || policy.policy != Policy::Always;
     if !actions.is_empty() {
         let timeout = readiness::shutdown_timeout(options.shutdown_timeout, Some(pod));
         report.ok(&format!("shutdown: {} (within {}s)", join(&actions), timeout.as_secs()));

@@ -38,6 +38,9 @@ pub enum ConfigError {
     Empty(PathBuf),
     /// Neither `POD_NAME` nor a hostname.
     NoPodName,
+    /// A value that could never work (a port with a letter, a Pod name with a space): `source` names where it came
+    /// from, `expected` what would be accepted.
+    Invalid { source: String, value: String, expected: &'static str },
 }
 
 impl fmt::Display for ConfigError {
@@ -59,6 +62,7 @@ impl fmt::Display for ConfigError {
             ConfigError::NoPodName => {
                 write!(f, "cannot tell the Pod's name: set POD_NAME from the Downward API (metadata.name)")
             }
+            ConfigError::Invalid { source, value, expected } => write!(f, "invalid {source} {value:?}: {expected}"),
         }
     }
 }
@@ -74,6 +78,8 @@ pub fn discover(
     let env = |var: &str| env(var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
     let host = env("KUBERNETES_SERVICE_HOST").ok_or(ConfigError::MissingEnv("KUBERNETES_SERVICE_HOST"))?;
     let port = env("KUBERNETES_SERVICE_PORT").ok_or(ConfigError::MissingEnv("KUBERNETES_SERVICE_PORT"))?;
+    check("KUBERNETES_SERVICE_HOST", &host, is_host, HOST_EXPECTED)?;
+    check("KUBERNETES_SERVICE_PORT", &port, is_port, PORT_EXPECTED)?;
     let dir = PathBuf::from(env("PROA_SERVICE_ACCOUNT_DIR").unwrap_or_else(|| DEFAULT_SERVICE_ACCOUNT_DIR.into()));
 
     let ca_path = dir.join("ca.crt");
@@ -86,6 +92,7 @@ pub fn discover(
             (read_trimmed(&path)?, path.display().to_string())
         }
     };
+    check(&namespace_from, &namespace, is_dns_label, NAMESPACE_EXPECTED)?;
     let (pod_name, pod_name_from) = match env("POD_NAME") {
         Some(name) => (name, "POD_NAME".to_string()),
         // The hostname is the Pod's name up to the first dot, unless hostNetwork or spec.hostname say otherwise.
@@ -95,6 +102,7 @@ pub fn discover(
             .map(|name| (name, "the hostname".to_string()))
             .ok_or(ConfigError::NoPodName)?,
     };
+    check(&pod_name_from, &pod_name, is_dns_subdomain, POD_NAME_EXPECTED)?;
     Ok(Cluster {
         api_url: api_url(&host, &port),
         ca_pem,
@@ -105,6 +113,48 @@ pub fn discover(
         namespace_from,
         pod_name_from,
     })
+}
+
+const HOST_EXPECTED: &str = "use the API server's IP address or DNS name (the kubelet sets it)";
+const PORT_EXPECTED: &str = "use a port number from 1 to 65535 (the kubelet sets it)";
+const NAMESPACE_EXPECTED: &str =
+    "use a namespace name (lowercase letters, digits and '-', at most 63); set POD_NAMESPACE from the Downward API";
+const POD_NAME_EXPECTED: &str = "use a pod name (lowercase letters, digits, '-' and '.', at most 253); set POD_NAME from the Downward API (metadata.name)";
+
+/// A value that fails `valid` is an `Invalid` error naming where it came from. Checked at start, so that a request
+/// that could never be built (or would go to the wrong place) is a clear error, not a retry loop.
+fn check(source: &str, value: &str, valid: fn(&str) -> bool, expected: &'static str) -> Result<(), ConfigError> {
+    match valid(value) {
+        true => Ok(()),
+        false => Err(ConfigError::Invalid { source: source.to_string(), value: value.to_string(), expected }),
+    }
+}
+
+/// An IP address (IPv6 bare or bracketed) or a DNS name.
+fn is_host(host: &str) -> bool {
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    bare.parse::<std::net::IpAddr>().is_ok()
+        || (host.len() <= 253
+            && host.split('.').all(|label| !label.is_empty() && is_dns_label(&label.to_ascii_lowercase())))
+}
+
+fn is_port(port: &str) -> bool {
+    port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+/// An RFC 1123 label, as Kubernetes names namespaces: lowercase letters, digits and '-', starting and ending with
+/// a letter or digit, at most 63 characters.
+fn is_dns_label(name: &str) -> bool {
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    name.len() <= 63
+        && edge_ok(name.chars().next())
+        && edge_ok(name.chars().last())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// An RFC 1123 subdomain, as Kubernetes names Pods: dot-separated labels, at most 253 characters.
+fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns_label)
 }
 
 /// `https://host:port`, with an IPv6 literal in brackets.
@@ -279,6 +329,48 @@ mod tests {
         dir.write("namespace", "ns");
         let err = discover(env(&vars), || None).unwrap_err().to_string();
         assert_eq!(err, "cannot tell the Pod's name: set POD_NAME from the Downward API (metadata.name)");
+    }
+
+    #[test]
+    fn malformed_values_are_named_at_start() {
+        let dir = TempDir::new("invalid");
+        dir.write("token", "t");
+        dir.write("ca.crt", "PEM");
+        dir.write("namespace", "jobs");
+        let path = dir.0.to_str().unwrap();
+        let error = |extra: &[(&str, &str)]| {
+            let mut vars = vec![
+                ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+                ("KUBERNETES_SERVICE_PORT", "443"),
+                ("PROA_SERVICE_ACCOUNT_DIR", path),
+                ("POD_NAME", "job-abc"),
+            ];
+            vars.extend_from_slice(extra);
+            vars.reverse(); // the later pair wins in `env`
+            discover(env(&vars), || None).err().map(|e| e.to_string())
+        };
+        assert_eq!(error(&[]), None);
+        assert_eq!(error(&[("KUBERNETES_SERVICE_HOST", "fd00::1")]), None);
+        assert_eq!(error(&[("KUBERNETES_SERVICE_HOST", "kubernetes.default.svc")]), None);
+        assert_eq!(
+            error(&[("KUBERNETES_SERVICE_PORT", "443x")]).unwrap(),
+            r#"invalid KUBERNETES_SERVICE_PORT "443x": use a port number from 1 to 65535 (the kubelet sets it)"#
+        );
+        for port in ["0", "65536", "+443", "-1"] {
+            assert!(error(&[("KUBERNETES_SERVICE_PORT", port)]).is_some(), "{port}");
+        }
+        assert!(
+            error(&[("KUBERNETES_SERVICE_HOST", "api server")]).unwrap().starts_with("invalid KUBERNETES_SERVICE_HOST")
+        );
+        assert!(error(&[("KUBERNETES_SERVICE_HOST", "a/b")]).is_some());
+        assert!(
+            error(&[("POD_NAME", "job abc")]).unwrap().starts_with(r#"invalid POD_NAME "job abc": use a pod name"#)
+        );
+        assert!(error(&[("POD_NAME", "Job")]).is_some());
+        assert!(error(&[("POD_NAME", &"a".repeat(254))]).is_some());
+        assert!(error(&[("POD_NAMESPACE", "jobs/x")]).unwrap().starts_with(r#"invalid POD_NAMESPACE "jobs/x""#));
+        dir.write("namespace", "Jobs");
+        assert!(error(&[]).unwrap().starts_with(&format!("invalid {path}/namespace \"Jobs\"")));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod check;
 mod child;
 mod cli;
 mod cluster;
+mod crash;
 mod exit;
 #[cfg(feature = "kill")]
 mod kill;
@@ -25,6 +26,7 @@ mod readiness;
 mod shutdown;
 mod signals;
 mod termination;
+mod url;
 mod watch;
 
 use std::process::ExitCode;
@@ -33,6 +35,7 @@ use cli::{Options, Parsed};
 use lifecycle::Source;
 
 fn main() -> ExitCode {
+    crash::install();
     let env = |var: &str| std::env::var(var).ok();
     let options = match cli::parse(std::env::args_os().skip(1), env) {
         Ok(Parsed::Run(options)) => options,

@@ -2,12 +2,17 @@
 //! waits for, whether they are ready or dead for good, whether shutdown is needed and when it is over.
 //! No I/O, no clock, no logging: the state machine calls these and logs what they decide.
 
+use std::fmt;
 use std::time::Duration;
 
-use crate::pod::{ContainerStatus, Pod};
+use crate::pod::{ContainerStatus, ExitCodes, Pod};
 
-/// Default `--shutdown-timeout` when the Pod gives no terminationGracePeriodSeconds.
+/// Default `--shutdown-timeout` when the Pod gives no terminationGracePeriodSeconds, and the grace period the
+/// kubelet gives a container after SIGTERM unless the Pod says otherwise.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The kubelet gives every container at least this long after SIGTERM, even with a grace period of 0
+/// (`minimumGracePeriodInSeconds` in its container runtime manager).
+pub const MIN_GRACE: Duration = Duration::from_secs(2);
 
 /// How proa's own container was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +32,15 @@ pub struct OwnContainer {
     pub found: Found,
 }
 
-/// Finds proa's own container, or says why it cannot.
-pub fn find_own_container(pod: &Pod, flag: Option<&str>, own_args: &[String]) -> Result<OwnContainer, String> {
+/// Finds proa's own container, or says why it cannot. `program_words` is how many of `own_args` are the wrapped
+/// program and its arguments (they end `own_args`): a command-line match must cover them, so that a sidecar whose
+/// `args` merely end like proa's (`["--verbose"]`) is never taken for proa's container.
+pub fn find_own_container(
+    pod: &Pod,
+    flag: Option<&str>,
+    own_args: &[String],
+    program_words: usize,
+) -> Result<OwnContainer, String> {
     let containers = &pod.spec.containers;
     if let Some(name) = flag {
         return match containers.iter().any(|c| c.name == name) {
@@ -41,11 +53,14 @@ pub fn find_own_container(pod: &Pod, flag: Option<&str>, own_args: &[String]) ->
         };
     }
     // proa's arguments end the container's command line (`command: [/proa, ...]`), or the container's command line
-    // ends proa's arguments (the image's ENTRYPOINT is proa and the Pod gives only `args: [python, job.py]`).
+    // ends proa's arguments and covers at least the program (the image's ENTRYPOINT is proa and the Pod gives only
+    // `args: [python, job.py]`).
     let own: Vec<&String> = own_args.iter().collect();
+    let covered = program_words.max(1);
     let mut matching = containers.iter().filter(|c| {
         let command_line: Vec<&String> = c.command.iter().chain(&c.args).collect();
-        !own.is_empty() && !command_line.is_empty() && (command_line.ends_with(&own) || own.ends_with(&command_line))
+        !own.is_empty()
+            && (command_line.ends_with(&own) || (command_line.len() >= covered && own.ends_with(&command_line)))
     });
     if let (Some(only), None) = (matching.next(), matching.next()) {
         return Ok(OwnContainer { name: only.name.clone(), found: Found::CommandLine });
@@ -95,30 +110,84 @@ pub fn unknown_names<'a>(pod: &Pod, ignore: &'a [String]) -> Vec<&'a str> {
     ignore.iter().filter(|i| !all().any(|c| &c.name == *i)).map(String::as_str).collect()
 }
 
-/// The Pod's `restartPolicy`, which decides whether a terminated container comes back.
+/// A `restartPolicy` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestartPolicy {
+pub enum Policy {
     Always,
     OnFailure,
     Never,
 }
 
+impl Policy {
+    /// The API server always fills the Pod's in; a missing or unknown value is read as its default, `Always`.
+    fn parse(text: Option<&str>) -> Policy {
+        match text {
+            Some("Never") => Policy::Never,
+            Some("OnFailure") => Policy::OnFailure,
+            _ => Policy::Always,
+        }
+    }
+}
+
+/// Whether the kubelet restarts a container after it exits: its effective `restartPolicy` (its own where set,
+/// ContainerRestartRules in Kubernetes 1.34+, else the Pod's), refined by its `restartPolicyRules`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartPolicy {
+    pub policy: Policy,
+    /// (restarts, rule) in order: the first rule whose exit codes match decides.
+    rules: Vec<(bool, ExitCodes)>,
+}
+
 impl RestartPolicy {
-    /// The API server always fills it in; a missing or unknown value is read as its default, `Always`.
-    pub fn of(pod: &Pod) -> RestartPolicy {
-        match pod.spec.restart_policy.as_deref() {
-            Some("Never") => RestartPolicy::Never,
-            Some("OnFailure") => RestartPolicy::OnFailure,
-            _ => RestartPolicy::Always,
+    /// The Pod's own `restartPolicy`.
+    pub fn of_pod(pod: &Pod) -> RestartPolicy {
+        RestartPolicy { policy: Policy::parse(pod.spec.restart_policy.as_deref()), rules: Vec::new() }
+    }
+
+    /// The effective policy of the regular container `name`.
+    pub fn of_container(pod: &Pod, name: &str) -> RestartPolicy {
+        let Some(container) = pod.spec.containers.iter().find(|c| c.name == name) else {
+            return RestartPolicy::of_pod(pod);
+        };
+        let rules = container
+            .restart_policy_rules
+            .iter()
+            .map(|rule| {
+                // No exitCodes: the rule applies to every exit.
+                let codes = rule.exit_codes.clone().unwrap_or(ExitCodes { operator: "NotIn".into(), values: vec![] });
+                (rule.action == "Restart", codes)
+            })
+            .collect();
+        match container.restart_policy.as_deref() {
+            Some(own) => RestartPolicy { policy: Policy::parse(Some(own)), rules },
+            None => RestartPolicy { rules, ..RestartPolicy::of_pod(pod) },
         }
     }
 
-    /// Whether the kubelet restarts a container of this Pod that exited with `exit_code`.
-    pub fn restarts(self, exit_code: i32) -> bool {
-        match self {
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure => exit_code != 0,
-            RestartPolicy::Never => false,
+    /// Whether the kubelet restarts the container when it exits with `exit_code`.
+    pub fn restarts(&self, exit_code: i32) -> bool {
+        let matches = |codes: &ExitCodes| match codes.operator.as_str() {
+            "In" => codes.values.contains(&exit_code),
+            "NotIn" => !codes.values.contains(&exit_code),
+            _ => false,
+        };
+        if let Some((restarts, _)) = self.rules.iter().find(|(_, codes)| matches(codes)) {
+            return *restarts;
+        }
+        match self.policy {
+            Policy::Always => true,
+            Policy::OnFailure => exit_code != 0,
+            Policy::Never => false,
+        }
+    }
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "restartPolicy {:?}", self.policy)?;
+        match self.rules.len() {
+            0 => Ok(()),
+            n => write!(f, " with {n} restartPolicyRules"),
         }
     }
 }
@@ -132,16 +201,10 @@ pub enum Verdict {
     Pending { not_ready: Vec<String>, waiting: Vec<(String, String)> },
     /// A waited container terminated and will not be restarted: the program must never start (exit 125).
     Dead { container: String, exit_code: i32, reason: String },
-    /// The Pod is being deleted: the program must never start.
-    Deleted,
 }
 
 /// Assesses the waited containers in one Pod snapshot.
 pub fn assess(pod: &Pod, waited: &[Waited]) -> Verdict {
-    if pod.metadata.deletion_timestamp.is_some() {
-        return Verdict::Deleted;
-    }
-    let policy = RestartPolicy::of(pod);
     let mut not_ready = Vec::new();
     let mut waiting = Vec::new();
     for container in waited {
@@ -151,7 +214,8 @@ pub fn assess(pod: &Pod, waited: &[Waited]) -> Verdict {
         }
         if let Some(terminated) = status.and_then(|s| s.state.terminated.as_ref()) {
             // Native sidecars always restart, whatever the Pod's policy.
-            if container.kind == Kind::Regular && !policy.restarts(terminated.exit_code) {
+            let restarts = || RestartPolicy::of_container(pod, &container.name).restarts(terminated.exit_code);
+            if container.kind == Kind::Regular && !restarts() {
                 return Verdict::Dead {
                     container: container.name.clone(),
                     exit_code: terminated.exit_code,
@@ -168,6 +232,13 @@ pub fn assess(pod: &Pod, waited: &[Waited]) -> Verdict {
         true => Verdict::Ready,
         false => Verdict::Pending { not_ready, waiting },
     }
+}
+
+/// Whether this snapshot says that proa's Pod is going away: it is being deleted, or it is another Pod of the same
+/// name (its uid differs from `pinned`, the one read first), so the one proa runs in is gone.
+pub fn is_gone(pod: &Pod, pinned: Option<&str>) -> bool {
+    let replaced = pinned.is_some_and(|uid| pod.metadata.uid.as_deref().is_some_and(|seen| seen != uid));
+    pod.metadata.deletion_timestamp.is_some() || replaced
 }
 
 /// Waiting reasons every container passes through on a healthy start: not worth a warning.
@@ -190,19 +261,29 @@ pub fn sidecars_left(pod: &Pod, waited: &[Waited]) -> Vec<String> {
 }
 
 /// Whether proa should stop the sidecars when exiting with `code`: only when the kubelet will not restart proa's
-/// container (else the restarted program needs them), or when `--always-shutdown` says so. With no Pod known
-/// (the API never answered), shut down: a Job must never hang on sidecars nobody stops.
-pub fn shutdown_needed(policy: Option<RestartPolicy>, code: u8, always: bool) -> bool {
+/// container (`policy`, its effective one; else the restarted program needs them), or when `--always-shutdown` says
+/// so. With no Pod known (the API never answered), shut down: a Job must never hang on sidecars nobody stops.
+pub fn shutdown_needed(policy: Option<&RestartPolicy>, code: u8, always: bool) -> bool {
     always || policy.is_none_or(|p| !p.restarts(i32::from(code)))
 }
 
 /// `--shutdown-timeout`, else the Pod's terminationGracePeriodSeconds, else 30 s.
 pub fn shutdown_timeout(flag: Option<Duration>, pod: Option<&Pod>) -> Duration {
-    let grace = pod
-        .and_then(|p| p.spec.termination_grace_period_seconds)
-        .and_then(|s| u64::try_from(s).ok())
-        .map(Duration::from_secs);
-    flag.or(grace).unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT)
+    flag.or(pod.and_then(|p| seconds(p.spec.termination_grace_period_seconds))).unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT)
+}
+
+/// How long the kubelet lets proa's container run after SIGTERM: the deletion's grace period once the Pod is being
+/// deleted, else terminationGracePeriodSeconds, else 30 s; never less than `MIN_GRACE`.
+pub fn grace_period(pod: &Pod) -> Duration {
+    let grace = seconds(pod.metadata.deletion_grace_period_seconds)
+        .or(seconds(pod.spec.termination_grace_period_seconds))
+        .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+    grace.max(MIN_GRACE)
+}
+
+/// A count of seconds from the API (≥ 0 there; a negative one reads as 0).
+fn seconds(value: Option<i64>) -> Option<Duration> {
+    value.map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)))
 }
 
 fn status_of<'a>(pod: &'a Pod, container: &Waited) -> Option<&'a ContainerStatus> {
@@ -238,9 +319,8 @@ mod tests {
     }
 
     fn waited(pod: &Pod) -> Vec<Waited> {
-        let own =
-            find_own_container(pod, None, &own_args(&["-g", "http://127.0.0.1:15000/quitquitquit", "--", "/app/job"]))
-                .unwrap();
+        let args = own_args(&["-g", "http://127.0.0.1:15000/quitquitquit", "--", "/app/job"]);
+        let own = find_own_container(pod, None, &args, 1).unwrap();
         waited_containers(pod, &own.name, &[])
     }
 
@@ -252,7 +332,7 @@ mod tests {
     #[test]
     fn own_container_by_command_line() {
         let pod = fixture("istio-first");
-        let own = find_own_container(&pod, None, &istio_job_args()).unwrap();
+        let own = find_own_container(&pod, None, &istio_job_args(), 2).unwrap();
         assert_eq!(own, OwnContainer { name: "job".into(), found: Found::CommandLine });
     }
 
@@ -261,23 +341,43 @@ mod tests {
         let mut pod = fixture("istio-first");
         pod.spec.containers[1].command = vec![];
         pod.spec.containers[1].args = own_args(&["python", "job.py"]);
-        let own = find_own_container(&pod, None, &istio_job_args()).unwrap();
+        let own = find_own_container(&pod, None, &istio_job_args(), 2).unwrap();
         assert_eq!(own, OwnContainer { name: "job".into(), found: Found::CommandLine });
+    }
+
+    #[test]
+    fn a_match_that_misses_the_program_is_no_match() {
+        // proa's container gives no command line (the image's ENTRYPOINT runs proa); a sidecar's args end like
+        // proa's own arguments, but do not cover the program: the first container, with a warning, not the sidecar.
+        let mut pod = fixture("istio-first");
+        pod.spec.containers[1].command = vec![];
+        pod.spec.containers[1].args = vec![];
+        pod.spec.containers[0].args = own_args(&["--verbose"]);
+        let args = own_args(&["--", "python", "job.py", "--verbose"]);
+        let own = find_own_container(&pod, None, &args, 3).unwrap();
+        assert_eq!(own, OwnContainer { name: "istio-proxy".into(), found: Found::FirstContainer });
+        pod.spec.containers.swap(0, 1);
+        let own = find_own_container(&pod, None, &args, 3).unwrap();
+        assert_eq!(own.found, Found::FirstContainer, "never the sidecar");
+        // Two containers that both match are no match either.
+        pod.spec.containers[0].args = own_args(&["python", "job.py", "--verbose"]);
+        pod.spec.containers[1].args = own_args(&["python", "job.py", "--verbose"]);
+        assert_eq!(find_own_container(&pod, None, &args, 3).unwrap().found, Found::FirstContainer);
     }
 
     #[test]
     fn own_container_falls_back_to_first() {
         let pod = fixture("istio-first");
-        let own = find_own_container(&pod, None, &own_args(&["--", "something-else"])).unwrap();
+        let own = find_own_container(&pod, None, &own_args(&["--", "something-else"]), 1).unwrap();
         assert_eq!(own, OwnContainer { name: "istio-proxy".into(), found: Found::FirstContainer });
     }
 
     #[test]
     fn own_container_by_flag_must_exist() {
         let pod = fixture("istio-first");
-        assert_eq!(find_own_container(&pod, Some("job"), &[]).unwrap().found, Found::Flag);
+        assert_eq!(find_own_container(&pod, Some("job"), &[], 0).unwrap().found, Found::Flag);
         assert_eq!(
-            find_own_container(&pod, Some("jbo"), &[]).unwrap_err(),
+            find_own_container(&pod, Some("jbo"), &[], 0).unwrap_err(),
             r#"--container "jbo" is not a container of pod pi-7x2kq: use one of istio-proxy, job"#
         );
     }
@@ -366,10 +466,45 @@ mod tests {
     }
 
     #[test]
-    fn deleted_pod() {
+    fn deleted_or_replaced_pod_is_gone() {
         let mut pod = fixture("starting");
+        pod.metadata.uid = Some("one".into());
+        assert!(!is_gone(&pod, None) && !is_gone(&pod, Some("one")));
+        assert!(is_gone(&pod, Some("two")), "another Pod of the same name");
         pod.metadata.deletion_timestamp = Some("2026-11-26T10:00:00Z".into());
-        assert_eq!(assess(&pod, &waited(&pod)), Verdict::Deleted);
+        assert!(is_gone(&pod, Some("one")));
+    }
+
+    #[test]
+    fn a_sidecars_own_restart_policy_decides_whether_it_is_dead() {
+        // Pod restartPolicy Never, but the sidecar restarts itself (ContainerRestartRules): not dead for good.
+        let mut pod = fixture("sidecar-terminated");
+        pod.spec.containers[1].restart_policy = Some("Always".into());
+        assert!(matches!(assess(&pod, &waited(&pod)), Verdict::Pending { .. }));
+        // A rule that restarts on exit code 1 only.
+        pod.spec.containers[1].restart_policy = Some("Never".into());
+        let rule: crate::pod::RestartRule =
+            serde_json::from_str(r#"{"action":"Restart","exitCodes":{"operator":"In","values":[1]}}"#).unwrap();
+        pod.spec.containers[1].restart_policy_rules = vec![rule];
+        assert!(matches!(assess(&pod, &waited(&pod)), Verdict::Pending { .. }));
+        pod.status.container_statuses[1].state.terminated.as_mut().unwrap().exit_code = 2;
+        assert!(matches!(assess(&pod, &waited(&pod)), Verdict::Dead { exit_code: 2, .. }));
+    }
+
+    #[test]
+    fn effective_policy_of_a_container() {
+        let mut pod = fixture("job-with-sidecars");
+        assert_eq!(RestartPolicy::of_container(&pod, "job").policy, Policy::Never);
+        pod.spec.containers[0].restart_policy = Some("OnFailure".into());
+        let own = RestartPolicy::of_container(&pod, "job");
+        assert!((own.restarts(1), own.restarts(0)) == (true, false), "{own}");
+        let rules = r#"[{"action":"Restart","exitCodes":{"operator":"NotIn","values":[0,3]}},{"action":"Restart"}]"#;
+        pod.spec.containers[0].restart_policy = Some("Never".into());
+        pod.spec.containers[0].restart_policy_rules = serde_json::from_str(rules).unwrap();
+        let own = RestartPolicy::of_container(&pod, "job");
+        assert_eq!(own.to_string(), "restartPolicy Never with 2 restartPolicyRules");
+        assert!(own.restarts(1) && own.restarts(0), "the second rule, with no exit codes, matches every exit");
+        assert_eq!(RestartPolicy::of_container(&pod, "nope"), RestartPolicy::of_pod(&pod));
     }
 
     #[test]
@@ -385,13 +520,27 @@ mod tests {
 
     #[test]
     fn shutdown_only_when_proa_will_not_be_restarted() {
-        use RestartPolicy::*;
-        assert!(shutdown_needed(Some(Never), 3, false));
-        assert!(shutdown_needed(Some(OnFailure), 0, false));
-        assert!(!shutdown_needed(Some(OnFailure), 3, false));
-        assert!(!shutdown_needed(Some(Always), 0, false));
-        assert!(shutdown_needed(Some(Always), 0, true));
+        let policy = |policy| RestartPolicy { policy, rules: vec![] };
+        assert!(shutdown_needed(Some(&policy(Policy::Never)), 3, false));
+        assert!(shutdown_needed(Some(&policy(Policy::OnFailure)), 0, false));
+        assert!(!shutdown_needed(Some(&policy(Policy::OnFailure)), 3, false));
+        assert!(!shutdown_needed(Some(&policy(Policy::Always)), 0, false));
+        assert!(shutdown_needed(Some(&policy(Policy::Always)), 0, true));
         assert!(shutdown_needed(None, 125, false));
+    }
+
+    #[test]
+    fn grace_period_sources() {
+        let mut pod = fixture("job-with-sidecars");
+        assert_eq!(grace_period(&pod), Duration::from_secs(45));
+        pod.spec.termination_grace_period_seconds = Some(0);
+        assert_eq!(grace_period(&pod), MIN_GRACE, "the kubelet's floor");
+        pod.metadata.deletion_grace_period_seconds = Some(7);
+        assert_eq!(grace_period(&pod), Duration::from_secs(7), "the deletion's own grace wins");
+        pod.metadata.deletion_grace_period_seconds = Some(i64::MAX);
+        assert_eq!(grace_period(&pod), Duration::from_secs(i64::MAX as u64));
+        pod.spec.termination_grace_period_seconds = Some(-5);
+        assert_eq!(shutdown_timeout(None, Some(&pod)), Duration::ZERO);
     }
 
     #[test]

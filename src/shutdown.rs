@@ -1,18 +1,31 @@
 //! Shutdown actions: an HTTP GET or POST to each sidecar's shutdown endpoint (and with the `kill` feature, a
-//! signal to processes: `kill.rs`), all sent at once, one thread each. Each HTTP attempt has a timeout; a refused
-//! connection (the sidecar is not listening yet, or any more) is retried a few times. The result is reported and
-//! logged by the owner; it never changes the exit code.
+//! signal to processes: `kill.rs`), all sent at once, one thread each, each within its own budget. The first
+//! attempt always happens, whatever the shutdown timeout; a refused connection (the sidecar is not listening yet,
+//! or any more) is retried a few times within the budget. Redirects are never followed. The result is reported
+//! and logged by the owner; it never changes the exit code.
 
 use std::fmt;
 use std::io;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// How long one attempt may take, connecting included.
+use crate::url::redact;
+
+/// How long one attempt may take, connecting included (less when the budget has less left).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts while the connection is refused, with a doubling pause from `RETRY_PAUSE` between them.
 pub const ATTEMPTS: u32 = 4;
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// Every action gets at least this long, whatever the shutdown timeout (0 included), so that its first attempt
+/// always happens.
+pub const MIN_BUDGET: Duration = Duration::from_secs(1);
+/// How long after its budget an action may still take to report (its last read, thread scheduling).
+pub const REPORT_SLACK: Duration = Duration::from_millis(500);
+
+/// Each action's budget under a shutdown timeout: the timeout, but at least `MIN_BUDGET`.
+pub fn budget(timeout: Duration) -> Duration {
+    timeout.max(MIN_BUDGET)
+}
 
 /// One thing to do at shutdown.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +40,8 @@ pub enum Action {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Action::Get(url) => write!(f, "GET {url}"),
-            Action::Post(url) => write!(f, "POST {url}"),
+            Action::Get(url) => write!(f, "GET {}", redact(url)),
+            Action::Post(url) => write!(f, "POST {}", redact(url)),
             #[cfg(feature = "kill")]
             Action::Kill(kill) => write!(f, "{kill}"),
         }
@@ -60,6 +73,8 @@ impl Outcome {
 pub enum Done {
     /// The HTTP status (any status: the sidecar heard us).
     Answered(u16),
+    /// A redirect, which proa never follows (the URL could lead anywhere, https included).
+    Redirected { status: u16, location: String },
     /// What a kill action signalled and how the processes ended.
     #[cfg(feature = "kill")]
     Killed(crate::kill::Report),
@@ -70,6 +85,7 @@ impl Done {
     pub fn is_success(&self) -> bool {
         match self {
             Done::Answered(status) => (200..300).contains(status),
+            Done::Redirected { .. } => false,
             #[cfg(feature = "kill")]
             Done::Killed(report) => report.is_clean(),
         }
@@ -80,6 +96,9 @@ impl fmt::Display for Done {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Done::Answered(status) => write!(f, "answered {status}"),
+            Done::Redirected { status, location } => {
+                write!(f, "answered {status} to {} (redirects are not followed)", redact(location))
+            }
             #[cfg(feature = "kill")]
             Done::Killed(report) => write!(f, "{report}"),
         }
@@ -106,12 +125,14 @@ impl fmt::Display for ActionError {
 
 impl std::error::Error for ActionError {}
 
-/// Starts one thread per action; each reports its `Outcome` once.
+/// Starts one thread per action; each reports its `Outcome` once, within `budget` (plus `REPORT_SLACK`).
 pub fn spawn_actions(
     actions: Vec<Action>,
+    budget: Duration,
     report: impl Fn(Outcome) -> bool + Send + Clone + 'static,
 ) -> Vec<JoinHandle<()>> {
-    let agent: ureq::Agent = crate::api::agent_config().timeout_global(Some(ATTEMPT_TIMEOUT)).build().into();
+    let agent: ureq::Agent = crate::api::agent_config().build().into();
+    let deadline = Instant::now() + budget;
     actions
         .into_iter()
         .map(|action| {
@@ -119,9 +140,14 @@ pub fn spawn_actions(
             thread::Builder::new()
                 .name("shutdown".into())
                 .spawn(move || {
+                    crate::crash::inject("shutdown");
                     let result = match &action {
-                        Action::Get(url) => request(&action, || agent.get(url).call()),
-                        Action::Post(url) => request(&action, || agent.post(url).send_empty()),
+                        Action::Get(url) => request(&action, deadline, |timeout| {
+                            agent.get(url).config().timeout_global(Some(timeout)).build().call()
+                        }),
+                        Action::Post(url) => request(&action, deadline, |timeout| {
+                            agent.post(url).config().timeout_global(Some(timeout)).build().send_empty()
+                        }),
                         #[cfg(feature = "kill")]
                         Action::Kill(kill) => crate::kill::perform(kill)
                             .map(Done::Killed)
@@ -134,24 +160,38 @@ pub fn spawn_actions(
         .collect()
 }
 
-/// Sends one HTTP request (`send`), retrying while the connection is refused.
+/// Sends one HTTP request (`send`, given the attempt's timeout), retrying while the connection is refused and the
+/// budget (up to `deadline`) allows.
 fn request(
     action: &Action,
-    send: impl Fn() -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    deadline: Instant,
+    send: impl Fn(Duration) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
 ) -> Result<Done, ActionError> {
     let mut pause = RETRY_PAUSE;
-    for attempt in 1..=ATTEMPTS {
-        match send() {
+    let mut attempt = 1;
+    loop {
+        let timeout =
+            ATTEMPT_TIMEOUT.min(deadline.saturating_duration_since(Instant::now())).max(Duration::from_millis(1));
+        match send(timeout) {
+            Ok(response) if response.status().is_redirection() => {
+                let location = response.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or("nowhere");
+                return Ok(Done::Redirected { status: response.status().as_u16(), location: location.to_string() });
+            }
             Ok(response) => return Ok(Done::Answered(response.status().as_u16())),
             Err(ureq::Error::Io(err)) if err.kind() == io::ErrorKind::ConnectionRefused => {
-                if attempt < ATTEMPTS {
-                    log::debug!("{action} refused (attempt {attempt} of {ATTEMPTS}); retrying in {pause:?}");
-                    thread::sleep(pause);
-                    pause *= 2;
+                let left = deadline.saturating_duration_since(Instant::now());
+                if attempt == ATTEMPTS || left <= pause {
+                    return Err(ActionError::Refused { attempts: attempt });
                 }
+                log::debug!("{action} refused (attempt {attempt} of {ATTEMPTS}); retrying in {pause:?}");
+                thread::sleep(pause);
+                pause *= 2;
+                attempt += 1;
             }
-            Err(err) => return Err(ActionError::Failed(err.to_string())),
+            Err(ureq::Error::Timeout(_)) => {
+                return Err(ActionError::Failed(format!("no answer within {:.1}s", timeout.as_secs_f64())));
+            }
+            Err(err) => return Err(ActionError::Failed(redact(&err.to_string()))),
         }
     }
-    Err(ActionError::Refused { attempts: ATTEMPTS })
 }

@@ -10,12 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::api::{Api, ApiError};
-use crate::lines::{Line, read_line_bounded};
-use crate::pod::{Pod, WatchEvent, parse_watch_line};
+use crate::api::{Api, ApiError, MAX_OBJECT_BYTES};
+use crate::lines::{Line, read_json_line};
+use crate::pod::{Pod, WatchEvent, WatchLine};
 
-/// The longest watch line proa reads: etcd refuses objects over 1.5 MiB, so a longer line is not a Pod.
-pub const MAX_LINE_BYTES: usize = 2 * 1024 * 1024;
+/// The longest watch line proa reads: the largest Pod, plus the event's envelope.
+pub const MAX_LINE_BYTES: usize = MAX_OBJECT_BYTES + 1024;
+/// A redirect from the API server this many times in a row is fatal (proa never follows one).
+const REDIRECTS_BEFORE_FAILING: u32 = 3;
 /// Reconnect backoff: first delay, and the cap it doubles up to.
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
@@ -27,20 +29,22 @@ const HEALTHY_STREAM: Duration = Duration::from_secs(1);
 /// What the watcher reports to its owner.
 #[derive(Debug)]
 pub enum Update {
-    /// A Pod snapshot (from the GET or a watch event), in the order the server sent them.
+    /// A Pod snapshot (from the GET or an ADDED or MODIFIED event), in the order the server sent them.
     PodChanged(Box<Pod>),
+    /// A DELETED event: the Pod is gone; its last state.
+    PodDeleted(Box<Pod>),
     /// The API refused in a way retrying cannot fix (403, 401, 404, untrusted certificate). The watcher stopped.
     Failed(ApiError),
 }
 
-/// Starts the watcher. It stops after reporting a Pod for which `until` is true, after a fatal error, when `report`
-/// returns false (the owner is gone), or once `stop` is set: before its next request, or its next report if it is
-/// blocked reading a stream.
+/// Starts the watcher. It stops after reporting a Pod for which `until(pod, deleted)` is true, after a fatal error,
+/// when `report` returns false (the owner is gone), or once `stop` is set: before its next request, or its next
+/// report if it is blocked reading a stream.
 pub fn spawn_watch(
     api: Api,
     from: Option<String>,
     stop: Arc<AtomicBool>,
-    until: impl Fn(&Pod) -> bool + Send + 'static,
+    until: impl FnMut(&Pod, bool) -> bool + Send + 'static,
     report: impl Fn(Update) -> bool + Send + 'static,
 ) -> JoinHandle<()> {
     thread::Builder::new()
@@ -53,16 +57,21 @@ fn watch(
     mut api: Api,
     from: Option<String>,
     stop: &AtomicBool,
-    until: impl Fn(&Pod) -> bool,
+    mut until: impl FnMut(&Pod, bool) -> bool,
     report: impl Fn(Update) -> bool,
 ) {
+    crate::crash::inject("watch");
     let mut backoff = Backoff::default();
     let stopped = || stop.load(Ordering::Relaxed);
     let report = |update| !stopped() && report(update);
     // Returns false when the watcher should stop.
-    let deliver = |pod: Pod| {
-        let done = until(&pod);
-        report(Update::PodChanged(Box::new(pod))) && !done
+    let mut deliver = |pod: Pod, deleted: bool| {
+        let done = until(&pod, deleted);
+        let update = match deleted {
+            true => Update::PodDeleted(Box::new(pod)),
+            false => Update::PodChanged(Box::new(pod)),
+        };
+        report(update) && !done
     };
 
     // Resuming from a known resourceVersion, the watch replays what changed since; else read the Pod first.
@@ -75,7 +84,7 @@ fn watch(
                 }
                 match api.get_pod() {
                     Ok(pod) => break pod,
-                    Err(err) if err.is_fatal() => {
+                    Err(err) if backoff.gives_up(&err) => {
                         report(Update::Failed(err));
                         return;
                     }
@@ -83,7 +92,7 @@ fn watch(
                 }
             };
             let version = pod.metadata.resource_version.clone();
-            if !deliver(pod) {
+            if !deliver(pod, false) {
                 return;
             }
             version
@@ -104,7 +113,7 @@ fn watch(
                 resource_version = None;
                 continue;
             }
-            Err(err) if err.is_fatal() => {
+            Err(err) if backoff.gives_up(&err) => {
                 report(Update::Failed(err));
                 return;
             }
@@ -114,22 +123,33 @@ fn watch(
             }
         };
         log::debug!("watch: stream open from resourceVersion {}", resource_version.as_deref().unwrap_or("(current)"));
-        let mut line = Vec::new();
+        let mut buf = Vec::new();
         let mut relist = false;
         let ended = loop {
-            match read_line_bounded(&mut stream, &mut line, MAX_LINE_BYTES) {
-                Ok(Line::Complete) if line.iter().all(u8::is_ascii_whitespace) => continue,
-                Ok(Line::Complete) => {}
-                Ok(Line::TooLong) => break format!("a watch line is longer than {MAX_LINE_BYTES} bytes"),
+            let event = match read_json_line::<WatchLine>(&mut stream, MAX_LINE_BYTES, &mut buf) {
+                Ok(Line::Value(line)) => line.event(),
+                Ok(Line::Malformed(why)) => Err(format!("malformed watch event: {why}")),
+                Ok(Line::TooLong) => {
+                    report(Update::Failed(ApiError::TooLarge));
+                    return;
+                }
                 Ok(Line::End) => break "stream ended".to_string(),
                 Err(err) => break format!("stream broke: {err}"),
-            }
-            match parse_watch_line(&line) {
+            };
+            match event {
                 Ok(WatchEvent::Pod(pod)) => {
                     if pod.metadata.resource_version.is_some() {
                         resource_version = pod.metadata.resource_version.clone();
                     }
-                    if !deliver(*pod) {
+                    if !deliver(*pod, false) {
+                        return;
+                    }
+                }
+                Ok(WatchEvent::Deleted(pod)) => {
+                    if pod.metadata.resource_version.is_some() {
+                        resource_version = pod.metadata.resource_version.clone();
+                    }
+                    if !deliver(*pod, true) {
                         return;
                     }
                 }
@@ -163,11 +183,28 @@ fn watch(
 #[derive(Default)]
 struct Backoff {
     failures: u32,
+    /// Redirects in a row: one may be a passing misconfiguration, but not several.
+    redirects: u32,
 }
 
 impl Backoff {
     fn reset(&mut self) {
         self.failures = 0;
+        self.redirects = 0;
+    }
+
+    /// Whether `err` ends the watch: a fatal error, or a redirect that persists.
+    fn gives_up(&mut self, err: &ApiError) -> bool {
+        match err {
+            ApiError::Redirect { .. } => {
+                self.redirects += 1;
+                self.redirects >= REDIRECTS_BEFORE_FAILING
+            }
+            other => {
+                self.redirects = 0;
+                other.is_fatal()
+            }
+        }
     }
 
     /// Logs why, once per step, and sleeps before the next attempt.
@@ -179,16 +216,13 @@ impl Backoff {
     }
 }
 
-/// The pause after `failures` failures in a row: as long as a 429/503 asked (at most `RETRY_AFTER_CAP`), else
-/// the backoff step scaled into its upper half by `random` (0..1), so that many Pods do not retry in step.
+/// The pause after `failures` failures in a row: the backoff step scaled into its upper half by `random` (0..1),
+/// so that many Pods do not retry in step; longer if a 429/503 asked for longer (at most `RETRY_AFTER_CAP`), never
+/// shorter (`Retry-After: 0` would otherwise make a retry loop).
 fn retry_delay(failures: u32, retry_after: Option<Duration>, random: f64) -> Duration {
-    match retry_after {
-        Some(asked) => asked.min(RETRY_AFTER_CAP),
-        None => {
-            let step = backoff_step(failures);
-            step / 2 + step.mul_f64(random.clamp(0.0, 1.0) / 2.0)
-        }
-    }
+    let step = backoff_step(failures);
+    let jittered = step / 2 + step.mul_f64(random.clamp(0.0, 1.0) / 2.0);
+    jittered.max(retry_after.unwrap_or_default().min(RETRY_AFTER_CAP))
 }
 
 /// The un-jittered delay after `failures` failures in a row: 200 ms, 400 ms, … up to 10 s.
@@ -209,12 +243,14 @@ mod tests {
     #[test]
     fn error_410_event_decodes() {
         let mut reader = BufReader::new(
-            &br#"{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired"}}
+            &br#"{"type":"ERROR","object":{"kind":"Status","status":"Failure","code":410,"reason":"Expired"}}
 "#[..],
         );
-        let mut line = Vec::new();
-        assert_eq!(read_line_bounded(&mut reader, &mut line, MAX_LINE_BYTES).unwrap(), Line::Complete);
-        assert!(matches!(parse_watch_line(&line), Ok(WatchEvent::Error(s)) if s.code == 410));
+        let mut buf = Vec::new();
+        let Line::Value(line) = read_json_line::<WatchLine>(&mut reader, MAX_LINE_BYTES, &mut buf).unwrap() else {
+            panic!("one line")
+        };
+        assert!(matches!(line.event(), Ok(WatchEvent::Error(s)) if s.code == 410));
     }
 
     #[test]
@@ -238,5 +274,23 @@ mod tests {
     fn retry_after_is_obeyed_up_to_its_cap() {
         assert_eq!(retry_delay(1, Some(Duration::from_secs(3)), 0.5), Duration::from_secs(3));
         assert_eq!(retry_delay(1, Some(Duration::from_secs(3600)), 0.5), RETRY_AFTER_CAP);
+    }
+
+    #[test]
+    fn retry_after_never_shortens_the_backoff() {
+        assert_eq!(retry_delay(1, Some(Duration::ZERO), 0.0), Duration::from_millis(100));
+        assert_eq!(retry_delay(4, Some(Duration::ZERO), 1.0), Duration::from_millis(1600));
+        assert_eq!(retry_delay(4, Some(Duration::from_millis(1)), 0.0), Duration::from_millis(800));
+    }
+
+    #[test]
+    fn redirects_fail_once_they_persist() {
+        let mut backoff = Backoff::default();
+        let redirect = || ApiError::Redirect { status: 302, location: "http://elsewhere/".into() };
+        assert!(!backoff.gives_up(&redirect()) && !backoff.gives_up(&redirect()));
+        assert!(!backoff.gives_up(&ApiError::Transport("refused".into())), "a different error breaks the run");
+        assert!(!backoff.gives_up(&redirect()) && !backoff.gives_up(&redirect()));
+        assert!(backoff.gives_up(&redirect()));
+        assert!(backoff.gives_up(&ApiError::Unauthorized));
     }
 }

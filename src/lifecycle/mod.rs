@@ -1,241 +1,165 @@
-//! The owner loop: starts the worker threads (signals, watch or probe, reaper, shutdown actions), receives their
-//! events on one mpsc channel, feeds them to `machine::step`, and carries out the commands it returns.
-//! It owns all lifecycle state. It never uses `?`: a failed command becomes an event, so events keep flowing.
-//! It blocks in `recv` (or `recv_timeout` up to the next deadline), so it uses no CPU while the program runs.
+//! The owner loop: feeds events to `machine::step` and carries out the commands it returns, through a `World`:
+//! the real one (`threads.rs`: worker threads on one mpsc channel) or, in tests, a simulated one
+//! (`simulation.rs`). It owns all lifecycle state. It never uses `?`: a failed command becomes an event, so events
+//! keep flowing. It blocks until the next event or deadline, so it uses no CPU while the program runs.
 
-pub mod machine;
+mod machine;
+#[cfg(test)]
+mod simulation;
+mod stopping;
+#[cfg(test)]
+mod tests;
+mod threads;
+mod waiting;
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use crate::api::Api;
+use crate::child::{Exit, SpawnError};
 use crate::cli::Options;
-use crate::pidfd::Pidfd;
 use crate::pod::Pod;
-use crate::probe::{self, Endpoint, Goal};
+use crate::probe::Goal;
 use crate::readiness;
 use crate::shutdown::{self, Action};
-use crate::{child, exit, signals, termination, watch};
-use machine::{Command, Config, Event, Mode, State};
+use crate::{crash, exit, termination};
 
-/// Where readiness comes from, ready to use.
-#[allow(clippy::large_enum_variant)] // built once per run: boxing would buy nothing
-pub enum Source {
-    /// The Pod, through this client.
-    Api(Api),
-    /// No-API mode: probe these endpoints.
-    Endpoints(Vec<Endpoint>),
+use machine::{Command, Event, State, Watch};
+pub use machine::{Config, Mode};
+pub use threads::{Source, shutdown_actions};
+
+/// What the owner loop does to the world, and how it hears back: the seam between the pure lifecycle and I/O.
+pub trait World {
+    /// The clock.
+    fn now(&self) -> Instant;
+    /// The next event, or `Event::DeadlinePassed` once `deadline` has come; `None` if no event can ever come.
+    fn next_event(&mut self, deadline: Option<Instant>) -> Option<Event>;
+    /// Starts a watcher (stopping any earlier one) from `from` (else reading the Pod first), which stops once
+    /// `until(pod, deleted)` holds.
+    fn watch(&mut self, from: Option<String>, until: Until);
+    fn stop_watch(&mut self);
+    /// Starts a prober of the no-API endpoints (stopping any earlier one) until every one reached `goal`.
+    fn probe(&mut self, goal: Goal);
+    fn stop_probe(&mut self);
+    fn start_program(&mut self) -> Result<(), SpawnError>;
+    fn forward(&mut self, signal: i32);
+    /// Sends every shutdown action, each to report within `budget`.
+    fn start_shutdown(&mut self, budget: Duration);
+    fn write_termination_log(&mut self, reason: &str);
 }
 
-/// Every shutdown action: `--shutdown-http-get`, `--shutdown-http-post`, the `--sidecar` presets' ones, then the
-/// kills, whose grace must fit in `time_left`.
-pub fn shutdown_actions(options: &Options, time_left: Duration) -> Vec<Action> {
-    let get = options.shutdown_get.iter().cloned().map(Action::Get);
-    let post = options.shutdown_post.iter().cloned().map(Action::Post);
-    let presets = options.sidecars.iter().map(|preset| preset.quit());
-    get.chain(post).chain(presets).chain(kill_actions(options, time_left)).collect()
+/// A watcher's stop condition, given each Pod snapshot and whether it came with a DELETED event.
+pub type Until = Box<dyn FnMut(&Pod, bool) -> bool + Send>;
+
+/// The lifecycle's settings from the options, with `actions` shutdown actions.
+pub fn config(options: &Options, mode: Mode) -> Config {
+    Config {
+        container: options.container.clone(),
+        own_args: options.own_args.clone(),
+        program_words: 1 + options.args.len(),
+        ignore: options.ignore.clone(),
+        ready_timeout: options.ready_timeout,
+        shutdown_timeout: options.shutdown_timeout,
+        always_shutdown: options.always_shutdown,
+        actions: threads::shutdown_actions(options, Duration::ZERO).len(),
+        mode,
+    }
 }
 
-/// proa failed with a code of its own before or outside the state machine: log why, write it to the termination
+/// Runs the whole lifecycle against the real world and returns proa's exit code.
+pub fn run(options: Options, source: Source) -> u8 {
+    match threads::Threads::start(&options, source) {
+        Ok((mut world, config)) => drive(&config, &mut world),
+        Err(reason) => fail(&options, exit::PROA_FAILED, &reason),
+    }
+}
+
+/// The owner loop over any world: from the first command to `Command::Exit`.
+pub fn drive(config: &Config, world: &mut impl World) -> u8 {
+    let (mut state, first) = State::start(config, world.now());
+    let mut commands: VecDeque<Command> = first.into();
+    let mut own_events = VecDeque::new();
+    loop {
+        while let Some(command) = commands.pop_front() {
+            match command {
+                Command::Exit(code) => return code,
+                command => carry_out(config, command, world, &mut own_events),
+            }
+        }
+        let event = match own_events.pop_front().or_else(|| world.next_event(state.deadline())) {
+            Some(event) => event,
+            None => {
+                // Unreachable while the workers' channel lives; exit rather than spin if it ever happens.
+                log::error!("internal error: no event can come any more");
+                return exit::PROA_FAILED;
+            }
+        };
+        if let Event::Child(Exit::Exited { code }) = event {
+            crash::program_exited(code);
+        }
+        let (next, more) = machine::step(config, state, event, world.now());
+        state = next;
+        commands.extend(more);
+    }
+}
+
+fn carry_out(config: &Config, command: Command, world: &mut impl World, own: &mut VecDeque<Event>) {
+    match command {
+        Command::Watch(Watch::UntilReady) => {
+            let config = config.clone();
+            let mut pinned = None;
+            world.watch(None, Box::new(move |pod, deleted| machine::wait_is_over(&config, pod, deleted, &mut pinned)));
+        }
+        Command::Watch(Watch::UntilStopped { sidecars, from, uid }) => {
+            let until = move |pod: &Pod, deleted: bool| {
+                deleted || readiness::is_gone(pod, uid.as_deref()) || readiness::sidecars_gone(pod, &sidecars)
+            };
+            world.watch(from, Box::new(until));
+        }
+        Command::StopWatch => world.stop_watch(),
+        Command::Probe(goal) => world.probe(goal),
+        Command::StopProbe => world.stop_probe(),
+        Command::StartProgram => {
+            if let Err(err) = world.start_program() {
+                own.push_back(Event::SpawnFailed(err));
+            }
+        }
+        Command::Forward(signal) => world.forward(signal),
+        Command::StartShutdown { budget } => world.start_shutdown(budget),
+        Command::WriteTerminationLog(reason) => world.write_termination_log(&reason),
+        // `drive` returns on it instead.
+        Command::Exit(_) => {}
+    }
+}
+
+/// proa failed with a code of its own before the state machine could start: log why, write it to the termination
 /// log, and still send the HTTP shutdown actions, since nothing is known of the restart policy and a Job must not
-/// hang on sidecars nobody stops (never the kills: this may be the refusal of a `--kill-all`). Waits for them at most
-/// the shutdown timeout, then returns `code`.
+/// hang on sidecars nobody stops (never the kills: this may be the refusal of a `--kill-all`). Each action gets its
+/// budget under the shutdown timeout; then returns `code`.
 pub fn fail(options: &Options, code: u8, reason: &str) -> u8 {
     log::error!("{reason}");
     termination::write(&options.termination_log, reason);
-    let timeout = readiness::shutdown_timeout(options.shutdown_timeout, None);
-    let actions: Vec<Action> = shutdown_actions(options, timeout)
+    let timeout = machine::capped("the shutdown timeout", readiness::shutdown_timeout(options.shutdown_timeout, None));
+    let actions: Vec<Action> = threads::shutdown_actions(options, timeout)
         .into_iter()
         .filter(|action| matches!(action, Action::Get(_) | Action::Post(_)))
         .collect();
     if actions.is_empty() {
         return code;
     }
-    log::info!("sending the shutdown requests anyway (at most {:.1}s)", timeout.as_secs_f64());
-    let (tx, rx) = mpsc::channel();
+    log::info!("sending the shutdown requests anyway");
+    let (tx, rx) = std::sync::mpsc::channel();
     let count = actions.len();
-    shutdown::spawn_actions(actions, move |outcome| tx.send(outcome).is_ok());
-    let deadline = Instant::now() + timeout;
+    let budget = shutdown::budget(timeout);
+    shutdown::spawn_actions(actions, budget, move |outcome| tx.send(outcome).is_ok());
+    let deadline = Instant::now() + budget + shutdown::REPORT_SLACK;
     for _ in 0..count {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(outcome) => outcome.log(),
             Err(_) => {
-                log::warn!("shutdown requests unfinished at the shutdown timeout: exiting anyway");
+                log::warn!("shutdown requests unanswered within their budget: exiting anyway");
                 break;
             }
         }
     }
     code
-}
-
-/// Runs the whole lifecycle and returns proa's exit code.
-pub fn run(options: Options, source: Source) -> u8 {
-    let (tx, rx) = mpsc::channel::<Event>();
-    let mode = match &source {
-        Source::Api(_) => Mode::Pod,
-        Source::Endpoints(endpoints) => Mode::Endpoints(endpoints.clone()),
-    };
-    let config = Config {
-        container: options.container.clone(),
-        own_args: options.own_args.clone(),
-        ignore: options.ignore.clone(),
-        ready_timeout: options.ready_timeout,
-        shutdown_timeout: options.shutdown_timeout,
-        always_shutdown: options.always_shutdown,
-        actions: shutdown_actions(&options, Duration::ZERO).len(),
-        mode,
-    };
-
-    child::become_reaper();
-    // Signals next, so that a SIGTERM during start-up is not lost.
-    let signal_tx = tx.clone();
-    let _signals = match signals::spawn_signals(move |signal| signal_tx.send(Event::Signal(signal)).is_ok()) {
-        Ok(signals) => signals,
-        Err(err) => return fail(&options, exit::PROA_FAILED, &format!("cannot handle signals: {err}")),
-    };
-
-    let mut state = State::start(&config, Instant::now());
-    let (api, mut watcher, mut prober) = match source {
-        Source::Api(api) => {
-            let wait_config = config.clone();
-            let watcher = Worker::watch(&api, None, &tx, move |pod| machine::wait_is_over(&wait_config, pod));
-            (Some(api), Some(watcher), None)
-        }
-        Source::Endpoints(endpoints) => {
-            let names: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
-            log::info!("waiting for {} (no Kubernetes API)", names.join(", "));
-            (None, None, Some(Worker::probe(endpoints, Goal::Ready, options.probe_interval, &tx)))
-        }
-    };
-    // The program, held by a pidfd opened before the reaper runs: a signal forwarded after it exited can then never
-    // reach a later process that was given the same pid.
-    let mut program = None;
-    let mut own_events = VecDeque::new();
-
-    loop {
-        let event = match own_events.pop_front() {
-            Some(event) => event,
-            None => match next_event(&rx, state.deadline()) {
-                Some(event) => event,
-                None => {
-                    // Unreachable while `tx` lives; exit rather than spin if it ever happens.
-                    return fail(&options, exit::PROA_FAILED, "internal error: event channel closed");
-                }
-            },
-        };
-        let (next, commands) = machine::step(&config, state, event, Instant::now());
-        state = next;
-        for command in commands {
-            match command {
-                Command::StartProgram => match child::spawn_program(&options.program, &options.args) {
-                    Ok(spawned) => {
-                        log::info!("started {} (pid {})", options.program.to_string_lossy(), spawned.pid);
-                        program = libc::pid_t::try_from(spawned.pid).ok().and_then(Pidfd::open);
-                        let child_tx = tx.clone();
-                        child::spawn_reaper(spawned, move |exit| child_tx.send(Event::Child(exit)).is_ok());
-                    }
-                    Err(err) => own_events.push_back(Event::SpawnFailed(err)),
-                },
-                Command::Forward(signal) => match &program {
-                    Some(program) => child::forward(program, signal),
-                    None => log::debug!("no program to forward {} to", child::signal_name(signal)),
-                },
-                Command::StopWatch => watcher.iter().for_each(Worker::stop),
-                Command::StartShutdown => {
-                    let time_left = state.deadline().map(|d| d.saturating_duration_since(Instant::now()));
-                    let actions = shutdown_actions(&options, time_left.unwrap_or_default());
-                    let action_tx = tx.clone();
-                    shutdown::spawn_actions(actions, move |outcome| action_tx.send(Event::Shutdown(outcome)).is_ok());
-                }
-                Command::WatchSidecars(sidecars, from) => {
-                    watcher.iter().for_each(Worker::stop);
-                    if let Some(api) = &api {
-                        watcher =
-                            Some(Worker::watch(api, from, &tx, move |pod| readiness::sidecars_gone(pod, &sidecars)));
-                    }
-                }
-                Command::StopProbe => prober.iter().for_each(Worker::stop),
-                Command::ProbeUntilGone => {
-                    prober.iter().for_each(Worker::stop);
-                    if let Mode::Endpoints(endpoints) = &config.mode {
-                        prober = Some(Worker::probe(endpoints.clone(), Goal::Gone, options.probe_interval, &tx));
-                    }
-                }
-                Command::WriteTerminationLog(reason) => termination::write(&options.termination_log, &reason),
-                Command::Exit(code) => return code,
-            }
-        }
-    }
-}
-
-/// One action per `--kill NAME`, or one for `--kill-all`.
-#[cfg(feature = "kill")]
-fn kill_actions(options: &Options, time_left: Duration) -> Vec<Action> {
-    use crate::kill::{self, Kill};
-    use crate::procs::Rule;
-    let settings = &options.kill;
-    let grace = kill::grace_within(settings.grace, time_left);
-    let rules = match settings.all {
-        true => vec![Rule::All],
-        false => settings.names.iter().cloned().map(Rule::Named).collect(),
-    };
-    rules.into_iter().map(|rule| Action::Kill(Kill { rule, signal: settings.signal, grace })).collect()
-}
-
-#[cfg(not(feature = "kill"))]
-fn kill_actions(_: &Options, _: Duration) -> Vec<Action> {
-    Vec::new()
-}
-
-/// Waits for the next event, or for `deadline`.
-fn next_event(rx: &mpsc::Receiver<Event>, deadline: Option<Instant>) -> Option<Event> {
-    match deadline {
-        None => rx.recv().ok(),
-        Some(deadline) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(event) => Some(event),
-            Err(RecvTimeoutError::Timeout) => Some(Event::DeadlinePassed),
-            Err(RecvTimeoutError::Disconnected) => None,
-        },
-    }
-}
-
-/// The stop flag of a watcher or prober thread. Stopping it makes the thread end before its next request or round
-/// (or its next report, if it is blocked reading), without another event.
-struct Worker {
-    stopped: Arc<AtomicBool>,
-}
-
-impl Worker {
-    fn new() -> (Worker, Arc<AtomicBool>) {
-        let stopped = Arc::new(AtomicBool::new(false));
-        (Worker { stopped: stopped.clone() }, stopped)
-    }
-
-    /// Starts a watcher, from `from` (else reading the Pod first), until `until` holds.
-    fn watch(
-        api: &Api,
-        from: Option<String>,
-        tx: &Sender<Event>,
-        until: impl Fn(&Pod) -> bool + Send + 'static,
-    ) -> Worker {
-        let (worker, stop) = Worker::new();
-        let tx = tx.clone();
-        watch::spawn_watch(api.clone(), from, stop, until, move |update| tx.send(Event::Watch(update)).is_ok());
-        worker
-    }
-
-    /// Starts a prober of `endpoints` until every one has reached `goal`.
-    fn probe(endpoints: Vec<Endpoint>, goal: Goal, interval: Duration, tx: &Sender<Event>) -> Worker {
-        let (worker, stop) = Worker::new();
-        let tx = tx.clone();
-        probe::spawn_probe(endpoints, goal, interval, stop, move |update| tx.send(Event::Probe(update)).is_ok());
-        worker
-    }
-
-    fn stop(&self) {
-        self.stopped.store(true, Ordering::Relaxed);
-    }
 }

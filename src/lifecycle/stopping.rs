@@ -1,0 +1,275 @@
+//! The Running and ShuttingDown phases' transitions (DESIGN.md "Run", "Shut down"): forwarding signals, then
+//! sending the shutdown actions and waiting, each wait with its own bound, until proa may exit with its code.
+//! Pure apart from logging.
+
+use std::time::Instant;
+
+use crate::child::{self, Exit};
+use crate::pod::Pod;
+use crate::probe::{Goal, Update as ProbeUpdate};
+use crate::readiness;
+use crate::shutdown;
+use crate::signals;
+use crate::watch::Update;
+
+use super::machine::{
+    Awaited, Command, Config, Event, Facts, Mode, Running, ShuttingDown, State, Watch, after, capped, exit_by,
+};
+
+/// How shutdown was reached, which decides what it waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The program exited, or the wait gave up (a dead sidecar, the ready timeout): wait for the sidecars to go.
+    Normal,
+    /// The API just failed: send the actions, but ask it nothing more.
+    ApiFailed,
+    /// The kubelet is stopping the Pod (SIGTERM, deletion): it stops the sidecars itself and reports none of them
+    /// terminated before proa's own container, so send the actions, wait for nothing else, and exit by this instant.
+    Stopping(Instant),
+}
+
+pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instant) -> (State, Vec<Command>) {
+    match event {
+        Event::Signal(signal) => {
+            if signals::is_stop_request(signal) && r.exit_by.is_none() {
+                let by = exit_by(now, r.facts.grace);
+                log::debug!(
+                    "the kubelet allows {:.1}s after {}",
+                    r.facts.grace.as_secs_f64(),
+                    child::signal_name(signal)
+                );
+                r.exit_by = Some(by);
+            }
+            (State::Running(r), vec![Command::Forward(signal)])
+        }
+        Event::Child(Exit::Exited { code }) => {
+            log::info!("program exited with code {code}");
+            begin_shutdown(config, Some(&r.facts), code, ending(r.exit_by), now)
+        }
+        Event::SpawnFailed(err) => {
+            log::error!("{err}");
+            begin_shutdown(config, Some(&r.facts), err.code(), ending(r.exit_by), now)
+        }
+        // A late snapshot from the watcher that was just stopped, or a stray wake-up: nothing to do.
+        Event::Watch(_) | Event::Shutdown(_) | Event::Probe(_) | Event::DeadlinePassed => (State::Running(r), vec![]),
+    }
+}
+
+fn ending(exit_by: Option<Instant>) -> Ending {
+    exit_by.map_or(Ending::Normal, Ending::Stopping)
+}
+
+/// Enters ShuttingDown, or Done when shutdown is not needed or there is nothing to do.
+pub(super) fn begin_shutdown(
+    config: &Config,
+    facts: Option<&Facts>,
+    code: u8,
+    ending: Ending,
+    now: Instant,
+) -> (State, Vec<Command>) {
+    let policy = facts.and_then(|f| f.policy.as_ref());
+    if let Some(policy) = policy.filter(|p| !readiness::shutdown_needed(Some(p), code, config.always_shutdown)) {
+        log::info!(
+            "leaving sidecars running: the kubelet restarts this container ({policy}, exit code {code}); set --always-shutdown to stop them anyway"
+        );
+        return finish(code);
+    }
+    let exit_by = match ending {
+        Ending::Stopping(by) if by <= now => {
+            log::warn!("the kubelet's grace period is all but over: exiting without shutdown");
+            return finish(code);
+        }
+        Ending::Stopping(by) => Some(by),
+        Ending::Normal | Ending::ApiFailed => None,
+    };
+    let awaited = match (&config.mode, ending) {
+        (_, Ending::Stopping(_)) | (Mode::Pod, Ending::ApiFailed) => Awaited::Nothing,
+        (Mode::Pod, Ending::Normal) => match facts.map(Facts::running_sidecars) {
+            Some(sidecars) if !sidecars.is_empty() => {
+                Awaited::Sidecars { sidecars, uid: facts.and_then(|f| f.uid.clone()) }
+            }
+            _ => Awaited::Nothing,
+        },
+        // With no shutdown action nothing makes an endpoint go away, and one that outlives the Pod (a database
+        // elsewhere) would cost the whole timeout.
+        (Mode::Endpoints(_), _) if config.actions == 0 => Awaited::Nothing,
+        (Mode::Endpoints(endpoints), _) => Awaited::Endpoints(endpoints.iter().map(ToString::to_string).collect()),
+    };
+    let timeout = facts.map_or_else(
+        || capped("the shutdown timeout", readiness::shutdown_timeout(config.shutdown_timeout, None)),
+        |f| f.shutdown_timeout,
+    );
+    let budget = match exit_by {
+        Some(by) => shutdown::budget(timeout).min(by - now),
+        None => shutdown::budget(timeout),
+    };
+    let mut commands = Vec::new();
+    if config.actions > 0 {
+        commands.push(Command::StartShutdown { budget });
+    }
+    match &awaited {
+        Awaited::Nothing => {}
+        Awaited::Sidecars { sidecars, uid } => {
+            let from = facts.and_then(|f| f.version.clone());
+            commands.push(Command::Watch(Watch::UntilStopped { sidecars: sidecars.clone(), from, uid: uid.clone() }));
+        }
+        Awaited::Endpoints(_) => commands.push(Command::Probe(Goal::Gone)),
+    }
+    if commands.is_empty() {
+        return finish(code);
+    }
+    match (&awaited, exit_by) {
+        (Awaited::Nothing, Some(by)) => log::info!(
+            "the pod is stopping: sending the shutdown actions, not waiting for the sidecars (exiting within {:.1}s)",
+            by.duration_since(now).as_secs_f64()
+        ),
+        (Awaited::Nothing, None) => log::info!("sending the shutdown actions"),
+        _ => log::info!("shutting down sidecars (at most {:.1}s)", timeout.as_secs_f64()),
+    }
+    let state = State::ShuttingDown(ShuttingDown {
+        code,
+        actions_left: config.actions,
+        actions_deadline: after(now, budget + shutdown::REPORT_SLACK),
+        awaited,
+        deadline: after(now, timeout),
+        exit_by,
+        grace: facts.map_or(readiness::MIN_GRACE, |f| f.grace),
+    });
+    (state, commands)
+}
+
+pub(super) fn shutting_down(mut s: ShuttingDown, event: Event, now: Instant) -> (State, Vec<Command>) {
+    let mut commands = Vec::new();
+    match event {
+        Event::Shutdown(outcome) => {
+            outcome.log();
+            s.actions_left = s.actions_left.saturating_sub(1);
+        }
+        Event::Watch(Update::PodChanged(pod)) => {
+            if let Awaited::Sidecars { sidecars, uid } = &s.awaited {
+                if readiness::is_gone(&pod, uid.as_deref()) {
+                    commands.extend(pod_gone(&mut s, &pod, now));
+                } else {
+                    let left = readiness::sidecars_left(&pod, sidecars);
+                    if left.is_empty() {
+                        log::info!("sidecars have exited");
+                        s.awaited = Awaited::Nothing;
+                    } else {
+                        log::debug!("waiting for sidecars {} to exit", left.join(", "));
+                    }
+                }
+            }
+        }
+        Event::Watch(Update::PodDeleted(pod)) => {
+            if let Awaited::Sidecars { .. } = s.awaited {
+                commands.extend(pod_gone(&mut s, &pod, now));
+            }
+        }
+        Event::Watch(Update::Failed(err)) => {
+            if let Awaited::Sidecars { .. } = s.awaited {
+                log::warn!("{err}; not waiting for sidecars to exit");
+                s.awaited = Awaited::Nothing;
+            }
+        }
+        Event::Probe(ProbeUpdate::Pending { goal: Goal::Gone, left }) => {
+            if let Awaited::Endpoints(_) = s.awaited {
+                log::debug!("waiting for endpoints to stop answering: {}", left.join(", "));
+                s.awaited = Awaited::Endpoints(left);
+            }
+        }
+        Event::Probe(ProbeUpdate::Reached(Goal::Gone)) => {
+            if let Awaited::Endpoints(_) = s.awaited {
+                log::info!("endpoints have stopped answering");
+                s.awaited = Awaited::Nothing;
+            }
+        }
+        Event::Signal(signal) if signals::is_stop_request(signal) => {
+            if s.awaited != Awaited::Nothing {
+                log::warn!(
+                    "got {} while shutting down: not waiting for the sidecars any longer",
+                    child::signal_name(signal)
+                );
+            }
+            commands.extend(stop_waiting(&mut s));
+            let by = exit_by(now, s.grace);
+            tighten(&mut s, by);
+        }
+        Event::Signal(signal) => log::debug!("ignoring {} while shutting down", child::signal_name(signal)),
+        Event::DeadlinePassed => {
+            if s.exit_by.is_some_and(|by| now >= by) {
+                log::warn!("{}: exiting before the kubelet's SIGKILL", outstanding(&s, "the end of the grace period"));
+                return finish(s.code);
+            }
+            if s.actions_left > 0 && now >= s.actions_deadline {
+                log::warn!("{} shutdown action(s) unanswered: not waiting for them any longer", s.actions_left);
+                s.actions_left = 0;
+            }
+            if s.awaited != Awaited::Nothing && now >= s.deadline {
+                match s.actions_left {
+                    0 => log::warn!("{}: exiting anyway", outstanding(&s, "the shutdown timeout")),
+                    _ => log::warn!("{}: waiting only for the actions now", outstanding(&s, "the shutdown timeout")),
+                }
+                commands.extend(stop_waiting(&mut s));
+            }
+        }
+        // The program has already exited, so nothing from the reaper can change the code now; a prober aiming
+        // at Ready is a stale one from an aborted wait.
+        Event::Child(_)
+        | Event::SpawnFailed(_)
+        | Event::Probe(ProbeUpdate::Reached(Goal::Ready) | ProbeUpdate::Pending { goal: Goal::Ready, .. }) => {}
+    }
+    if s.awaited == Awaited::Nothing && s.actions_left == 0 {
+        return finish(s.code);
+    }
+    (State::ShuttingDown(s), commands)
+}
+
+/// The Pod is being deleted or was replaced while proa waited for its sidecars: the kubelet stops them itself
+/// (and reports none terminated before proa's own container), so stop waiting, and exit within the grace period.
+fn pod_gone(s: &mut ShuttingDown, pod: &Pod, now: Instant) -> Vec<Command> {
+    log::info!("the pod is being deleted: not waiting for the sidecars to exit");
+    if pod.metadata.deletion_grace_period_seconds.is_some() {
+        s.grace = capped("deletionGracePeriodSeconds", readiness::grace_period(pod));
+    }
+    let by = exit_by(now, s.grace);
+    tighten(s, by);
+    stop_waiting(s)
+}
+
+/// Makes proa exit by `by`, unless it must already exit sooner.
+fn tighten(s: &mut ShuttingDown, by: Instant) {
+    s.exit_by = Some(s.exit_by.map_or(by, |earlier| earlier.min(by)));
+}
+
+/// Stops waiting for the sidecars or endpoints (the actions' answers are still awaited), and the worker that
+/// looked for them.
+fn stop_waiting(s: &mut ShuttingDown) -> Vec<Command> {
+    let stop = match s.awaited {
+        Awaited::Nothing => return vec![],
+        Awaited::Sidecars { .. } => Command::StopWatch,
+        Awaited::Endpoints(_) => Command::StopProbe,
+    };
+    s.awaited = Awaited::Nothing;
+    vec![stop]
+}
+
+/// What shutdown still waits for, for the log line that gives up on it at `when`.
+fn outstanding(s: &ShuttingDown, when: &str) -> String {
+    let mut parts = Vec::new();
+    match &s.awaited {
+        Awaited::Nothing => {}
+        Awaited::Sidecars { sidecars, .. } => {
+            let names: Vec<&str> = sidecars.iter().map(|w| w.name.as_str()).collect();
+            parts.push(format!("sidecars {} still running at {when}", names.join(", ")));
+        }
+        Awaited::Endpoints(left) => parts.push(format!("endpoints still answering at {when}: {}", left.join(", "))),
+    }
+    if s.actions_left > 0 {
+        parts.push(format!("{} shutdown action(s) unanswered", s.actions_left));
+    }
+    parts.join("; ")
+}
+
+fn finish(code: u8) -> (State, Vec<Command>) {
+    (State::Done { code }, vec![Command::Exit(code)])
+}

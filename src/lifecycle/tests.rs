@@ -1,0 +1,544 @@
+//! Table tests of `machine::step`: (state, event, now) → (state, commands), on real Pod JSON fixtures.
+
+use std::time::{Duration, Instant};
+
+use super::machine::*;
+use crate::api::ApiError;
+use crate::child::{Exit, SpawnError};
+use crate::pod::Pod;
+use crate::probe::{Endpoint, Goal, Update as ProbeUpdate};
+use crate::readiness::{Kind, Waited};
+use crate::shutdown::{Action, ActionError, Done, Outcome};
+use crate::watch::Update;
+
+const UID: &str = "0b5f0e53-8d0a-4a53-9b9e-3f1a0f6f2c11";
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+fn pod(name: &str) -> Pod {
+    let text = match name {
+        "ready" => include_str!("../../tests/fixtures/pods/job-with-sidecars.json"),
+        "starting" => include_str!("../../tests/fixtures/pods/starting.json"),
+        "dead" => include_str!("../../tests/fixtures/pods/sidecar-terminated.json"),
+        other => panic!("no fixture {other}"),
+    };
+    serde_json::from_str(text).unwrap()
+}
+
+/// The ready Pod with envoy terminated.
+fn gone() -> Pod {
+    let mut pod = pod("ready");
+    pod.status.container_statuses[1].state = serde_json::from_str(r#"{"terminated":{"exitCode":0}}"#).unwrap();
+    pod
+}
+
+fn config(actions: usize) -> Config {
+    Config {
+        container: Some("job".into()),
+        own_args: vec![],
+        program_words: 1,
+        ignore: vec![],
+        ready_timeout: Some(Duration::from_secs(10)),
+        shutdown_timeout: None,
+        always_shutdown: false,
+        actions,
+        mode: Mode::Pod,
+    }
+}
+
+fn changed(pod: Pod) -> Event {
+    Event::Watch(Update::PodChanged(Box::new(pod)))
+}
+
+fn snapshot(name: &str) -> Event {
+    changed(pod(name))
+}
+
+fn envoy() -> Vec<Waited> {
+    vec![Waited { name: "envoy".into(), kind: Kind::Regular }]
+}
+
+fn watch_envoy() -> Command {
+    Command::Watch(Watch::UntilStopped { sidecars: envoy(), from: Some("48213".into()), uid: Some(UID.into()) })
+}
+
+fn answered() -> Event {
+    Event::Shutdown(Outcome { action: Action::Get("http://x/q".into()), result: Ok(Done::Answered(200)) })
+}
+
+fn exited(code: u8) -> Event {
+    Event::Child(Exit::Exited { code })
+}
+
+/// Runs `events` from the start, at the given offsets from t0, and returns the last state and every command
+/// (the start's included).
+fn run_at(config: &Config, events: Vec<(f64, Event)>) -> (State, Vec<Command>, Instant) {
+    let t0 = Instant::now();
+    let (mut state, mut all) = State::start(config, t0);
+    for (at, event) in events {
+        let (next, commands) = step(config, state, event, t0 + secs(at));
+        state = next;
+        all.extend(commands);
+    }
+    (state, all, t0)
+}
+
+/// Runs `events` one second apart and returns the commands after the start's.
+fn run(config: &Config, events: Vec<Event>) -> (State, Vec<Command>, Instant) {
+    let (state, all, t0) = run_at(config, events.into_iter().enumerate().map(|(i, e)| (i as f64, e)).collect());
+    (state, all[1..].to_vec(), t0)
+}
+
+fn shutting(state: &State) -> &ShuttingDown {
+    match state {
+        State::ShuttingDown(s) => s,
+        other => panic!("expected ShuttingDown, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_start_watches_the_pod() {
+    let (state, commands) = State::start(&config(1), Instant::now());
+    assert!(matches!(state, State::Waiting(_)));
+    assert_eq!(commands, [Command::Watch(Watch::UntilReady)]);
+}
+
+#[test]
+fn pending_then_ready_starts_the_program() {
+    let (state, commands, _) = run(&config(1), vec![snapshot("starting")]);
+    assert!(
+        matches!(state, State::Waiting(Waiting { ref not_ready, .. }) if not_ready == &["envoy", "cloud-sql-proxy"])
+    );
+    assert!(commands.is_empty());
+    let (state, commands, _) = run(&config(1), vec![snapshot("starting"), snapshot("ready")]);
+    assert!(matches!(state, State::Running(Running { exit_by: None, .. })));
+    assert_eq!(commands, [Command::StopWatch, Command::StartProgram]);
+}
+
+#[test]
+fn a_sidecar_dead_in_the_first_read_is_not_waited_for() {
+    // envoy terminated for good: the program never starts, and shutdown judges the same snapshot, so it waits
+    // only for the actions' answers, not for a sidecar already gone.
+    let (state, commands, t0) = run(&config(2), vec![snapshot("dead")]);
+    let why = "container envoy terminated (Error with exit code 1) and will not be restarted: not starting the program";
+    assert_eq!(
+        commands,
+        [Command::WriteTerminationLog(why.into()), Command::StopWatch, Command::StartShutdown { budget: secs(45.0) }]
+    );
+    assert_eq!(
+        state,
+        State::ShuttingDown(ShuttingDown {
+            code: 125,
+            actions_left: 2,
+            actions_deadline: t0 + secs(45.5),
+            awaited: Awaited::Nothing,
+            deadline: t0 + secs(45.0),
+            exit_by: None,
+            grace: secs(45.0),
+        })
+    );
+    let (state, _) = step(&config(2), state, answered(), t0);
+    let (state, commands) = step(&config(2), state, answered(), t0);
+    assert_eq!((state, commands), (State::Done { code: 125 }, vec![Command::Exit(125)]));
+}
+
+#[test]
+fn ready_timeout_is_124_and_waits_for_the_running_sidecars() {
+    let config = config(1);
+    let t0 = Instant::now();
+    let (state, _) = State::start(&config, t0);
+    let (state, commands) = step(&config, state, snapshot("starting"), t0);
+    // An early wake-up changes nothing.
+    let (state, commands2) = step(&config, state, Event::DeadlinePassed, t0 + secs(9.0));
+    assert!(commands.is_empty() && commands2.is_empty());
+    let (state, commands) = step(&config, state, Event::DeadlinePassed, t0 + secs(10.0));
+    assert_eq!(shutting(&state).code, 124);
+    assert_eq!(shutting(&state).awaited, Awaited::Sidecars { sidecars: envoy(), uid: Some(UID.into()) });
+    let why = "containers not ready after 10.0s: envoy, cloud-sql-proxy; not starting the program";
+    assert_eq!(
+        commands,
+        [
+            Command::WriteTerminationLog(why.into()),
+            Command::StopWatch,
+            Command::StartShutdown { budget: secs(45.0) },
+            watch_envoy(),
+        ]
+    );
+}
+
+#[test]
+fn sigterm_before_any_pod_shuts_down_without_watching() {
+    let (state, commands, t0) = run(&config(1), vec![Event::Signal(libc::SIGTERM)]);
+    // The grace period is unknown before the first read: the kubelet's 2 s minimum, less a quarter.
+    assert_eq!(commands, [Command::StopWatch, Command::StartShutdown { budget: secs(1.5) }]);
+    let s = shutting(&state);
+    assert_eq!((s.code, &s.awaited, s.exit_by), (143, &Awaited::Nothing, Some(t0 + secs(1.5))));
+    let (state, _, _) = run(&config(1), vec![Event::Signal(libc::SIGHUP)]);
+    assert!(matches!(state, State::Waiting(_)), "SIGHUP does not abort the wait");
+}
+
+#[test]
+fn api_failure_while_waiting_is_125_and_does_not_watch_again() {
+    let failed = Event::Watch(Update::Failed(ApiError::Unauthorized));
+    let (state, commands, _) = run(&config(0), vec![snapshot("starting"), failed]);
+    assert_eq!(state, State::Done { code: 125 });
+    let why = ApiError::Unauthorized.to_string();
+    assert_eq!(commands, [Command::WriteTerminationLog(why), Command::Exit(125)]);
+    let (state, commands, _) =
+        run(&config(1), vec![snapshot("starting"), Event::Watch(Update::Failed(ApiError::TooLarge))]);
+    assert_eq!(shutting(&state).awaited, Awaited::Nothing);
+    assert_eq!(commands[1..], [Command::StartShutdown { budget: secs(45.0) }]);
+}
+
+#[test]
+fn signals_are_forwarded_while_running() {
+    let (state, commands, _) = run(&config(1), vec![snapshot("ready"), Event::Signal(libc::SIGUSR1)]);
+    assert!(matches!(state, State::Running(Running { exit_by: None, .. })));
+    assert_eq!(commands.last(), Some(&Command::Forward(libc::SIGUSR1)));
+}
+
+#[test]
+fn program_exit_starts_shutdown_which_ends_when_sidecars_are_gone_and_actions_answered() {
+    let config = config(1);
+    let (state, commands, t0) = run(&config, vec![snapshot("ready"), exited(7)]);
+    assert_eq!(shutting(&state).code, 7);
+    assert_eq!(commands[2..], [Command::StartShutdown { budget: secs(45.0) }, watch_envoy()]);
+    let now = t0 + secs(2.0);
+    let (state, commands) = step(&config, state, snapshot("ready"), now);
+    assert!(matches!(state, State::ShuttingDown(_)) && commands.is_empty());
+    let (state, commands) = step(&config, state, changed(gone()), now);
+    assert_eq!(shutting(&state).awaited, Awaited::Nothing, "the sidecar is gone; the action has not answered");
+    assert!(commands.is_empty());
+    let (state, commands) = step(&config, state, answered(), now);
+    assert_eq!((state, commands), (State::Done { code: 7 }, vec![Command::Exit(7)]));
+}
+
+#[test]
+fn the_shutdown_watch_resumes_from_the_newest_version_seen() {
+    let mut older = pod("starting");
+    older.metadata.resource_version = Some("7".into());
+    let mut newer = pod("ready");
+    newer.metadata.resource_version = Some("9".into());
+    let (_, commands, _) = run(&config(0), vec![changed(older), changed(newer), exited(0)]);
+    let watch = Watch::UntilStopped { sidecars: envoy(), from: Some("9".into()), uid: Some(UID.into()) };
+    assert_eq!(commands.last(), Some(&Command::Watch(watch)));
+}
+
+#[test]
+fn a_shutdown_timeout_of_zero_still_waits_for_every_first_attempt() {
+    let mut config = config(2);
+    config.shutdown_timeout = Some(Duration::ZERO);
+    let (state, commands, t0) = run_at(&config, vec![(0.0, snapshot("ready")), (1.0, exited(3))]);
+    assert_eq!(commands[3..], [Command::StartShutdown { budget: secs(1.0) }, watch_envoy()]);
+    let t1 = t0 + secs(1.0);
+    assert_eq!(state.deadline(), Some(t1), "the wait for the sidecars is bounded at once");
+    let (state, commands) = step(&config, state, Event::DeadlinePassed, t1);
+    assert_eq!(commands, [Command::StopWatch]);
+    let s = shutting(&state);
+    assert_eq!((s.actions_left, &s.awaited), (2, &Awaited::Nothing), "both actions are still awaited");
+    assert_eq!(state.deadline(), Some(t1 + secs(1.5)), "each action's own budget bounds its wait");
+    let (state, _) = step(&config, state, answered(), t1 + secs(0.01));
+    let (state, commands) = step(&config, state, Event::DeadlinePassed, t1 + secs(1.5));
+    assert_eq!((state, commands), (State::Done { code: 3 }, vec![Command::Exit(3)]), "a hung action is let go");
+}
+
+#[test]
+fn a_sigterm_while_running_means_no_wait_for_sidecars_after_the_program() {
+    // The kubelet stops every container itself and reports none terminated before proa's own.
+    let config = config(1);
+    let events = vec![(0.0, snapshot("ready")), (1.0, Event::Signal(libc::SIGTERM)), (4.0, exited(0))];
+    let (state, commands, t0) = run_at(&config, events);
+    let exit_by = t0 + secs(1.0 + 45.0 - 1.0);
+    assert_eq!(commands[3..], [Command::Forward(libc::SIGTERM), Command::StartShutdown { budget: secs(41.0) }]);
+    let s = shutting(&state);
+    assert_eq!((s.code, &s.awaited, s.exit_by), (0, &Awaited::Nothing, Some(exit_by)));
+    let (state, commands) = step(&config, state, answered(), t0 + secs(4.1));
+    assert_eq!((state, commands), (State::Done { code: 0 }, vec![Command::Exit(0)]));
+}
+
+#[test]
+fn an_action_still_out_at_the_kubelets_deadline_is_let_go() {
+    let config = config(1);
+    let events = vec![(0.0, snapshot("ready")), (1.0, Event::Signal(libc::SIGTERM)), (4.0, exited(0))];
+    let (state, _, t0) = run_at(&config, events);
+    let exit_by = t0 + secs(45.0);
+    assert_eq!(state.deadline(), Some(exit_by));
+    let (state, commands) = step(&config, state, Event::DeadlinePassed, exit_by);
+    assert_eq!((state, commands), (State::Done { code: 0 }, vec![Command::Exit(0)]));
+}
+
+#[test]
+fn a_program_that_outlives_the_grace_exits_at_once() {
+    let config = config(1);
+    let events = vec![(0.0, snapshot("ready")), (1.0, Event::Signal(libc::SIGTERM)), (60.0, exited(143))];
+    let (state, commands, _) = run_at(&config, events);
+    assert_eq!(state, State::Done { code: 143 });
+    assert_eq!(commands.last(), Some(&Command::Exit(143)));
+}
+
+#[test]
+fn a_second_sigterm_while_shutting_down_ends_the_wait_for_sidecars() {
+    let config = config(1);
+    let (state, _, t0) = run(&config, vec![snapshot("ready"), exited(3)]);
+    let (state, commands) = step(&config, state, Event::Signal(libc::SIGTERM), t0 + secs(5.0));
+    assert_eq!(commands, [Command::StopWatch]);
+    let s = shutting(&state);
+    assert_eq!((&s.awaited, s.exit_by), (&Awaited::Nothing, Some(t0 + secs(5.0 + 44.0))));
+    let (state, commands) = step(&config, state, answered(), t0 + secs(5.1));
+    assert_eq!((state, commands), (State::Done { code: 3 }, vec![Command::Exit(3)]));
+    let (state, _, _) = run(&config, vec![snapshot("ready"), exited(3), Event::Signal(libc::SIGWINCH)]);
+    assert!(matches!(state, State::ShuttingDown(ShuttingDown { awaited: Awaited::Sidecars { .. }, .. })));
+}
+
+#[test]
+fn the_shutdown_timeout_ends_the_wait_for_sidecars() {
+    let config = config(1);
+    let (state, _, t0) = run(&config, vec![snapshot("ready"), exited(3), answered()]);
+    assert_eq!(state.deadline(), Some(t0 + secs(1.0 + 45.0)));
+    let (state, commands) = step(&config, state, Event::DeadlinePassed, t0 + secs(46.0));
+    assert_eq!((state, commands), (State::Done { code: 3 }, vec![Command::Exit(3)]));
+}
+
+#[test]
+fn the_pod_deleted_while_waiting_never_starts_the_program() {
+    let mut deleting = pod("starting");
+    deleting.metadata.deletion_timestamp = Some("2026-11-30T10:00:00Z".into());
+    deleting.metadata.deletion_grace_period_seconds = Some(10);
+    let (state, commands, t0) = run(&config(1), vec![changed(deleting)]);
+    assert_eq!(commands, [Command::StopWatch, Command::StartShutdown { budget: secs(9.0) }]);
+    let s = shutting(&state);
+    assert_eq!((s.code, &s.awaited, s.exit_by), (143, &Awaited::Nothing, Some(t0 + secs(9.0))));
+}
+
+#[test]
+fn a_deleted_event_or_another_uid_is_a_gone_pod() {
+    let deleted = Event::Watch(Update::PodDeleted(Box::new(pod("starting"))));
+    let (state, _, _) = run(&config(1), vec![snapshot("starting"), deleted]);
+    assert_eq!(shutting(&state).code, 143);
+    // A replacement Pod of the same name that is ready must not start the program.
+    let mut replacement = pod("ready");
+    replacement.metadata.uid = Some("another".into());
+    let (state, commands, _) = run(&config(1), vec![snapshot("starting"), changed(replacement)]);
+    assert_eq!(shutting(&state).code, 143);
+    assert!(!commands.contains(&Command::StartProgram));
+}
+
+#[test]
+fn the_pod_deleted_during_shutdown_ends_the_wait_for_sidecars() {
+    let config = config(1);
+    let (state, _, t0) = run(&config, vec![snapshot("ready"), exited(0), answered()]);
+    let mut deleting = pod("ready");
+    deleting.metadata.deletion_timestamp = Some("2026-11-30T10:00:00Z".into());
+    let (state, commands) = step(&config, state, changed(deleting), t0 + secs(3.0));
+    assert_eq!((state, commands), (State::Done { code: 0 }, vec![Command::Exit(0)]));
+    let (state, _, _) = run(&config, vec![snapshot("ready"), exited(0)]);
+    let deleted = Event::Watch(Update::PodDeleted(Box::new(pod("ready"))));
+    let (state, commands) = step(&config, state, deleted, t0 + secs(3.0));
+    assert_eq!(commands, [Command::StopWatch]);
+    assert_eq!(shutting(&state).exit_by, Some(t0 + secs(3.0 + 44.0)));
+}
+
+#[test]
+fn absurd_grace_periods_are_capped_not_overflowed() {
+    let mut huge = pod("ready");
+    huge.spec.termination_grace_period_seconds = Some(i64::MAX);
+    let events = vec![(0.0, changed(huge)), (1.0, Event::Signal(libc::SIGTERM)), (2.0, exited(0))];
+    let (state, _, t0) = run_at(&config(1), events);
+    let s = shutting(&state);
+    assert_eq!(s.deadline, t0 + secs(2.0) + MAX_WAIT);
+    assert_eq!(s.exit_by, Some(t0 + secs(1.0) + MAX_WAIT - EXIT_MARGIN));
+    let mut config = config(1);
+    config.ready_timeout = Some(Duration::MAX);
+    let (state, _) = State::start(&config, t0);
+    assert_eq!(state.deadline(), Some(t0 + MAX_WAIT));
+}
+
+#[test]
+fn on_failure_leaves_sidecars_running_for_the_restart() {
+    let mut restartable = pod("ready");
+    restartable.spec.restart_policy = Some("OnFailure".into());
+    let (state, commands, _) = run(&config(1), vec![changed(restartable), exited(3)]);
+    assert_eq!(state, State::Done { code: 3 });
+    assert_eq!(commands.last(), Some(&Command::Exit(3)));
+}
+
+#[test]
+fn proas_own_restart_policy_decides_shutdown() {
+    // A Never Pod whose proa container restarts on failure (ContainerRestartRules): the failed program comes back.
+    let mut own_on_failure = pod("ready");
+    own_on_failure.spec.containers[0].restart_policy = Some("OnFailure".into());
+    let (state, _, _) = run(&config(1), vec![changed(own_on_failure.clone()), exited(3)]);
+    assert_eq!(state, State::Done { code: 3 });
+    let (state, _, _) = run(&config(1), vec![changed(own_on_failure), exited(0)]);
+    assert_eq!(shutting(&state).code, 0, "success is final: shut down");
+}
+
+#[test]
+fn spawn_failure_keeps_its_shell_code() {
+    let failed = Event::SpawnFailed(SpawnError::NotFound { program: "nope".into() });
+    let (state, _, _) = run(&config(1), vec![snapshot("ready"), failed]);
+    assert_eq!(shutting(&state).code, 127);
+}
+
+#[test]
+fn nothing_to_shut_down_exits_at_once() {
+    let mut config = config(0);
+    config.ignore = vec!["envoy".into()];
+    let (state, commands, _) = run(&config, vec![snapshot("ready"), exited(0)]);
+    assert_eq!(state, State::Done { code: 0 });
+    assert_eq!(commands.last(), Some(&Command::Exit(0)));
+}
+
+#[test]
+fn wait_is_over_matches_the_verdict() {
+    let config = config(0);
+    let over = |pod: &Pod, deleted| wait_is_over(&config, pod, deleted, &mut None);
+    assert!(!over(&pod("starting"), false));
+    assert!(over(&pod("ready"), false));
+    assert!(over(&pod("dead"), false));
+    assert!(over(&pod("starting"), true), "a DELETED event");
+    let mut pinned = None;
+    assert!(!wait_is_over(&config, &pod("starting"), false, &mut pinned));
+    let mut replacement = pod("starting");
+    replacement.metadata.uid = Some("another".into());
+    assert!(wait_is_over(&config, &replacement, false, &mut pinned), "another uid than the first one seen");
+}
+
+// No-API mode: readiness and shutdown from probing endpoints.
+
+fn endpoints_config(actions: usize) -> Config {
+    let mode =
+        Mode::Endpoints(vec![Endpoint::Http("http://127.0.0.1:1/ready".into()), Endpoint::Tcp("db:5432".into())]);
+    Config { mode, shutdown_timeout: None, ..config(actions) }
+}
+
+fn probe(update: ProbeUpdate) -> Event {
+    Event::Probe(update)
+}
+
+fn pending(goal: Goal, left: &[&str]) -> Event {
+    probe(ProbeUpdate::Pending { goal, left: left.iter().map(|l| l.to_string()).collect() })
+}
+
+fn endpoints_facts() -> Facts {
+    Facts {
+        uid: None,
+        waited: vec![],
+        policy: None,
+        shutdown_timeout: secs(30.0),
+        grace: secs(30.0),
+        version: None,
+        stopped: vec![],
+    }
+}
+
+#[test]
+fn endpoints_mode_starts_probing_with_every_endpoint_not_ready() {
+    let config = endpoints_config(1);
+    let (State::Waiting(w), commands) = State::start(&config, Instant::now()) else { panic!("starts waiting") };
+    assert_eq!(commands, [Command::Probe(Goal::Ready)]);
+    assert_eq!(w.not_ready, ["http://127.0.0.1:1/ready", "tcp db:5432"]);
+    assert_eq!(w.facts, Some(endpoints_facts()));
+}
+
+#[test]
+fn endpoints_ready_starts_the_program() {
+    let events =
+        vec![pending(Goal::Ready, &["tcp db:5432 (connection refused)"]), probe(ProbeUpdate::Reached(Goal::Ready))];
+    let (state, commands, _) = run(&endpoints_config(1), events);
+    assert_eq!(state, State::Running(Running { facts: endpoints_facts(), exit_by: None }));
+    assert_eq!(commands, [Command::StartProgram]);
+}
+
+#[test]
+fn endpoints_ready_timeout_is_124_naming_what_is_missing() {
+    let config = endpoints_config(1);
+    let t0 = Instant::now();
+    let (state, _) = State::start(&config, t0);
+    let (state, _) = step(&config, state, pending(Goal::Ready, &["tcp db:5432 (connection refused)"]), t0);
+    let (state, commands) = step(&config, state, Event::DeadlinePassed, t0 + secs(10.0));
+    let s = shutting(&state);
+    assert_eq!(s.code, 124);
+    assert_eq!(s.awaited, Awaited::Endpoints(vec!["http://127.0.0.1:1/ready".into(), "tcp db:5432".into()]));
+    assert_eq!(s.deadline, t0 + secs(40.0));
+    let why = "endpoints not ready after 10.0s: tcp db:5432 (connection refused); not starting the program";
+    assert_eq!(
+        commands,
+        [
+            Command::WriteTerminationLog(why.into()),
+            Command::StopProbe,
+            Command::StartShutdown { budget: secs(30.0) },
+            Command::Probe(Goal::Gone),
+        ]
+    );
+}
+
+#[test]
+fn endpoints_mode_always_shuts_down_and_probes_until_gone() {
+    // Unknown restart policy: even a failed program (which OnFailure would restart) shuts the sidecars down.
+    let events = vec![probe(ProbeUpdate::Reached(Goal::Ready)), exited(3)];
+    let (state, commands, _) = run(&endpoints_config(2), events);
+    let s = shutting(&state);
+    assert!(s.code == 3 && s.actions_left == 2 && matches!(s.awaited, Awaited::Endpoints(_)));
+    assert_eq!(commands[1..], [Command::StartShutdown { budget: secs(30.0) }, Command::Probe(Goal::Gone)]);
+}
+
+#[test]
+fn endpoints_gone_and_actions_answered_end_shutdown() {
+    let config = endpoints_config(1);
+    let (state, _, t0) = run(&config, vec![probe(ProbeUpdate::Reached(Goal::Ready)), exited(3)]);
+    let (state, commands) = step(&config, state, pending(Goal::Gone, &["tcp db:5432 (still answering)"]), t0);
+    assert_eq!(shutting(&state).awaited, Awaited::Endpoints(vec!["tcp db:5432 (still answering)".into()]));
+    assert!(commands.is_empty());
+    let (state, _) = step(&config, state, probe(ProbeUpdate::Reached(Goal::Gone)), t0);
+    let (state, commands) = step(&config, state, answered(), t0);
+    assert_eq!((state, commands), (State::Done { code: 3 }, vec![Command::Exit(3)]));
+}
+
+#[test]
+fn a_stale_ready_prober_cannot_end_shutdown() {
+    let config = endpoints_config(1);
+    let (state, _, t0) = run(&config, vec![probe(ProbeUpdate::Reached(Goal::Ready)), exited(124)]);
+    let (same, commands) = step(&config, state.clone(), probe(ProbeUpdate::Reached(Goal::Ready)), t0);
+    assert_eq!((same, commands), (state, vec![]));
+}
+
+#[test]
+fn endpoints_without_actions_are_not_awaited() {
+    let events = vec![probe(ProbeUpdate::Reached(Goal::Ready)), exited(0)];
+    let (state, commands, _) = run(&endpoints_config(0), events);
+    assert_eq!(state, State::Done { code: 0 });
+    assert_eq!(commands.last(), Some(&Command::Exit(0)));
+}
+
+#[test]
+fn probes_mean_nothing_in_the_wrong_phase() {
+    // Pod mode runs no prober; a Gone report while waiting or a late one while running changes nothing.
+    let (state, commands, _) = run(&config(1), vec![probe(ProbeUpdate::Reached(Goal::Ready))]);
+    assert!(matches!(state, State::Waiting(Waiting { facts: None, .. })) && commands.is_empty());
+    let (state, commands, _) = run(&endpoints_config(1), vec![probe(ProbeUpdate::Reached(Goal::Gone))]);
+    assert!(matches!(state, State::Waiting(_)) && commands.is_empty());
+    let events = vec![probe(ProbeUpdate::Reached(Goal::Ready)), pending(Goal::Ready, &["x"])];
+    let (state, commands, _) = run(&endpoints_config(1), events);
+    assert!(matches!(state, State::Running(_)) && commands == [Command::StartProgram]);
+}
+
+#[test]
+fn a_signal_while_probing_stops_the_prober_and_waits_for_nothing_but_the_actions() {
+    let (state, commands, _) = run(&endpoints_config(1), vec![Event::Signal(libc::SIGTERM)]);
+    let s = shutting(&state);
+    assert_eq!((s.code, &s.awaited), (143, &Awaited::Nothing));
+    assert_eq!(commands, [Command::StopProbe, Command::StartShutdown { budget: secs(29.0) }]);
+}
+
+#[test]
+fn a_refused_action_counts_as_answered() {
+    let config = config(1);
+    let (state, _, t0) = run(&config, vec![snapshot("ready"), exited(0), changed(gone())]);
+    let refused =
+        Outcome { action: Action::Get("http://x/q".into()), result: Err(ActionError::Refused { attempts: 4 }) };
+    let (state, commands) = step(&config, state, Event::Shutdown(refused), t0);
+    assert_eq!((state, commands), (State::Done { code: 0 }, vec![Command::Exit(0)]));
+}

@@ -1,0 +1,193 @@
+//! The real world of the owner loop: worker threads (signals, watch or probe, reaper, shutdown actions) that send
+//! their events over one mpsc channel, which the owner reads with a timeout up to the next deadline. Owns the
+//! channel, the workers' stop flags and the program's pidfd; decides nothing about the lifecycle.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use crate::api::Api;
+use crate::child::{self, SpawnError};
+use crate::cli::Options;
+use crate::pidfd::Pidfd;
+use crate::probe::{self, Endpoint, Goal};
+use crate::shutdown::{self, Action};
+use crate::{signals, termination, watch};
+
+use super::machine::{Config, Event, Mode};
+use super::{Until, World};
+
+/// Where readiness comes from, ready to use.
+#[allow(clippy::large_enum_variant)] // built once per run: boxing would buy nothing
+pub enum Source {
+    /// The Pod, through this client.
+    Api(Api),
+    /// No-API mode: probe these endpoints.
+    Endpoints(Vec<Endpoint>),
+}
+
+/// Every shutdown action: `--shutdown-http-get`, `--shutdown-http-post`, the `--sidecar` presets' ones, then the
+/// kills, whose grace must fit in `time_left`.
+pub fn shutdown_actions(options: &Options, time_left: Duration) -> Vec<Action> {
+    let get = options.shutdown_get.iter().cloned().map(Action::Get);
+    let post = options.shutdown_post.iter().cloned().map(Action::Post);
+    let presets = options.sidecars.iter().map(|preset| preset.quit());
+    get.chain(post).chain(presets).chain(kill_actions(options, time_left)).collect()
+}
+
+/// One action per `--kill NAME`, or one for `--kill-all`.
+#[cfg(feature = "kill")]
+fn kill_actions(options: &Options, time_left: Duration) -> Vec<Action> {
+    use crate::kill::{self, Kill};
+    use crate::procs::Rule;
+    let settings = &options.kill;
+    let grace = kill::grace_within(settings.grace, time_left);
+    let rules = match settings.all {
+        true => vec![Rule::All],
+        false => settings.names.iter().cloned().map(Rule::Named).collect(),
+    };
+    rules.into_iter().map(|rule| Action::Kill(Kill { rule, signal: settings.signal, grace })).collect()
+}
+
+#[cfg(not(feature = "kill"))]
+fn kill_actions(_: &Options, _: Duration) -> Vec<Action> {
+    Vec::new()
+}
+
+/// The worker threads and the channel they report on.
+pub struct Threads {
+    options: Options,
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
+    api: Option<Api>,
+    endpoints: Vec<Endpoint>,
+    watcher: Option<Worker>,
+    prober: Option<Worker>,
+    /// The program, held by a pidfd opened before the reaper runs: a signal forwarded after it exited can then never
+    /// reach a later process that was given the same pid.
+    program: Option<Pidfd>,
+    /// Keeps the signal thread registered for the whole run.
+    _signals: signal_hook::iterator::Handle,
+}
+
+impl Threads {
+    /// Makes proa fit to reap and starts the signal thread, before anything else, so that a SIGTERM during
+    /// start-up is not lost. Returns the world and the lifecycle's settings.
+    pub fn start(options: &Options, source: Source) -> Result<(Threads, Config), String> {
+        child::become_reaper();
+        let (tx, rx) = mpsc::channel::<Event>();
+        let signal_tx = tx.clone();
+        let (handle, _thread) = signals::spawn_signals(move |signal| signal_tx.send(Event::Signal(signal)).is_ok())
+            .map_err(|err| format!("cannot handle signals: {err}"))?;
+        let (api, endpoints, mode) = match source {
+            Source::Api(api) => (Some(api), Vec::new(), Mode::Pod),
+            Source::Endpoints(endpoints) => {
+                let names: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
+                log::info!("waiting for {} (no Kubernetes API)", names.join(", "));
+                (None, endpoints.clone(), Mode::Endpoints(endpoints))
+            }
+        };
+        let config = super::config(options, mode);
+        let world = Threads {
+            options: options.clone(),
+            tx,
+            rx,
+            api,
+            endpoints,
+            watcher: None,
+            prober: None,
+            program: None,
+            _signals: handle,
+        };
+        Ok((world, config))
+    }
+}
+
+impl World for Threads {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn next_event(&mut self, deadline: Option<Instant>) -> Option<Event> {
+        match deadline {
+            None => self.rx.recv().ok(),
+            Some(deadline) => match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(event) => Some(event),
+                Err(RecvTimeoutError::Timeout) => Some(Event::DeadlinePassed),
+                Err(RecvTimeoutError::Disconnected) => None,
+            },
+        }
+    }
+
+    fn watch(&mut self, from: Option<String>, until: Until) {
+        self.stop_watch();
+        if let Some(api) = &self.api {
+            let (worker, stop) = Worker::new();
+            let tx = self.tx.clone();
+            watch::spawn_watch(api.clone(), from, stop, until, move |update| tx.send(Event::Watch(update)).is_ok());
+            self.watcher = Some(worker);
+        }
+    }
+
+    fn stop_watch(&mut self) {
+        self.watcher.take().iter().for_each(Worker::stop);
+    }
+
+    fn probe(&mut self, goal: Goal) {
+        self.stop_probe();
+        let (worker, stop) = Worker::new();
+        let tx = self.tx.clone();
+        let interval = self.options.probe_interval;
+        let report = move |update| tx.send(Event::Probe(update)).is_ok();
+        probe::spawn_probe(self.endpoints.clone(), goal, interval, stop, report);
+        self.prober = Some(worker);
+    }
+
+    fn stop_probe(&mut self) {
+        self.prober.take().iter().for_each(Worker::stop);
+    }
+
+    fn start_program(&mut self) -> Result<(), SpawnError> {
+        let spawned = child::spawn_program(&self.options.program, &self.options.args)?;
+        log::info!("started {} (pid {})", self.options.program.to_string_lossy(), spawned.pid);
+        self.program = libc::pid_t::try_from(spawned.pid).ok().and_then(Pidfd::open);
+        let tx = self.tx.clone();
+        child::spawn_reaper(spawned, move |exit| tx.send(Event::Child(exit)).is_ok());
+        Ok(())
+    }
+
+    fn forward(&mut self, signal: i32) {
+        match &self.program {
+            Some(program) => child::forward(program, signal),
+            None => log::debug!("no program to forward {} to", child::signal_name(signal)),
+        }
+    }
+
+    fn start_shutdown(&mut self, budget: Duration) {
+        let tx = self.tx.clone();
+        let actions = shutdown_actions(&self.options, budget);
+        shutdown::spawn_actions(actions, budget, move |outcome| tx.send(Event::Shutdown(outcome)).is_ok());
+    }
+
+    fn write_termination_log(&mut self, reason: &str) {
+        termination::write(&self.options.termination_log, reason);
+    }
+}
+
+/// The stop flag of a watcher or prober thread. Stopping it makes the thread end before its next request or round
+/// (or its next report, if it is blocked reading), without another event.
+struct Worker {
+    stopped: Arc<AtomicBool>,
+}
+
+impl Worker {
+    fn new() -> (Worker, Arc<AtomicBool>) {
+        let stopped = Arc::new(AtomicBool::new(false));
+        (Worker { stopped: stopped.clone() }, stopped)
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+}

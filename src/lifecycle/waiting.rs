@@ -1,0 +1,157 @@
+//! The Waiting phase's transitions (DESIGN.md "Wait"): Pod snapshots or probe results until every waited
+//! container is ready; a dead sidecar, a gone Pod, an API failure, the ready timeout or a stop signal give up the
+//! wait, and the program never starts. Pure apart from logging.
+
+use std::time::Instant;
+
+use crate::child;
+use crate::exit;
+use crate::pod::Pod;
+use crate::probe::{Goal, Update as ProbeUpdate};
+use crate::readiness::{self, Verdict, Waited};
+use crate::signals;
+use crate::watch::Update;
+
+use super::machine::{Command, Config, Event, Facts, Mode, Running, State, Waiting, exit_by};
+use super::stopping::{Ending, begin_shutdown};
+
+pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instant) -> (State, Vec<Command>) {
+    match event {
+        Event::Watch(Update::PodChanged(pod)) => snapshot(config, w, &pod, false, now),
+        Event::Watch(Update::PodDeleted(pod)) => snapshot(config, w, &pod, true, now),
+        Event::Watch(Update::Failed(err)) => {
+            let failed = failure(err.to_string());
+            with_first(failed, begin_shutdown(config, w.facts.as_ref(), exit::PROA_FAILED, Ending::ApiFailed, now))
+        }
+        Event::Probe(ProbeUpdate::Reached(Goal::Ready)) => {
+            // Only no-API mode runs a prober, and its facts are known from the start.
+            let Some(facts) = w.facts.take() else { return (State::Waiting(w), vec![]) };
+            log::info!("all endpoints ready after {:.1}s", now.duration_since(w.since).as_secs_f64());
+            (State::Running(Running { facts, exit_by: None }), vec![Command::StartProgram])
+        }
+        Event::Probe(ProbeUpdate::Pending { goal: Goal::Ready, left }) => {
+            log::debug!("not ready yet: {}", left.join(", "));
+            w.not_ready = left;
+            (State::Waiting(w), vec![])
+        }
+        Event::Signal(signal) if signals::is_stop_request(signal) => {
+            log::warn!("got {} while waiting for sidecars: not starting the program", child::signal_name(signal));
+            // Before the first read the grace period is unknown: assume the shortest the kubelet gives.
+            let grace = w.facts.as_ref().map_or(readiness::MIN_GRACE, |f| f.grace);
+            let ending = Ending::Stopping(exit_by(now, grace));
+            abort_wait(config, w.facts.as_ref(), exit::signal_code(signal), ending, now)
+        }
+        Event::DeadlinePassed if w.deadline.is_some_and(|d| now >= d) => {
+            let failed = failure(format!(
+                "{} not ready after {:.1}s: {}; not starting the program",
+                match config.mode {
+                    Mode::Pod => "containers",
+                    Mode::Endpoints(_) => "endpoints",
+                },
+                now.duration_since(w.since).as_secs_f64(),
+                match w.not_ready.is_empty() {
+                    true => "no pod status yet".to_string(),
+                    false => w.not_ready.join(", "),
+                }
+            ));
+            with_first(failed, abort_wait(config, w.facts.as_ref(), exit::READY_TIMEOUT, Ending::Normal, now))
+        }
+        Event::Signal(signal) => {
+            log::debug!("ignoring {} while waiting for sidecars", child::signal_name(signal));
+            (State::Waiting(w), vec![])
+        }
+        // None of these can happen before the program starts (a prober only aims at Gone during shutdown);
+        // the deadline case is an early wake-up.
+        Event::DeadlinePassed
+        | Event::Child(_)
+        | Event::SpawnFailed(_)
+        | Event::Shutdown(_)
+        | Event::Probe(ProbeUpdate::Reached(Goal::Gone) | ProbeUpdate::Pending { goal: Goal::Gone, .. }) => {
+            (State::Waiting(w), vec![])
+        }
+    }
+}
+
+/// A Pod snapshot while waiting; `deleted` when it came with a DELETED event.
+fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Instant) -> (State, Vec<Command>) {
+    let mut facts = match w.facts.take() {
+        Some(facts) => facts,
+        None => match Facts::of(config, pod) {
+            Ok(facts) => {
+                log_waited(&facts.waited);
+                facts
+            }
+            Err(err) => {
+                let failed = failure(err);
+                return with_first(failed, abort_wait(config, None, exit::PROA_FAILED, Ending::Normal, now));
+            }
+        },
+    };
+    if deleted || readiness::is_gone(pod, facts.uid.as_deref()) {
+        if pod.metadata.uid == facts.uid {
+            facts.observe(pod);
+        }
+        log::error!("the pod is being deleted (or was replaced): not starting the program");
+        let ending = Ending::Stopping(exit_by(now, facts.grace));
+        return abort_wait(config, Some(&facts), exit::signal_code(libc::SIGTERM), ending, now);
+    }
+    facts.observe(pod);
+    match readiness::assess(pod, &facts.waited) {
+        Verdict::Ready => {
+            if !facts.waited.is_empty() {
+                log::info!("all containers ready after {:.1}s", now.duration_since(w.since).as_secs_f64());
+            }
+            (State::Running(Running { facts, exit_by: None }), vec![Command::StopWatch, Command::StartProgram])
+        }
+        Verdict::Pending { not_ready, waiting } => {
+            for (container, reason) in &waiting {
+                if !w.reasons.contains(&(container.clone(), reason.clone())) {
+                    match readiness::is_routine_waiting_reason(reason) {
+                        true => log::debug!("container {container} waiting: {reason}"),
+                        false => log::warn!("container {container} waiting: {reason}"),
+                    }
+                }
+            }
+            w.reasons = waiting;
+            w.not_ready = not_ready;
+            w.facts = Some(facts);
+            (State::Waiting(w), vec![])
+        }
+        Verdict::Dead { container, exit_code, reason } => {
+            let failed = failure(format!(
+                "container {container} terminated ({reason} with exit code {exit_code}) and will not be restarted: not starting the program"
+            ));
+            with_first(failed, abort_wait(config, Some(&facts), exit::PROA_FAILED, Ending::Normal, now))
+        }
+    }
+}
+
+/// Gives up waiting: the program never starts; the watcher or prober is stopped and shutdown begins.
+fn abort_wait(config: &Config, facts: Option<&Facts>, code: u8, ending: Ending, now: Instant) -> (State, Vec<Command>) {
+    let stop = match config.mode {
+        Mode::Pod => Command::StopWatch,
+        Mode::Endpoints(_) => Command::StopProbe,
+    };
+    with_first(stop, begin_shutdown(config, facts, code, ending, now))
+}
+
+/// Logs why proa fails with a code of its own (124, 125) and orders the same text into the termination log.
+fn failure(reason: impl Into<String>) -> Command {
+    let reason = reason.into();
+    log::error!("{reason}");
+    Command::WriteTerminationLog(reason)
+}
+
+/// Puts `first` before the commands of a transition.
+fn with_first(first: Command, (state, commands): (State, Vec<Command>)) -> (State, Vec<Command>) {
+    (state, [first].into_iter().chain(commands).collect())
+}
+
+fn log_waited(waited: &[Waited]) {
+    if waited.is_empty() {
+        log::info!("no sidecars to wait for");
+    } else {
+        let names: Vec<&str> = waited.iter().map(|w| w.name.as_str()).collect();
+        log::info!("waiting for containers {}", names.join(", "));
+    }
+}
