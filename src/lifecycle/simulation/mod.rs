@@ -1,0 +1,326 @@
+//! Deterministic simulation of the lifecycle (issue 10): the real owner loop (`drive`) and state machine run
+//! against a simulated world (`world.rs`) built from a seed (`scenario.rs`), thousands of timelines per run. After
+//! each, the promise is checked (`check`): never early, the exit code kept, every action attempted, done in time
+//! and before the kubelet's SIGKILL, no hang, no panic. A failure prints its seed; `PROA_SIM_SEED=N` replays one,
+//! `PROA_SIM_TIMELINES=N` sets how many run (`make soak` runs many more, from `PROA_SIM_BASE`).
+
+mod scenario;
+mod world;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+use crate::pod::Pod;
+use crate::probe::Endpoint as ProbeEndpoint;
+use crate::shutdown;
+
+use super::machine::{Config, EXIT_MARGIN, MAX_WAIT, Mode};
+use scenario::Scenario;
+use world::{FIRST_UID, Record, Sim};
+
+/// Timelines in `make test`.
+const DEFAULT_TIMELINES: u64 = 40_000;
+/// Slack for the owner's own work between two virtual instants.
+const EPSILON: Duration = Duration::from_millis(1);
+
+/// The lifecycle settings a scenario's command line gives.
+fn config(s: &Scenario) -> Config {
+    let mode = match s.no_api {
+        true => Mode::Endpoints(vec![ProbeEndpoint::Http("http://127.0.0.1:15021/healthz/ready".into())]),
+        false => Mode::Pod,
+    };
+    Config {
+        container: s.container_flag.then(|| "job".to_string()),
+        own_args: s.own_args(),
+        program_words: 1 + s.program_args.len(),
+        ignore: s.ignore.clone(),
+        ready_timeout: s.ready_timeout,
+        shutdown_timeout: s.shutdown_timeout,
+        always_shutdown: s.always_shutdown,
+        actions: s.actions.len(),
+        mode,
+    }
+}
+
+/// How one timeline ended.
+struct Ending {
+    code: u8,
+    at: Duration,
+}
+
+/// Runs one timeline; `Err` names the broken promise, with the trace.
+fn run(seed: u64) -> Result<(), String> {
+    let scenario = Scenario::generate(seed);
+    let config = config(&scenario);
+    let mut sim = Sim::new(&scenario);
+    let ran = catch_unwind(AssertUnwindSafe(|| super::drive(&config, &mut sim)));
+    let verdict = match ran {
+        Ok(code) => check(&scenario, &sim.record, &Ending { code, at: sim.now }),
+        Err(panic) => {
+            let text = panic.downcast_ref::<String>().cloned().or(panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            Err(format!("panicked: {}", text.unwrap_or_default()))
+        }
+    };
+    verdict.map_err(|broken| {
+        format!(
+            "seed {seed}: {broken}\nreplay: PROA_SIM_SEED={seed} cargo test simulation\n{scenario:#?}\ntrace:\n{}",
+            sim.record.trace.join("\n")
+        )
+    })
+}
+
+/// The promise, checked on what the owner was told and did.
+fn check(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
+    if r.hang {
+        return Err("hang: the owner waited with no event and no deadline to wake it".into());
+    }
+    if let Some(killed) = r.killed_at {
+        return match killed_excused(s, r, killed) {
+            true => Ok(()),
+            false => Err(format!("the kubelet's SIGKILL at {killed:?} came before proa exited")),
+        };
+    }
+    never_early(s, r)?;
+    exit_code(s, r, end)?;
+    actions(s, r, end)?;
+    in_time(s, r, end)
+}
+
+fn waited_truth(s: &Scenario) -> Vec<(String, bool)> {
+    let regular = s.sidecars.iter().map(|p| (p.name.clone(), false));
+    let native = s.natives.iter().map(|p| (p.name.clone(), true));
+    regular.chain(native).filter(|(name, _)| !s.ignore.contains(name)).collect()
+}
+
+fn status<'a>(pod: &'a Pod, name: &str, native: bool) -> Option<&'a crate::pod::ContainerStatus> {
+    let statuses = if native { &pod.status.init_container_statuses } else { &pod.status.container_statuses };
+    statuses.iter().find(|st| st.name == name)
+}
+
+/// A snapshot that says the Pod proa runs in is going away.
+fn is_gone(pod: &Pod, deleted: bool) -> bool {
+    deleted || pod.metadata.deletion_timestamp.is_some() || pod.metadata.uid.as_deref() != Some(FIRST_UID)
+}
+
+fn delivered_before(r: &Record, t: Duration) -> impl Iterator<Item = &(Duration, Pod, bool)> {
+    r.delivered.iter().filter(move |(at, _, _)| *at <= t)
+}
+
+/// The program never starts before every waited container is ready in the newest snapshot, nor once the Pod was
+/// seen going away.
+fn never_early(s: &Scenario, r: &Record) -> Result<(), String> {
+    let Some(started) = r.program_started else { return Ok(()) };
+    if s.no_api {
+        return match r.endpoints_reached_ready {
+            Some(ready) if ready <= started => Ok(()),
+            _ => Err("started the program before the endpoints were ready".into()),
+        };
+    }
+    if delivered_before(r, started).any(|(_, pod, deleted)| is_gone(pod, *deleted)) {
+        return Err("started the program after the Pod was seen deleted or replaced".into());
+    }
+    let Some((_, newest, _)) = delivered_before(r, started).last() else {
+        return Err("started the program before any snapshot".into());
+    };
+    for (name, native) in waited_truth(s) {
+        if !status(newest, &name, native).is_some_and(|st| st.ready) {
+            return Err(format!("started the program while {name} was not ready"));
+        }
+    }
+    Ok(())
+}
+
+/// proa exits with the program's code, or the documented code of what stopped the wait.
+fn exit_code(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
+    if r.program_started.is_some() && !r.spawn_failed {
+        return match r.program_exit {
+            Some((_, code)) if code == end.code => Ok(()),
+            Some((_, code)) => Err(format!("exited {} but the program exited {code}", end.code)),
+            None => Err(format!("exited {} while the program still ran", end.code)),
+        };
+    }
+    let before_exit = |t: Duration| t <= end.at;
+    let allowed = match end.code {
+        127 => r.spawn_failed,
+        124 => s.ready_timeout.is_some_and(|t| end.at >= t),
+        125 => {
+            r.api_failed_at.is_some_and(before_exit)
+                || delivered_before(r, end.at).any(|(_, pod, _)| shows_dead(s, pod).is_some())
+        }
+        143 => {
+            r.stops.iter().any(|(at, sig)| *sig == libc::SIGTERM && before_exit(*at))
+                || delivered_before(r, end.at).any(|(_, pod, deleted)| is_gone(pod, *deleted))
+        }
+        130 => r.stops.iter().any(|(at, sig)| *sig == libc::SIGINT && before_exit(*at)),
+        _ => false,
+    };
+    match allowed {
+        true => Ok(()),
+        false => Err(format!("exited {} with no cause for it (the program never ran)", end.code)),
+    }
+}
+
+/// A waited regular sidecar that terminated and will not be restarted, by the world's own rules.
+fn shows_dead(s: &Scenario, pod: &Pod) -> Option<String> {
+    s.sidecars.iter().filter(|p| !s.ignore.contains(&p.name)).find_map(|p| {
+        let terminated = status(pod, &p.name, false)?.state.terminated.as_ref()?;
+        (!s.restarts(p.policy, terminated.exit_code)).then(|| p.name.clone())
+    })
+}
+
+/// When the kubelet will not restart proa's container (or nobody knows), every action is attempted at least once
+/// before proa exits, unless the kubelet's grace period ran out first; otherwise none is sent.
+fn actions(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
+    let policy_known = !s.no_api && !r.delivered.is_empty();
+    let restarted = policy_known && s.restarts(s.own_policy, i32::from(end.code));
+    if restarted && !s.always_shutdown {
+        return match r.attempts.is_empty() {
+            true => Ok(()),
+            false => Err(format!("sent shutdown actions although the kubelet restarts proa (exit {})", end.code)),
+        };
+    }
+    if r.attempts.len() < s.actions.len() && !at_hard_deadline(s, r, end) {
+        return Err(format!("exited with {} of {} shutdown actions never sent", r.attempts.len(), s.actions.len()));
+    }
+    match r.attempts.iter().find(|attempt| **attempt > end.at) {
+        Some(late) if !at_hard_deadline(s, r, end) => Err(format!("exited before the attempt due at {late:?}")),
+        _ => Ok(()),
+    }
+}
+
+/// The grace period proa could know of when it was stopped: a deletion's, else the spec's, else the kubelet's
+/// 2 s minimum before the first read (in no-API mode, `--shutdown-timeout` or 30 s).
+fn known_grace(s: &Scenario, r: &Record, by: Duration) -> Duration {
+    if s.no_api {
+        return s.shutdown_timeout.unwrap_or(Duration::from_secs(30)).min(MAX_WAIT).max(Duration::from_secs(2));
+    }
+    let seconds = delivered_before(r, by)
+        .filter(|(_, pod, _)| pod.metadata.uid.as_deref() == Some(FIRST_UID))
+        .map(|(_, pod, _)| pod.metadata.deletion_grace_period_seconds.or(pod.spec.termination_grace_period_seconds))
+        .last();
+    match seconds {
+        None => Duration::from_secs(2),
+        Some(seconds) => Duration::from_secs(u64::try_from(seconds.unwrap_or(30)).unwrap_or(0))
+            .clamp(Duration::from_secs(2), MAX_WAIT),
+    }
+}
+
+/// When proa was told to stop: the first SIGTERM or SIGINT, or the first snapshot of a Pod going away.
+fn stopped_at(r: &Record) -> Option<Duration> {
+    let signal = r.stops.first().map(|(at, _)| *at);
+    let gone = r.delivered.iter().find(|(_, pod, deleted)| is_gone(pod, *deleted)).map(|(at, _, _)| *at);
+    signal.into_iter().chain(gone).min()
+}
+
+/// Whether proa exited at the hard deadline it keeps after being stopped (grace less the margin).
+fn at_hard_deadline(s: &Scenario, r: &Record, end: &Ending) -> bool {
+    stopped_at(r).is_some_and(|stop| {
+        let grace = known_grace(s, r, stop);
+        end.at + EPSILON >= stop + grace - EXIT_MARGIN.min(grace / 4)
+    })
+}
+
+/// The kubelet killed proa: only excusable when the program itself outlived the grace period, or when the grace
+/// the kubelet used was shorter than anything proa could know.
+fn killed_excused(s: &Scenario, r: &Record, killed: Duration) -> bool {
+    let program_late = r.program_started.is_some()
+        && !r.spawn_failed
+        && r.program_exit.is_none_or(|(at, _)| at + EXIT_MARGIN >= killed);
+    let sigterm = r.stops.iter().find(|(_, sig)| *sig == libc::SIGTERM).map(|(at, _)| *at).unwrap_or(killed);
+    let shorter_than_known = s.kubelet_grace().min(MAX_WAIT) + Duration::from_millis(10) < known_grace(s, r, sigterm);
+    program_late || shorter_than_known
+}
+
+/// proa finishes within a bound computed from the options, and does not wait on a sidecar that the newest
+/// snapshot shows terminated.
+fn in_time(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
+    let stopped = stopped_at(r).filter(|at| *at <= end.at);
+    let decision = match (r.program_exit, r.spawn_failed) {
+        (Some((at, _)), _) => Some(at),
+        (None, true) => r.program_started,
+        (None, false) => None,
+    };
+    let decision = decision.or(stopped).unwrap_or(end.at);
+    let timeout = match s.no_api {
+        true => s.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
+        false => s
+            .shutdown_timeout
+            .or(s.grace.map(|g| Duration::from_secs(u64::try_from(g).unwrap_or(0))))
+            .unwrap_or(Duration::from_secs(30)),
+    }
+    .min(MAX_WAIT);
+    let bound = decision + shutdown::budget(timeout).max(timeout) + shutdown::REPORT_SLACK + EPSILON;
+    if end.at > bound {
+        return Err(format!("exited at {:?}, past the bound {bound:?} after {decision:?}", end.at));
+    }
+    if let Some(stop) = stopped {
+        let grace = known_grace(s, r, stop);
+        let program_done = r.program_exit.map_or(stop, |(at, _)| at.max(stop));
+        let by = stop + grace - EXIT_MARGIN.min(grace / 4);
+        if end.at > by.max(program_done) + EPSILON {
+            return Err(format!("stopped at {stop:?}: exited at {:?}, after {by:?}", end.at));
+        }
+    }
+    // Once every action has reported and the newest snapshot shows every waited regular sidecar terminated,
+    // nothing is left to wait for: proa exits then, not at a timeout.
+    let last_report = r.reports.iter().copied().max().unwrap_or_default();
+    let idle_since = decision.max(last_report);
+    let all_stopped = |pod: &Pod| {
+        let waited = s.sidecars.iter().filter(|p| !s.ignore.contains(&p.name));
+        waited.clone().all(|p| status(pod, &p.name, false).is_some_and(|st| st.state.terminated.is_some()))
+    };
+    let newest_then = delivered_before(r, idle_since).last().filter(|(_, pod, _)| all_stopped(pod)).map(|_| idle_since);
+    let later = r.delivered.iter().find(|(at, pod, _)| *at > idle_since && all_stopped(pod)).map(|(at, _, _)| *at);
+    if let Some(nothing_left) = newest_then.or(later).filter(|_| !s.no_api && stopped.is_none()) {
+        if end.at > nothing_left + EPSILON {
+            return Err(format!("nothing left to wait for at {nothing_left:?}, yet exited at {:?}", end.at));
+        }
+    }
+    Ok(())
+}
+
+fn timelines() -> (u64, u64) {
+    let env = |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok());
+    if let Some(seed) = env("PROA_SIM_SEED") {
+        return (seed, 1);
+    }
+    (env("PROA_SIM_BASE").unwrap_or(0x5EED_0000), env("PROA_SIM_TIMELINES").unwrap_or(DEFAULT_TIMELINES))
+}
+
+#[test]
+fn simulation_keeps_the_promise_on_every_timeline() {
+    let (base, count) = timelines();
+    let started = std::time::Instant::now();
+    for seed in base..base + count {
+        if let Err(report) = run(seed) {
+            panic!("{report}");
+        }
+    }
+    eprintln!("simulation: {count} timelines from seed {base} kept the promise in {:.1?}", started.elapsed());
+}
+
+#[test]
+fn the_generator_covers_the_faults_it_is_for() {
+    // Over the default run, every kind of fault occurs many times: a simulation that never reaches them tests
+    // nothing.
+    let mut seen = [0u32; 8];
+    for seed in 0x5EED_0000..0x5EED_0000 + 2000 {
+        let s = Scenario::generate(seed);
+        let counts = [
+            s.grace == Some(0),
+            s.grace == Some(i64::MAX),
+            s.shutdown_timeout == Some(Duration::ZERO),
+            s.deletion.as_ref().is_some_and(|d| d.forced && d.replacement_after.is_some()),
+            s.deletion.as_ref().is_some_and(|d| !d.forced),
+            s.entrypoint_form
+                && s.program_args == ["--verbose"]
+                && s.sidecars.iter().any(|p| p.args.ends_with(&["--verbose".to_string()])),
+            s.own_policy.is_some() || s.sidecars.iter().any(|p| p.policy.is_some()),
+            s.actions.iter().any(|a| a.endpoint == scenario::Endpoint::Redirects),
+        ];
+        for (count, hit) in seen.iter_mut().zip(counts) {
+            *count += u32::from(hit);
+        }
+    }
+    assert!(seen.iter().all(|&n| n >= 20), "fault kinds seen: {seen:?}");
+}

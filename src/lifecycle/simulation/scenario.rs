@@ -1,0 +1,245 @@
+//! The simulation's scenario generator: one seed → one Pod, one command line and one timeline of what the
+//! kubelet, the API server, the program, the signals and the sidecars' shutdown endpoints will do. Faults come far
+//! more often than in life: grace periods of 0 and near i64::MAX, deletions, replacement Pods, per-container
+//! restart policies, a sidecar whose arguments end like proa's own.
+
+use std::time::Duration;
+
+/// A seeded SplitMix64: small, fast, and the same sequence on every machine.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize].clone()
+    }
+
+    /// A duration from `low` to `high` milliseconds.
+    pub fn millis(&mut self, low: u64, high: u64) -> Duration {
+        Duration::from_millis(low + self.below(high - low + 1))
+    }
+}
+
+/// A sidecar container's plan: when it gets ready, whether and how it crashes, how long a restart takes.
+#[derive(Debug, Clone)]
+pub struct SidecarPlan {
+    pub name: String,
+    /// Its own `restartPolicy` (regular containers, ContainerRestartRules).
+    pub policy: Option<&'static str>,
+    pub args: Vec<String>,
+    pub ready_at: Duration,
+    pub crash: Option<(Duration, i32)>,
+    pub restart_takes: Duration,
+}
+
+/// How the program reacts to a forwarded SIGTERM or SIGINT.
+#[derive(Debug, Clone, Copy)]
+pub enum OnStop {
+    Dies(Duration),
+    Traps(Duration, u8),
+    Ignores,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProgramPlan {
+    pub spawn_fails: bool,
+    pub runs_for: Duration,
+    pub exit_code: u8,
+    pub on_stop: OnStop,
+}
+
+/// What one shutdown endpoint does when asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Answers(Duration),
+    Redirects,
+    Refuses,
+    Hangs,
+}
+
+#[derive(Debug, Clone)]
+pub struct ActionPlan {
+    pub endpoint: Endpoint,
+    /// The regular sidecar this action stops, if any.
+    pub stops: Option<usize>,
+    /// How long after the owner sends it the first attempt reaches the network.
+    pub attempt_after: Duration,
+}
+
+/// The Pod's deletion: `kubectl delete` (deletionTimestamp, SIGTERM, SIGKILL after the grace), or a forced one
+/// (the object is gone at once, a replacement may appear, and the kubelet still kills after its minimum).
+#[derive(Debug, Clone)]
+pub struct Deletion {
+    pub at: Duration,
+    pub forced: bool,
+    /// `--grace-period` of the delete, overriding the spec's.
+    pub grace_override: Option<i64>,
+    pub sigterm_lag: Duration,
+    pub replacement_after: Option<Duration>,
+}
+
+/// One timeline's whole setup.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub seed: u64,
+    pub no_api: bool,
+    pub ready_timeout: Option<Duration>,
+    pub shutdown_timeout: Option<Duration>,
+    pub always_shutdown: bool,
+    pub container_flag: bool,
+    /// proa's container gives no command or args: the image's ENTRYPOINT runs proa.
+    pub entrypoint_form: bool,
+    /// The program's arguments (it is `prog`).
+    pub program_args: Vec<String>,
+    pub ignore: Vec<String>,
+    pub pod_policy: &'static str,
+    pub own_policy: Option<&'static str>,
+    pub grace: Option<i64>,
+    pub sidecars: Vec<SidecarPlan>,
+    pub natives: Vec<SidecarPlan>,
+    pub api_latency: (u64, u64),
+    pub api_failure_at: Option<Duration>,
+    pub deletion: Option<Deletion>,
+    pub signals: Vec<(Duration, i32)>,
+    pub program: ProgramPlan,
+    pub actions: Vec<ActionPlan>,
+    pub sidecar_stop_takes: Duration,
+    /// No-API mode: when every endpoint answers, and whether they keep answering after the actions.
+    pub endpoints_ready_at: Duration,
+    pub endpoints_keep_answering: bool,
+}
+
+const POLICIES: [&str; 3] = ["Always", "OnFailure", "Never"];
+/// Arguments a sidecar may have: some end like proa's own (`--verbose`), none covers the program `prog`.
+const SIDECAR_ARGS: [&[&str]; 4] = [&[], &["--verbose"], &["run", "--verbose"], &["-v"]];
+
+impl Scenario {
+    pub fn generate(seed: u64) -> Scenario {
+        let mut rng = Rng::new(seed);
+        let r = &mut rng;
+        let plan = |r: &mut Rng, name: String| SidecarPlan {
+            name,
+            policy: if r.chance(25) { Some(r.pick(&POLICIES)) } else { None },
+            args: r.pick(&SIDECAR_ARGS).iter().map(|a| a.to_string()).collect(),
+            ready_at: r.millis(0, 4000),
+            crash: r.chance(20).then(|| (r.millis(0, 8000), r.pick(&[0, 1, 2, 137]))),
+            restart_takes: r.millis(10, 2000),
+        };
+        let sidecars: Vec<SidecarPlan> = (0..r.below(4)).map(|i| plan(r, format!("sidecar-{i}"))).collect();
+        let natives: Vec<SidecarPlan> = (0..r.below(3)).map(|i| plan(r, format!("native-{i}"))).collect();
+        let ignore = sidecars.iter().chain(&natives).filter(|_| r.chance(10)).map(|s| s.name.clone()).collect();
+        let on_stop = match r.below(3) {
+            0 => OnStop::Dies(r.millis(0, 200)),
+            1 => OnStop::Traps(r.millis(0, 8000), r.pick(&[0, 1, 42])),
+            _ => OnStop::Ignores,
+        };
+        let program = ProgramPlan {
+            spawn_fails: r.chance(3),
+            runs_for: r.millis(0, 20_000),
+            exit_code: r.pick(&[0, 0, 1, 3, 137, 143, 255]),
+            on_stop,
+        };
+        let stoppable = sidecars.len() as u64;
+        let actions = (0..r.below(4))
+            .map(|_| ActionPlan {
+                endpoint: match r.below(10) {
+                    0 => Endpoint::Redirects,
+                    1 => Endpoint::Refuses,
+                    2 => Endpoint::Hangs,
+                    _ => Endpoint::Answers(r.millis(0, 300)),
+                },
+                stops: (stoppable > 0 && r.chance(80)).then(|| r.below(stoppable) as usize),
+                attempt_after: r.millis(0, 5),
+            })
+            .collect();
+        let deletion = r.chance(25).then(|| {
+            let forced = r.chance(30);
+            Deletion {
+                at: r.millis(0, 25_000),
+                forced,
+                grace_override: if forced { Some(0) } else { r.chance(30).then(|| r.pick(&[0, 1, 3, 10])) },
+                sigterm_lag: r.millis(0, 1500),
+                replacement_after: (forced && r.chance(70)).then(|| r.millis(0, 500)),
+            }
+        });
+        let other_signals = [libc::SIGHUP, libc::SIGUSR1, libc::SIGWINCH, libc::SIGINT, libc::SIGQUIT];
+        let signals = (0..r.below(3)).map(|_| (r.millis(0, 20_000), r.pick(&other_signals))).collect();
+        let entrypoint_form = r.chance(30);
+        let program_args = match entrypoint_form && r.chance(70) {
+            true => vec!["--verbose".to_string()],
+            false => r.pick(&SIDECAR_ARGS).iter().map(|a| a.to_string()).collect(),
+        };
+        Scenario {
+            seed,
+            no_api: r.chance(15),
+            ready_timeout: r.chance(40).then(|| Duration::from_millis(r.pick(&[0, 500, 3000, 10_000, 60_000]))),
+            shutdown_timeout: match r.below(6) {
+                0 => Some(Duration::ZERO),
+                1 => Some(Duration::from_secs(2)),
+                2 => Some(Duration::from_millis(u64::MAX)),
+                _ => None,
+            },
+            always_shutdown: r.chance(15),
+            container_flag: r.chance(30),
+            entrypoint_form,
+            program_args,
+            ignore,
+            pod_policy: r.pick(&["Never", "Never", "OnFailure", "Always"]),
+            own_policy: r.chance(20).then(|| r.pick(&POLICIES)),
+            grace: r.pick(&[None, Some(0), Some(1), Some(6), Some(30), Some(3600), Some(i64::MAX)]),
+            sidecars,
+            natives,
+            api_latency: r.pick(&[(0, 5), (1, 50), (10, 800)]),
+            api_failure_at: r.chance(8).then(|| r.millis(0, 20_000)),
+            deletion,
+            signals,
+            program,
+            actions,
+            sidecar_stop_takes: r.millis(0, 3000),
+            endpoints_ready_at: r.millis(0, 5000),
+            endpoints_keep_answering: r.chance(20),
+        }
+    }
+
+    /// proa's own arguments, as `Options::own_args` holds them.
+    pub fn own_args(&self) -> Vec<String> {
+        let mut args = vec!["-p".to_string(), "http://127.0.0.1:15020/quitquitquit".to_string(), "--".to_string()];
+        args.push("prog".into());
+        args.extend(self.program_args.iter().cloned());
+        args
+    }
+
+    /// Whether the kubelet restarts a regular container with this own policy after exiting with `code`.
+    pub fn restarts(&self, own: Option<&str>, code: i32) -> bool {
+        match own.unwrap_or(self.pod_policy) {
+            "Never" => false,
+            "OnFailure" => code != 0,
+            _ => true,
+        }
+    }
+
+    /// The grace period the kubelet gives after SIGTERM: the delete's, else the spec's, else 30 s; at least 2 s.
+    pub fn kubelet_grace(&self) -> Duration {
+        let seconds = self.deletion.as_ref().and_then(|d| d.grace_override).or(self.grace).unwrap_or(30);
+        Duration::from_secs(u64::try_from(seconds).unwrap_or(0)).max(Duration::from_secs(2))
+    }
+}

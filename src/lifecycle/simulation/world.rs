@@ -1,0 +1,602 @@
+//! The simulated world the real owner loop runs against: a virtual clock and one queue of timed happenings. The
+//! kubelet starts, crashes, restarts and stops containers; the API server delivers snapshots late, fails, or shows a
+//! deletion or a replacement Pod; the program exits or reacts to forwarded signals; shutdown endpoints answer, are
+//! refused, hang or redirect. Everything the owner was told or did is recorded for the invariants.
+
+use std::time::{Duration, Instant};
+
+use crate::api::ApiError;
+use crate::child::{Exit, SpawnError};
+use crate::pod::{Container, ContainerStatus, Pod};
+use crate::probe::{Goal, Update as ProbeUpdate};
+use crate::shutdown::{self, Action, ActionError, Done, Outcome};
+use crate::watch::Update;
+
+use super::super::machine::Event;
+use super::super::{Until, World};
+use super::scenario::{Endpoint, OnStop, Rng, Scenario};
+
+pub const FIRST_UID: &str = "uid-1";
+const RUNAWAY_STEPS: usize = 50_000;
+
+/// Which sidecar container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Regular(usize),
+    Native(usize),
+}
+
+#[derive(Debug)]
+enum Happening {
+    Ready(Which),
+    Crash(Which, i32),
+    Restart(Which),
+    /// A regular sidecar exits 0 after its shutdown action.
+    Stops(usize),
+    Deletion,
+    Replacement,
+    Sigterm,
+    Kill,
+    Signal(i32),
+    ApiFailure,
+    Deliver(u64, Update),
+    ProgramExit(u8),
+    Outcome(Outcome),
+    Probe(u64, ProbeUpdate),
+}
+
+/// What the owner was told and did, with the virtual time of each.
+#[derive(Debug, Default)]
+pub struct Record {
+    /// Snapshots the owner received, and whether each came with a DELETED event.
+    pub delivered: Vec<(Duration, Pod, bool)>,
+    pub api_failed_at: Option<Duration>,
+    /// SIGTERM and SIGINT the owner received.
+    pub stops: Vec<(Duration, i32)>,
+    pub program_started: Option<Duration>,
+    pub spawn_failed: bool,
+    pub program_exit: Option<(Duration, u8)>,
+    /// When each action sent reached the network.
+    pub attempts: Vec<Duration>,
+    /// When each action's outcome reached the owner.
+    pub reports: Vec<Duration>,
+    pub endpoints_reached_ready: Option<Duration>,
+    /// When the kubelet's SIGKILL came, had proa not exited by then.
+    pub killed_at: Option<Duration>,
+    /// The owner waited with nothing that could ever wake it.
+    pub hang: bool,
+    /// What happened, in order, for a failure report.
+    pub trace: Vec<String>,
+}
+
+struct Watcher {
+    generation: u64,
+    until: Until,
+    done: bool,
+    last_delivery: Duration,
+}
+
+pub struct Sim<'a> {
+    pub scenario: &'a Scenario,
+    t0: Instant,
+    pub now: Duration,
+    queue: Vec<(Duration, u64, Happening)>,
+    sequence: u64,
+    rng: Rng,
+    pod: Pod,
+    /// The API object is gone (a forced deletion) and no replacement exists yet.
+    deleted: bool,
+    /// The kubelet is stopping the Pod: it reports no container status before all are stopped.
+    frozen: bool,
+    version: u64,
+    history: Vec<(u64, Pod, bool)>,
+    watcher: Option<Watcher>,
+    generation: u64,
+    probing: Option<(u64, Goal)>,
+    endpoints_gone_at: Option<Duration>,
+    api_broken: bool,
+    program_running: bool,
+    pub record: Record,
+    steps: usize,
+}
+
+impl<'a> Sim<'a> {
+    pub fn new(scenario: &'a Scenario) -> Sim<'a> {
+        let mut sim = Sim {
+            scenario,
+            t0: Instant::now(),
+            now: Duration::ZERO,
+            queue: Vec::new(),
+            sequence: 0,
+            rng: Rng::new(scenario.seed ^ 0xA5A5_5A5A),
+            pod: initial_pod(scenario),
+            deleted: false,
+            frozen: false,
+            version: 1,
+            history: Vec::new(),
+            watcher: None,
+            generation: 0,
+            probing: None,
+            endpoints_gone_at: None,
+            api_broken: false,
+            program_running: false,
+            record: Record::default(),
+            steps: 0,
+        };
+        let plans = scenario.sidecars.iter().enumerate().map(|(i, p)| (Which::Regular(i), p));
+        let natives = scenario.natives.iter().enumerate().map(|(i, p)| (Which::Native(i), p));
+        for (which, plan) in plans.chain(natives) {
+            sim.at(plan.ready_at, Happening::Ready(which));
+            if let Some((at, code)) = plan.crash {
+                sim.at(at, Happening::Crash(which, code));
+            }
+        }
+        if let Some(deletion) = &scenario.deletion {
+            sim.at(deletion.at, Happening::Deletion);
+        }
+        for &(at, signal) in &scenario.signals {
+            sim.at(at, Happening::Signal(signal));
+        }
+        if let Some(at) = scenario.api_failure_at {
+            sim.at(at, Happening::ApiFailure);
+        }
+        sim
+    }
+
+    fn at(&mut self, when: Duration, happening: Happening) {
+        self.sequence += 1;
+        self.queue.push((when, self.sequence, happening));
+    }
+
+    fn after(&mut self, delay: Duration, happening: Happening) {
+        self.at(self.now + delay, happening);
+    }
+
+    fn latency(&mut self) -> Duration {
+        let (low, high) = self.scenario.api_latency;
+        self.rng.millis(low, high)
+    }
+
+    fn trace(&mut self, what: impl Into<String>) {
+        let line = format!("{:>10.3}s {}", self.now.as_secs_f64(), what.into());
+        self.record.trace.push(line);
+    }
+
+    fn plan(&self, which: Which) -> &'a super::scenario::SidecarPlan {
+        match which {
+            Which::Regular(i) => &self.scenario.sidecars[i],
+            Which::Native(i) => &self.scenario.natives[i],
+        }
+    }
+
+    /// Changes the Pod's status as the kubelet reports it (not while it stops the Pod), and tells the watcher.
+    fn set_status(&mut self, which: Which, ready: bool, state: &str, code: i32) {
+        if self.frozen || self.deleted {
+            return;
+        }
+        let name = self.plan(which).name.clone();
+        let statuses = match which {
+            Which::Regular(_) => &mut self.pod.status.container_statuses,
+            Which::Native(_) => &mut self.pod.status.init_container_statuses,
+        };
+        let status = match statuses.iter_mut().find(|s| s.name == name) {
+            Some(status) => status,
+            None => {
+                statuses.push(ContainerStatus { name: name.clone(), ..ContainerStatus::default() });
+                statuses.last_mut().expect("just pushed")
+            }
+        };
+        status.ready = ready;
+        status.state = match state {
+            "running" => serde_json::from_str(r#"{"running":{}}"#),
+            _ => serde_json::from_str(&format!(r#"{{"terminated":{{"exitCode":{code},"reason":"Error"}}}}"#)),
+        }
+        .expect("a valid state");
+        self.trace(format!("{name}: {state} (ready {ready}, code {code})"));
+        self.publish(false);
+    }
+
+    /// A new resourceVersion of the Pod, sent to the watcher if one is open.
+    fn publish(&mut self, deleted: bool) {
+        self.version += 1;
+        self.pod.metadata.resource_version = Some(self.version.to_string());
+        self.history.push((self.version, self.pod.clone(), deleted));
+        let update = match deleted {
+            true => Update::PodDeleted(Box::new(self.pod.clone())),
+            false => Update::PodChanged(Box::new(self.pod.clone())),
+        };
+        self.send_to_watcher(update);
+    }
+
+    fn send_to_watcher(&mut self, update: Update) {
+        let latency = self.latency();
+        let Some(watcher) = self.watcher.as_mut().filter(|w| !w.done) else { return };
+        // A watch delivers in order.
+        let when = (self.now + latency).max(watcher.last_delivery);
+        watcher.last_delivery = when;
+        let generation = watcher.generation;
+        self.at(when, Happening::Deliver(generation, update));
+    }
+
+    fn restarts(&self, which: Which, code: i32) -> bool {
+        match which {
+            Which::Native(_) => true,
+            Which::Regular(i) => self.scenario.restarts(self.scenario.sidecars[i].policy, code),
+        }
+    }
+
+    /// Carries out one happening; returns the event the owner gets from it, if any.
+    fn happen(&mut self, happening: Happening) -> Option<Event> {
+        match happening {
+            Happening::Ready(which) => self.set_status(which, true, "running", 0),
+            Happening::Crash(which, code) => {
+                self.set_status(which, false, "terminated", code);
+                if self.restarts(which, code) {
+                    let takes = self.plan(which).restart_takes;
+                    self.after(takes, Happening::Restart(which));
+                }
+            }
+            Happening::Restart(which) => {
+                self.set_status(which, false, "running", 0);
+                let takes = self.plan(which).restart_takes;
+                self.after(takes, Happening::Ready(which));
+            }
+            Happening::Stops(i) => {
+                self.set_status(Which::Regular(i), false, "terminated", 0);
+                if self.restarts(Which::Regular(i), 0) {
+                    let takes = self.scenario.sidecars[i].restart_takes;
+                    self.after(takes, Happening::Restart(Which::Regular(i)));
+                }
+            }
+            Happening::Deletion => self.delete(),
+            Happening::Replacement => {
+                self.trace("a replacement Pod of the same name appears, every container ready");
+                self.deleted = false;
+                self.frozen = false;
+                self.pod = replacement_pod(self.scenario);
+                self.publish(false);
+            }
+            Happening::Sigterm => {
+                self.trace("the kubelet sends SIGTERM");
+                self.record.stops.push((self.now, libc::SIGTERM));
+                return Some(Event::Signal(libc::SIGTERM));
+            }
+            Happening::Kill => {
+                self.trace("the kubelet sends SIGKILL: proa is killed");
+                self.record.killed_at = Some(self.now);
+            }
+            Happening::Signal(signal) => {
+                self.trace(format!("signal {signal} to proa"));
+                if signal == libc::SIGINT {
+                    self.record.stops.push((self.now, signal));
+                }
+                return Some(Event::Signal(signal));
+            }
+            Happening::ApiFailure => {
+                self.trace("the API server starts refusing (403)");
+                self.api_broken = true;
+                self.send_to_watcher(Update::Failed(forbidden()));
+            }
+            Happening::Deliver(generation, update) => return self.deliver(generation, update),
+            Happening::ProgramExit(code) => {
+                if !self.program_running {
+                    return None;
+                }
+                self.program_running = false;
+                self.trace(format!("the program exits {code}"));
+                self.record.program_exit = Some((self.now, code));
+                return Some(Event::Child(Exit::Exited { code }));
+            }
+            Happening::Outcome(outcome) => {
+                self.trace(format!("shutdown {}: {:?}", outcome.action, outcome.result));
+                self.record.reports.push(self.now);
+                return Some(Event::Shutdown(outcome));
+            }
+            Happening::Probe(generation, update) => {
+                if self.probing.is_none_or(|(current, _)| current != generation) {
+                    return None;
+                }
+                self.trace(format!("prober: {update:?}"));
+                if update == ProbeUpdate::Reached(Goal::Ready) {
+                    self.record.endpoints_reached_ready = Some(self.now);
+                }
+                self.probing = None;
+                return Some(Event::Probe(update));
+            }
+        }
+        None
+    }
+
+    fn delete(&mut self) {
+        let deletion = self.scenario.deletion.clone().expect("scheduled only with a deletion");
+        let grace = deletion.grace_override.or(self.scenario.grace).unwrap_or(30);
+        self.pod.metadata.deletion_timestamp = Some("2026-11-30T10:00:00Z".into());
+        self.pod.metadata.deletion_grace_period_seconds = Some(grace);
+        match deletion.forced {
+            true => {
+                self.trace("the Pod is force-deleted");
+                self.publish(true);
+                self.deleted = true;
+                if let Some(after) = deletion.replacement_after {
+                    self.after(after, Happening::Replacement);
+                }
+            }
+            false => {
+                self.trace(format!("the Pod is deleted with a grace of {grace}s"));
+                self.publish(false);
+            }
+        }
+        self.frozen = true;
+        self.after(deletion.sigterm_lag, Happening::Sigterm);
+        let kill = deletion.sigterm_lag + self.scenario.kubelet_grace().min(super::super::machine::MAX_WAIT);
+        self.after(kill, Happening::Kill);
+    }
+
+    fn deliver(&mut self, generation: u64, update: Update) -> Option<Event> {
+        let watcher = self.watcher.as_mut().filter(|w| w.generation == generation && !w.done)?;
+        watcher.done = match &update {
+            Update::PodChanged(pod) => (watcher.until)(pod, false),
+            Update::PodDeleted(pod) => (watcher.until)(pod, true),
+            Update::Failed(_) => true,
+        };
+        match &update {
+            Update::PodChanged(pod) => self.record.delivered.push((self.now, (**pod).clone(), false)),
+            Update::PodDeleted(pod) => self.record.delivered.push((self.now, (**pod).clone(), true)),
+            Update::Failed(_) => self.record.api_failed_at = Some(self.now),
+        }
+        self.trace(format!("watch delivers {}", describe(&update)));
+        Some(Event::Watch(update))
+    }
+
+    fn earliest(&self) -> Option<usize> {
+        (0..self.queue.len()).min_by_key(|&i| (self.queue[i].0, self.queue[i].1))
+    }
+}
+
+impl World for Sim<'_> {
+    fn now(&self) -> Instant {
+        self.t0 + self.now
+    }
+
+    fn next_event(&mut self, deadline: Option<Instant>) -> Option<Event> {
+        let deadline = deadline.map(|d| d.saturating_duration_since(self.t0));
+        loop {
+            self.steps += 1;
+            assert!(self.steps < RUNAWAY_STEPS, "runaway: more than {RUNAWAY_STEPS} steps");
+            if self.record.killed_at.is_some() {
+                return None;
+            }
+            let next = self.earliest();
+            let next_at = next.map(|i| self.queue[i].0);
+            match (next, deadline) {
+                (_, Some(deadline)) if next_at.is_none_or(|at| at > deadline) => {
+                    self.now = self.now.max(deadline);
+                    return Some(Event::DeadlinePassed);
+                }
+                (None, _) => {
+                    self.trace("the owner waits with nothing that could wake it");
+                    self.record.hang = true;
+                    return None;
+                }
+                (Some(i), _) => {
+                    let (at, _, happening) = self.queue.swap_remove(i);
+                    self.now = self.now.max(at);
+                    if let Some(event) = self.happen(happening) {
+                        return Some(event);
+                    }
+                }
+            }
+        }
+    }
+
+    fn watch(&mut self, from: Option<String>, until: Until) {
+        self.generation += 1;
+        let generation = self.generation;
+        self.trace(format!("watch from {from:?}"));
+        self.watcher = Some(Watcher { generation, until, done: false, last_delivery: self.now });
+        if self.api_broken {
+            return self.send_to_watcher(Update::Failed(forbidden()));
+        }
+        match from.and_then(|v| v.parse::<u64>().ok()) {
+            None if self.deleted => self.send_to_watcher(Update::Failed(ApiError::PodNotFound {
+                namespace: "jobs".into(),
+                pod: "job-abc".into(),
+            })),
+            None => self.send_to_watcher(Update::PodChanged(Box::new(self.pod.clone()))),
+            Some(version) => {
+                let missed: Vec<(Pod, bool)> =
+                    self.history.iter().filter(|(v, _, _)| *v > version).map(|(_, p, d)| (p.clone(), *d)).collect();
+                for (pod, deleted) in missed {
+                    let update = match deleted {
+                        true => Update::PodDeleted(Box::new(pod)),
+                        false => Update::PodChanged(Box::new(pod)),
+                    };
+                    self.send_to_watcher(update);
+                }
+            }
+        }
+    }
+
+    fn stop_watch(&mut self) {
+        self.watcher = None;
+    }
+
+    fn probe(&mut self, goal: Goal) {
+        self.generation += 1;
+        self.probing = Some((self.generation, goal));
+        let interval = self.rng.millis(0, 250);
+        let when = match goal {
+            Goal::Ready => Some(self.scenario.endpoints_ready_at.max(self.now) + interval),
+            Goal::Gone => self.endpoints_gone_at.map(|gone| gone.max(self.now) + interval),
+        };
+        if let Some(when) = when {
+            self.at(when, Happening::Probe(self.generation, ProbeUpdate::Reached(goal)));
+        }
+    }
+
+    fn stop_probe(&mut self) {
+        self.probing = None;
+    }
+
+    fn start_program(&mut self) -> Result<(), SpawnError> {
+        self.record.program_started = Some(self.now);
+        if self.scenario.program.spawn_fails {
+            self.trace("the program cannot be started (not found)");
+            self.record.spawn_failed = true;
+            return Err(SpawnError::NotFound { program: "prog".into() });
+        }
+        self.trace("the program starts");
+        self.program_running = true;
+        let plan = &self.scenario.program;
+        self.after(plan.runs_for, Happening::ProgramExit(plan.exit_code));
+        Ok(())
+    }
+
+    fn forward(&mut self, signal: i32) {
+        self.trace(format!("proa forwards signal {signal}"));
+        if !self.program_running || (signal != libc::SIGTERM && signal != libc::SIGINT) {
+            return;
+        }
+        match self.scenario.program.on_stop {
+            OnStop::Dies(after) => self.after(after, Happening::ProgramExit(crate::exit::signal_code(signal))),
+            OnStop::Traps(after, code) => self.after(after, Happening::ProgramExit(code)),
+            OnStop::Ignores => {}
+        }
+    }
+
+    fn start_shutdown(&mut self, budget: Duration) {
+        self.trace(format!("proa sends the shutdown actions (budget {budget:?})"));
+        let slow = budget.min(shutdown::ATTEMPT_TIMEOUT);
+        for plan in self.scenario.actions.clone() {
+            let attempt = self.now + plan.attempt_after;
+            self.record.attempts.push(attempt);
+            let action = Action::Post("http://127.0.0.1:15020/quitquitquit".into());
+            let (after, result) = match plan.endpoint {
+                Endpoint::Answers(takes) if takes <= slow => (plan.attempt_after + takes, Ok(Done::Answered(200))),
+                Endpoint::Redirects => {
+                    let location = "https://elsewhere/".to_string();
+                    (plan.attempt_after, Ok(Done::Redirected { status: 302, location }))
+                }
+                Endpoint::Refuses => {
+                    (budget.min(Duration::from_millis(1750)), Err(ActionError::Refused { attempts: 4 }))
+                }
+                Endpoint::Answers(_) | Endpoint::Hangs => (slow, Err(ActionError::Failed("no answer".into()))),
+            };
+            if matches!(result, Ok(Done::Answered(_))) {
+                let stopped = after + self.scenario.sidecar_stop_takes;
+                if let Some(i) = plan.stops {
+                    self.after(stopped, Happening::Stops(i));
+                }
+                if !self.scenario.endpoints_keep_answering {
+                    let gone = self.now + stopped;
+                    self.endpoints_gone_at = Some(self.endpoints_gone_at.map_or(gone, |g| g.min(gone)));
+                    if let Some((generation, Goal::Gone)) = self.probing {
+                        self.at(gone, Happening::Probe(generation, ProbeUpdate::Reached(Goal::Gone)));
+                    }
+                }
+            }
+            self.after(after, Happening::Outcome(Outcome { action, result }));
+        }
+    }
+
+    fn write_termination_log(&mut self, reason: &str) {
+        self.trace(format!("termination log: {reason}"));
+    }
+}
+
+fn forbidden() -> ApiError {
+    ApiError::Forbidden { verb: "watch", namespace: "jobs".into() }
+}
+
+fn describe(update: &Update) -> String {
+    let statuses = |pod: &Pod| {
+        let all = pod.status.container_statuses.iter().chain(&pod.status.init_container_statuses);
+        all.map(|s| {
+            let state = match (&s.state.running, &s.state.terminated) {
+                (_, Some(t)) => format!("terminated {}", t.exit_code),
+                (Some(_), _) => "running".to_string(),
+                _ => "waiting".to_string(),
+            };
+            format!("{} {state}{}", s.name, if s.ready { " ready" } else { "" })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+    };
+    match update {
+        Update::PodChanged(pod) | Update::PodDeleted(pod) => format!(
+            "{}{} v{} uid {} [{}]",
+            if matches!(update, Update::PodDeleted(_)) { "DELETED " } else { "" },
+            if pod.metadata.deletion_timestamp.is_some() { "(deleting)" } else { "" },
+            pod.metadata.resource_version.as_deref().unwrap_or("?"),
+            pod.metadata.uid.as_deref().unwrap_or("?"),
+            statuses(pod)
+        ),
+        Update::Failed(err) => format!("failure: {err}"),
+    }
+}
+
+/// The Pod at the start: proa's container `job` (first unless its command line identifies it), the regular
+/// sidecars and the native ones, nothing ready yet.
+fn initial_pod(s: &Scenario) -> Pod {
+    let own_command = match s.entrypoint_form {
+        true => (vec![], vec![]),
+        false => (vec!["/proa".to_string()], s.own_args()),
+    };
+    let own = Container {
+        name: "job".into(),
+        command: own_command.0,
+        args: own_command.1,
+        restart_policy: s.own_policy.map(str::to_string),
+        ..Container::default()
+    };
+    let mut containers: Vec<Container> = s
+        .sidecars
+        .iter()
+        .map(|p| Container {
+            name: p.name.clone(),
+            args: p.args.clone(),
+            restart_policy: p.policy.map(str::to_string),
+            ..Container::default()
+        })
+        .collect();
+    // Without --container, a proa the Pod gives no command is guessed to be the first container (documented).
+    let first = s.entrypoint_form && !s.container_flag || s.seed % 2 == 0;
+    containers.insert(if first { 0 } else { containers.len() }, own);
+    let natives = s.natives.iter().map(|p| Container {
+        name: p.name.clone(),
+        args: p.args.clone(),
+        restart_policy: Some("Always".into()),
+        ..Container::default()
+    });
+    let mut pod = Pod::default();
+    pod.metadata.name = "job-abc".into();
+    pod.metadata.namespace = "jobs".into();
+    pod.metadata.uid = Some(FIRST_UID.into());
+    pod.metadata.resource_version = Some("1".into());
+    pod.spec.containers = containers;
+    pod.spec.init_containers = natives.collect();
+    pod.spec.restart_policy = Some(s.pod_policy.into());
+    pod.spec.termination_grace_period_seconds = s.grace;
+    pod.status.container_statuses = vec![ContainerStatus {
+        name: "job".into(),
+        state: serde_json::from_str(r#"{"running":{}}"#).expect("a valid state"),
+        ..ContainerStatus::default()
+    }];
+    pod
+}
+
+/// Another Pod of the same name, every container running and ready.
+fn replacement_pod(s: &Scenario) -> Pod {
+    let mut pod = initial_pod(s);
+    pod.metadata.uid = Some("uid-2".into());
+    let running: crate::pod::ContainerState = serde_json::from_str(r#"{"running":{}}"#).expect("a valid state");
+    let status = |name: &String| ContainerStatus {
+        name: name.clone(),
+        ready: true,
+        state: running.clone(),
+        ..ContainerStatus::default()
+    };
+    pod.status.container_statuses = s.sidecars.iter().map(|p| status(&p.name)).collect();
+    pod.status.init_container_statuses = s.natives.iter().map(|p| status(&p.name)).collect();
+    pod
+}
