@@ -238,32 +238,37 @@ fn in_time(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
     let decision = match (r.program_exit, r.spawn_failed) {
         (Some((at, _)), _) => Some(at),
         (None, true) => r.program_started,
-        (None, false) => None,
+        (None, false) => wait_ended(s, r, end),
     };
-    let decision = decision.or(stopped).unwrap_or(end.at);
-    let timeout = match s.no_api {
-        true => s.shutdown_timeout.unwrap_or(Duration::from_secs(30)),
-        false => s
-            .shutdown_timeout
-            .or(s.grace.map(|g| Duration::from_secs(u64::try_from(g).unwrap_or(0))))
-            .unwrap_or(Duration::from_secs(30)),
-    }
-    .min(MAX_WAIT);
+    let decision = decision.unwrap_or(end.at);
+    // The shutdown timeout proa could know: the flag, else the spec's grace once it read the Pod, else 30 s.
+    let spec_grace = r.delivered.first().map(|(_, pod, _)| pod.spec.termination_grace_period_seconds);
+    let seconds = |g: Option<i64>| g.map(|g| Duration::from_secs(u64::try_from(g).unwrap_or(0)));
+    let timeout = s
+        .shutdown_timeout
+        .or(spec_grace.and_then(seconds).filter(|_| !s.no_api))
+        .unwrap_or(Duration::from_secs(30))
+        .min(MAX_WAIT);
     let bound = decision + shutdown::budget(timeout).max(timeout) + shutdown::REPORT_SLACK + EPSILON;
     if end.at > bound {
         return Err(format!("exited at {:?}, past the bound {bound:?} after {decision:?}", end.at));
     }
+    let last_report = r.reports.iter().copied().max().unwrap_or_default();
     if let Some(stop) = stopped {
+        // Stopped by the kubelet: the actions are sent, but no sidecar is waited for, and proa is gone before
+        // the grace period ends (less its margin), unless its program is not.
         let grace = known_grace(s, r, stop);
         let program_done = r.program_exit.map_or(stop, |(at, _)| at.max(stop));
         let by = stop + grace - EXIT_MARGIN.min(grace / 4);
         if end.at > by.max(program_done) + EPSILON {
             return Err(format!("stopped at {stop:?}: exited at {:?}, after {by:?}", end.at));
         }
+        if end.at > program_done.max(last_report).max(decision) + EPSILON && end.at + EPSILON < by {
+            return Err(format!("stopped at {stop:?}: waited until {:?} for more than the actions", end.at));
+        }
     }
     // Once every action has reported and the newest snapshot shows every waited regular sidecar terminated,
     // nothing is left to wait for: proa exits then, not at a timeout.
-    let last_report = r.reports.iter().copied().max().unwrap_or_default();
     let idle_since = decision.max(last_report);
     let all_stopped = |pod: &Pod| {
         let waited = s.sidecars.iter().filter(|p| !s.ignore.contains(&p.name));
@@ -277,6 +282,14 @@ fn in_time(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// When the wait for the sidecars had to end without the program: the ready timeout, a dead sidecar, a failed
+/// API, a stop or a gone Pod, whichever the owner learnt first.
+fn wait_ended(s: &Scenario, r: &Record, end: &Ending) -> Option<Duration> {
+    let dead = r.delivered.iter().find(|(_, pod, _)| shows_dead(s, pod).is_some()).map(|(at, _, _)| *at);
+    let causes = [s.ready_timeout, dead, r.api_failed_at, stopped_at(r)];
+    causes.into_iter().flatten().filter(|at| *at <= end.at).min()
 }
 
 fn timelines() -> (u64, u64) {

@@ -95,6 +95,9 @@ pub struct Deletion {
     pub grace_override: Option<i64>,
     pub sigterm_lag: Duration,
     pub replacement_after: Option<Duration>,
+    /// The watch misses the DELETED event (it was relisting after a 410): the next thing it shows is the
+    /// replacement.
+    pub deleted_event_lost: bool,
 }
 
 /// One timeline's whole setup.
@@ -179,6 +182,7 @@ impl Scenario {
                 grace_override: if forced { Some(0) } else { r.chance(30).then(|| r.pick(&[0, 1, 3, 10])) },
                 sigterm_lag: r.millis(0, 1500),
                 replacement_after: (forced && r.chance(70)).then(|| r.millis(0, 500)),
+                deleted_event_lost: r.chance(40),
             }
         });
         let other_signals = [libc::SIGHUP, libc::SIGUSR1, libc::SIGWINCH, libc::SIGINT, libc::SIGQUIT];

@@ -315,7 +315,10 @@ impl<'a> Sim<'a> {
         match deletion.forced {
             true => {
                 self.trace("the Pod is force-deleted");
-                self.publish(true);
+                match deletion.deleted_event_lost && deletion.replacement_after.is_some() {
+                    true => self.trace("the watch misses the DELETED event"),
+                    false => self.publish(true),
+                }
                 self.deleted = true;
                 if let Some(after) = deletion.replacement_after {
                     self.after(after, Happening::Replacement);
