@@ -18,13 +18,14 @@ STATIC_ENV := CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-mo
 	CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc
 
-.PHONY: help demo test tools fmt lint unit release static static-tools nginx fuzz bench clean
+.PHONY: help demo test tools fmt lint unit release static static-tools nginx fuzz soak bench clean
 
 help:
 	@echo "make demo     show proa's whole lifecycle locally, no cluster needed"
 	@echo "make test     format check, clippy, static build, unit and integration tests"
 	@echo "make release  optimised build in target/release/proa"
 	@echo "make fuzz     fuzz the watch-line decoder and the readiness decision (FUZZ_SECONDS each, default 30)"
+	@echo "make soak     the lifecycle simulation over SOAK_TIMELINES random timelines (default 2,000,000)"
 	@echo "make static   static musl binaries for FROM-scratch images, both variants, in target/static"
 	@echo "make bench    this proa against the original proa 0.1.3: size, memory, latency, CPU, requests, scale"
 
@@ -72,6 +73,13 @@ fuzz: tools
 	cp tests/fixtures/watch/*.jsonl fuzz/corpus/watch_line/
 	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run watch_line fuzz/corpus/watch_line -- -max_total_time=$(FUZZ_SECONDS)
 	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run readiness fuzz/corpus/readiness -- -max_total_time=$(FUZZ_SECONDS)
+
+## The lifecycle simulation (src/lifecycle/simulation) that make test runs over 40,000 timelines, over many more,
+## from a fresh base seed each time; a failure prints the seed that replays it (PROA_SIM_SEED=N make soak).
+SOAK_TIMELINES ?= 2000000
+soak: tools
+	PROA_SIM_TIMELINES=$(SOAK_TIMELINES) PROA_SIM_BASE=$${PROA_SIM_BASE:-$$(date +%s%N)} \
+		$(CARGO) test --release --bin proa simulation_keeps_the_promise -- --nocapture
 
 static-tools:
 	rustup target add $(STATIC_TARGETS)

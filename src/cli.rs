@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::preset::{self, Preset};
 use crate::probe::{self, Endpoint};
 use crate::termination;
+use crate::url::redact;
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -131,10 +132,10 @@ impl fmt::Display for UsageError {
         match self {
             UsageError::Syntax(msg) => write!(f, "{msg} (see proa --help)"),
             UsageError::InvalidFlag { flag, value, expected } => {
-                write!(f, "invalid {flag} {value:?}: {expected}")
+                write!(f, "invalid {flag} {:?}: {expected}", redact(value))
             }
             UsageError::InvalidEnv { var, value, expected } => {
-                write!(f, "invalid {var} {value:?}: {expected}")
+                write!(f, "invalid {var} {:?}: {expected}", redact(value))
             }
             UsageError::MissingProgram => {
                 write!(f, "no program to run: use proa [OPTIONS] -- PROGRAM [ARGS...]")

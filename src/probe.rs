@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::url::redact;
+
 /// Default `--probe-interval`: the pause between rounds, counted from the start of one to the next.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(250);
 /// How long one attempt may take, connecting included (the kubelet's default probe timeout).
@@ -28,7 +30,7 @@ pub enum Endpoint {
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Endpoint::Http(url) => write!(f, "{url}"),
+            Endpoint::Http(url) => write!(f, "{}", redact(url)),
             Endpoint::Tcp(address) => write!(f, "tcp {address}"),
         }
     }
@@ -118,7 +120,7 @@ pub fn check(agent: &ureq::Agent, endpoint: &Endpoint) -> Result<(), String> {
             Ok(response) => Err(format!("answered {}", response.status().as_u16())),
             Err(ureq::Error::Io(err)) => Err(io_text(&err)),
             Err(ureq::Error::Timeout(_)) => Err(format!("no answer within {ATTEMPT_TIMEOUT:?}")),
-            Err(err) => Err(err.to_string()),
+            Err(err) => Err(redact(&err.to_string())),
         },
         Endpoint::Tcp(address) => {
             let addresses = address.to_socket_addrs().map_err(|err| io_text(&err))?;

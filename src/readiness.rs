@@ -235,10 +235,9 @@ pub fn assess(pod: &Pod, waited: &[Waited]) -> Verdict {
 }
 
 /// Whether this snapshot says that proa's Pod is going away: it is being deleted, or it is another Pod of the same
-/// name (its uid differs from `pinned`, the one read first), so the one proa runs in is gone.
-pub fn is_gone(pod: &Pod, pinned: Option<&str>) -> bool {
-    let replaced = pinned.is_some_and(|uid| pod.metadata.uid.as_deref().is_some_and(|seen| seen != uid));
-    pod.metadata.deletion_timestamp.is_some() || replaced
+/// name: its uid differs from `pinned`, the first snapshot's (a Job's replacement, read after a missed DELETED).
+pub fn is_gone(pod: &Pod, pinned: &Option<String>) -> bool {
+    pod.metadata.deletion_timestamp.is_some() || pod.metadata.uid != *pinned
 }
 
 /// Waiting reasons every container passes through on a healthy start: not worth a warning.
@@ -469,10 +468,11 @@ mod tests {
     fn deleted_or_replaced_pod_is_gone() {
         let mut pod = fixture("starting");
         pod.metadata.uid = Some("one".into());
-        assert!(!is_gone(&pod, None) && !is_gone(&pod, Some("one")));
-        assert!(is_gone(&pod, Some("two")), "another Pod of the same name");
+        assert!(!is_gone(&pod, &Some("one".into())));
+        assert!(is_gone(&pod, &Some("two".into())), "another Pod of the same name");
+        assert!(is_gone(&pod, &None), "the first snapshot had no uid: a Pod with one is another");
         pod.metadata.deletion_timestamp = Some("2026-11-26T10:00:00Z".into());
-        assert!(is_gone(&pod, Some("one")));
+        assert!(is_gone(&pod, &Some("one".into())));
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! The watch-line decoder: arbitrary bytes, delivered in arbitrary pieces, through the bounded line reader and
-//! the event parser. Neither may panic, and no line may ever exceed the bound.
+//! The watch-line decoder: arbitrary bytes, delivered in arbitrary pieces, through the bounded JSON line reader
+//! and the event decoder. Neither may panic, and a read never takes more than the bound from the stream.
 #![no_main]
 
+#[allow(dead_code)] // each target uses a part
 #[path = "../../src/lines.rs"]
 mod lines;
+#[allow(dead_code)] // each target uses a part
 #[path = "../../src/pod.rs"]
 mod pod;
 
@@ -35,15 +37,17 @@ fuzz_target!(|input: &[u8]| {
     let split = input.first().map_or(0, |&b| usize::from(b) % 16).min(input.len().saturating_sub(1));
     let (sizes, data) = input.get(1..).unwrap_or_default().split_at(split.min(input.len().saturating_sub(1)));
     let mut reader = BufReader::with_capacity(64, Pieces { data, sizes });
-    let mut line = Vec::new();
+    let mut buf = Vec::new();
     loop {
-        match lines::read_line_bounded(&mut reader, &mut line, MAX) {
-            Ok(lines::Line::Complete) => {
-                assert!(line.len() <= MAX);
-                assert!(!line.contains(&b'\n'));
-                let _ = pod::parse_watch_line(&line);
+        match lines::read_json_line::<pod::WatchLine>(&mut reader, MAX, &mut buf) {
+            Ok(lines::Line::Value(line)) => {
+                assert!(buf.len() <= MAX);
+                let _ = line.event();
             }
+            Ok(lines::Line::Malformed(_)) => {}
             Ok(lines::Line::TooLong | lines::Line::End) | Err(_) => break,
         }
     }
+    // The same bytes as a whole response body.
+    let _ = lines::read_json_body::<pod::Pod>(data, MAX);
 });

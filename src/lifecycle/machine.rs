@@ -136,12 +136,10 @@ impl Facts {
 }
 
 /// Whether a snapshot ends the wait (ready, dead, gone or misconfigured): the initial watcher stops there.
-/// `pinned` holds the uid of the first snapshot this watcher saw.
-pub fn wait_is_over(config: &Config, pod: &Pod, deleted: bool, pinned: &mut Option<String>) -> bool {
-    if pinned.is_none() {
-        pinned.clone_from(&pod.metadata.uid);
-    }
-    if deleted || readiness::is_gone(pod, pinned.as_deref()) {
+/// `pinned` holds the uid of the first snapshot this watcher saw, once it saw one.
+pub fn wait_is_over(config: &Config, pod: &Pod, deleted: bool, pinned: &mut Option<Option<String>>) -> bool {
+    let uid = pinned.get_or_insert_with(|| pod.metadata.uid.clone());
+    if deleted || readiness::is_gone(pod, uid) {
         return true;
     }
     let own = readiness::find_own_container(pod, config.container.as_deref(), &config.own_args, config.program_words);

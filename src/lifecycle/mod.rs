@@ -111,7 +111,7 @@ fn carry_out(config: &Config, command: Command, world: &mut impl World, own: &mu
         }
         Command::Watch(Watch::UntilStopped { sidecars, from, uid }) => {
             let until = move |pod: &Pod, deleted: bool| {
-                deleted || readiness::is_gone(pod, uid.as_deref()) || readiness::sidecars_gone(pod, &sidecars)
+                deleted || readiness::is_gone(pod, &uid) || readiness::sidecars_gone(pod, &sidecars)
             };
             world.watch(from, Box::new(until));
         }

@@ -147,7 +147,7 @@ pub(super) fn shutting_down(mut s: ShuttingDown, event: Event, now: Instant) -> 
         }
         Event::Watch(Update::PodChanged(pod)) => {
             if let Awaited::Sidecars { sidecars, uid } = &s.awaited {
-                if readiness::is_gone(&pod, uid.as_deref()) {
+                if readiness::is_gone(&pod, uid) {
                     commands.extend(pod_gone(&mut s, &pod, now));
                 } else {
                     let left = readiness::sidecars_left(&pod, sidecars);

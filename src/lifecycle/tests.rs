@@ -401,6 +401,7 @@ fn wait_is_over_matches_the_verdict() {
     assert!(over(&pod("starting"), true), "a DELETED event");
     let mut pinned = None;
     assert!(!wait_is_over(&config, &pod("starting"), false, &mut pinned));
+    assert_eq!(pinned, Some(Some(UID.to_string())));
     let mut replacement = pod("starting");
     replacement.metadata.uid = Some("another".into());
     assert!(wait_is_over(&config, &replacement, false, &mut pinned), "another uid than the first one seen");

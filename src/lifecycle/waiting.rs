@@ -87,7 +87,7 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
             }
         },
     };
-    if deleted || readiness::is_gone(pod, facts.uid.as_deref()) {
+    if deleted || readiness::is_gone(pod, &facts.uid) {
         if pod.metadata.uid == facts.uid {
             facts.observe(pod);
         }

@@ -25,7 +25,7 @@ pub(crate) fn job_pod(regular: &[&str], native: &[&str], restart_policy: &str) -
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "job-abc12", "namespace": "jobs", "resourceVersion": "1"},
+        "metadata": {"name": "job-abc12", "namespace": "jobs", "uid": "4c1e7a52-9d3b-4f0e-8a61-2b7d5e9c0f13", "resourceVersion": "1"},
         "spec": {"restartPolicy": restart_policy, "terminationGracePeriodSeconds": 30, "containers": containers, "initContainers": init},
         "status": {"phase": "Pending", "containerStatuses": statuses},
     })

@@ -13,6 +13,7 @@ mod manifests;
 mod no_api;
 mod off_switch;
 mod pid1;
+mod promise;
 mod scratch;
 mod signals;
 mod termination;

@@ -67,6 +67,8 @@ pub enum Fault {
     /// (Watch only) answer 200, start the chunked stream, then never send anything (no events, no bookmarks, no end
     /// at timeoutSeconds) until the client goes away: a stream gone silent.
     Silent,
+    /// Answer with this 3xx status and a `Location` header, as a misconfigured proxy might.
+    Redirect(u16, String),
 }
 
 /// One request, recorded before it was answered.
@@ -259,9 +261,15 @@ fn await_acks(acks: Vec<Receiver<()>>) {
 }
 
 fn event_line(kind: &str, object: &Value) -> Arc<str> {
-    let mut line = serde_json::to_string(&json!({"type": kind, "object": object})).expect("serialize watch event");
+    let mut line = go_json(&json!({"type": kind, "object": object}));
     line.push('\n');
     line.into()
+}
+
+/// JSON as the API server (Go's encoding/json) writes it: `<`, `>` and `&` escaped as `\u003c`, `\u003e` and
+/// `\u0026`, six bytes each (they can only occur inside strings, so replacing them everywhere is exact).
+pub fn go_json(value: &Value) -> String {
+    value.to_string().replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026")
 }
 
 fn reason_for(code: u16) -> &'static str {
@@ -333,6 +341,8 @@ enum Reply {
     /// A stream that never sends anything (see [`Fault::Silent`]).
     Silent,
     Watch(Box<LiveWatch>),
+    /// A 3xx with this Location (see [`Fault::Redirect`]).
+    Redirect(u16, String),
 }
 
 struct LiveWatch {
@@ -532,6 +542,24 @@ impl ApiServer {
             st.set_pod_rv(rv);
             st.deleted = true;
             let line = event_line("DELETED", &st.pod);
+            st.record(rv, line.clone());
+            (visible, st.broadcast(|_| true, |ack| StreamMsg::Event(line.clone(), ack)))
+        };
+        await_acks(acks);
+        visible
+    }
+
+    /// After [`ApiServer::delete_pod`]: another Pod of the same name appears (`pod`, with a uid of its own), as a
+    /// Job's or a StatefulSet's replacement does; open watches get its ADDED event. Returns like `update_pod`.
+    pub fn replace_pod(&self, mut pod: Value) -> Instant {
+        let (visible, acks) = {
+            let mut st = self.shared.lock();
+            let visible = Instant::now();
+            let rv = st.next_rv();
+            pod["metadata"]["resourceVersion"] = Value::String(rv.to_string());
+            st.pod = pod;
+            st.deleted = false;
+            let line = event_line("ADDED", &st.pod);
             st.record(rv, line.clone());
             (visible, st.broadcast(|_| true, |ack| StreamMsg::Event(line.clone(), ack)))
         };
@@ -779,6 +807,13 @@ fn serve_connection(shared: &Shared, tcp: TcpStream, connection: u64) {
                 let _ = tls.sock.shutdown(Shutdown::Both);
                 return;
             }
+            Reply::Redirect(status, location) => {
+                let head = format!("HTTP/1.1 {status} Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n");
+                match tls.write_all(head.as_bytes()).and_then(|()| tls.flush()) {
+                    Ok(()) => StreamEnd::Clean,
+                    Err(_) => StreamEnd::Closed,
+                }
+            }
             Reply::Events(lines) => match write_events(&mut tls, &lines, close) {
                 Ok(()) => StreamEnd::Clean,
                 Err(_) => StreamEnd::Closed,
@@ -856,7 +891,7 @@ fn decide(shared: &Shared, head: &Head, body: &[u8], connection: u64) -> Reply {
             Some(fault) => fault_reply(shared, route, fault, &st),
             None => match route {
                 Route::Get if st.deleted => json_reply(404, &format!("pods \"{name}\" not found")),
-                Route::Get => Reply::Json { status: 200, body: st.pod.to_string(), retry_after: None },
+                Route::Get => Reply::Json { status: 200, body: go_json(&st.pod), retry_after: None },
                 Route::Watch => watch_reply(&mut st, &query),
                 Route::AccessReview => review_reply(&st, body),
                 Route::List => {
@@ -874,6 +909,7 @@ fn decide(shared: &Shared, head: &Head, body: &[u8], connection: u64) -> Reply {
     let status = match &reply {
         Reply::Json { status, .. } => *status,
         Reply::Drop => 0,
+        Reply::Redirect(status, _) => *status,
         Reply::Events(_) | Reply::Watch(_) | Reply::Cut { .. } | Reply::Silent => 200,
     };
     st.requests.push(Request {
@@ -948,6 +984,7 @@ fn fault_reply(shared: &Shared, route: Route, fault: Fault, st: &State) -> Reply
         Fault::Drop => Reply::Drop,
         Fault::Cut { final_chunk } => Reply::Cut { final_chunk },
         Fault::Silent => Reply::Silent,
+        Fault::Redirect(status, location) => Reply::Redirect(status, location),
     }
 }
 

@@ -203,8 +203,6 @@ pub struct Finished {
     pub at: Instant,
     /// From spawn to exit.
     pub elapsed: Duration,
-    /// The peak resident memory of proa, or of a process it waited for if larger (wait4's ru_maxrss), in KiB.
-    pub peak_rss_kib: u64,
     pub stdout: String,
     pub stderr: String,
 }
@@ -257,34 +255,28 @@ impl Running {
         text.clone()
     }
 
+    /// proa's peak resident memory so far (VmHWM), in KiB. Only while proa runs: the counter starts at its exec
+    /// (wait4's ru_maxrss would count the test process's memory, which the fork shared).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proa is running");
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/PID/status");
+        line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("VmHWM in kB")
+    }
+
     /// Waits at most `bound` for proa to exit; on timeout kills it and panics with its stderr.
     pub fn wait(mut self, bound: Duration) -> Finished {
         let deadline = Instant::now() + bound;
         // A waiter thread turns the blocking wait into a bounded one without polling.
         let pid = self.child.id();
         let (tx, rx) = mpsc::channel();
-        let child = self.child;
+        let mut child = self.child;
         let waiter = thread::spawn(move || {
-            // wait4 rather than `Child::wait`, for the peak memory of proa (and of what it reaped).
-            let mut status = 0;
-            // SAFETY: an all-zero rusage is a valid value; wait4 writes `status` and `usage`, which outlive it.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            let reaped = loop {
-                // SAFETY: as above; the pid is the child this thread owns, not yet reaped.
-                let reaped = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
-                if reaped >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-                    break reaped;
-                }
-            };
-            let status = match reaped {
-                -1 => Err(std::io::Error::last_os_error()),
-                _ => Ok(std::os::unix::process::ExitStatusExt::from_raw(status)),
-            };
-            let _ = tx.send((status, u64::try_from(usage.ru_maxrss).unwrap_or(0), Instant::now()));
+            let status = child.wait();
+            let _ = tx.send((status, Instant::now()));
             child
         });
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok((status, peak_rss_kib, at)) => {
+            Ok((status, at)) => {
                 self.child = waiter.join().unwrap();
                 // The output threads finish once every writer (proa, the program) has closed the pipes.
                 for _ in 0..2 {
@@ -294,7 +286,6 @@ impl Running {
                     status: status.unwrap(),
                     at,
                     elapsed: at - self.started,
-                    peak_rss_kib,
                     stdout: self.stdout.text(),
                     stderr: self.stderr.text(),
                 }

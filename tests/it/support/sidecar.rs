@@ -28,6 +28,8 @@ pub struct Sidecar {
 
 struct Shared {
     silent: bool,
+    /// Answer every request with a 302 to this location.
+    redirect: Option<String>,
     state: Mutex<State>,
     cond: Condvar,
 }
@@ -60,6 +62,11 @@ impl Sidecar {
         Self::launch(0, true)
     }
 
+    /// Answers every request `302 Found` with `Location: location`.
+    pub fn start_redirecting(location: &str) -> Sidecar {
+        Self::launch_with(0, false, Some(location.to_string()))
+    }
+
     /// Like [`Sidecar::start`], on a given port (for example one that refused connections until now).
     pub fn start_on(port: u16) -> Sidecar {
         Self::launch(port, false)
@@ -81,9 +88,23 @@ impl Sidecar {
         before
     }
 
+    /// Like [`Sidecar::start`], serving `listener` (for example a [`super::port::ClosedPort`] that refused
+    /// connections until now).
+    pub fn serve(listener: TcpListener) -> Sidecar {
+        Self::launch_on(listener, false, None)
+    }
+
     fn launch(port: u16, silent: bool) -> Sidecar {
+        Self::launch_with(port, silent, None)
+    }
+
+    fn launch_with(port: u16, silent: bool, redirect: Option<String>) -> Sidecar {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind sidecar listener");
-        let shared = Arc::new(Shared { silent, state: Mutex::new(State::default()), cond: Condvar::new() });
+        Self::launch_on(listener, silent, redirect)
+    }
+
+    fn launch_on(listener: TcpListener, silent: bool, redirect: Option<String>) -> Sidecar {
+        let shared = Arc::new(Shared { silent, redirect, state: Mutex::new(State::default()), cond: Condvar::new() });
         let serving = shared.clone();
         let accepting = Accepting::start(listener, "sidecar", move |conn, _| serve(&serving, conn));
         Sidecar { shared, accepting }
@@ -146,12 +167,16 @@ fn serve(shared: &Shared, mut conn: TcpStream) {
         Ok(None) | Err(_) => return,
     };
     let body = http::read_body(&mut conn, &mut buf, &head);
+    let redirect = shared.redirect.as_ref().map(|location| {
+        format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    });
     let response = {
         let mut state = shared.lock();
-        let (status, response) = match (shared.silent, state.unready) {
-            (true, _) => (0, RESPONSE),
-            (false, true) => (503, UNREADY),
-            (false, false) => (200, RESPONSE),
+        let (status, response) = match (shared.silent, state.unready, &redirect) {
+            (true, _, _) => (0, RESPONSE),
+            (false, _, Some(redirect)) => (302, redirect.as_bytes()),
+            (false, true, None) => (503, UNREADY),
+            (false, false, None) => (200, RESPONSE),
         };
         state.hits.push(Hit { at: Instant::now(), method: head.method.clone(), path: head.path().to_string(), status });
         shared.cond.notify_all();
