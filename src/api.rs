@@ -22,6 +22,8 @@ use crate::url::redact;
 /// `\u003c` (six bytes for one), so a real kube-apiserver serves Pods of 9.4 MB. 32 MiB leaves room for clusters
 /// that raise etcd's limit; memory does not grow with it (`lines` streams what it cannot hold).
 pub const MAX_OBJECT_BYTES: usize = 32 * 1024 * 1024;
+/// Default for `--watch-timeout`: short enough that a dead stream is noticed soon, long enough to cost nothing.
+pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest `--watch-timeout` used: API servers end watches sooner anyway (`--min-request-timeout`, 30 min).
 const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Bound on connecting and on waiting for response headers.

@@ -10,9 +10,15 @@ use std::io::{self, IsTerminal};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use crate::exit;
 use crate::pidfd::Pidfd;
+
+/// Default for `--kill-grace`: as long as Kubernetes' own default grace period would leave a container after
+/// the usual shutdown, yet well within the default 30 s `--shutdown-timeout`.
+#[cfg_attr(not(feature = "kill"), allow(dead_code))] // only the kill feature stops processes by signal so far
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// What the reaper reports: the program's exit, exactly once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::api::DEFAULT_WATCH_TIMEOUT;
+#[cfg(feature = "kill")]
+use crate::child::DEFAULT_KILL_GRACE;
+use crate::cluster::DEFAULT_TOKEN_REFRESH;
+use crate::logging::LogFormat;
 use crate::preset::{self, Preset};
 use crate::probe::{self, Endpoint};
 use crate::termination;
@@ -84,26 +89,6 @@ pub struct KillOptions {
     pub signal: i32,
     /// `--kill-grace`: how long the processes get before SIGKILL; default `DEFAULT_KILL_GRACE`.
     pub grace: Duration,
-}
-
-/// Default for `--kill-grace`: as long as Kubernetes' own default grace period would leave a container after
-/// the usual shutdown, yet well within the default 30 s `--shutdown-timeout`.
-#[cfg(feature = "kill")]
-pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
-
-/// Default for `--watch-timeout`: short enough that a dead stream is noticed soon, long enough to cost nothing.
-pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Default for `--token-refresh`: bound service account tokens rotate, and the kubelet refreshes the file early.
-pub const DEFAULT_TOKEN_REFRESH: Duration = Duration::from_secs(60);
-
-/// `--log-format`: how log lines are written to stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// `proa: LEVEL message`
-    Text,
-    /// One JSON object per line: time, level, message.
-    Json,
 }
 
 /// A command line or environment proa cannot use. Exit code 125.

@@ -7,6 +7,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Default for `--token-refresh`: bound service account tokens rotate, and the kubelet refreshes the file early.
+pub const DEFAULT_TOKEN_REFRESH: Duration = Duration::from_secs(60);
+
 /// Where the kubelet mounts the service account's token, CA and namespace.
 pub const DEFAULT_SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
@@ -199,7 +202,7 @@ impl fmt::Debug for Token {
 impl Token {
     pub fn load(path: PathBuf, now: Instant) -> Result<Token, ConfigError> {
         let value = read_trimmed(&path)?;
-        Ok(Token { path, value, read_at: now, max_age: crate::cli::DEFAULT_TOKEN_REFRESH })
+        Ok(Token { path, value, read_at: now, max_age: DEFAULT_TOKEN_REFRESH })
     }
 
     /// The token to send now: re-read first when the cached copy is older than `max_age`. A failed re-read keeps
@@ -381,9 +384,9 @@ mod tests {
         let mut token = Token::load(dir.0.join("token"), start).unwrap();
         dir.write("token", "two");
         assert_eq!(token.current(start + Duration::from_secs(59)), "one");
-        assert_eq!(token.current(start + crate::cli::DEFAULT_TOKEN_REFRESH), "two");
+        assert_eq!(token.current(start + DEFAULT_TOKEN_REFRESH), "two");
         dir.write("token", "three");
-        token.reload(start + crate::cli::DEFAULT_TOKEN_REFRESH).unwrap();
-        assert_eq!(token.current(start + crate::cli::DEFAULT_TOKEN_REFRESH), "three");
+        token.reload(start + DEFAULT_TOKEN_REFRESH).unwrap();
+        assert_eq!(token.current(start + DEFAULT_TOKEN_REFRESH), "three");
     }
 }

@@ -5,7 +5,14 @@
 
 use std::io::Write;
 
-use crate::cli::LogFormat;
+/// `--log-format`: how log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `proa: LEVEL message`
+    Text,
+    /// One JSON object per line: time, level, message.
+    Json,
+}
 
 /// Installs the logger. Call once, before any thread starts.
 pub fn init(format: LogFormat) {
