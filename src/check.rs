@@ -10,10 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::api::{Access, Api, ApiError};
-use crate::cli::Options;
 use crate::cluster::{self, Cluster};
 use crate::exit;
-use crate::lifecycle::shutdown_actions;
+use crate::options::Options;
 use crate::pod::Pod;
 use crate::probe::{self, Endpoint};
 use crate::readiness::{self, Found, Kind, Policy, RestartPolicy};
@@ -68,7 +67,7 @@ fn check_endpoints(report: &mut Report<impl Write>, options: &Options, endpoints
             )),
         }
     }
-    let actions = shutdown_actions(options, Duration::MAX);
+    let actions = options.shutdown_actions(Duration::MAX);
     match actions.is_empty() {
         true => report.ok("no shutdown action: the sidecars are left running after the program"),
         false => report.ok(&format!(
@@ -233,7 +232,7 @@ fn report_containers(report: &mut Report<impl Write>, options: &Options, pod: &P
     };
     report.ok(&format!("{policy}: {meaning}"));
 
-    let actions = shutdown_actions(options, Duration::MAX);
+    let actions = options.shutdown_actions(Duration::MAX);
     let regular: Vec<&str> = waited.iter().filter(|w| w.kind == Kind::Regular).map(|w| w.name.as_str()).collect();
     let shuts_down = options.always_shutdown || policy.policy != Policy::Always;
     if !actions.is_empty() {

@@ -1,19 +1,15 @@
-//! The command line and the `PROA_*` environment (DESIGN.md "Flags") → `Parsed`.
-//! Pure: the caller passes the arguments and an environment lookup, so tests never touch the real environment.
-//! The first positional argument is the program; everything after it is the program's, never proa's.
+//! The command line and the `PROA_*` environment → `Parsed`, and `--help`, both driven by the table of options
+//! (`options::table`). Pure: the caller passes the arguments and an environment lookup, so tests never touch the
+//! real environment. The first positional argument is the program; everything after it is the program's, never
+//! proa's.
 
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use crate::api::DEFAULT_WATCH_TIMEOUT;
-#[cfg(feature = "kill")]
-use crate::child::DEFAULT_KILL_GRACE;
-use crate::cluster::DEFAULT_TOKEN_REFRESH;
-use crate::logging::LogFormat;
-use crate::preset::{self, Preset};
-use crate::probe::{self, Endpoint};
+use crate::options::Options;
+use crate::options::table::{self, Kind, Mode, OPTIONS, Spec};
+use crate::options::values::{BOOL_EXPECTED, parse_bool};
 use crate::termination;
 use crate::url::redact;
 
@@ -23,7 +19,7 @@ use crate::url::redact;
 pub enum Parsed {
     /// Wrap and run a program.
     Run(Options),
-    /// `-h`, `--help`: print `HELP` and exit 0.
+    /// `-h`, `--help`: print `help()` and exit 0.
     Help,
     /// `-V`, `--version`: print the version and exit 0.
     Version,
@@ -32,83 +28,20 @@ pub enum Parsed {
     Check(Options),
 }
 
-/// Every setting of one run, after flags and environment are merged (a flag wins over its variable).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Options {
-    /// `--shutdown-http-get`: URLs to GET at shutdown.
-    pub shutdown_get: Vec<String>,
-    /// `--shutdown-http-post`: URLs to POST to at shutdown.
-    pub shutdown_post: Vec<String>,
-    /// `--kill`, `--kill-all`, `--kill-signal`, `--kill-grace`.
-    #[cfg(feature = "kill")]
-    pub kill: KillOptions,
-    /// `--container`: proa's own container, when the argv match cannot find it.
-    pub container: Option<String>,
-    /// `--ignore`: containers not to wait for.
-    pub ignore: Vec<String>,
-    /// `--ready-timeout`: no limit when `None`.
-    pub ready_timeout: Option<Duration>,
-    /// `--shutdown-timeout`: the Pod's terminationGracePeriodSeconds when `None`, else 30 s.
-    pub shutdown_timeout: Option<Duration>,
-    /// `--watch-timeout`: how long one watch request lasts; a stream still open after twice that is dropped.
-    pub watch_timeout: Duration,
-    /// `--token-refresh`: a cached token older than this is read from its file again before the next request.
-    pub token_refresh: Duration,
-    /// `--always-shutdown`: shut sidecars down even when the kubelet will restart proa's container.
-    pub always_shutdown: bool,
-    /// `--log-format`.
-    pub log_format: LogFormat,
-    /// `--wait-http`: no-API mode; URLs that must answer 2xx before the program starts.
-    pub wait_http: Vec<String>,
-    /// `--wait-tcp`: no-API mode; `HOST:PORT` addresses that must accept a connection before the program starts.
-    pub wait_tcp: Vec<String>,
-    /// `--probe-interval`: the pause between rounds of no-API checks (default `probe::DEFAULT_INTERVAL`).
-    pub probe_interval: Duration,
-    /// `--sidecar`: known sidecars whose shutdown action (and, in no-API mode, readiness check) proa fills in.
-    pub sidecars: Vec<Preset>,
-    /// `--termination-log`: where the reason goes when proa itself fails (124, 125).
-    pub termination_log: PathBuf,
-    /// `PROA_DISABLE=true`: replace proa with the program (exec): no wait, no shutdown, no API.
-    pub disabled: bool,
-    /// The program to run and its arguments.
-    pub program: OsString,
-    pub args: Vec<OsString>,
-    /// proa's own arguments (without argv[0]), to find its container by `command` + `args`.
-    pub own_args: Vec<String>,
-}
-
-/// The `kill` feature's settings.
-#[cfg(feature = "kill")]
-#[derive(Debug, Clone, PartialEq)]
-pub struct KillOptions {
-    /// `--kill NAME`: executable names to signal at shutdown.
-    pub names: Vec<String>,
-    /// `--kill-all`: signal every other visible process at shutdown.
-    pub all: bool,
-    /// `--kill-signal`: default SIGTERM.
-    pub signal: i32,
-    /// `--kill-grace`: how long the processes get before SIGKILL; default `DEFAULT_KILL_GRACE`.
-    pub grace: Duration,
-}
-
 /// A command line or environment proa cannot use. Exit code 125.
 #[derive(Debug, PartialEq)]
 pub enum UsageError {
     /// lexopt's own complaint: unknown option, missing value, non-UTF-8 value.
     Syntax(String),
     /// A flag's value is malformed. `expected` says what would be accepted.
-    InvalidFlag { flag: &'static str, value: String, expected: &'static str },
+    InvalidFlag { flag: String, value: String, expected: &'static str },
     /// A `PROA_*` variable's value is malformed.
     InvalidEnv { var: String, value: String, expected: &'static str },
     /// No program after the options.
     MissingProgram,
-    /// `--kill` or `--kill-all` in a build without the `kill` feature.
-    #[cfg(not(feature = "kill"))]
-    KillNotBuilt(&'static str),
-    /// Outside a cluster with nothing to wait for without the API (no `--wait-http`, `--wait-tcp` or `--sidecar`).
-    NotInCluster,
+    /// An option (flag or variable, as named) of a feature this build lacks.
+    NotBuilt { what: String, feature: &'static str },
     /// `--kill` and `--kill-all` together.
-    #[cfg(feature = "kill")]
     KillBoth,
 }
 
@@ -125,16 +58,10 @@ impl fmt::Display for UsageError {
             UsageError::MissingProgram => {
                 write!(f, "no program to run: use proa [OPTIONS] -- PROGRAM [ARGS...]")
             }
-            #[cfg(not(feature = "kill"))]
-            UsageError::KillNotBuilt(flag) => write!(
+            UsageError::NotBuilt { what, feature } => write!(
                 f,
-                "{flag} needs a proa built with the kill feature (cargo build --features kill); use --shutdown-http-get or --shutdown-http-post"
+                "{what} needs a proa built with the {feature} feature (cargo build --features {feature}); use --shutdown-http-get or --shutdown-http-post"
             ),
-            UsageError::NotInCluster => write!(
-                f,
-                "KUBERNETES_SERVICE_HOST is not set, so proa is not inside a Pod: set --wait-http URL or --wait-tcp HOST:PORT (PROA_WAIT_HTTP, PROA_WAIT_TCP) to wait for sidecars without the Kubernetes API, or run proa inside a Pod"
-            ),
-            #[cfg(feature = "kill")]
             UsageError::KillBoth => {
                 write!(
                     f,
@@ -146,15 +73,6 @@ impl fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
-
-const DURATION_EXPECTED: &str = "use 90, 90s, 500ms, 5m or 1h";
-const URL_EXPECTED: &str = "use an http:// URL such as http://127.0.0.1:15020/quitquitquit";
-const BOOL_EXPECTED: &str = "use true or false";
-const LOG_FORMAT_EXPECTED: &str = "use text or json";
-const READY_URL_EXPECTED: &str = "use an http:// URL such as http://127.0.0.1:15021/healthz/ready";
-const ADDRESS_EXPECTED: &str = "use HOST:PORT such as 127.0.0.1:5432 or [::1]:5432";
-const INTERVAL_EXPECTED: &str = "use a duration above zero such as 250ms or 1s";
-const WATCH_TIMEOUT_EXPECTED: &str = "use whole seconds, at least 1s, such as 60s or 5m";
 
 /// What `--version` prints: `proa 0.2.0 (commit abc1234, x86_64-unknown-linux-musl, features: kill)`. build.rs
 /// supplies the commit (`unknown` outside a git checkout), the target triple and the enabled features (`none`).
@@ -169,50 +87,61 @@ pub const VERSION: &str = concat!(
     env!("PROA_FEATURES"),
     ")"
 );
-#[cfg(feature = "kill")]
-const SIGNAL_EXPECTED: &str = "use TERM, QUIT, INT, HUP, USR1, USR2 or KILL (SIGTERM… also) or a number from 1 to 64";
 
-/// Usage text for `--help`.
-pub const HELP: &str = "\
-proa: run a Kubernetes Job's program once its sidecars are ready, then stop the sidecars
+/// Where `--help` puts the help lines, and how wide it writes.
+const HELP_COLUMN: usize = 33;
+const HELP_WIDTH: usize = 110;
 
-Usage: proa [OPTIONS] -- PROGRAM [ARGS...]
-
-Options (each also read from PROA_<NAME>, e.g. PROA_READY_TIMEOUT; a flag wins):
-  -g, --shutdown-http-get URL    GET this URL at shutdown (repeatable)
-  -p, --shutdown-http-post URL   POST to this URL at shutdown (repeatable)
-  -k, --kill NAME                signal processes whose executable is NAME at shutdown
-                                 (repeatable; feature kill, needs shareProcessNamespace)
-  -K, --kill-all                 signal every other process of the Pod at shutdown (feature kill)
-      --kill-signal SIG          signal for --kill and --kill-all (default TERM; QUIT, INT, HUP,
-                                 USR1, USR2, KILL or a number)
-      --kill-grace DURATION      then SIGKILL what still runs after this (default 10s)
-      --container NAME           proa's own container (default: found from its command line)
-      --ignore NAME              do not wait for this container (repeatable)
-      --ready-timeout DURATION   give up waiting for sidecars after this (default: no limit)
-      --shutdown-timeout DURATION
-                                 wait this long for sidecars to exit (default: the Pod's
-                                 terminationGracePeriodSeconds, else 30s)
-      --watch-timeout DURATION   length of one watch request (default 60s)
-      --token-refresh DURATION   re-read the token file when older than this (default 60s)
-      --always-shutdown          shut sidecars down even when the kubelet will restart proa
-      --log-format text|json     log format on stderr (default text; level from RUST_LOG)
-      --sidecar NAME             a known sidecar's shutdown action (and readiness check without
-                                 the API): istio, linkerd, cloudsql, envoy:PORT (repeatable)
-      --wait-http URL            no Kubernetes API: wait until URL answers 2xx (repeatable)
-      --wait-tcp HOST:PORT       no Kubernetes API: wait until HOST:PORT accepts a connection
-                                 (repeatable)
-      --probe-interval DURATION  pause between checks of --wait-http/--wait-tcp (default 250ms)
-      --termination-log PATH     where proa writes why it failed (default /dev/termination-log)
-      --check                    inside the Pod: report whether proa could do its job, and exit
-  -h, --help                     print this help
-  -V, --version                  print the version
-
-DURATION: 90, 90s, 500ms, 5m, 1h
-Exit: the program's code; 128+N for signal N; 124 sidecars not ready in time;
-      125 proa failed before the program ran; 126 not executable; 127 not found
-PROA_DISABLE=true runs the program in proa's place: no wait, no shutdown.
-";
+/// The `--help` text, from the table.
+pub fn help() -> String {
+    let mut out = String::from(
+        "proa: run a Kubernetes Job's program once its sidecars are ready, then stop the sidecars\n\n\
+         Usage: proa [OPTIONS] -- PROGRAM [ARGS...]\n\n\
+         Options (each also read from PROA_<NAME>, e.g. PROA_READY_TIMEOUT; a flag wins):\n",
+    );
+    for spec in OPTIONS.iter().filter(|spec| spec.flag) {
+        let short = spec.short.map_or("    ".to_string(), |s| format!("-{s}, "));
+        let value = match spec.kind {
+            Kind::One(metavar) | Kind::Many(metavar) => format!(" {metavar}"),
+            Kind::Switch | Kind::Mode(_) => String::new(),
+        };
+        let flags = format!("  {short}--{}{value}", spec.long);
+        let mut text = spec.help.to_string();
+        if matches!(spec.kind, Kind::Many(_)) {
+            text.push_str(" (repeatable)");
+        }
+        if let Some(feature) = spec.feature {
+            text.push_str(&format!(" (feature {feature})"));
+        }
+        if let Some(default) = spec.default {
+            text.push_str(&format!(" (default {default})"));
+        }
+        out.push_str(&flags);
+        let mut column = flags.len();
+        if column >= HELP_COLUMN - 1 {
+            out.push('\n');
+            column = 0;
+        }
+        for (i, word) in text.split(' ').enumerate() {
+            if i > 0 && column + 1 + word.len() > HELP_WIDTH {
+                out.push('\n');
+                column = 0;
+            }
+            let pad = if column < HELP_COLUMN { HELP_COLUMN - column } else { 1 };
+            out.push_str(&" ".repeat(pad));
+            out.push_str(word);
+            column += pad + word.len();
+        }
+        out.push('\n');
+    }
+    out.push_str("\nDURATION: 90, 90s, 500ms, 5m, 1h\n");
+    out.push_str("Exit: the program's code; 128+N for signal N; 124 sidecars not ready in time;\n");
+    out.push_str("      125 proa failed before the program ran; 126 not executable; 127 not found\n");
+    for spec in OPTIONS.iter().filter(|spec| !spec.flag) {
+        out.push_str(&format!("{}=true: {}.\n", spec.variable(), spec.help));
+    }
+    out
+}
 
 /// Parses proa's arguments (without argv[0]) and environment (`env("PROA_X")` → value).
 pub fn parse(
@@ -222,209 +151,55 @@ pub fn parse(
     use lexopt::prelude::*;
 
     let args: Vec<OsString> = args.into_iter().collect();
-    let own_args = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let mut options =
+        Options { own_args: args.iter().map(|a| a.to_string_lossy().into_owned()).collect(), ..Options::default() };
     let mut parser = lexopt::Parser::from_args(args);
-
-    let mut shutdown_get = Vec::new();
-    let mut shutdown_post = Vec::new();
-    #[cfg(feature = "kill")]
-    let (mut kill_names, mut kill_all, mut kill_signal, mut kill_grace) = (Vec::new(), false, None, None);
-    let mut container = None;
-    let mut ignore = Vec::new();
-    let mut ready_timeout = None;
-    let mut shutdown_timeout = None;
-    let mut watch_timeout = None;
-    let mut token_refresh = None;
-    let mut always_shutdown = false;
-    let mut log_format = None;
-    let mut wait_http = Vec::new();
-    let mut wait_tcp = Vec::new();
-    let mut probe_interval = None;
-    let mut sidecars = Vec::new();
-    let mut termination_log = None;
+    let mut given: Vec<&'static str> = Vec::new();
     let mut check = false;
     let mut program = None;
-    let mut args = Vec::new();
 
     while let Some(arg) = parser.next().map_err(syntax)? {
-        match arg {
-            Short('g') | Long("shutdown-http-get") => {
-                shutdown_get.push(parse_url("--shutdown-http-get", value(&mut parser)?)?);
-            }
-            Short('p') | Long("shutdown-http-post") => {
-                shutdown_post.push(parse_url("--shutdown-http-post", value(&mut parser)?)?);
-            }
-            #[cfg(feature = "kill")]
-            Short('k') | Long("kill") => kill_names.push(value(&mut parser)?),
-            #[cfg(feature = "kill")]
-            Short('K') | Long("kill-all") => kill_all = true,
-            #[cfg(feature = "kill")]
-            Long("kill-signal") => {
-                kill_signal = Some(flag_item("--kill-signal", value(&mut parser)?, parse_signal, SIGNAL_EXPECTED)?);
-            }
-            #[cfg(feature = "kill")]
-            Long("kill-grace") => kill_grace = Some(flag_duration("--kill-grace", value(&mut parser)?)?),
-            #[cfg(not(feature = "kill"))]
-            Short('k') | Long("kill") => return Err(UsageError::KillNotBuilt("--kill")),
-            #[cfg(not(feature = "kill"))]
-            Short('K') | Long("kill-all") => return Err(UsageError::KillNotBuilt("--kill-all")),
-            #[cfg(not(feature = "kill"))]
-            Long("kill-signal") => return Err(UsageError::KillNotBuilt("--kill-signal")),
-            #[cfg(not(feature = "kill"))]
-            Long("kill-grace") => return Err(UsageError::KillNotBuilt("--kill-grace")),
-            Long("container") => container = Some(value(&mut parser)?),
-            Long("ignore") => ignore.push(value(&mut parser)?),
-            Long("ready-timeout") => {
-                ready_timeout = Some(flag_duration("--ready-timeout", value(&mut parser)?)?);
-            }
-            Long("shutdown-timeout") => {
-                shutdown_timeout = Some(flag_duration("--shutdown-timeout", value(&mut parser)?)?);
-            }
-            Long("watch-timeout") => {
-                let text = value(&mut parser)?;
-                watch_timeout = Some(flag_item("--watch-timeout", text, parse_watch_timeout, WATCH_TIMEOUT_EXPECTED)?);
-            }
-            Long("token-refresh") => {
-                token_refresh = Some(flag_duration("--token-refresh", value(&mut parser)?)?);
-            }
-            Long("always-shutdown") => always_shutdown = true,
-            Long("log-format") => {
-                log_format =
-                    Some(flag_item("--log-format", value(&mut parser)?, parse_log_format, LOG_FORMAT_EXPECTED)?);
-            }
-            Long("wait-http") => {
-                wait_http.push(flag_item("--wait-http", value(&mut parser)?, parse_ready_url, READY_URL_EXPECTED)?);
-            }
-            Long("wait-tcp") => {
-                wait_tcp.push(flag_item("--wait-tcp", value(&mut parser)?, parse_address, ADDRESS_EXPECTED)?);
-            }
-            Long("probe-interval") => {
-                let text = value(&mut parser)?;
-                probe_interval = Some(flag_item("--probe-interval", text, parse_interval, INTERVAL_EXPECTED)?);
-            }
-            Long("sidecar") => {
-                sidecars.push(flag_item("--sidecar", value(&mut parser)?, Preset::parse, preset::EXPECTED)?);
-            }
-            Long("termination-log") => termination_log = Some(PathBuf::from(value(&mut parser)?)),
-            Long("check") => check = true,
-            Short('h') | Long("help") => return Ok(Parsed::Help),
-            Short('V') | Long("version") => return Ok(Parsed::Version),
+        let spec = match &arg {
+            Short(short) => table::by_short(*short),
+            Long(long) => table::by_long(long),
             Value(first) => {
                 // The wrapper rule: from the program's name on, nothing is proa's.
-                program = Some(first);
-                args = parser.raw_args().map_err(syntax)?.collect();
+                program = Some(first.clone());
+                options.args = parser.raw_args().map_err(syntax)?.collect();
                 break;
             }
-            _ => return Err(syntax(arg.unexpected())),
+        };
+        let Some(spec) = spec else { return Err(syntax(arg.unexpected())) };
+        if !spec.is_built() {
+            return Err(UsageError::NotBuilt { what: spec.flag_name(), feature: spec.feature.unwrap_or_default() });
         }
+        match spec.kind {
+            Kind::Mode(Mode::Help) => return Ok(Parsed::Help),
+            Kind::Mode(Mode::Version) => return Ok(Parsed::Version),
+            Kind::Mode(Mode::Check) => check = true,
+            Kind::Switch => set(spec, &mut options, "true", spec.flag_name())?,
+            Kind::One(_) | Kind::Many(_) => {
+                let text = value(&mut parser)?;
+                set(spec, &mut options, &text, spec.flag_name())?;
+            }
+        }
+        given.push(spec.long);
     }
 
-    let env_value = |var: &str| env(var).filter(|v| !v.trim().is_empty());
-    #[cfg(not(feature = "kill"))]
-    if env_value("PROA_KILL").is_some() {
-        return Err(UsageError::KillNotBuilt("PROA_KILL"));
+    for spec in OPTIONS.iter().filter(|spec| spec.env && !given.contains(&spec.long)) {
+        from_variable(spec, &mut options, &env)?;
     }
-    #[cfg(not(feature = "kill"))]
-    if env_bool(&env_value, "PROA_KILL_ALL")? == Some(true) {
-        return Err(UsageError::KillNotBuilt("PROA_KILL_ALL"));
-    }
-    #[cfg(feature = "kill")]
-    let kill = {
-        if kill_names.is_empty() {
-            kill_names = env_list(&env_value, "PROA_KILL");
-        }
-        if !kill_all {
-            kill_all = env_bool(&env_value, "PROA_KILL_ALL")?.unwrap_or(false);
-        }
-        if kill_all && !kill_names.is_empty() {
-            return Err(UsageError::KillBoth);
-        }
-        if kill_signal.is_none() {
-            kill_signal = env_item(&env_value, "PROA_KILL_SIGNAL", parse_signal, SIGNAL_EXPECTED)?;
-        }
-        if kill_grace.is_none() {
-            kill_grace = env_duration(&env_value, "PROA_KILL_GRACE")?;
-        }
-        KillOptions {
-            names: kill_names,
-            all: kill_all,
-            signal: kill_signal.unwrap_or(libc::SIGTERM),
-            grace: kill_grace.unwrap_or(DEFAULT_KILL_GRACE),
-        }
+    options.termination_log = match given.contains(&"termination-log") {
+        true => options.termination_log,
+        false => termination_log_from_env(&env),
     };
-    if shutdown_get.is_empty() {
-        shutdown_get = env_urls(&env_value, "PROA_SHUTDOWN_HTTP_GET")?;
+    if options.kill.all && !options.kill.names.is_empty() {
+        return Err(UsageError::KillBoth);
     }
-    if shutdown_post.is_empty() {
-        shutdown_post = env_urls(&env_value, "PROA_SHUTDOWN_HTTP_POST")?;
-    }
-    if container.is_none() {
-        container = env_value("PROA_CONTAINER").map(|v| v.trim().to_string());
-    }
-    if ignore.is_empty() {
-        ignore = env_list(&env_value, "PROA_IGNORE");
-    }
-    if ready_timeout.is_none() {
-        ready_timeout = env_duration(&env_value, "PROA_READY_TIMEOUT")?;
-    }
-    if shutdown_timeout.is_none() {
-        shutdown_timeout = env_duration(&env_value, "PROA_SHUTDOWN_TIMEOUT")?;
-    }
-    if watch_timeout.is_none() {
-        watch_timeout = env_item(&env_value, "PROA_WATCH_TIMEOUT", parse_watch_timeout, WATCH_TIMEOUT_EXPECTED)?;
-    }
-    if token_refresh.is_none() {
-        token_refresh = env_duration(&env_value, "PROA_TOKEN_REFRESH")?;
-    }
-    if !always_shutdown {
-        always_shutdown = env_bool(&env_value, "PROA_ALWAYS_SHUTDOWN")?.unwrap_or(false);
-    }
-    if log_format.is_none() {
-        log_format = env_item(&env_value, "PROA_LOG_FORMAT", parse_log_format, LOG_FORMAT_EXPECTED)?;
-    }
-
-    if wait_http.is_empty() {
-        wait_http = env_items(&env_value, "PROA_WAIT_HTTP", parse_ready_url, READY_URL_EXPECTED)?;
-    }
-    if wait_tcp.is_empty() {
-        wait_tcp = env_items(&env_value, "PROA_WAIT_TCP", parse_address, ADDRESS_EXPECTED)?;
-    }
-    if probe_interval.is_none() {
-        probe_interval = env_item(&env_value, "PROA_PROBE_INTERVAL", parse_interval, INTERVAL_EXPECTED)?;
-    }
-    if sidecars.is_empty() {
-        sidecars = env_items(&env_value, "PROA_SIDECAR", Preset::parse, preset::EXPECTED)?;
-    }
-    let termination_log = termination_log.unwrap_or_else(|| termination_log_from_env(&env));
-    let disabled = env_bool(&env_value, "PROA_DISABLE")?.unwrap_or(false);
-    let program = match (program, check) {
+    options.program = match (program, check) {
         (Some(program), _) => program,
         (None, true) => OsString::new(),
         (None, false) => return Err(UsageError::MissingProgram),
-    };
-
-    let options = Options {
-        shutdown_get,
-        shutdown_post,
-        #[cfg(feature = "kill")]
-        kill,
-        container,
-        ignore,
-        ready_timeout,
-        shutdown_timeout,
-        watch_timeout: watch_timeout.unwrap_or(DEFAULT_WATCH_TIMEOUT),
-        token_refresh: token_refresh.unwrap_or(DEFAULT_TOKEN_REFRESH),
-        always_shutdown,
-        log_format: log_format.unwrap_or(LogFormat::Text),
-        wait_http,
-        wait_tcp,
-        probe_interval: probe_interval.unwrap_or(probe::DEFAULT_INTERVAL),
-        sidecars,
-        termination_log,
-        disabled,
-        program,
-        args,
-        own_args,
     };
     Ok(match check {
         true => Parsed::Check(options),
@@ -432,67 +207,42 @@ pub fn parse(
     })
 }
 
+/// Stores a value given as `source` (the flag or the variable), or says what `source` should have been.
+fn set(spec: &Spec, options: &mut Options, text: &str, source: String) -> Result<(), UsageError> {
+    (spec.set)(options, text).map_err(|expected| match source.starts_with("--") {
+        true => UsageError::InvalidFlag { flag: source, value: text.to_string(), expected },
+        false => UsageError::InvalidEnv { var: source, value: text.to_string(), expected },
+    })
+}
+
+/// Reads an option from its `PROA_*` variable, if set and not blank.
+fn from_variable(spec: &Spec, options: &mut Options, env: &impl Fn(&str) -> Option<String>) -> Result<(), UsageError> {
+    let var = spec.variable();
+    let Some(text) = env(&var).filter(|v| !v.trim().is_empty()) else { return Ok(()) };
+    let switch = || parse_bool(text.trim()).ok_or_else(|| invalid_env(&var, &text, BOOL_EXPECTED));
+    if !spec.is_built() {
+        return match spec.kind == Kind::Switch && !switch()? {
+            true => Ok(()),
+            false => Err(UsageError::NotBuilt { what: var, feature: spec.feature.unwrap_or_default() }),
+        };
+    }
+    match spec.kind {
+        Kind::Switch if switch()? => set(spec, options, "true", var),
+        Kind::Switch | Kind::Mode(_) => Ok(()),
+        Kind::One(_) => (spec.set)(options, text.trim()).map_err(|expected| invalid_env(&var, &text, expected)),
+        Kind::Many(_) => text.split_whitespace().try_for_each(|item| set(spec, options, item, var.clone())),
+    }
+}
+
+fn invalid_env(var: &str, text: &str, expected: &'static str) -> UsageError {
+    UsageError::InvalidEnv { var: var.to_string(), value: text.to_string(), expected }
+}
+
 /// `PROA_TERMINATION_LOG`, else `/dev/termination-log`. On a usage error this is where the reason goes, since
 /// the command line that failed to parse cannot be trusted for `--termination-log`.
 pub fn termination_log_from_env(env: impl Fn(&str) -> Option<String>) -> PathBuf {
     let path = env("PROA_TERMINATION_LOG").map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
     PathBuf::from(path.unwrap_or_else(|| termination::DEFAULT_PATH.into()))
-}
-
-impl Options {
-    /// The endpoints to probe in no-API mode, or `None` to learn readiness from the Pod through the API.
-    /// No-API mode: `--wait-http` or `--wait-tcp` given (plus the presets' checks), or, outside a cluster
-    /// (`in_cluster`: KUBERNETES_SERVICE_HOST is set), `--sidecar` presets alone. Outside a cluster with none of
-    /// these, there is nothing to wait with: `NotInCluster`.
-    pub fn no_api_endpoints(&self, in_cluster: bool) -> Result<Option<Vec<Endpoint>>, UsageError> {
-        let explicit = !self.wait_http.is_empty() || !self.wait_tcp.is_empty();
-        if !explicit && in_cluster {
-            return Ok(None);
-        }
-        if !explicit && self.sidecars.is_empty() {
-            return Err(UsageError::NotInCluster);
-        }
-        let http = self.wait_http.iter().cloned().map(Endpoint::Http);
-        let tcp = self.wait_tcp.iter().cloned().map(Endpoint::Tcp);
-        Ok(Some(http.chain(tcp).chain(self.sidecars.iter().map(Preset::ready)).collect()))
-    }
-}
-
-/// Parses `90` (seconds), `90s`, `500ms`, `5m` or `1h`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    if digits.is_empty() {
-        return None;
-    }
-    let number: u64 = digits.parse().ok()?;
-    let millis_per_unit = match unit {
-        "" | "s" => 1_000,
-        "ms" => 1,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return None,
-    };
-    number.checked_mul(millis_per_unit).map(Duration::from_millis)
-}
-
-/// Parses `--kill-signal`: `TERM`, `SIGTERM`, `term`, … for the signals that ask a process to stop (and
-/// `KILL`), or any signal number from 1 to 64.
-#[cfg(feature = "kill")]
-pub fn parse_signal(text: &str) -> Option<i32> {
-    let upper = text.to_ascii_uppercase();
-    let signal = match upper.strip_prefix("SIG").unwrap_or(&upper) {
-        "TERM" => libc::SIGTERM,
-        "QUIT" => libc::SIGQUIT,
-        "INT" => libc::SIGINT,
-        "HUP" => libc::SIGHUP,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "KILL" => libc::SIGKILL,
-        number if number.bytes().all(|b| b.is_ascii_digit()) => number.parse().ok()?,
-        _ => return None,
-    };
-    (1..=64).contains(&signal).then_some(signal)
 }
 
 fn syntax(err: lexopt::Error) -> UsageError {
@@ -504,117 +254,19 @@ fn value(parser: &mut lexopt::Parser) -> Result<String, UsageError> {
     value.into_string().map_err(|raw| UsageError::Syntax(format!("argument is not valid UTF-8: {raw:?}")))
 }
 
-fn parse_log_format(text: &str) -> Option<LogFormat> {
-    match text {
-        "text" => Some(LogFormat::Text),
-        "json" => Some(LogFormat::Json),
-        _ => None,
-    }
-}
-
-/// Shutdown endpoints are plain HTTP: sidecars serve them on localhost, and proa carries no public CA roots.
-fn is_http_url(text: &str) -> bool {
-    text.strip_prefix("http://").is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
-}
-
-fn parse_url(flag: &'static str, text: String) -> Result<String, UsageError> {
-    if is_http_url(&text) {
-        Ok(text)
-    } else {
-        Err(UsageError::InvalidFlag { flag, value: text, expected: URL_EXPECTED })
-    }
-}
-
-fn parse_ready_url(text: &str) -> Option<String> {
-    is_http_url(text).then(|| text.to_string())
-}
-
-/// `HOST:PORT` with a port above zero; an IPv6 host must be bracketed (`[::1]:5432`).
-fn parse_address(text: &str) -> Option<String> {
-    let (host, port) = text.rsplit_once(':')?;
-    let bracketed = host.starts_with('[') && host.ends_with(']');
-    let host_ok = !host.is_empty() && (bracketed || !host.contains(':'));
-    (host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)).then(|| text.to_string())
-}
-
-/// A watch's `timeoutSeconds`: whole seconds and at least one (zero would leave the stream no time at all).
-fn parse_watch_timeout(text: &str) -> Option<Duration> {
-    parse_duration(text).filter(|d| d.as_secs() >= 1 && d.subsec_nanos() == 0)
-}
-
-/// A duration above zero: a zero interval would probe in a busy loop.
-fn parse_interval(text: &str) -> Option<Duration> {
-    parse_duration(text).filter(|d| !d.is_zero())
-}
-
-/// A flag's value through `parse`, or a usage error that says what `expected`.
-fn flag_item<T>(
-    flag: &'static str,
-    text: String,
-    parse: impl Fn(&str) -> Option<T>,
-    expected: &'static str,
-) -> Result<T, UsageError> {
-    parse(&text).ok_or(UsageError::InvalidFlag { flag, value: text, expected })
-}
-
-/// A variable's value through `parse`, or a usage error that says what `expected`.
-fn env_item<T>(
-    env: &impl Fn(&str) -> Option<String>,
-    var: &str,
-    parse: impl Fn(&str) -> Option<T>,
-    expected: &'static str,
-) -> Result<Option<T>, UsageError> {
-    env(var)
-        .map(|text| parse(text.trim()).ok_or(UsageError::InvalidEnv { var: var.into(), value: text, expected }))
-        .transpose()
-}
-
-/// A variable's whitespace-separated values through `parse`; the first bad one is the error.
-fn env_items<T>(
-    env: &impl Fn(&str) -> Option<String>,
-    var: &str,
-    parse: impl Fn(&str) -> Option<T>,
-    expected: &'static str,
-) -> Result<Vec<T>, UsageError> {
-    env_list(env, var)
-        .into_iter()
-        .map(|item| parse(&item).ok_or(UsageError::InvalidEnv { var: var.into(), value: item, expected }))
-        .collect()
-}
-
-fn flag_duration(flag: &'static str, text: String) -> Result<Duration, UsageError> {
-    flag_item(flag, text, parse_duration, DURATION_EXPECTED)
-}
-
-fn env_list(env: &impl Fn(&str) -> Option<String>, var: &str) -> Vec<String> {
-    env(var).map(|v| v.split_whitespace().map(str::to_string).collect()).unwrap_or_default()
-}
-
-fn env_urls(env: &impl Fn(&str) -> Option<String>, var: &str) -> Result<Vec<String>, UsageError> {
-    let urls = env_list(env, var);
-    match urls.iter().find(|url| !is_http_url(url)) {
-        Some(bad) => Err(UsageError::InvalidEnv { var: var.into(), value: bad.clone(), expected: URL_EXPECTED }),
-        None => Ok(urls),
-    }
-}
-
-fn env_duration(env: &impl Fn(&str) -> Option<String>, var: &str) -> Result<Option<Duration>, UsageError> {
-    env_item(env, var, parse_duration, DURATION_EXPECTED)
-}
-
-fn env_bool(env: &impl Fn(&str) -> Option<String>, var: &str) -> Result<Option<bool>, UsageError> {
-    env(var)
-        .map(|text| match text.trim() {
-            "true" | "1" => Ok(true),
-            "false" | "0" => Ok(false),
-            _ => Err(UsageError::InvalidEnv { var: var.into(), value: text, expected: BOOL_EXPECTED }),
-        })
-        .transpose()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::DEFAULT_WATCH_TIMEOUT;
+    #[cfg(feature = "kill")]
+    use crate::child::DEFAULT_KILL_GRACE;
+    use crate::cluster::DEFAULT_TOKEN_REFRESH;
+    use crate::logging::LogFormat;
+    #[cfg(feature = "kill")]
+    use crate::options::KillOptions;
+    use crate::preset::Preset;
+    use crate::probe::{self, Endpoint};
+    use std::time::Duration;
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Options, UsageError> {
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -659,18 +311,6 @@ mod tests {
     fn help_and_version() {
         assert!(matches!(parse(["-h".into()], |_| None), Ok(Parsed::Help)));
         assert!(matches!(parse(["--version".into()], |_| None), Ok(Parsed::Version)));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        for bad in ["", "s", "5x", "-1", " 5", "1.5s", "99999999999999999999", "18446744073709551615h"] {
-            assert_eq!(parse_duration(bad), None, "{bad:?}");
-        }
     }
 
     #[test]
@@ -817,22 +457,6 @@ mod tests {
         assert_eq!(error(&["-K", "p"], &[("PROA_KILL", "nginx")]), both);
     }
 
-    #[cfg(feature = "kill")]
-    #[test]
-    fn signals_by_name_or_number() {
-        assert_eq!(parse_signal("TERM"), Some(libc::SIGTERM));
-        assert_eq!(parse_signal("SIGQUIT"), Some(libc::SIGQUIT));
-        assert_eq!(parse_signal("int"), Some(libc::SIGINT));
-        assert_eq!(parse_signal("HUP"), Some(libc::SIGHUP));
-        assert_eq!(parse_signal("USR2"), Some(libc::SIGUSR2));
-        assert_eq!(parse_signal("KILL"), Some(libc::SIGKILL));
-        assert_eq!(parse_signal("15"), Some(15));
-        assert_eq!(parse_signal("64"), Some(64));
-        for bad in ["", "0", "65", "-1", "SIG", "STOP", "TERM ", "99999999999"] {
-            assert_eq!(parse_signal(bad), None, "{bad:?}");
-        }
-    }
-
     #[test]
     fn waits_presets_and_interval_from_flags() {
         let args = [
@@ -921,7 +545,7 @@ mod tests {
         assert!(o.program.is_empty());
     }
 
-    fn endpoints(args: &[&str], in_cluster: bool) -> Result<Option<Vec<Endpoint>>, UsageError> {
+    fn endpoints(args: &[&str], in_cluster: bool) -> Result<Option<Vec<Endpoint>>, crate::options::NotInCluster> {
         run(args, &[]).unwrap().no_api_endpoints(in_cluster)
     }
 

@@ -13,9 +13,12 @@ mod crash;
 mod exit;
 #[cfg(feature = "kill")]
 mod kill;
+#[cfg(test)]
+mod layers;
 mod lifecycle;
 mod lines;
 mod logging;
+mod options;
 mod pidfd;
 mod pod;
 mod preset;
@@ -31,8 +34,9 @@ mod watch;
 
 use std::process::ExitCode;
 
-use cli::{Options, Parsed};
+use cli::Parsed;
 use lifecycle::Source;
+use options::Options;
 
 fn main() -> ExitCode {
     crash::install();
@@ -44,7 +48,7 @@ fn main() -> ExitCode {
             return ExitCode::from(check::run(&options, env));
         }
         Ok(Parsed::Help) => {
-            print!("{}", cli::HELP);
+            print!("{}", cli::help());
             return ExitCode::SUCCESS;
         }
         Ok(Parsed::Version) => {

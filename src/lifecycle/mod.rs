@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::child::{Exit, SpawnError};
-use crate::cli::Options;
+use crate::options::Options;
 use crate::pod::Pod;
 use crate::probe::Goal;
 use crate::readiness;
@@ -25,7 +25,7 @@ use crate::{crash, exit, termination};
 
 use machine::{Command, Event, State, Watch};
 pub use machine::{Config, Mode};
-pub use threads::{Source, shutdown_actions};
+pub use threads::Source;
 
 /// What the owner loop does to the world, and how it hears back: the seam between the pure lifecycle and I/O.
 pub trait World {
@@ -60,7 +60,7 @@ pub fn config(options: &Options, mode: Mode) -> Config {
         ready_timeout: options.ready_timeout,
         shutdown_timeout: options.shutdown_timeout,
         always_shutdown: options.always_shutdown,
-        actions: threads::shutdown_actions(options, Duration::ZERO).len(),
+        actions: options.shutdown_actions(Duration::ZERO).len(),
         mode,
     }
 }
@@ -139,7 +139,8 @@ pub fn fail(options: &Options, code: u8, reason: &str) -> u8 {
     log::error!("{reason}");
     termination::write(&options.termination_log, reason);
     let timeout = machine::capped("the shutdown timeout", readiness::shutdown_timeout(options.shutdown_timeout, None));
-    let actions: Vec<Action> = threads::shutdown_actions(options, timeout)
+    let actions: Vec<Action> = options
+        .shutdown_actions(timeout)
         .into_iter()
         .filter(|action| matches!(action, Action::Get(_) | Action::Post(_)))
         .collect();

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::api::Api;
 use crate::child::{self, SpawnError};
-use crate::cli::Options;
+use crate::options::Options;
 use crate::pidfd::Pidfd;
 use crate::probe::{self, Endpoint, Goal};
-use crate::shutdown::{self, Action};
+use crate::shutdown;
 use crate::{signals, termination, watch};
 
 use super::machine::{Config, Event, Mode};
@@ -25,34 +25,6 @@ pub enum Source {
     Api(Api),
     /// No-API mode: probe these endpoints.
     Endpoints(Vec<Endpoint>),
-}
-
-/// Every shutdown action: `--shutdown-http-get`, `--shutdown-http-post`, the `--sidecar` presets' ones, then the
-/// kills, whose grace must fit in `time_left`.
-pub fn shutdown_actions(options: &Options, time_left: Duration) -> Vec<Action> {
-    let get = options.shutdown_get.iter().cloned().map(Action::Get);
-    let post = options.shutdown_post.iter().cloned().map(Action::Post);
-    let presets = options.sidecars.iter().map(|preset| preset.quit());
-    get.chain(post).chain(presets).chain(kill_actions(options, time_left)).collect()
-}
-
-/// One action per `--kill NAME`, or one for `--kill-all`.
-#[cfg(feature = "kill")]
-fn kill_actions(options: &Options, time_left: Duration) -> Vec<Action> {
-    use crate::kill::{self, Kill};
-    use crate::procs::Rule;
-    let settings = &options.kill;
-    let grace = kill::grace_within(settings.grace, time_left);
-    let rules = match settings.all {
-        true => vec![Rule::All],
-        false => settings.names.iter().cloned().map(Rule::Named).collect(),
-    };
-    rules.into_iter().map(|rule| Action::Kill(Kill { rule, signal: settings.signal, grace })).collect()
-}
-
-#[cfg(not(feature = "kill"))]
-fn kill_actions(_: &Options, _: Duration) -> Vec<Action> {
-    Vec::new()
 }
 
 /// The worker threads and the channel they report on.
@@ -166,7 +138,7 @@ impl World for Threads {
 
     fn start_shutdown(&mut self, budget: Duration) {
         let tx = self.tx.clone();
-        let actions = shutdown_actions(&self.options, budget);
+        let actions = self.options.shutdown_actions(budget);
         shutdown::spawn_actions(actions, budget, move |outcome| tx.send(Event::Shutdown(outcome)).is_ok());
     }
 
