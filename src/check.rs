@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::api::{Access, Api, ApiError};
 use crate::cluster::{self, Cluster};
 use crate::exit;
+use crate::lifecycle::{self, Config, Facts, Mode};
 use crate::options::Options;
 use crate::pod::Pod;
 use crate::probe::{self, Endpoint};
@@ -197,13 +198,32 @@ fn report_containers(report: &mut Report<impl Write>, options: &Options, pod: &P
     for name in readiness::unknown_names(pod, &options.ignore) {
         report.fail(&format!("--ignore {name}: the pod has no such container; fix the name"));
     }
-    let waited = readiness::waited_containers(pod, &own.name, &options.ignore);
+    for name in readiness::unknown_names(pod, &options.peers) {
+        report.fail(&format!("--peer {name}: the pod has no such container; fix the name"));
+    }
+    // What the container's own proa decides, from the same code.
+    let config = Config { container: Some(own.name.clone()), ..lifecycle::config(options, Mode::Pod) };
+    let facts = match Facts::of(&config, pod) {
+        Ok(facts) => facts,
+        Err(err) => return report.fail(&err),
+    };
+    let waited = &facts.waited;
+    for peer in &facts.peers {
+        report.ok(&format!("peer {peer}: not waited for; the sidecars are stopped only after it has terminated"));
+    }
+    match &facts.stopper {
+        Some(stopper) => report.ok(&format!(
+            "container {stopper} (the first by name that runs proa) stops the sidecars: this proa exits with its program's code"
+        )),
+        None if facts.peers.is_empty() => {}
+        None => report.ok("this proa stops the sidecars, once its program and every peer have ended"),
+    }
     for name in &options.ignore {
         if pod.spec.containers.iter().chain(&pod.spec.init_containers).any(|c| &c.name == name) {
             report.ok(&format!("ignores container {name} (--ignore)"));
         }
     }
-    for container in &waited {
+    for container in waited {
         match container.kind {
             Kind::Regular => report.ok(&format!(
                 "waits for container {} (regular sidecar: ready before the program starts; after it, the shutdown actions stop it and proa waits until it has exited)",
@@ -235,9 +255,18 @@ fn report_containers(report: &mut Report<impl Write>, options: &Options, pod: &P
     let actions = options.shutdown_actions(Duration::MAX);
     let regular: Vec<&str> = waited.iter().filter(|w| w.kind == Kind::Regular).map(|w| w.name.as_str()).collect();
     let shuts_down = options.always_shutdown || policy.policy != Policy::Always;
-    if !actions.is_empty() {
+    for (i, action) in actions.iter().enumerate() {
+        match facts.skips.iter().find(|(skipped, _)| *skipped == i) {
+            Some((_, why)) => report.ok(&format!("shutdown {action}: not sent here, {why}")),
+            None => report.ok(&format!("shutdown {action}: sent")),
+        }
+    }
+    if !facts.sends.is_empty() {
         let timeout = readiness::shutdown_timeout(options.shutdown_timeout, Some(pod));
-        report.ok(&format!("shutdown: {} (within {}s)", join(&actions), timeout.as_secs()));
+        report.ok(&format!(
+            "shutdown actions answered within their budget, sidecars awaited within {}s",
+            timeout.as_secs()
+        ));
     } else if !regular.is_empty() && shuts_down {
         report.fail(&format!(
             "no shutdown action for {}: they keep the Pod running after the program; set --sidecar, --shutdown-http-post or --shutdown-http-get",

@@ -282,13 +282,57 @@ mod tests {
         run(args, env).expect_err("should fail").to_string()
     }
 
+    fn urls(targets: &[crate::shutdown::Target]) -> Vec<&str> {
+        targets.iter().map(|t| t.url.as_str()).collect()
+    }
+
+    #[test]
+    fn shutdown_actions_may_name_their_container() {
+        let env = [("PROA_SHUTDOWN_HTTP_GET", "envoy=http://127.0.0.1:9901/quitquitquit http://x/q")];
+        let o = run(&["-p", "istio-proxy=http://127.0.0.1:15020/quitquitquit", "p"], &env).unwrap();
+        let post = &o.shutdown_post[0];
+        assert_eq!(
+            (post.url.as_str(), post.container.as_deref()),
+            ("http://127.0.0.1:15020/quitquitquit", Some("istio-proxy"))
+        );
+        let names: Vec<Option<&str>> = o.shutdown_get.iter().map(|t| t.container.as_deref()).collect();
+        assert_eq!(
+            (urls(&o.shutdown_get), names),
+            (vec!["http://127.0.0.1:9901/quitquitquit", "http://x/q"], vec![Some("envoy"), None])
+        );
+        assert_eq!(
+            error(&["-g", "Envoy=http://h/q", "p"], &[]),
+            r#"invalid --shutdown-http-get "Envoy=http://h/q": use an http:// URL such as http://127.0.0.1:15020/quitquitquit, or CONTAINER=URL for the container it stops"#
+        );
+    }
+
+    #[test]
+    fn on_ready_timeout_and_peers() {
+        use crate::options::OnReadyTimeout;
+        assert_eq!(run(&["p"], &[]).unwrap().on_ready_timeout, OnReadyTimeout::Fail);
+        let o = run(&["--on-ready-timeout", "run", "--peer", "worker", "p"], &[("PROA_PEER", "ignored")]).unwrap();
+        assert_eq!((o.on_ready_timeout, o.peers), (OnReadyTimeout::Run, vec!["worker".to_string()]));
+        let o = run(&["p"], &[("PROA_ON_READY_TIMEOUT", "run"), ("PROA_PEER", "a b")]).unwrap();
+        assert_eq!((o.on_ready_timeout, o.peers), (OnReadyTimeout::Run, vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(
+            error(&["--on-ready-timeout", "wait", "p"], &[]),
+            r#"invalid --on-ready-timeout "wait": use fail (exit 124) or run (run the program anyway)"#
+        );
+    }
+
+    #[test]
+    fn peers_need_the_api() {
+        let err = endpoints(&["--wait-tcp", "db:5432", "--peer", "other", "p"], true).unwrap_err().to_string();
+        assert!(err.starts_with("--peer needs the Kubernetes API"), "{err}");
+    }
+
     #[test]
     fn proa_0_1_command_lines_still_work() {
         let o =
             run(&["--shutdown-http-get=http://a:1/q", "-g", "http://b/q", "-p", "http://c/x", "--", "prog", "-x"], &[])
                 .unwrap();
-        assert_eq!(o.shutdown_get, ["http://a:1/q", "http://b/q"]);
-        assert_eq!(o.shutdown_post, ["http://c/x"]);
+        assert_eq!(urls(&o.shutdown_get), ["http://a:1/q", "http://b/q"]);
+        assert_eq!(urls(&o.shutdown_post), ["http://c/x"]);
         assert_eq!(o.program, "prog");
         assert_eq!(o.args, ["-x"]);
     }
@@ -298,7 +342,7 @@ mod tests {
         let o = run(&["-g", "http://a/q", "prog", "--help", "-g", "--", "x"], &[]).unwrap();
         assert_eq!(o.program, "prog");
         assert_eq!(o.args, ["--help", "-g", "--", "x"]);
-        assert_eq!(o.shutdown_get, ["http://a/q"]);
+        assert_eq!(urls(&o.shutdown_get), ["http://a/q"]);
     }
 
     #[test]
@@ -330,7 +374,7 @@ mod tests {
         let env = [("PROA_READY_TIMEOUT", "9"), ("PROA_SHUTDOWN_HTTP_GET", "http://env/q"), ("PROA_IGNORE", "a b")];
         let o = run(&["--ready-timeout", "1s", "-g", "http://flag/q", "--", "p"], &env).unwrap();
         assert_eq!(o.ready_timeout, Some(Duration::from_secs(1)));
-        assert_eq!(o.shutdown_get, ["http://flag/q"]);
+        assert_eq!(urls(&o.shutdown_get), ["http://flag/q"]);
         assert_eq!(o.ignore, ["a", "b"]);
     }
 
@@ -346,7 +390,7 @@ mod tests {
             ("PROA_SHUTDOWN_TIMEOUT", ""),
         ];
         let o = run(&["p"], &env).unwrap();
-        assert_eq!(o.shutdown_post, ["http://a/x", "http://b/y"]);
+        assert_eq!(urls(&o.shutdown_post), ["http://a/x", "http://b/y"]);
         assert_eq!(o.container.as_deref(), Some("job"));
         assert!(o.always_shutdown);
         assert_eq!(o.log_format, LogFormat::Json);
@@ -386,11 +430,11 @@ mod tests {
         assert_eq!(error(&["--ready-timeout"], &[]), "missing argument for option '--ready-timeout' (see proa --help)");
         assert_eq!(
             error(&["-g", "https://a/q", "p"], &[]),
-            r#"invalid --shutdown-http-get "https://a/q": use an http:// URL such as http://127.0.0.1:15020/quitquitquit"#
+            r#"invalid --shutdown-http-get "https://a/q": use an http:// URL such as http://127.0.0.1:15020/quitquitquit, or CONTAINER=URL for the container it stops"#
         );
         assert_eq!(
             error(&["p"], &[("PROA_SHUTDOWN_HTTP_POST", "http://ok/ localhost:1/q")]),
-            r#"invalid PROA_SHUTDOWN_HTTP_POST "localhost:1/q": use an http:// URL such as http://127.0.0.1:15020/quitquitquit"#
+            r#"invalid PROA_SHUTDOWN_HTTP_POST "localhost:1/q": use an http:// URL such as http://127.0.0.1:15020/quitquitquit, or CONTAINER=URL for the container it stops"#
         );
         assert_eq!(error(&["--log-format", "xml", "p"], &[]), r#"invalid --log-format "xml": use text or json"#);
         assert_eq!(
@@ -475,7 +519,7 @@ mod tests {
         let o = run(&args, &[]).unwrap();
         assert_eq!(o.wait_http, ["http://127.0.0.1:8080/ready"]);
         assert_eq!(o.wait_tcp, ["[::1]:5432", "db:5432"]);
-        assert_eq!(o.sidecars, [Preset::Istio, Preset::Envoy { admin_port: 9901 }]);
+        assert_eq!(o.sidecars, [Preset::Istio, Preset::Envoy { admin_port: 9901, container: None }]);
         assert_eq!(o.probe_interval, Duration::from_millis(100));
     }
 
@@ -513,11 +557,11 @@ mod tests {
     fn bad_waits_and_presets_say_what_to_fix() {
         assert_eq!(
             error(&["--sidecar", "consul", "p"], &[]),
-            r#"invalid --sidecar "consul": use istio, linkerd, cloudsql or envoy:PORT (the Envoy admin port)"#
+            r#"invalid --sidecar "consul": use istio, linkerd, cloudsql or envoy:PORT (the Envoy admin port; envoy:PORT=NAME names its container)"#
         );
         assert_eq!(
             error(&["p"], &[("PROA_SIDECAR", "istio envoy")]),
-            r#"invalid PROA_SIDECAR "envoy": use istio, linkerd, cloudsql or envoy:PORT (the Envoy admin port)"#
+            r#"invalid PROA_SIDECAR "envoy": use istio, linkerd, cloudsql or envoy:PORT (the Envoy admin port; envoy:PORT=NAME names its container)"#
         );
         assert_eq!(
             error(&["--wait-tcp", "::1:5432", "p"], &[]),
@@ -545,7 +589,7 @@ mod tests {
         assert!(o.program.is_empty());
     }
 
-    fn endpoints(args: &[&str], in_cluster: bool) -> Result<Option<Vec<Endpoint>>, crate::options::NotInCluster> {
+    fn endpoints(args: &[&str], in_cluster: bool) -> Result<Option<Vec<Endpoint>>, crate::options::NoApiError> {
         run(args, &[]).unwrap().no_api_endpoints(in_cluster)
     }
 

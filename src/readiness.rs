@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::pod::{ContainerStatus, ExitCodes, Pod};
+use crate::pod::{Container, ContainerStatus, ExitCodes, Pod};
 
 /// Default `--shutdown-timeout` when the Pod gives no terminationGracePeriodSeconds, and the grace period the
 /// kubelet gives a container after SIGTERM unless the Pod says otherwise.
@@ -86,9 +86,10 @@ pub struct Waited {
     pub kind: Kind,
 }
 
-/// All of `spec.containers` but proa's own and the ignored ones, plus the native sidecars.
-pub fn waited_containers(pod: &Pod, own: &str, ignore: &[String]) -> Vec<Waited> {
-    let is_waited = |name: &str| name != own && !ignore.iter().any(|i| i == name);
+/// All of `spec.containers` but proa's own and `not_waited` (the ignored ones and the peers), plus the native
+/// sidecars.
+pub fn waited_containers(pod: &Pod, own: &str, not_waited: &[String]) -> Vec<Waited> {
+    let is_waited = |name: &str| name != own && !not_waited.iter().any(|i| i == name);
     let regular = pod
         .spec
         .containers
@@ -102,6 +103,45 @@ pub fn waited_containers(pod: &Pod, own: &str, ignore: &[String]) -> Vec<Waited>
         .filter(|c| c.restart_policy.as_deref() == Some("Always") && is_waited(&c.name))
         .map(|c| Waited { name: c.name.clone(), kind: Kind::Native });
     regular.chain(native).collect()
+}
+
+/// The main containers that run proa too: their `command` starts with an executable named `proa`. A proa started by
+/// the image's ENTRYPOINT (no `command` in the Pod) cannot be told from here.
+pub fn proa_containers(pod: &Pod) -> Vec<String> {
+    let runs_proa = |c: &&Container| c.command.first().is_some_and(|exe| exe.rsplit('/').next() == Some("proa"));
+    pod.spec.containers.iter().filter(runs_proa).map(|c| c.name.clone()).collect()
+}
+
+/// The peers that have not terminated for good in this snapshot (a peer the kubelet will restart still needs
+/// the sidecars).
+pub fn peers_left(pod: &Pod, peers: &[String]) -> Vec<String> {
+    let done = |name: &String| {
+        let status = pod.status.container_statuses.iter().find(|s| &s.name == name);
+        let terminated = status.and_then(|s| s.state.terminated.as_ref());
+        terminated.is_some_and(|t| !RestartPolicy::of_container(pod, name).restarts(t.exit_code))
+    };
+    peers.iter().filter(|name| !done(name)).cloned().collect()
+}
+
+/// Why a shutdown action for `container` (unnamed: `None`) is not sent in this Pod, if it is not: a native sidecar
+/// would only be restarted (the kubelet stops native sidecars itself after the main containers), and a container the
+/// Pod does not have is not there to stop (the mesh was not injected here). An unnamed action is skipped when every
+/// sidecar proa waits for is native.
+pub fn skip_reason(pod: &Pod, container: Option<&str>, waited: &[Waited]) -> Option<String> {
+    let Some(name) = container else {
+        let all_native = !waited.is_empty() && waited.iter().all(|w| w.kind == Kind::Native);
+        return all_native.then(|| "every sidecar proa waits for is native: the kubelet stops them".to_string());
+    };
+    let native =
+        pod.spec.init_containers.iter().any(|c| c.name == name && c.restart_policy.as_deref() == Some("Always"));
+    let present = native || pod.spec.containers.iter().any(|c| c.name == name);
+    match (native, present) {
+        (true, _) => {
+            Some(format!("container {name} is a native sidecar: the kubelet stops it, a request would restart it"))
+        }
+        (false, false) => Some(format!("the pod has no container {name}")),
+        (false, true) => None,
+    }
 }
 
 /// `--ignore` names that are not containers of the Pod (most likely typos).
@@ -489,6 +529,43 @@ mod tests {
         assert!(matches!(assess(&pod, &waited(&pod)), Verdict::Pending { .. }));
         pod.status.container_statuses[1].state.terminated.as_mut().unwrap().exit_code = 2;
         assert!(matches!(assess(&pod, &waited(&pod)), Verdict::Dead { exit_code: 2, .. }));
+    }
+
+    #[test]
+    fn proa_containers_by_their_command() {
+        let mut pod = fixture("job-with-sidecars");
+        assert_eq!(proa_containers(&pod), ["job"], "command [/proa, ...]");
+        pod.spec.containers[0].command = vec!["/proa-bin/proa".into(), "--".into(), "job".into()];
+        pod.spec.containers[1].command = vec!["proa-ish".into()];
+        assert_eq!(proa_containers(&pod), ["job"]);
+        pod.spec.containers[0].command = vec![];
+        pod.spec.containers[0].args = vec!["proa".into()];
+        assert!(proa_containers(&pod).is_empty(), "the image's ENTRYPOINT cannot be told");
+    }
+
+    #[test]
+    fn a_peer_is_done_once_terminated_for_good() {
+        let mut pod = fixture("job-with-sidecars");
+        let peers = vec!["envoy".to_string()];
+        assert_eq!(peers_left(&pod, &peers), ["envoy"]);
+        pod.status.container_statuses[1].state = serde_json::from_str(r#"{"terminated":{"exitCode":1}}"#).unwrap();
+        assert!(peers_left(&pod, &peers).is_empty(), "Never: terminated for good");
+        pod.spec.containers[1].restart_policy = Some("OnFailure".into());
+        assert_eq!(peers_left(&pod, &peers), ["envoy"], "it will be restarted");
+        assert_eq!(peers_left(&pod, &["missing".to_string()]), ["missing"]);
+    }
+
+    #[test]
+    fn actions_for_native_or_absent_containers_are_skipped() {
+        let pod = fixture("job-with-sidecars");
+        let waited = waited(&pod);
+        assert_eq!(skip_reason(&pod, Some("envoy"), &waited), None);
+        assert!(skip_reason(&pod, Some("cloud-sql-proxy"), &waited).unwrap().contains("is a native sidecar"));
+        assert_eq!(skip_reason(&pod, Some("istio-proxy"), &waited).unwrap(), "the pod has no container istio-proxy");
+        assert_eq!(skip_reason(&pod, None, &waited), None, "envoy is regular");
+        let natives = vec![Waited { name: "cloud-sql-proxy".into(), kind: Kind::Native }];
+        assert!(skip_reason(&pod, None, &natives).unwrap().starts_with("every sidecar proa waits for is native"));
+        assert_eq!(skip_reason(&pod, None, &[]), None, "nothing waited for: an unnamed action may stop anything");
     }
 
     #[test]

@@ -30,18 +30,58 @@ pub fn budget(timeout: Duration) -> Duration {
 /// One thing to do at shutdown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Get(String),
-    Post(String),
+    Get(Target),
+    Post(Target),
     /// `--kill NAME` or `--kill-all`.
     #[cfg(feature = "kill")]
     Kill(crate::kill::Kill),
 }
 
+/// Where an HTTP shutdown request goes, and the container it stops when the user (`NAME=URL`) or a preset named
+/// it: in a Pod, an action for a native sidecar or for a container the Pod does not have is skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub url: String,
+    pub container: Option<String>,
+}
+
+impl Target {
+    /// Parses `URL` or `NAME=URL` (an http:// URL; NAME a container name).
+    pub fn parse(text: &str) -> Option<Target> {
+        let (container, url) = match text.split_once('=') {
+            Some((name, url)) if !text.starts_with("http://") => (Some(name.to_string()), url),
+            _ => (None, text),
+        };
+        let name_ok = container.as_deref().is_none_or(|name| !name.is_empty() && name.bytes().all(is_name_byte));
+        (name_ok && is_http_url(url)).then(|| Target { url: url.to_string(), container })
+    }
+}
+
+fn is_name_byte(byte: u8) -> bool {
+    byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-'
+}
+
+/// Shutdown endpoints are plain HTTP: sidecars serve them on localhost, and proa carries no public CA roots.
+pub fn is_http_url(text: &str) -> bool {
+    text.strip_prefix("http://").is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+}
+
+impl Action {
+    /// The container this action stops, when it is named.
+    pub fn container(&self) -> Option<&str> {
+        match self {
+            Action::Get(target) | Action::Post(target) => target.container.as_deref(),
+            #[cfg(feature = "kill")]
+            Action::Kill(_) => None,
+        }
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Action::Get(url) => write!(f, "GET {}", redact(url)),
-            Action::Post(url) => write!(f, "POST {}", redact(url)),
+            Action::Get(target) => write!(f, "GET {}", redact(&target.url)),
+            Action::Post(target) => write!(f, "POST {}", redact(&target.url)),
             #[cfg(feature = "kill")]
             Action::Kill(kill) => write!(f, "{kill}"),
         }
@@ -142,11 +182,11 @@ pub fn spawn_actions(
                 .spawn(move || {
                     crate::crash::inject("shutdown");
                     let result = match &action {
-                        Action::Get(url) => request(&action, deadline, |timeout| {
-                            agent.get(url).config().timeout_global(Some(timeout)).build().call()
+                        Action::Get(target) => request(&action, deadline, |timeout| {
+                            agent.get(&target.url).config().timeout_global(Some(timeout)).build().call()
                         }),
-                        Action::Post(url) => request(&action, deadline, |timeout| {
-                            agent.post(url).config().timeout_global(Some(timeout)).build().send_empty()
+                        Action::Post(target) => request(&action, deadline, |timeout| {
+                            agent.post(&target.url).config().timeout_global(Some(timeout)).build().send_empty()
                         }),
                         #[cfg(feature = "kill")]
                         Action::Kill(kill) => crate::kill::perform(kill)
@@ -192,6 +232,23 @@ fn request(
                 return Err(ActionError::Failed(format!("no answer within {:.1}s", timeout.as_secs_f64())));
             }
             Err(err) => return Err(ActionError::Failed(redact(&err.to_string()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_bare_or_named() {
+        let bare = Target { url: "http://127.0.0.1:15020/quitquitquit".into(), container: None };
+        assert_eq!(Target::parse("http://127.0.0.1:15020/quitquitquit"), Some(bare));
+        let named = Target { url: "http://127.0.0.1:15020/q?a=b".into(), container: Some("istio-proxy".into()) };
+        assert_eq!(Target::parse("istio-proxy=http://127.0.0.1:15020/q?a=b"), Some(named));
+        assert_eq!(Target::parse("http://h/q?x=y").map(|t| t.container), Some(None), "an = in a bare URL");
+        for bad in ["=http://h/q", "Istio=http://h/q", "a b=http://h/q", "envoy=https://h/q", "envoy=", "h:1/q"] {
+            assert_eq!(Target::parse(bad), None, "{bad:?}");
         }
     }
 }

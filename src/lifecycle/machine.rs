@@ -13,6 +13,7 @@ use crate::readiness::{self, Found, Kind, RestartPolicy, Waited};
 use crate::shutdown::Outcome;
 use crate::watch::Update;
 
+use super::peers::awaiting_peers;
 use super::stopping::{running, shutting_down};
 use super::waiting::waiting;
 
@@ -34,10 +35,14 @@ pub struct Config {
     /// `--ignore`.
     pub ignore: Vec<String>,
     pub ready_timeout: Option<Duration>,
+    /// `--on-ready-timeout run`: when the ready timeout passes, run the program anyway.
+    pub run_on_ready_timeout: bool,
     pub shutdown_timeout: Option<Duration>,
     pub always_shutdown: bool,
-    /// How many shutdown actions `StartShutdown` sends.
-    pub actions: usize,
+    /// The container each shutdown action stops, where it is named, in the order `StartShutdown` numbers them.
+    pub actions: Vec<Option<String>>,
+    /// `--peer`: other main containers, not waited for; the sidecars are stopped only after they have terminated.
+    pub peers: Vec<String>,
     /// Where readiness comes from.
     pub mode: Mode,
 }
@@ -66,6 +71,17 @@ pub struct Facts {
     pub version: Option<String>,
     /// The waited regular sidecars that had terminated in the newest snapshot: shutdown does not wait for them.
     pub stopped: Vec<String>,
+    /// The shutdown actions to send (their numbers), and why each other one is skipped in this Pod.
+    pub sends: Vec<usize>,
+    pub skips: Vec<(usize, String)>,
+    /// Other main containers (`--peer`, and those that run proa too): the sidecars are stopped only after they
+    /// have terminated.
+    pub peers: Vec<String>,
+    /// The peers not terminated for good in the newest snapshot.
+    pub peers_left: Vec<String>,
+    /// The proa that stops the sidecars when it is not this one: the first by container name among proa's own
+    /// container and the peers that run proa, which every proa in the Pod computes alike.
+    pub stopper: Option<String>,
 }
 
 impl Facts {
@@ -83,9 +99,18 @@ impl Facts {
         for name in readiness::unknown_names(pod, &config.ignore) {
             log::warn!("--ignore {name}: the pod has no such container");
         }
+        for name in readiness::unknown_names(pod, &config.peers) {
+            log::warn!("--peer {name}: the pod has no such container");
+        }
+        let peers = Peers::of(config, pod, &own.name);
+        for name in peers.all.iter().filter(|name| !config.peers.contains(name)) {
+            log::info!("container {name} runs proa too: a peer, not waited for");
+        }
+        let waited = waited(config, pod, &own.name, &peers.all);
+        let (sends, skips) = choose_actions(config, pod, &waited);
         let mut facts = Facts {
             uid: pod.metadata.uid.clone(),
-            waited: readiness::waited_containers(pod, &own.name, &config.ignore),
+            waited,
             policy: Some(RestartPolicy::of_container(pod, &own.name)),
             shutdown_timeout: capped(
                 "the shutdown timeout",
@@ -94,6 +119,11 @@ impl Facts {
             grace: capped("terminationGracePeriodSeconds", readiness::grace_period(pod)),
             version: None,
             stopped: Vec::new(),
+            sends,
+            skips,
+            peers: peers.all,
+            peers_left: Vec::new(),
+            stopper: peers.stopper,
         };
         facts.observe(pod);
         Ok(facts)
@@ -111,7 +141,18 @@ impl Facts {
             grace: timeout.max(readiness::MIN_GRACE),
             version: None,
             stopped: Vec::new(),
+            sends: (0..config.actions.len()).collect(),
+            skips: Vec::new(),
+            peers: Vec::new(),
+            peers_left: Vec::new(),
+            stopper: None,
         }
+    }
+
+    /// The facts of a Pod proa could not read (the ready timeout passed first, and `--on-ready-timeout run`): nothing
+    /// known of its containers or restart policy, and the shortest grace period the kubelet gives.
+    pub fn unread(config: &Config) -> Facts {
+        Facts { grace: readiness::MIN_GRACE, ..Facts::without_pod(config) }
     }
 
     /// Takes in a newer snapshot of the same Pod: its resourceVersion, which sidecars have stopped, and the grace
@@ -126,6 +167,7 @@ impl Facts {
         if pod.metadata.deletion_grace_period_seconds.is_some() {
             self.grace = capped("deletionGracePeriodSeconds", readiness::grace_period(pod));
         }
+        self.peers_left = readiness::peers_left(pod, &self.peers);
     }
 
     /// The regular sidecars shutdown waits for: those not already stopped in the newest snapshot.
@@ -133,6 +175,44 @@ impl Facts {
         let running = |w: &&Waited| w.kind == Kind::Regular && !self.stopped.contains(&w.name);
         self.waited.iter().filter(running).cloned().collect()
     }
+}
+
+/// proa's peers in a Pod, and which proa stops the sidecars.
+struct Peers {
+    /// `--peer` and the other containers that run proa.
+    all: Vec<String>,
+    /// The stopper, when it is not this proa.
+    stopper: Option<String>,
+}
+
+impl Peers {
+    fn of(config: &Config, pod: &Pod, own: &str) -> Peers {
+        let proa_peers: Vec<String> = readiness::proa_containers(pod).into_iter().filter(|name| name != own).collect();
+        let first = proa_peers.iter().map(String::as_str).chain([own]).min().unwrap_or(own);
+        let stopper = (first != own).then(|| first.to_string());
+        let mut all = config.peers.clone();
+        all.extend(proa_peers.into_iter().filter(|name| !config.peers.contains(name)));
+        Peers { all, stopper }
+    }
+}
+
+/// The containers proa waits for: all but its own, the ignored ones and the peers, plus the native sidecars.
+fn waited(config: &Config, pod: &Pod, own: &str, peers: &[String]) -> Vec<Waited> {
+    let not_waited: Vec<String> = config.ignore.iter().chain(peers).cloned().collect();
+    readiness::waited_containers(pod, own, &not_waited)
+}
+
+/// Which shutdown actions this Pod needs, and why each other one is skipped.
+fn choose_actions(config: &Config, pod: &Pod, waited: &[Waited]) -> (Vec<usize>, Vec<(usize, String)>) {
+    let mut sends = Vec::new();
+    let mut skips = Vec::new();
+    for (i, container) in config.actions.iter().enumerate() {
+        match readiness::skip_reason(pod, container.as_deref(), waited) {
+            None => sends.push(i),
+            Some(why) => skips.push((i, why)),
+        }
+    }
+    (sends, skips)
 }
 
 /// Whether a snapshot ends the wait (ready, dead, gone or misconfigured): the initial watcher stops there.
@@ -144,7 +224,7 @@ pub fn wait_is_over(config: &Config, pod: &Pod, deleted: bool, pinned: &mut Opti
     }
     let own = readiness::find_own_container(pod, config.container.as_deref(), &config.own_args, config.program_words);
     let Ok(own) = own else { return true };
-    let waited = readiness::waited_containers(pod, &own.name, &config.ignore);
+    let waited = waited(config, pod, &own.name, &Peers::of(config, pod, &own.name).all);
     !matches!(readiness::assess(pod, &waited), readiness::Verdict::Pending { .. })
 }
 
@@ -171,10 +251,12 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Watch {
     /// Read the Pod, then watch it until the wait is over (`wait_is_over`).
-    UntilReady,
+    Readiness,
     /// Watch from this resourceVersion (else after reading the Pod) until these regular sidecars have terminated
     /// or the Pod (with this uid) is gone.
-    UntilStopped { sidecars: Vec<Waited>, from: Option<String>, uid: Option<String> },
+    SidecarsGone { sidecars: Vec<Waited>, from: Option<String>, uid: Option<String> },
+    /// Watch from this resourceVersion until these peers have terminated for good, or the Pod is gone.
+    PeersDone { peers: Vec<String>, from: Option<String>, uid: Option<String> },
 }
 
 /// Orders for the owner loop.
@@ -192,8 +274,8 @@ pub enum Command {
     StartProgram,
     /// Forward this signal to the program.
     Forward(i32),
-    /// Send every shutdown action; each must report within `budget`.
-    StartShutdown { budget: Duration },
+    /// Send these shutdown actions (by number); each must report within `budget`.
+    StartShutdown { budget: Duration, actions: Vec<usize> },
     /// Write this reason for proa's own failure (exit 124 or 125) to the termination log.
     WriteTerminationLog(String),
     /// Exit proa with this code.
@@ -207,6 +289,8 @@ pub enum State {
     Waiting(Waiting),
     /// The program runs.
     Running(Running),
+    /// The program has exited; the stopper waits for its peers to terminate before shutting down.
+    AwaitingPeers(AwaitingPeers),
     /// Shutdown actions are out and/or proa waits for the sidecars to go.
     ShuttingDown(ShuttingDown),
     /// Finished: proa exits with `code`.
@@ -232,6 +316,13 @@ pub struct Running {
     pub facts: Facts,
     /// Set once the kubelet sent SIGTERM (or SIGINT): proa must be gone by then, whatever happens after.
     pub exit_by: Option<Instant>,
+}
+
+/// The data of `State::AwaitingPeers`. There is no deadline: a peer is a main container that may run for hours.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwaitingPeers {
+    pub code: u8,
+    pub facts: Facts,
 }
 
 /// The data of `State::ShuttingDown`. It ends once every action has reported and nothing else is awaited; each of
@@ -267,7 +358,7 @@ impl State {
     /// The initial state, and the commands that start looking for readiness.
     pub fn start(config: &Config, now: Instant) -> (State, Vec<Command>) {
         let (facts, not_ready, command) = match &config.mode {
-            Mode::Pod => (None, Vec::new(), Command::Watch(Watch::UntilReady)),
+            Mode::Pod => (None, Vec::new(), Command::Watch(Watch::Readiness)),
             Mode::Endpoints(endpoints) => (
                 Some(Facts::without_pod(config)),
                 endpoints.iter().map(ToString::to_string).collect(),
@@ -287,7 +378,7 @@ impl State {
                 let sidecars = (s.awaited != Awaited::Nothing).then_some(s.deadline);
                 [actions, sidecars, s.exit_by].into_iter().flatten().min()
             }
-            State::Running(_) | State::Done { .. } => None,
+            State::Running(_) | State::AwaitingPeers(_) | State::Done { .. } => None,
         }
     }
 }
@@ -297,6 +388,7 @@ pub fn step(config: &Config, state: State, event: Event, now: Instant) -> (State
     match state {
         State::Waiting(w) => waiting(config, w, event, now),
         State::Running(r) => running(config, r, event, now),
+        State::AwaitingPeers(p) => awaiting_peers(config, p, event, now),
         State::ShuttingDown(s) => shutting_down(s, event, now),
         State::Done { code } => (State::Done { code }, vec![]),
     }

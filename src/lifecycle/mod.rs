@@ -4,6 +4,7 @@
 //! keep flowing. It blocks until the next event or deadline, so it uses no CPU while the program runs.
 
 mod machine;
+mod peers;
 #[cfg(test)]
 mod simulation;
 mod stopping;
@@ -16,7 +17,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::child::{Exit, SpawnError};
-use crate::options::Options;
+use crate::options::{OnReadyTimeout, Options};
 use crate::pod::Pod;
 use crate::probe::Goal;
 use crate::readiness;
@@ -24,7 +25,7 @@ use crate::shutdown::{self, Action};
 use crate::{crash, exit, termination};
 
 use machine::{Command, Event, State, Watch};
-pub use machine::{Config, Mode};
+pub use machine::{Config, Facts, Mode};
 pub use threads::Source;
 
 /// What the owner loop does to the world, and how it hears back: the seam between the pure lifecycle and I/O.
@@ -42,8 +43,9 @@ pub trait World {
     fn stop_probe(&mut self);
     fn start_program(&mut self) -> Result<(), SpawnError>;
     fn forward(&mut self, signal: i32);
-    /// Sends every shutdown action, each to report within `budget`.
-    fn start_shutdown(&mut self, budget: Duration);
+    /// Sends these shutdown actions (by number, in `Options::shutdown_actions`' order), each to report within
+    /// `budget`.
+    fn start_shutdown(&mut self, budget: Duration, actions: &[usize]);
     fn write_termination_log(&mut self, reason: &str);
 }
 
@@ -58,9 +60,11 @@ pub fn config(options: &Options, mode: Mode) -> Config {
         program_words: 1 + options.args.len(),
         ignore: options.ignore.clone(),
         ready_timeout: options.ready_timeout,
+        run_on_ready_timeout: options.on_ready_timeout == OnReadyTimeout::Run,
         shutdown_timeout: options.shutdown_timeout,
         always_shutdown: options.always_shutdown,
-        actions: options.shutdown_actions(Duration::ZERO).len(),
+        actions: options.shutdown_actions(Duration::ZERO).iter().map(|a| a.container().map(str::to_string)).collect(),
+        peers: options.peers.clone(),
         mode,
     }
 }
@@ -104,14 +108,20 @@ pub fn drive(config: &Config, world: &mut impl World) -> u8 {
 
 fn carry_out(config: &Config, command: Command, world: &mut impl World, own: &mut VecDeque<Event>) {
     match command {
-        Command::Watch(Watch::UntilReady) => {
+        Command::Watch(Watch::Readiness) => {
             let config = config.clone();
             let mut pinned = None;
             world.watch(None, Box::new(move |pod, deleted| machine::wait_is_over(&config, pod, deleted, &mut pinned)));
         }
-        Command::Watch(Watch::UntilStopped { sidecars, from, uid }) => {
+        Command::Watch(Watch::SidecarsGone { sidecars, from, uid }) => {
             let until = move |pod: &Pod, deleted: bool| {
                 deleted || readiness::is_gone(pod, &uid) || readiness::sidecars_gone(pod, &sidecars)
+            };
+            world.watch(from, Box::new(until));
+        }
+        Command::Watch(Watch::PeersDone { peers, from, uid }) => {
+            let until = move |pod: &Pod, deleted: bool| {
+                deleted || readiness::is_gone(pod, &uid) || readiness::peers_left(pod, &peers).is_empty()
             };
             world.watch(from, Box::new(until));
         }
@@ -124,7 +134,7 @@ fn carry_out(config: &Config, command: Command, world: &mut impl World, own: &mu
             }
         }
         Command::Forward(signal) => world.forward(signal),
-        Command::StartShutdown { budget } => world.start_shutdown(budget),
+        Command::StartShutdown { budget, actions } => world.start_shutdown(budget, &actions),
         Command::WriteTerminationLog(reason) => world.write_termination_log(&reason),
         // `drive` returns on it instead.
         Command::Exit(_) => {}

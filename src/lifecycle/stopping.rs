@@ -44,11 +44,11 @@ pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instan
         }
         Event::Child(Exit::Exited { code }) => {
             log::info!("program exited with code {code}");
-            begin_shutdown(config, Some(&r.facts), code, ending(r.exit_by), now)
+            program_done(config, r, code, now)
         }
         Event::SpawnFailed(err) => {
             log::error!("{err}");
-            begin_shutdown(config, Some(&r.facts), err.code(), ending(r.exit_by), now)
+            program_done(config, r, err.code(), now)
         }
         // A late snapshot from the watcher that was just stopped, or a stray wake-up: nothing to do.
         Event::Watch(_) | Event::Shutdown(_) | Event::Probe(_) | Event::DeadlinePassed => (State::Running(r), vec![]),
@@ -57,6 +57,34 @@ pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instan
 
 fn ending(exit_by: Option<Instant>) -> Ending {
     exit_by.map_or(Ending::Normal, Ending::Stopping)
+}
+
+fn program_done(config: &Config, r: Running, code: u8, now: Instant) -> (State, Vec<Command>) {
+    after_program(config, Some(&r.facts), code, ending(r.exit_by), now)
+}
+
+/// Once the program has exited (or will never run): a proa that is not the stopper exits at once, sending nothing;
+/// the stopper first waits for its peers (unless the Pod is stopping, the API failed, or its container will be
+/// restarted), then shuts down.
+pub(super) fn after_program(
+    config: &Config,
+    facts: Option<&Facts>,
+    code: u8,
+    ending: Ending,
+    now: Instant,
+) -> (State, Vec<Command>) {
+    if let Some(facts) = facts {
+        if let Some(stopper) = &facts.stopper {
+            log::info!("container {stopper} stops the sidecars: exiting with code {code}");
+            return finish(code);
+        }
+        let restarted =
+            facts.policy.as_ref().is_some_and(|p| !readiness::shutdown_needed(Some(p), code, config.always_shutdown));
+        if ending == Ending::Normal && !restarted && !facts.peers_left.is_empty() {
+            return super::peers::await_peers(facts.clone(), code);
+        }
+    }
+    begin_shutdown(config, facts, code, ending, now)
 }
 
 /// Enters ShuttingDown, or Done when shutdown is not needed or there is nothing to do.
@@ -92,7 +120,7 @@ pub(super) fn begin_shutdown(
         },
         // With no shutdown action nothing makes an endpoint go away, and one that outlives the Pod (a database
         // elsewhere) would cost the whole timeout.
-        (Mode::Endpoints(_), _) if config.actions == 0 => Awaited::Nothing,
+        (Mode::Endpoints(_), _) if config.actions.is_empty() => Awaited::Nothing,
         (Mode::Endpoints(endpoints), _) => Awaited::Endpoints(endpoints.iter().map(ToString::to_string).collect()),
     };
     let timeout = facts.map_or_else(
@@ -103,15 +131,19 @@ pub(super) fn begin_shutdown(
         Some(by) => shutdown::budget(timeout).min(by - now),
         None => shutdown::budget(timeout),
     };
+    let sends = facts.map_or_else(|| (0..config.actions.len()).collect(), |f| f.sends.clone());
+    for (i, why) in facts.map(|f| f.skips.as_slice()).unwrap_or_default() {
+        log::info!("not sending the shutdown action {}: {why}", i + 1);
+    }
     let mut commands = Vec::new();
-    if config.actions > 0 {
-        commands.push(Command::StartShutdown { budget });
+    if !sends.is_empty() {
+        commands.push(Command::StartShutdown { budget, actions: sends.clone() });
     }
     match &awaited {
         Awaited::Nothing => {}
         Awaited::Sidecars { sidecars, uid } => {
             let from = facts.and_then(|f| f.version.clone());
-            commands.push(Command::Watch(Watch::UntilStopped { sidecars: sidecars.clone(), from, uid: uid.clone() }));
+            commands.push(Command::Watch(Watch::SidecarsGone { sidecars: sidecars.clone(), from, uid: uid.clone() }));
         }
         Awaited::Endpoints(_) => commands.push(Command::Probe(Goal::Gone)),
     }
@@ -128,7 +160,7 @@ pub(super) fn begin_shutdown(
     }
     let state = State::ShuttingDown(ShuttingDown {
         code,
-        actions_left: config.actions,
+        actions_left: sends.len(),
         actions_deadline: after(now, budget + shutdown::REPORT_SLACK),
         awaited,
         deadline: after(now, timeout),

@@ -8,7 +8,7 @@ use crate::child::{Exit, SpawnError};
 use crate::pod::Pod;
 use crate::probe::{Endpoint, Goal, Update as ProbeUpdate};
 use crate::readiness::{Kind, Waited};
-use crate::shutdown::{Action, ActionError, Done, Outcome};
+use crate::shutdown::{Action, ActionError, Done, Outcome, Target};
 use crate::watch::Update;
 
 const UID: &str = "0b5f0e53-8d0a-4a53-9b9e-3f1a0f6f2c11";
@@ -41,9 +41,11 @@ fn config(actions: usize) -> Config {
         program_words: 1,
         ignore: vec![],
         ready_timeout: Some(Duration::from_secs(10)),
+        run_on_ready_timeout: false,
         shutdown_timeout: None,
         always_shutdown: false,
-        actions,
+        actions: vec![None; actions],
+        peers: vec![],
         mode: Mode::Pod,
     }
 }
@@ -61,11 +63,20 @@ fn envoy() -> Vec<Waited> {
 }
 
 fn watch_envoy() -> Command {
-    Command::Watch(Watch::UntilStopped { sidecars: envoy(), from: Some("48213".into()), uid: Some(UID.into()) })
+    Command::Watch(Watch::SidecarsGone { sidecars: envoy(), from: Some("48213".into()), uid: Some(UID.into()) })
+}
+
+fn action() -> Action {
+    Action::Get(Target { url: "http://x/q".into(), container: None })
 }
 
 fn answered() -> Event {
-    Event::Shutdown(Outcome { action: Action::Get("http://x/q".into()), result: Ok(Done::Answered(200)) })
+    Event::Shutdown(Outcome { action: action(), result: Ok(Done::Answered(200)) })
+}
+
+/// Sends every one of `n` actions within `budget` seconds.
+fn start(budget: f64, n: usize) -> Command {
+    Command::StartShutdown { budget: secs(budget), actions: (0..n).collect() }
 }
 
 fn exited(code: u8) -> Event {
@@ -102,7 +113,7 @@ fn shutting(state: &State) -> &ShuttingDown {
 fn the_start_watches_the_pod() {
     let (state, commands) = State::start(&config(1), Instant::now());
     assert!(matches!(state, State::Waiting(_)));
-    assert_eq!(commands, [Command::Watch(Watch::UntilReady)]);
+    assert_eq!(commands, [Command::Watch(Watch::Readiness)]);
 }
 
 #[test]
@@ -123,10 +134,7 @@ fn a_sidecar_dead_in_the_first_read_is_not_waited_for() {
     // only for the actions' answers, not for a sidecar already gone.
     let (state, commands, t0) = run(&config(2), vec![snapshot("dead")]);
     let why = "container envoy terminated (Error with exit code 1) and will not be restarted: not starting the program";
-    assert_eq!(
-        commands,
-        [Command::WriteTerminationLog(why.into()), Command::StopWatch, Command::StartShutdown { budget: secs(45.0) }]
-    );
+    assert_eq!(commands, [Command::WriteTerminationLog(why.into()), Command::StopWatch, start(45.0, 2)]);
     assert_eq!(
         state,
         State::ShuttingDown(ShuttingDown {
@@ -159,12 +167,7 @@ fn ready_timeout_is_124_and_waits_for_the_running_sidecars() {
     let why = "containers not ready after 10.0s: envoy, cloud-sql-proxy; not starting the program";
     assert_eq!(
         commands,
-        [
-            Command::WriteTerminationLog(why.into()),
-            Command::StopWatch,
-            Command::StartShutdown { budget: secs(45.0) },
-            watch_envoy(),
-        ]
+        [Command::WriteTerminationLog(why.into()), Command::StopWatch, start(45.0, 1), watch_envoy(),]
     );
 }
 
@@ -172,7 +175,7 @@ fn ready_timeout_is_124_and_waits_for_the_running_sidecars() {
 fn sigterm_before_any_pod_shuts_down_without_watching() {
     let (state, commands, t0) = run(&config(1), vec![Event::Signal(libc::SIGTERM)]);
     // The grace period is unknown before the first read: the kubelet's 2 s minimum, less a quarter.
-    assert_eq!(commands, [Command::StopWatch, Command::StartShutdown { budget: secs(1.5) }]);
+    assert_eq!(commands, [Command::StopWatch, start(1.5, 1)]);
     let s = shutting(&state);
     assert_eq!((s.code, &s.awaited, s.exit_by), (143, &Awaited::Nothing, Some(t0 + secs(1.5))));
     let (state, _, _) = run(&config(1), vec![Event::Signal(libc::SIGHUP)]);
@@ -189,7 +192,7 @@ fn api_failure_while_waiting_is_125_and_does_not_watch_again() {
     let (state, commands, _) =
         run(&config(1), vec![snapshot("starting"), Event::Watch(Update::Failed(ApiError::TooLarge))]);
     assert_eq!(shutting(&state).awaited, Awaited::Nothing);
-    assert_eq!(commands[1..], [Command::StartShutdown { budget: secs(45.0) }]);
+    assert_eq!(commands[1..], [start(45.0, 1)]);
 }
 
 #[test]
@@ -204,7 +207,7 @@ fn program_exit_starts_shutdown_which_ends_when_sidecars_are_gone_and_actions_an
     let config = config(1);
     let (state, commands, t0) = run(&config, vec![snapshot("ready"), exited(7)]);
     assert_eq!(shutting(&state).code, 7);
-    assert_eq!(commands[2..], [Command::StartShutdown { budget: secs(45.0) }, watch_envoy()]);
+    assert_eq!(commands[2..], [start(45.0, 1), watch_envoy()]);
     let now = t0 + secs(2.0);
     let (state, commands) = step(&config, state, snapshot("ready"), now);
     assert!(matches!(state, State::ShuttingDown(_)) && commands.is_empty());
@@ -222,7 +225,7 @@ fn the_shutdown_watch_resumes_from_the_newest_version_seen() {
     let mut newer = pod("ready");
     newer.metadata.resource_version = Some("9".into());
     let (_, commands, _) = run(&config(0), vec![changed(older), changed(newer), exited(0)]);
-    let watch = Watch::UntilStopped { sidecars: envoy(), from: Some("9".into()), uid: Some(UID.into()) };
+    let watch = Watch::SidecarsGone { sidecars: envoy(), from: Some("9".into()), uid: Some(UID.into()) };
     assert_eq!(commands.last(), Some(&Command::Watch(watch)));
 }
 
@@ -231,7 +234,7 @@ fn a_shutdown_timeout_of_zero_still_waits_for_every_first_attempt() {
     let mut config = config(2);
     config.shutdown_timeout = Some(Duration::ZERO);
     let (state, commands, t0) = run_at(&config, vec![(0.0, snapshot("ready")), (1.0, exited(3))]);
-    assert_eq!(commands[3..], [Command::StartShutdown { budget: secs(1.0) }, watch_envoy()]);
+    assert_eq!(commands[3..], [start(1.0, 2), watch_envoy()]);
     let t1 = t0 + secs(1.0);
     assert_eq!(state.deadline(), Some(t1), "the wait for the sidecars is bounded at once");
     let (state, commands) = step(&config, state, Event::DeadlinePassed, t1);
@@ -251,7 +254,7 @@ fn a_sigterm_while_running_means_no_wait_for_sidecars_after_the_program() {
     let events = vec![(0.0, snapshot("ready")), (1.0, Event::Signal(libc::SIGTERM)), (4.0, exited(0))];
     let (state, commands, t0) = run_at(&config, events);
     let exit_by = t0 + secs(1.0 + 45.0 - 1.0);
-    assert_eq!(commands[3..], [Command::Forward(libc::SIGTERM), Command::StartShutdown { budget: secs(41.0) }]);
+    assert_eq!(commands[3..], [Command::Forward(libc::SIGTERM), start(41.0, 1)]);
     let s = shutting(&state);
     assert_eq!((s.code, &s.awaited, s.exit_by), (0, &Awaited::Nothing, Some(exit_by)));
     let (state, commands) = step(&config, state, answered(), t0 + secs(4.1));
@@ -307,7 +310,7 @@ fn the_pod_deleted_while_waiting_never_starts_the_program() {
     deleting.metadata.deletion_timestamp = Some("2026-11-30T10:00:00Z".into());
     deleting.metadata.deletion_grace_period_seconds = Some(10);
     let (state, commands, t0) = run(&config(1), vec![changed(deleting)]);
-    assert_eq!(commands, [Command::StopWatch, Command::StartShutdown { budget: secs(9.0) }]);
+    assert_eq!(commands, [Command::StopWatch, start(9.0, 1)]);
     let s = shutting(&state);
     assert_eq!((s.code, &s.awaited, s.exit_by), (143, &Awaited::Nothing, Some(t0 + secs(9.0))));
 }
@@ -432,6 +435,11 @@ fn endpoints_facts() -> Facts {
         grace: secs(30.0),
         version: None,
         stopped: vec![],
+        sends: vec![0],
+        skips: vec![],
+        peers: vec![],
+        peers_left: vec![],
+        stopper: None,
     }
 }
 
@@ -467,12 +475,7 @@ fn endpoints_ready_timeout_is_124_naming_what_is_missing() {
     let why = "endpoints not ready after 10.0s: tcp db:5432 (connection refused); not starting the program";
     assert_eq!(
         commands,
-        [
-            Command::WriteTerminationLog(why.into()),
-            Command::StopProbe,
-            Command::StartShutdown { budget: secs(30.0) },
-            Command::Probe(Goal::Gone),
-        ]
+        [Command::WriteTerminationLog(why.into()), Command::StopProbe, start(30.0, 1), Command::Probe(Goal::Gone),]
     );
 }
 
@@ -483,7 +486,7 @@ fn endpoints_mode_always_shuts_down_and_probes_until_gone() {
     let (state, commands, _) = run(&endpoints_config(2), events);
     let s = shutting(&state);
     assert!(s.code == 3 && s.actions_left == 2 && matches!(s.awaited, Awaited::Endpoints(_)));
-    assert_eq!(commands[1..], [Command::StartShutdown { budget: secs(30.0) }, Command::Probe(Goal::Gone)]);
+    assert_eq!(commands[1..], [start(30.0, 2), Command::Probe(Goal::Gone)]);
 }
 
 #[test]
@@ -531,15 +534,125 @@ fn a_signal_while_probing_stops_the_prober_and_waits_for_nothing_but_the_actions
     let (state, commands, _) = run(&endpoints_config(1), vec![Event::Signal(libc::SIGTERM)]);
     let s = shutting(&state);
     assert_eq!((s.code, &s.awaited), (143, &Awaited::Nothing));
-    assert_eq!(commands, [Command::StopProbe, Command::StartShutdown { budget: secs(29.0) }]);
+    assert_eq!(commands, [Command::StopProbe, start(29.0, 1)]);
 }
 
 #[test]
 fn a_refused_action_counts_as_answered() {
     let config = config(1);
     let (state, _, t0) = run(&config, vec![snapshot("ready"), exited(0), changed(gone())]);
-    let refused =
-        Outcome { action: Action::Get("http://x/q".into()), result: Err(ActionError::Refused { attempts: 4 }) };
+    let refused = Outcome { action: action(), result: Err(ActionError::Refused { attempts: 4 }) };
     let (state, commands) = step(&config, state, Event::Shutdown(refused), t0);
     assert_eq!((state, commands), (State::Done { code: 0 }, vec![Command::Exit(0)]));
+}
+
+// Issue 12: named actions, --on-ready-timeout run, peers.
+
+/// The ready fixture with named actions: envoy (regular), cloud-sql-proxy (native), istio-proxy (absent), unnamed.
+fn named_actions() -> Config {
+    let names = [Some("envoy"), Some("cloud-sql-proxy"), Some("istio-proxy"), None];
+    Config { actions: names.iter().map(|n| n.map(str::to_string)).collect(), ..config(0) }
+}
+
+#[test]
+fn actions_for_native_or_absent_containers_are_not_sent() {
+    let config = named_actions();
+    let (state, commands, _) = run(&config, vec![snapshot("ready"), exited(0)]);
+    assert_eq!(commands[2], Command::StartShutdown { budget: secs(45.0), actions: vec![0, 3] });
+    assert_eq!(shutting(&state).actions_left, 2);
+}
+
+#[test]
+fn an_unnamed_action_is_not_sent_when_every_sidecar_is_native() {
+    let mut config = named_actions();
+    config.ignore = vec!["envoy".into()];
+    let (_, commands, _) = run(&config, vec![snapshot("ready"), exited(0)]);
+    assert_eq!(commands[2], Command::StartShutdown { budget: secs(45.0), actions: vec![0] });
+}
+
+#[test]
+fn on_ready_timeout_run_starts_the_program_anyway() {
+    let mut config = config(1);
+    config.run_on_ready_timeout = true;
+    let (state, commands, _) = run_at(&config, vec![(0.0, snapshot("starting")), (10.0, Event::DeadlinePassed)]);
+    assert!(matches!(state, State::Running(_)));
+    assert_eq!(commands[1..], [Command::StopWatch, Command::StartProgram]);
+    // Before any snapshot: nothing known, so shutdown is unconditional and the grace the shortest.
+    let (state, _, _) = run_at(&config, vec![(10.0, Event::DeadlinePassed)]);
+    let State::Running(r) = state else { panic!("runs") };
+    assert_eq!((r.facts.policy, r.facts.grace), (None, crate::readiness::MIN_GRACE));
+}
+
+/// The ready fixture with more main containers: `names` (each running proa when `proa`).
+fn with_peers(peers: &[(&str, bool)]) -> Pod {
+    let mut pod = pod("ready");
+    for (name, proa) in peers {
+        let command = if *proa { vec!["/proa".to_string(), "--".into(), "x".into()] } else { vec!["x".to_string()] };
+        pod.spec.containers.push(crate::pod::Container { name: name.to_string(), command, ..Default::default() });
+        let status = serde_json::from_str(&format!(r#"{{"name":"{name}","state":{{"running":{{}}}}}}"#)).unwrap();
+        pod.status.container_statuses.push(status);
+    }
+    pod
+}
+
+fn peer_exits(mut pod: Pod, name: &str) -> Pod {
+    let status = pod.status.container_statuses.iter_mut().find(|s| s.name == name).unwrap();
+    status.state = serde_json::from_str(r#"{"terminated":{"exitCode":0}}"#).unwrap();
+    pod
+}
+
+#[test]
+fn the_stopper_waits_for_its_peers_then_shuts_down() {
+    let config = Config { peers: vec!["worker".into()], ..config(1) };
+    let pod = with_peers(&[("worker", false), ("zz-proa", true)]);
+    let (state, commands, t0) = run(&config, vec![changed(pod.clone()), exited(0)]);
+    let watch = Watch::PeersDone {
+        peers: vec!["worker".into(), "zz-proa".into()],
+        from: Some("48213".into()),
+        uid: Some(UID.into()),
+    };
+    assert_eq!(commands.last(), Some(&Command::Watch(watch)));
+    assert!(matches!(state, State::AwaitingPeers(_)) && state.deadline().is_none(), "no bound of its own");
+    let (state, commands) = step(&config, state, changed(peer_exits(pod.clone(), "worker")), t0 + secs(60.0));
+    assert!(matches!(state, State::AwaitingPeers(_)) && commands.is_empty());
+    let both = peer_exits(peer_exits(pod, "worker"), "zz-proa");
+    let (state, commands) = step(&config, state, changed(both), t0 + secs(90.0));
+    assert_eq!(shutting(&state).code, 0);
+    assert_eq!(commands[..2], [Command::StopWatch, start(45.0, 1)]);
+}
+
+#[test]
+fn a_stop_while_awaiting_peers_shuts_down_at_once() {
+    let pod = with_peers(&[("worker", true)]);
+    let (state, _, t0) = run(&config(1), vec![changed(pod), exited(0)]);
+    let (state, commands) = step(&config(1), state, Event::Signal(libc::SIGTERM), t0 + secs(5.0));
+    assert_eq!(commands, [Command::StopWatch, start(44.0, 1)]);
+    assert_eq!(shutting(&state).awaited, Awaited::Nothing);
+}
+
+#[test]
+fn a_proa_that_is_not_the_stopper_exits_at_once_sending_nothing() {
+    // `aa-proa` comes before `job` by name: it stops the sidecars.
+    let pod = with_peers(&[("aa-proa", true)]);
+    let (state, commands, _) = run(&config(1), vec![changed(pod), exited(3)]);
+    assert_eq!(state, State::Done { code: 3 });
+    assert_eq!(commands.last(), Some(&Command::Exit(3)));
+}
+
+#[test]
+fn exactly_one_proa_in_a_pod_is_the_stopper() {
+    // Every proa container computes the stopper from the same spec; plain containers never take part.
+    for names in [vec!["b", "a", "c"], vec!["job", "aux"], vec!["z"]] {
+        let mut pod = with_peers(&names.iter().map(|n| (*n, true)).collect::<Vec<_>>());
+        pod.spec.containers[0].command = vec!["not-proa".into()];
+        let stoppers: Vec<&str> = names
+            .iter()
+            .filter(|name| {
+                let config = Config { container: Some(name.to_string()), ..config(1) };
+                Facts::of(&config, &pod).unwrap().stopper.is_none()
+            })
+            .copied()
+            .collect();
+        assert_eq!(stoppers, [*names.iter().min().unwrap()], "{names:?}");
+    }
 }

@@ -136,9 +136,10 @@ impl World for Threads {
         }
     }
 
-    fn start_shutdown(&mut self, budget: Duration) {
+    fn start_shutdown(&mut self, budget: Duration, chosen: &[usize]) {
         let tx = self.tx.clone();
-        let actions = self.options.shutdown_actions(budget);
+        let all = self.options.shutdown_actions(budget).into_iter().enumerate();
+        let actions = all.filter(|(i, _)| chosen.contains(i)).map(|(_, action)| action).collect();
         shutdown::spawn_actions(actions, budget, move |outcome| tx.send(Event::Shutdown(outcome)).is_ok());
     }
 

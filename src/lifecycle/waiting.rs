@@ -13,7 +13,7 @@ use crate::signals;
 use crate::watch::Update;
 
 use super::machine::{Command, Config, Event, Facts, Mode, Running, State, Waiting, exit_by};
-use super::stopping::{Ending, begin_shutdown};
+use super::stopping::{Ending, after_program};
 
 pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instant) -> (State, Vec<Command>) {
     match event {
@@ -21,7 +21,7 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
         Event::Watch(Update::PodDeleted(pod)) => snapshot(config, w, &pod, true, now),
         Event::Watch(Update::Failed(err)) => {
             let failed = failure(err.to_string());
-            with_first(failed, begin_shutdown(config, w.facts.as_ref(), exit::PROA_FAILED, Ending::ApiFailed, now))
+            with_first(failed, after_program(config, w.facts.as_ref(), exit::PROA_FAILED, Ending::ApiFailed, now))
         }
         Event::Probe(ProbeUpdate::Reached(Goal::Ready)) => {
             // Only no-API mode runs a prober, and its facts are known from the start.
@@ -41,18 +41,26 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
             let ending = Ending::Stopping(exit_by(now, grace));
             abort_wait(config, w.facts.as_ref(), exit::signal_code(signal), ending, now)
         }
+        Event::DeadlinePassed if w.deadline.is_some_and(|d| now >= d) && config.run_on_ready_timeout => {
+            log::warn!(
+                "{} not ready after {:.1}s: {}; running the program anyway (--on-ready-timeout run)",
+                what(config),
+                now.duration_since(w.since).as_secs_f64(),
+                not_ready(&w)
+            );
+            let stop = match config.mode {
+                Mode::Pod => Command::StopWatch,
+                Mode::Endpoints(_) => Command::StopProbe,
+            };
+            let facts = w.facts.take().unwrap_or_else(|| Facts::unread(config));
+            (State::Running(Running { facts, exit_by: None }), vec![stop, Command::StartProgram])
+        }
         Event::DeadlinePassed if w.deadline.is_some_and(|d| now >= d) => {
             let failed = failure(format!(
                 "{} not ready after {:.1}s: {}; not starting the program",
-                match config.mode {
-                    Mode::Pod => "containers",
-                    Mode::Endpoints(_) => "endpoints",
-                },
+                what(config),
                 now.duration_since(w.since).as_secs_f64(),
-                match w.not_ready.is_empty() {
-                    true => "no pod status yet".to_string(),
-                    false => w.not_ready.join(", "),
-                }
+                not_ready(&w)
             ));
             with_first(failed, abort_wait(config, w.facts.as_ref(), exit::READY_TIMEOUT, Ending::Normal, now))
         }
@@ -126,13 +134,29 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
     }
 }
 
+/// What proa waits for, in words.
+fn what(config: &Config) -> &'static str {
+    match config.mode {
+        Mode::Pod => "containers",
+        Mode::Endpoints(_) => "endpoints",
+    }
+}
+
+/// What was not ready at the last look.
+fn not_ready(w: &Waiting) -> String {
+    match w.not_ready.is_empty() {
+        true => "no pod status yet".to_string(),
+        false => w.not_ready.join(", "),
+    }
+}
+
 /// Gives up waiting: the program never starts; the watcher or prober is stopped and shutdown begins.
 fn abort_wait(config: &Config, facts: Option<&Facts>, code: u8, ending: Ending, now: Instant) -> (State, Vec<Command>) {
     let stop = match config.mode {
         Mode::Pod => Command::StopWatch,
         Mode::Endpoints(_) => Command::StopProbe,
     };
-    with_first(stop, begin_shutdown(config, facts, code, ending, now))
+    with_first(stop, after_program(config, facts, code, ending, now))
 }
 
 /// Logs why proa fails with a code of its own (124, 125) and orders the same text into the termination log.

@@ -13,16 +13,16 @@ use std::time::Duration;
 use crate::logging::LogFormat;
 use crate::preset::Preset;
 use crate::probe::Endpoint;
-use crate::shutdown::Action;
+use crate::shutdown::{Action, Target};
 use crate::{api, child, cluster, probe, termination};
 
 /// Every setting of one run, after flags and environment are merged (a flag wins over its variable).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     /// `--shutdown-http-get`: URLs to GET at shutdown.
-    pub shutdown_get: Vec<String>,
+    pub shutdown_get: Vec<Target>,
     /// `--shutdown-http-post`: URLs to POST to at shutdown.
-    pub shutdown_post: Vec<String>,
+    pub shutdown_post: Vec<Target>,
     /// `--kill`, `--kill-all`, `--kill-signal`, `--kill-grace`.
     pub kill: KillOptions,
     /// `--container`: proa's own container, when the argv match cannot find it.
@@ -31,6 +31,10 @@ pub struct Options {
     pub ignore: Vec<String>,
     /// `--ready-timeout`: no limit when `None`.
     pub ready_timeout: Option<Duration>,
+    /// `--on-ready-timeout`: what the ready timeout does.
+    pub on_ready_timeout: OnReadyTimeout,
+    /// `--peer`: other main containers of the Pod.
+    pub peers: Vec<String>,
     /// `--shutdown-timeout`: the Pod's terminationGracePeriodSeconds when `None`, else 30 s.
     pub shutdown_timeout: Option<Duration>,
     /// `--watch-timeout`: how long one watch request lasts; a stream still open after twice that is dropped.
@@ -58,6 +62,15 @@ pub struct Options {
     pub args: Vec<OsString>,
     /// proa's own arguments (without argv[0]), to find its container by `command` + `args`.
     pub own_args: Vec<String>,
+}
+
+/// `--on-ready-timeout`: what happens when `--ready-timeout` passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnReadyTimeout {
+    /// Exit 124; the program never runs.
+    Fail,
+    /// Log which containers were not ready, and run the program anyway (fleets where a sidecar may be absent).
+    Run,
 }
 
 /// The settings of kill actions (`--kill` and `--kill-all` need the `kill` feature).
@@ -88,6 +101,8 @@ impl Default for Options {
             container: None,
             ignore: Vec::new(),
             ready_timeout: None,
+            on_ready_timeout: OnReadyTimeout::Fail,
+            peers: Vec::new(),
             shutdown_timeout: None,
             watch_timeout: api::DEFAULT_WATCH_TIMEOUT,
             token_refresh: cluster::DEFAULT_TOKEN_REFRESH,
@@ -106,33 +121,46 @@ impl Default for Options {
     }
 }
 
-/// Outside a cluster with nothing to wait for without the API (no `--wait-http`, `--wait-tcp` or `--sidecar`):
-/// a usage error (125).
+/// Why the options cannot pick where readiness comes from: a usage error (125).
 #[derive(Debug, PartialEq, Eq)]
-pub struct NotInCluster;
+pub enum NoApiError {
+    /// Outside a cluster with nothing to wait for without the API (no `--wait-http`, `--wait-tcp` or `--sidecar`).
+    NotInCluster,
+    /// `--peer` without the API: nothing could tell when the peer ends.
+    PeersNeedTheApi,
+}
 
-impl std::fmt::Display for NotInCluster {
+impl std::fmt::Display for NoApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "KUBERNETES_SERVICE_HOST is not set, so proa is not inside a Pod: set --wait-http URL or --wait-tcp HOST:PORT (PROA_WAIT_HTTP, PROA_WAIT_TCP) to wait for sidecars without the Kubernetes API, or run proa inside a Pod"
-        )
+        match self {
+            NoApiError::NotInCluster => write!(
+                f,
+                "KUBERNETES_SERVICE_HOST is not set, so proa is not inside a Pod: set --wait-http URL or --wait-tcp HOST:PORT (PROA_WAIT_HTTP, PROA_WAIT_TCP) to wait for sidecars without the Kubernetes API, or run proa inside a Pod"
+            ),
+            NoApiError::PeersNeedTheApi => write!(
+                f,
+                "--peer needs the Kubernetes API (it watches the Pod for the peer's end): drop --wait-http and --wait-tcp, or --peer"
+            ),
+        }
     }
 }
 
-impl std::error::Error for NotInCluster {}
+impl std::error::Error for NoApiError {}
 
 impl Options {
     /// The endpoints to probe in no-API mode, or `None` to learn readiness from the Pod through the API.
     /// No-API mode: `--wait-http` or `--wait-tcp` given (plus the presets' checks), or, outside a cluster
     /// (`in_cluster`: KUBERNETES_SERVICE_HOST is set), `--sidecar` presets alone.
-    pub fn no_api_endpoints(&self, in_cluster: bool) -> Result<Option<Vec<Endpoint>>, NotInCluster> {
+    pub fn no_api_endpoints(&self, in_cluster: bool) -> Result<Option<Vec<Endpoint>>, NoApiError> {
         let explicit = !self.wait_http.is_empty() || !self.wait_tcp.is_empty();
         if !explicit && in_cluster {
             return Ok(None);
         }
         if !explicit && self.sidecars.is_empty() {
-            return Err(NotInCluster);
+            return Err(NoApiError::NotInCluster);
+        }
+        if !self.peers.is_empty() {
+            return Err(NoApiError::PeersNeedTheApi);
         }
         let http = self.wait_http.iter().cloned().map(Endpoint::Http);
         let tcp = self.wait_tcp.iter().cloned().map(Endpoint::Tcp);

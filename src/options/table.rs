@@ -4,9 +4,10 @@
 
 use std::path::PathBuf;
 
-use super::Options;
 use super::values::*;
+use super::{OnReadyTimeout, Options};
 use crate::preset::{self, Preset};
+use crate::shutdown::Target;
 
 /// Stores one value (a switch gets `"true"`) into the options; the error says what would be accepted.
 pub type Set = fn(&mut Options, &str) -> Result<(), &'static str>;
@@ -118,16 +119,26 @@ impl Spec {
 }
 
 /// Every option, in `--help`'s order.
-pub static OPTIONS: [Spec; 23] = [
-    Spec::new("shutdown-http-get", Kind::Many("URL"), "GET this URL at shutdown", |o, v| {
-        o.shutdown_get.push(url(v)?);
-        Ok(())
-    })
+pub static OPTIONS: [Spec; 25] = [
+    Spec::new(
+        "shutdown-http-get",
+        Kind::Many("[NAME=]URL"),
+        "GET this URL at shutdown; NAME: the container it stops",
+        |o, v| {
+            o.shutdown_get.push(Target::parse(v).ok_or(URL_EXPECTED)?);
+            Ok(())
+        },
+    )
     .short('g'),
-    Spec::new("shutdown-http-post", Kind::Many("URL"), "POST to this URL at shutdown", |o, v| {
-        o.shutdown_post.push(url(v)?);
-        Ok(())
-    })
+    Spec::new(
+        "shutdown-http-post",
+        Kind::Many("[NAME=]URL"),
+        "POST to this URL at shutdown; NAME: the container it stops",
+        |o, v| {
+            o.shutdown_post.push(Target::parse(v).ok_or(URL_EXPECTED)?);
+            Ok(())
+        },
+    )
     .short('p'),
     Spec::new(
         "kill",
@@ -177,6 +188,29 @@ pub static OPTIONS: [Spec; 23] = [
         Ok(())
     })
     .default_described("no limit"),
+    Spec::new(
+        "on-ready-timeout",
+        Kind::One("fail|run"),
+        "what the ready timeout does: exit 124, or run the program anyway",
+        |o, v| {
+            o.on_ready_timeout = match v {
+                "fail" => OnReadyTimeout::Fail,
+                "run" => OnReadyTimeout::Run,
+                _ => return Err(ON_READY_TIMEOUT_EXPECTED),
+            };
+            Ok(())
+        },
+    )
+    .default("fail"),
+    Spec::new(
+        "peer",
+        Kind::Many("NAME"),
+        "another main container: not waited for; sidecars stop after it ends",
+        |o, v| {
+            o.peers.push(v.to_string());
+            Ok(())
+        },
+    ),
     Spec::new("shutdown-timeout", Kind::One("DURATION"), "wait this long for sidecars to exit", |o, v| {
         o.shutdown_timeout = Some(duration(v)?);
         Ok(())
@@ -256,10 +290,6 @@ pub fn by_long(long: &str) -> Option<&'static Spec> {
 /// The option with this short flag.
 pub fn by_short(short: char) -> Option<&'static Spec> {
     OPTIONS.iter().find(|spec| spec.short == Some(short))
-}
-
-fn url(text: &str) -> Result<String, &'static str> {
-    is_http_url(text).then(|| text.to_string()).ok_or(URL_EXPECTED)
 }
 
 fn duration(text: &str) -> Result<std::time::Duration, &'static str> {

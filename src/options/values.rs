@@ -4,11 +4,14 @@
 use std::time::Duration;
 
 use crate::logging::LogFormat;
+pub use crate::shutdown::is_http_url;
 
 pub const DURATION_EXPECTED: &str = "use 90, 90s, 500ms, 5m or 1h";
-pub const URL_EXPECTED: &str = "use an http:// URL such as http://127.0.0.1:15020/quitquitquit";
+pub const URL_EXPECTED: &str =
+    "use an http:// URL such as http://127.0.0.1:15020/quitquitquit, or CONTAINER=URL for the container it stops";
 pub const BOOL_EXPECTED: &str = "use true or false";
 pub const LOG_FORMAT_EXPECTED: &str = "use text or json";
+pub const ON_READY_TIMEOUT_EXPECTED: &str = "use fail (exit 124) or run (run the program anyway)";
 pub const READY_URL_EXPECTED: &str = "use an http:// URL such as http://127.0.0.1:15021/healthz/ready";
 pub const ADDRESS_EXPECTED: &str = "use HOST:PORT such as 127.0.0.1:5432 or [::1]:5432";
 pub const INTERVAL_EXPECTED: &str = "use a duration above zero such as 250ms or 1s";
@@ -77,12 +80,6 @@ pub fn parse_log_format(text: &str) -> Option<LogFormat> {
         "json" => Some(LogFormat::Json),
         _ => None,
     }
-}
-
-/// Shutdown and readiness endpoints are plain HTTP: sidecars serve them on localhost, and proa carries no public CA
-/// roots.
-pub fn is_http_url(text: &str) -> bool {
-    text.strip_prefix("http://").is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
 }
 
 /// `HOST:PORT` with a port above zero; an IPv6 host must be bracketed (`[::1]:5432`).

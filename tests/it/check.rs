@@ -25,7 +25,8 @@ fn line<'a>(done: &'a Finished, text: &str) -> &'a str {
 #[test]
 fn all_in_order_is_ok_line_by_line_and_exits_0() {
     let api = ApiServer::start(job_pod(&["envoy"], &["proxy"], "Never"));
-    let done = check(&api, &["--container", "main", "--sidecar", "istio"]);
+    let done =
+        check(&api, &["--container", "main", "--sidecar", "istio", "-p", "envoy=http://127.0.0.1:9901/quitquitquit"]);
     assert_eq!(done.code(), 0, "stdout:\n{}\nstderr:\n{}", done.stdout, done.stderr);
     assert!(done.stdout.lines().all(|l| l.starts_with("ok    ")), "{}", done.stdout);
     line(&done, &format!("API server https://127.0.0.1:{} (from KUBERNETES_SERVICE_HOST", api.port()));
@@ -41,7 +42,12 @@ fn all_in_order_is_ok_line_by_line_and_exits_0() {
     line(&done, "waits for container envoy (regular sidecar");
     line(&done, "waits for container proxy (native sidecar");
     line(&done, "restartPolicy Never: proa stops the sidecars after the program exits");
-    line(&done, "shutdown: POST http://127.0.0.1:15020/quitquitquit (within 30s)");
+    line(&done, "shutdown POST http://127.0.0.1:9901/quitquitquit: sent");
+    line(
+        &done,
+        "shutdown POST http://127.0.0.1:15020/quitquitquit: not sent here, the pod has no container istio-proxy",
+    );
+    line(&done, "sidecars awaited within 30s");
 
     let reviews: Vec<_> = api.requests().into_iter().filter(|r| r.route == Some(Route::AccessReview)).collect();
     let verbs: Vec<Option<String>> = reviews.iter().map(|r| r.review_verb()).collect();

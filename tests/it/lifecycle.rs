@@ -94,7 +94,8 @@ fn b_native_sidecar_gates_the_start_but_is_not_waited_for_at_shutdown() {
     assert!(started.at > ready_sent);
     let done = proa.wait(BOUND);
     assert_eq!(done.code(), 0, "{}", done.stderr);
-    assert_eq!(sidecar.hits().len(), 1, "the shutdown GET was sent");
+    // The only sidecar is native: the kubelet stops it, and a request would only restart it (issue 12).
+    assert!(sidecar.hits().is_empty(), "the shutdown GET was not sent");
     // The native sidecar keeps running (the kubelet stops it after proa), yet proa did not wait 30 s for it.
     assert!(done.at - started.at < Duration::from_secs(10), "{:?}", done.at - started.at);
 }

@@ -1,8 +1,8 @@
 //! The YAML users copy: every document under `deploy/` and `examples/` parses, every proa command line in them is
 //! accepted by proa's own argument parser, each proa Pod has what proa needs (the Downward API's POD_NAME and
 //! POD_NAMESPACE, the `proa` service account), and the RBAC grants exactly `get` and `watch` on `pods`.
-//! A command line is checked by running the real binary without a cluster: a usage error exits 125 with its own
-//! message, a parsed one then stops at the missing KUBERNETES_SERVICE_HOST. The binary is the default variant, so a
+//! A command line is checked by running the real binary with a KUBERNETES_SERVICE_HOST no request could use: a
+//! usage error exits 125 with its own message, a parsed one then stops at that host. The binary is the default variant, so a
 //! `--kill` in an example fails here until the examples are checked against the kill variant too.
 
 use std::path::{Path, PathBuf};
@@ -137,12 +137,16 @@ fn every_proa_command_line_is_accepted_by_proa() {
     let mut failures = Vec::new();
     for container in proa_containers(&docs) {
         let env = literal_env(container.container, &container.place);
-        let mut proa = Proa::bare().args(&container.args);
+        // A host no request could use: a command line proa accepts then stops at once, on the configuration.
+        let mut proa = Proa::bare()
+            .env("KUBERNETES_SERVICE_HOST", "not a host")
+            .env("KUBERNETES_SERVICE_PORT", "443")
+            .args(&container.args);
         for (name, value) in env.iter().filter(|(name, _)| name.starts_with("PROA_")) {
             proa = proa.env(name, value);
         }
         let done = proa.spawn().wait(BOUND);
-        if done.code() != 125 || !done.stderr.contains("KUBERNETES_SERVICE_HOST is not set") {
+        if done.code() != 125 || !done.stderr.contains("invalid KUBERNETES_SERVICE_HOST") {
             failures.push(format!(
                 "{}: proa {:?} exited {}:\n{}",
                 container.place,
@@ -208,4 +212,51 @@ fn deploy_grants_get_and_watch_on_pods_and_nothing_more() {
         .collect();
     present.sort();
     assert_eq!(listed, present, "kustomization.yaml resources");
+}
+
+/// The values proa's command line gives `flags` (`--flag value`, `--flag=value`, `-f value`).
+fn values<'a>(args: &'a [String], flags: &[&str]) -> Vec<&'a str> {
+    let mut found = Vec::new();
+    for (i, arg) in args.iter().enumerate() {
+        if arg == "--" {
+            break;
+        }
+        for flag in flags {
+            if arg == flag {
+                found.extend(args.get(i + 1).map(String::as_str));
+            } else if let Some(value) = arg.strip_prefix(&format!("{flag}=")) {
+                found.push(value);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_container_a_command_line_names_is_in_its_pod() {
+    // A mesh injects these at admission: they are not in the manifest.
+    let injected = ["istio-proxy", "linkerd-proxy"];
+    let documents = documents("examples");
+    for container in proa_containers(&documents) {
+        let place = &container.place;
+        let spec = container.pod_spec;
+        let all = spec["containers"].as_vec().into_iter().chain(spec["initContainers"].as_vec()).flatten();
+        let names: Vec<&str> = all.filter_map(|c| c["name"].as_str()).collect();
+        let actions = values(&container.args, &["-p", "-g", "--shutdown-http-post", "--shutdown-http-get"]);
+        let named = actions.iter().filter(|a| !a.starts_with("http://")).filter_map(|a| a.split_once('=')).map(|n| n.0);
+        for name in named.chain(values(&container.args, &["--peer", "--container", "--ignore"])) {
+            assert!(names.contains(&name) || injected.contains(&name), "{place}: no container {name} in its Pod");
+        }
+    }
+}
+
+#[test]
+fn a_pod_with_several_proa_containers_needs_no_peer_flag() {
+    // Each finds the others by their command; the example says so, and gives none.
+    let documents = documents("examples");
+    let containers = proa_containers(&documents);
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/job-two-main-containers.yaml");
+    let two: Vec<&ProaContainer> = containers.iter().filter(|c| c.file == file).collect();
+    assert_eq!(two.len(), 2, "two main containers run proa");
+    assert!(two.iter().all(|c| values(&c.args, &["--peer"]).is_empty()));
 }

@@ -177,6 +177,6 @@ fn an_unknown_preset_lists_the_valid_ones() {
     assert_eq!(done.code(), 125);
     assert_eq!(
         done.stderr,
-        "proa: ERROR invalid --sidecar \"consul\": use istio, linkerd, cloudsql or envoy:PORT (the Envoy admin port)\n"
+        "proa: ERROR invalid --sidecar \"consul\": use istio, linkerd, cloudsql or envoy:PORT (the Envoy admin port; envoy:PORT=NAME names its container)\n"
     );
 }

@@ -35,9 +35,11 @@ fn config(s: &Scenario) -> Config {
         program_words: 1 + s.program_args.len(),
         ignore: s.ignore.clone(),
         ready_timeout: s.ready_timeout,
+        run_on_ready_timeout: s.run_on_ready_timeout,
         shutdown_timeout: s.shutdown_timeout,
         always_shutdown: s.always_shutdown,
-        actions: s.actions.len(),
+        actions: s.actions.iter().map(|a| a.container.clone()).collect(),
+        peers: s.peers.iter().filter(|p| p.explicit).map(|p| p.name.clone()).collect(),
         mode,
     }
 }
@@ -110,6 +112,9 @@ fn delivered_before(r: &Record, t: Duration) -> impl Iterator<Item = &(Duration,
 /// seen going away.
 fn never_early(s: &Scenario, r: &Record) -> Result<(), String> {
     let Some(started) = r.program_started else { return Ok(()) };
+    if s.run_on_ready_timeout && s.ready_timeout.is_some_and(|timeout| started >= timeout) {
+        return Ok(());
+    }
     if s.no_api {
         return match r.endpoints_reached_ready {
             Some(ready) if ready <= started => Ok(()),
@@ -142,7 +147,7 @@ fn exit_code(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
     let before_exit = |t: Duration| t <= end.at;
     let allowed = match end.code {
         127 => r.spawn_failed,
-        124 => s.ready_timeout.is_some_and(|t| end.at >= t),
+        124 => s.ready_timeout.is_some_and(|t| end.at >= t) && !s.run_on_ready_timeout,
         125 => {
             r.api_failed_at.is_some_and(before_exit)
                 || delivered_before(r, end.at).any(|(_, pod, _)| shows_dead(s, pod).is_some())
@@ -173,19 +178,54 @@ fn shows_dead(s: &Scenario, pod: &Pod) -> Option<String> {
 fn actions(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
     let policy_known = !s.no_api && !r.delivered.is_empty();
     let restarted = policy_known && s.restarts(s.own_policy, i32::from(end.code));
-    if restarted && !s.always_shutdown {
+    if (restarted && !s.always_shutdown) || (policy_known && !s.is_stopper()) {
         return match r.attempts.is_empty() {
             true => Ok(()),
-            false => Err(format!("sent shutdown actions although the kubelet restarts proa (exit {})", end.code)),
+            false => Err(format!(
+                "sent shutdown actions although it is not to (exit {}, stopper {})",
+                end.code,
+                s.is_stopper()
+            )),
         };
     }
-    if r.attempts.len() < s.actions.len() && !at_hard_deadline(s, r, end) {
-        return Err(format!("exited with {} of {} shutdown actions never sent", r.attempts.len(), s.actions.len()));
+    // Without the Pod, every action goes; in it, none for a native sidecar or a container it lacks.
+    let should: Vec<usize> =
+        (0..s.actions.len()).filter(|&i| !policy_known || s.sends(s.actions[i].container.as_deref())).collect();
+    if let Some((i, _)) = r.attempts.iter().find(|(i, _)| !should.contains(i)) {
+        return Err(format!("sent action {i}, for {:?}, which this Pod must not get", s.actions[*i].container));
     }
-    match r.attempts.iter().find(|attempt| **attempt > end.at) {
-        Some(late) if !at_hard_deadline(s, r, end) => Err(format!("exited before the attempt due at {late:?}")),
+    let sent = |i: &usize| r.attempts.iter().any(|(sent, _)| sent == i);
+    if should.iter().any(|i| !sent(i)) && !at_hard_deadline(s, r, end) {
+        return Err(format!("exited with {} of {} shutdown actions never sent", r.attempts.len(), should.len()));
+    }
+    if let Some((_, late)) = r.attempts.iter().find(|(_, attempt)| *attempt > end.at) {
+        if !at_hard_deadline(s, r, end) {
+            return Err(format!("exited before the attempt due at {late:?}"));
+        }
+    }
+    // The stopper sends nothing while a peer still runs, unless the Pod is stopping.
+    let first = r.attempts.iter().map(|(_, at)| *at).min();
+    match (first, peers_done_at(s, r)) {
+        (Some(first), done) if !s.peers.is_empty() && policy_known => {
+            let allowed = done.is_some_and(|done| done <= first) || stopped_at(r).is_some_and(|stop| stop <= first);
+            match allowed || r.api_failed_at.is_some_and(|failed| failed <= first) {
+                true => Ok(()),
+                false => Err(format!("sent a shutdown action at {first:?} while a peer still ran")),
+            }
+        }
         _ => Ok(()),
     }
+}
+
+/// When the owner first saw every peer terminated for good.
+fn peers_done_at(s: &Scenario, r: &Record) -> Option<Duration> {
+    let done = |pod: &Pod| {
+        s.peers.iter().all(|p| {
+            let terminated = status(pod, &p.name, false).and_then(|st| st.state.terminated.as_ref());
+            terminated.is_some_and(|t| !s.restarts(None, t.exit_code))
+        })
+    };
+    r.delivered.iter().find(|(_, pod, _)| done(pod)).map(|(at, _, _)| *at)
 }
 
 /// The grace period proa could know of when it was stopped: a deletion's, else the spec's, else the kubelet's
@@ -240,7 +280,16 @@ fn in_time(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
         (None, true) => r.program_started,
         (None, false) => wait_ended(s, r, end),
     };
-    let decision = decision.unwrap_or(end.at);
+    let mut decision = decision.unwrap_or(end.at);
+    // The stopper waits for its peers with no bound of its own.
+    let policy_known = !s.no_api && !r.delivered.is_empty();
+    if policy_known && s.is_stopper() && !s.peers.is_empty() {
+        let peers_wait_ended = [peers_done_at(s, r), stopped].into_iter().flatten().min();
+        decision = decision.max(peers_wait_ended.unwrap_or(end.at));
+    }
+    if policy_known && !s.is_stopper() && r.program_exit.is_some() && end.at > decision + EPSILON {
+        return Err(format!("not the stopper, yet exited at {:?}, after its program at {decision:?}", end.at));
+    }
     // The shutdown timeout proa could know: the flag, else the spec's grace once it read the Pod, else 30 s.
     let spec_grace = r.delivered.first().map(|(_, pod, _)| pod.spec.termination_grace_period_seconds);
     let seconds = |g: Option<i64>| g.map(|g| Duration::from_secs(u64::try_from(g).unwrap_or(0)));

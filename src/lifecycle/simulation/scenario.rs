@@ -81,6 +81,8 @@ pub struct ActionPlan {
     pub endpoint: Endpoint,
     /// The regular sidecar this action stops, if any.
     pub stops: Option<usize>,
+    /// The container the action names (`NAME=URL`): one of the sidecars, a native one, or one the Pod lacks.
+    pub container: Option<String>,
     /// How long after the owner sends it the first attempt reaches the network.
     pub attempt_after: Duration,
 }
@@ -100,12 +102,26 @@ pub struct Deletion {
     pub deleted_event_lost: bool,
 }
 
+/// Another main container: it may run proa too (then it takes part in choosing the stopper), or be named by
+/// `--peer`; it ends on its own.
+#[derive(Debug, Clone)]
+pub struct PeerPlan {
+    pub name: String,
+    pub runs_proa: bool,
+    /// Given as `--peer` (else found because it runs proa).
+    pub explicit: bool,
+    pub exits_at: Duration,
+    pub exit_code: i32,
+}
+
 /// One timeline's whole setup.
 #[derive(Debug, Clone)]
 pub struct Scenario {
     pub seed: u64,
     pub no_api: bool,
     pub ready_timeout: Option<Duration>,
+    pub run_on_ready_timeout: bool,
+    pub peers: Vec<PeerPlan>,
     pub shutdown_timeout: Option<Duration>,
     pub always_shutdown: bool,
     pub container_flag: bool,
@@ -162,8 +178,11 @@ impl Scenario {
             on_stop,
         };
         let stoppable = sidecars.len() as u64;
+        let mut names: Vec<String> = sidecars.iter().chain(&natives).map(|p| p.name.clone()).collect();
+        names.push("absent-proxy".into());
         let actions = (0..r.below(4))
             .map(|_| ActionPlan {
+                container: r.chance(40).then(|| r.pick(&names)),
                 endpoint: match r.below(10) {
                     0 => Endpoint::Redirects,
                     1 => Endpoint::Refuses,
@@ -188,6 +207,24 @@ impl Scenario {
         let other_signals = [libc::SIGHUP, libc::SIGUSR1, libc::SIGWINCH, libc::SIGINT, libc::SIGQUIT];
         let signals = (0..r.below(3)).map(|_| (r.millis(0, 20_000), r.pick(&other_signals))).collect();
         let entrypoint_form = r.chance(30);
+        let pod_policy = r.pick(&["Never", "Never", "OnFailure", "Always"]);
+        // Job Pods (Never, OnFailure) may have several main containers; under Always a peer would never end.
+        let peers = match pod_policy {
+            "Always" => Vec::new(),
+            _ => (0..if r.chance(60) { r.below(3) } else { 0 })
+                .map(|i| {
+                    let runs_proa = r.chance(60);
+                    PeerPlan {
+                        // Before or after proa's own `job` by name, which decides who stops the sidecars.
+                        name: format!("{}-{i}", r.pick(&["aux", "zed"])),
+                        runs_proa,
+                        explicit: !runs_proa || r.chance(30),
+                        exits_at: r.millis(0, 30_000),
+                        exit_code: if pod_policy == "Never" { r.pick(&[0, 1]) } else { 0 },
+                    }
+                })
+                .collect(),
+        };
         let program_args = match entrypoint_form && r.chance(70) {
             true => vec!["--verbose".to_string()],
             false => r.pick(&SIDECAR_ARGS).iter().map(|a| a.to_string()).collect(),
@@ -196,6 +233,8 @@ impl Scenario {
             seed,
             no_api: r.chance(15),
             ready_timeout: r.chance(40).then(|| Duration::from_millis(r.pick(&[0, 500, 3000, 10_000, 60_000]))),
+            run_on_ready_timeout: r.chance(30),
+            peers,
             shutdown_timeout: match r.below(6) {
                 0 => Some(Duration::ZERO),
                 1 => Some(Duration::from_secs(2)),
@@ -207,7 +246,7 @@ impl Scenario {
             entrypoint_form,
             program_args,
             ignore,
-            pod_policy: r.pick(&["Never", "Never", "OnFailure", "Always"]),
+            pod_policy,
             own_policy: r.chance(20).then(|| r.pick(&POLICIES)),
             grace: r.pick(&[None, Some(0), Some(1), Some(6), Some(30), Some(3600), Some(i64::MAX)]),
             sidecars,
@@ -230,6 +269,25 @@ impl Scenario {
         args.push("prog".into());
         args.extend(self.program_args.iter().cloned());
         args
+    }
+
+    /// Whether this proa stops the sidecars: no peer that runs proa comes before its container `job` by name.
+    pub fn is_stopper(&self) -> bool {
+        self.peers.iter().filter(|p| p.runs_proa).all(|p| p.name.as_str() > "job")
+    }
+
+    /// Whether a shutdown action naming `container` is to be sent in this Pod (not for a native sidecar, nor for a
+    /// container the Pod lacks; an unnamed one not when every sidecar proa waits for is native).
+    pub fn sends(&self, container: Option<&str>) -> bool {
+        let waited = |name: &String| !self.ignore.contains(name);
+        match container {
+            Some(name) => self.sidecars.iter().any(|p| p.name == name),
+            None => {
+                let regular = self.sidecars.iter().map(|p| &p.name).any(waited);
+                let native = self.natives.iter().map(|p| &p.name).any(waited);
+                regular || !native
+            }
+        }
     }
 
     /// Whether the kubelet restarts a regular container with this own policy after exiting with `code`.

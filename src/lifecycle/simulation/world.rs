@@ -9,7 +9,7 @@ use crate::api::ApiError;
 use crate::child::{Exit, SpawnError};
 use crate::pod::{Container, ContainerStatus, Pod};
 use crate::probe::{Goal, Update as ProbeUpdate};
-use crate::shutdown::{self, Action, ActionError, Done, Outcome};
+use crate::shutdown::{self, Action, ActionError, Done, Outcome, Target};
 use crate::watch::Update;
 
 use super::super::machine::Event;
@@ -33,6 +33,8 @@ enum Happening {
     Restart(Which),
     /// A regular sidecar exits 0 after its shutdown action.
     Stops(usize),
+    /// A peer main container ends.
+    PeerExits(usize),
     Deletion,
     Replacement,
     Sigterm,
@@ -56,8 +58,8 @@ pub struct Record {
     pub program_started: Option<Duration>,
     pub spawn_failed: bool,
     pub program_exit: Option<(Duration, u8)>,
-    /// When each action sent reached the network.
-    pub attempts: Vec<Duration>,
+    /// When each action sent reached the network, by its number.
+    pub attempts: Vec<(usize, Duration)>,
     /// When each action's outcome reached the owner.
     pub reports: Vec<Duration>,
     pub endpoints_reached_ready: Option<Duration>,
@@ -139,6 +141,9 @@ impl<'a> Sim<'a> {
         }
         if let Some(at) = scenario.api_failure_at {
             sim.at(at, Happening::ApiFailure);
+        }
+        for (i, peer) in scenario.peers.iter().enumerate() {
+            sim.at(peer.exits_at, Happening::PeerExits(i));
         }
         sim
     }
@@ -247,6 +252,20 @@ impl<'a> Sim<'a> {
                     let takes = self.scenario.sidecars[i].restart_takes;
                     self.after(takes, Happening::Restart(Which::Regular(i)));
                 }
+            }
+            Happening::PeerExits(i) => {
+                let peer = &self.scenario.peers[i];
+                if self.frozen || self.deleted {
+                    return None;
+                }
+                let state = format!(r#"{{"terminated":{{"exitCode":{},"reason":"Completed"}}}}"#, peer.exit_code);
+                let status = self.pod.status.container_statuses.iter_mut().find(|s| s.name == peer.name);
+                if let Some(status) = status {
+                    status.state = serde_json::from_str(&state).expect("a valid state");
+                    status.ready = false;
+                }
+                self.trace(format!("peer {} exits {}", peer.name, peer.exit_code));
+                self.publish(false);
             }
             Happening::Deletion => self.delete(),
             Happening::Replacement => {
@@ -467,13 +486,14 @@ impl World for Sim<'_> {
         }
     }
 
-    fn start_shutdown(&mut self, budget: Duration) {
-        self.trace(format!("proa sends the shutdown actions (budget {budget:?})"));
+    fn start_shutdown(&mut self, budget: Duration, chosen: &[usize]) {
+        self.trace(format!("proa sends the shutdown actions {chosen:?} (budget {budget:?})"));
         let slow = budget.min(shutdown::ATTEMPT_TIMEOUT);
-        for plan in self.scenario.actions.clone() {
+        for (i, plan) in self.scenario.actions.clone().into_iter().enumerate().filter(|(i, _)| chosen.contains(i)) {
             let attempt = self.now + plan.attempt_after;
-            self.record.attempts.push(attempt);
-            let action = Action::Post("http://127.0.0.1:15020/quitquitquit".into());
+            self.record.attempts.push((i, attempt));
+            let url = "http://127.0.0.1:15020/quitquitquit".to_string();
+            let action = Action::Post(Target { url, container: plan.container.clone() });
             let (after, result) = match plan.endpoint {
                 Endpoint::Answers(takes) if takes <= slow => (plan.attempt_after + takes, Ok(Done::Answered(200))),
                 Endpoint::Redirects => {
@@ -565,6 +585,14 @@ fn initial_pod(s: &Scenario) -> Pod {
     // Without --container, a proa the Pod gives no command is guessed to be the first container (documented).
     let first = s.entrypoint_form && !s.container_flag || s.seed % 2 == 0;
     containers.insert(if first { 0 } else { containers.len() }, own);
+    containers.extend(s.peers.iter().map(|p| Container {
+        name: p.name.clone(),
+        command: match p.runs_proa {
+            true => vec!["/proa".into(), "--".into(), "other-job".into()],
+            false => vec!["other-job".into()],
+        },
+        ..Container::default()
+    }));
     let natives = s.natives.iter().map(|p| Container {
         name: p.name.clone(),
         args: p.args.clone(),
@@ -580,11 +608,13 @@ fn initial_pod(s: &Scenario) -> Pod {
     pod.spec.init_containers = natives.collect();
     pod.spec.restart_policy = Some(s.pod_policy.into());
     pod.spec.termination_grace_period_seconds = s.grace;
-    pod.status.container_statuses = vec![ContainerStatus {
-        name: "job".into(),
+    let running = |name: &str| ContainerStatus {
+        name: name.into(),
         state: serde_json::from_str(r#"{"running":{}}"#).expect("a valid state"),
         ..ContainerStatus::default()
-    }];
+    };
+    pod.status.container_statuses =
+        std::iter::once("job").chain(s.peers.iter().map(|p| p.name.as_str())).map(running).collect();
     pod
 }
 

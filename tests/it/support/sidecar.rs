@@ -135,6 +135,20 @@ impl Sidecar {
         self.wait_for_matching(n, bound, |h| h.method == method && h.path == path)
     }
 
+    /// Blocks for `bound`, and panics as soon as a hit arrives in that time: for "nothing is sent before X".
+    pub fn expect_no_hits_for(&self, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        let mut state = self.shared.lock();
+        loop {
+            assert!(state.hits.is_empty(), "sidecar on port {}: unexpected hits {:#?}", self.port(), state.hits);
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            state = self.shared.cond.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
     fn wait_for_matching(&self, n: usize, bound: Duration, matches: impl Fn(&Hit) -> bool) -> Vec<Hit> {
         let deadline = Instant::now() + bound;
         let mut state = self.shared.lock();

@@ -1,0 +1,92 @@
+//! Issue 12: several main containers. Peers are not waited for; among proa's own container and the others that
+//! run proa, only the first by name stops the sidecars, and only once every peer has terminated.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::lifecycle::{bash, job_pod};
+use crate::support::apiserver::ApiServer;
+use crate::support::proa::Proa;
+use crate::support::sidecar::Sidecar;
+
+const BOUND: Duration = Duration::from_secs(15);
+
+/// proa's container `main`, a second main container `name` (running proa when `runs_proa`), and a ready `envoy`.
+fn two_mains(name: &str, runs_proa: bool) -> Value {
+    let mut pod = job_pod(&["envoy"], &[], "Never");
+    let command = if runs_proa { json!(["/proa", "--", "other"]) } else { json!(["other"]) };
+    pod["spec"]["containers"].as_array_mut().unwrap().push(json!({"name": name, "command": command}));
+    pod["status"]["containerStatuses"] = json!([
+        {"name": "main", "ready": false, "state": {"running": {}}},
+        {"name": "envoy", "ready": true, "state": {"running": {}}},
+        {"name": name, "ready": false, "state": {"running": {}}},
+    ]);
+    pod
+}
+
+#[test]
+fn the_sidecar_is_stopped_only_after_the_peer_has_terminated() {
+    let api = ApiServer::start(two_mains("worker", false));
+    let envoy = Sidecar::start();
+    let proa = Proa::new(&api)
+        .args(["--container", "main", "--peer", "worker", "-p", &envoy.url("/quit")])
+        .args(bash("exit 0".into()))
+        .spawn();
+    proa.wait_for_stderr(BOUND, |log| log.contains("waiting for peers worker to terminate"));
+    // The peer runs on for 2 s after proa's program exited: nothing may reach the sidecar meanwhile.
+    envoy.expect_no_hits_for(Duration::from_secs(2));
+    let peer_ended = api.set_terminated("worker", 0);
+    let hit = envoy.wait_for_hits(1, BOUND)[0].at;
+    assert!(hit > peer_ended, "the request came before the peer ended");
+    api.set_terminated("envoy", 0);
+    assert_eq!(proa.wait(BOUND).code(), 0);
+}
+
+#[test]
+fn a_proa_peer_is_found_by_its_command_and_needs_no_flag() {
+    // `zz-other` runs proa and comes after `main` by name: this proa is the stopper and waits for it.
+    let api = ApiServer::start(two_mains("zz-other", true));
+    let envoy = Sidecar::start();
+    let proa =
+        Proa::new(&api).args(["--container", "main", "-p", &envoy.url("/quit")]).args(bash("exit 0".into())).spawn();
+    proa.wait_for_stderr(BOUND, |log| log.contains("waiting for peers zz-other to terminate"));
+    assert!(envoy.hits().is_empty());
+    api.set_terminated("zz-other", 0);
+    envoy.wait_for_hits(1, BOUND);
+    api.set_terminated("envoy", 0);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(done.stderr.contains("container zz-other runs proa too: a peer"), "{}", done.stderr);
+}
+
+#[test]
+fn a_proa_that_is_not_the_stopper_exits_with_its_programs_code_at_once() {
+    // `aa-other` runs proa and comes before `main`: it stops the sidecars, not this proa.
+    let api = ApiServer::start(two_mains("aa-other", true));
+    let envoy = Sidecar::start();
+    let done = Proa::new(&api)
+        .args(["--container", "main", "-p", &envoy.url("/quit")])
+        .args(bash("exit 4".into()))
+        .spawn()
+        .wait(BOUND);
+    assert_eq!(done.code(), 4, "{}", done.stderr);
+    assert!(envoy.hits().is_empty(), "it sends nothing");
+    assert!(done.stderr.contains("container aa-other stops the sidecars"), "{}", done.stderr);
+    assert!(done.elapsed < Duration::from_secs(3), "it waits for nobody: {:?}", done.elapsed);
+}
+
+#[test]
+fn a_sigterm_ends_the_wait_for_peers() {
+    let api = ApiServer::start(two_mains("worker", false));
+    let envoy = Sidecar::start();
+    let proa = Proa::new(&api)
+        .args(["--container", "main", "--peer", "worker", "-p", &envoy.url("/quit")])
+        .args(bash("exit 0".into()))
+        .spawn();
+    proa.wait_for_stderr(BOUND, |log| log.contains("waiting for peers worker"));
+    proa.signal(libc::SIGTERM);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert_eq!(envoy.hits().len(), 1, "the Pod is stopping: the request is still sent, nothing awaited");
+}
