@@ -8,6 +8,7 @@ mod api;
 mod check;
 mod child;
 mod cli;
+mod clock;
 mod cluster;
 mod crash;
 mod exit;
