@@ -34,6 +34,9 @@ pub enum SpawnError {
     NotFound { program: String },
     /// Found, but the exec failed (permission, format). Exit 126.
     NotExecutable { program: String, err: io::Error },
+    /// Found, but what it needs to run is missing: a script's `#!` interpreter, or the loader of a binary built for
+    /// another libc (a glibc binary in a musl or scratch image). Exit 126.
+    NoInterpreter { program: String },
 }
 
 impl SpawnError {
@@ -41,7 +44,7 @@ impl SpawnError {
     pub fn code(&self) -> u8 {
         match self {
             SpawnError::NotFound { .. } => exit::NOT_FOUND,
-            SpawnError::NotExecutable { .. } => exit::NOT_EXECUTABLE,
+            SpawnError::NotExecutable { .. } | SpawnError::NoInterpreter { .. } => exit::NOT_EXECUTABLE,
         }
     }
 }
@@ -51,6 +54,10 @@ impl fmt::Display for SpawnError {
         match self {
             SpawnError::NotFound { program } => write!(f, "cannot run {program}: not found (check the path or PATH)"),
             SpawnError::NotExecutable { program, err } => write!(f, "cannot run {program}: {err}"),
+            SpawnError::NoInterpreter { program } => write!(
+                f,
+                "cannot run {program}: it exists, but its interpreter (#! line) or loader is missing (a binary built for another libc?)"
+            ),
         }
     }
 }
@@ -106,9 +113,27 @@ pub fn spawn_program(program: &OsString, args: &[OsString]) -> Result<Program, S
     match command.spawn() {
         // Dropping `Child` neither waits nor kills: the reaper owns the pid from here on.
         Ok(child) => Ok(Program { pid: child.id(), has_terminal }),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Err(SpawnError::NotFound { program: name }),
-        Err(err) => Err(SpawnError::NotExecutable { program: name, err }),
+        Err(err) => Err(spawn_error(program, name, err)),
     }
+}
+
+/// What a failed exec means, as a shell would say it: ENOENT for a file that exists is its interpreter or loader.
+fn spawn_error(program: &OsString, name: String, err: io::Error) -> SpawnError {
+    match err.kind() {
+        io::ErrorKind::NotFound if exists(program) => SpawnError::NoInterpreter { program: name },
+        io::ErrorKind::NotFound => SpawnError::NotFound { program: name },
+        _ => SpawnError::NotExecutable { program: name, err },
+    }
+}
+
+/// Whether `program` names a file: a path, or a name found on PATH.
+fn exists(program: &OsString) -> bool {
+    let path = std::path::Path::new(program);
+    if program.as_encoded_bytes().contains(&b'/') {
+        return path.exists();
+    }
+    let dirs = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&dirs).any(|dir| dir.join(path).is_file())
 }
 
 /// Replaces proa with the program (`PROA_DISABLE=true`): same pid, stdio, environment and working directory, and
@@ -116,11 +141,7 @@ pub fn spawn_program(program: &OsString, args: &[OsString]) -> Result<Program, S
 pub fn exec_program(program: &OsString, args: &[OsString]) -> SpawnError {
     use std::os::unix::process::CommandExt;
     let err = Command::new(program).args(args).exec();
-    let name = program.to_string_lossy().into_owned();
-    match err.kind() {
-        io::ErrorKind::NotFound => SpawnError::NotFound { program: name },
-        _ => SpawnError::NotExecutable { program: name, err },
-    }
+    spawn_error(program, program.to_string_lossy().into_owned(), err)
 }
 
 /// Whether stdin is a terminal whose foreground process group is proa's. In the background (`proa … &`) proa

@@ -136,7 +136,7 @@ pub fn help() -> String {
     }
     out.push_str("\nDURATION: 90, 90s, 500ms, 5m, 1h\n");
     out.push_str("Exit: the program's code; 128+N for signal N; 124 sidecars not ready in time;\n");
-    out.push_str("      125 proa failed before the program ran; 126 not executable; 127 not found\n");
+    out.push_str("      125 proa failed before the program ran; 126 cannot be executed; 127 not found\n");
     for spec in OPTIONS.iter().filter(|spec| !spec.flag) {
         out.push_str(&format!("{}=true: {}.\n", spec.variable(), spec.help));
     }

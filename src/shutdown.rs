@@ -175,27 +175,33 @@ pub fn spawn_actions(
     let deadline = Instant::now() + budget;
     actions
         .into_iter()
-        .map(|action| {
-            let (agent, report) = (agent.clone(), report.clone());
-            thread::Builder::new()
-                .name("shutdown".into())
-                .spawn(move || {
-                    crate::crash::inject("shutdown");
-                    let result = match &action {
-                        Action::Get(target) => request(&action, deadline, |timeout| {
-                            agent.get(&target.url).config().timeout_global(Some(timeout)).build().call()
-                        }),
-                        Action::Post(target) => request(&action, deadline, |timeout| {
-                            agent.post(&target.url).config().timeout_global(Some(timeout)).build().send_empty()
-                        }),
-                        #[cfg(feature = "kill")]
-                        Action::Kill(kill) => crate::kill::perform(kill)
-                            .map(Done::Killed)
-                            .map_err(|err| ActionError::Failed(err.to_string())),
-                    };
-                    report(Outcome { action, result });
-                })
-                .expect("spawning a thread only fails when the process is out of resources")
+        .filter_map(|action| {
+            let (agent, report, reported) = (agent.clone(), report.clone(), report.clone());
+            let failed = action.clone();
+            let spawned = thread::Builder::new().name("shutdown".into()).spawn(move || {
+                crate::crash::inject("shutdown");
+                let result = match &action {
+                    Action::Get(target) => request(&action, deadline, |timeout| {
+                        agent.get(&target.url).config().timeout_global(Some(timeout)).build().call()
+                    }),
+                    Action::Post(target) => request(&action, deadline, |timeout| {
+                        agent.post(&target.url).config().timeout_global(Some(timeout)).build().send_empty()
+                    }),
+                    #[cfg(feature = "kill")]
+                    Action::Kill(kill) => {
+                        crate::kill::perform(kill).map(Done::Killed).map_err(|err| ActionError::Failed(err.to_string()))
+                    }
+                };
+                report(Outcome { action, result });
+            });
+            // Out of threads (a pids limit, thousands of URLs): this action fails, the others still go.
+            match spawned {
+                Ok(handle) => Some(handle),
+                Err(err) => {
+                    reported(Outcome { action: failed, result: Err(ActionError::Failed(err.to_string())) });
+                    None
+                }
+            }
         })
         .collect()
 }

@@ -166,7 +166,12 @@ fn watch(
                 Ok(WatchEvent::Error(status)) => {
                     break format!("ERROR event {} {}: {}", status.code, status.reason, status.message);
                 }
-                Err(err) => break err,
+                // An event proa cannot read may be in the server's history: resuming from before it would replay
+                // it forever, so watch the current state instead.
+                Err(err) => {
+                    resource_version = None;
+                    break err;
+                }
             }
         };
         drop(stream);

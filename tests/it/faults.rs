@@ -243,7 +243,8 @@ fn bad_lines_restart_the_stream() {
         api.wait_open_watches(1, BOUND);
         api.send_raw(line);
         let seen = wait_for_watches(&api, i + 2);
-        assert_eq!(seen[i + 1].resource_version(), Some("100"), "restarted from the last good version");
+        // Resuming from the last good version would read the bad event again if the server kept it.
+        assert_eq!(seen[i + 1].resource_version(), None, "watched again from the current state");
     }
     let stderr = becomes_ready_and_finishes(&api, &mut marker, proa);
     for why in ["malformed watch event", "unknown watch event type \"SURPRISE\""] {

@@ -181,6 +181,17 @@ fn f_killed_program_is_137_and_missing_program_is_127() {
     let api = ApiServer::start(job_pod(&[], &[], "Never"));
     let done = Proa::new(&api).args(["--", "/etc/hostname"]).spawn().wait(BOUND);
     assert_eq!(done.code(), 126, "{}", done.stderr);
+
+    // It exists, but its #! interpreter does not (as with a glibc binary in a musl image): 126, as a shell says,
+    // and a message that does not claim the program is missing.
+    let script = std::env::temp_dir().join(format!("proa-it-no-interpreter-{}", std::process::id()));
+    std::fs::write(&script, "#!/no/such/interpreter\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let api = ApiServer::start(job_pod(&[], &[], "Never"));
+    let done = Proa::new(&api).args([std::ffi::OsStr::new("--"), script.as_os_str()]).spawn().wait(BOUND);
+    std::fs::remove_file(&script).unwrap();
+    assert_eq!(done.code(), 126, "{}", done.stderr);
+    assert!(done.stderr.contains("it exists, but its interpreter (#! line) or loader is missing"), "{}", done.stderr);
 }
 
 #[test]

@@ -105,6 +105,19 @@ fn a_failing_program_writes_nothing() {
 }
 
 #[test]
+fn a_fifo_as_termination_log_never_blocks_proa() {
+    // Nobody reads the pipe: an ordinary open for writing would wait for a reader forever.
+    let fifo = TerminationLog::new("fifo");
+    std::fs::remove_file(&fifo.0).unwrap();
+    let path = std::ffi::CString::new(fifo.path()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let done =
+        Proa::bare().env("PROA_TERMINATION_LOG", fifo.path()).args(["--bogus", "--", "true"]).spawn().wait(BOUND);
+    assert_eq!(done.code(), 125, "{}", done.stderr);
+    assert!(done.stderr.contains("--bogus"), "{}", done.stderr);
+}
+
+#[test]
 fn an_unwritable_termination_log_is_skipped() {
     let done =
         Proa::bare().args(["--termination-log", "/no/such/dir/termination-log", "--", "true"]).spawn().wait(BOUND);
