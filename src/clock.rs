@@ -1,7 +1,7 @@
-//! Wall-clock time in the one text form Kubernetes uses, RFC 3339 in UTC (`2026-11-30T07:18:17Z`), for JSON logs.
-//! Pure: the caller passes the time.
+//! Wall-clock time in the one text form Kubernetes uses, RFC 3339 in UTC (`2026-11-30T07:18:17Z`): formatted for
+//! JSON logs, parsed for a deletion's `deletionTimestamp`. Pure: the caller passes the time.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `2026-11-30T07:18:17.709Z`, with milliseconds.
 pub fn rfc3339_millis(time: SystemTime) -> String {
@@ -17,7 +17,31 @@ pub fn rfc3339_millis(time: SystemTime) -> String {
     )
 }
 
-/// The date of a day number since 1970-01-01 (Howard Hinnant's algorithm).
+/// Parses `2026-11-30T07:18:17Z` (fractional seconds are allowed and ignored; only UTC, as the API server writes).
+pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<u64>().ok();
+    let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if text.len() < 20 || !text.ends_with('Z') || separators.iter().any(|&(i, c)| text.as_bytes()[i] != c) {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let valid = (1..=12).contains(&month) && (1..=31).contains(&day) && hour < 24 && minute < 60 && second < 61;
+    let days = days_from_civil(year, month, day).filter(|_| valid)?;
+    Some(UNIX_EPOCH + Duration::from_secs(days * 86_400 + hour * 3600 + minute * 60 + second))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm), for dates from 1970 on.
+fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
+    let year = if month <= 2 { year.checked_sub(1)? } else { year };
+    let era = year / 400;
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    (era * 146_097 + day_of_era).checked_sub(719_468)
+}
+
+/// The date of a day number since 1970-01-01 (the inverse of `days_from_civil`).
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let days = days + 719_468;
     let era = days / 146_097;
@@ -35,13 +59,36 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 mod tests {
     use super::*;
 
-    use std::time::Duration;
-
     #[test]
-    fn formats_kubernetes_timestamps() {
+    fn formats_and_parses_kubernetes_timestamps() {
         let time = UNIX_EPOCH + Duration::from_millis(1_796_023_097_709);
         assert_eq!(rfc3339_millis(time), "2026-11-30T07:18:17.709Z");
+        assert_eq!(parse_rfc3339("2026-11-30T07:18:17Z"), Some(UNIX_EPOCH + Duration::from_secs(1_796_023_097)));
+        assert_eq!(parse_rfc3339("2026-11-30T07:18:17.709Z"), parse_rfc3339("2026-11-30T07:18:17Z"));
         assert_eq!(rfc3339_millis(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_millis(UNIX_EPOCH + Duration::from_secs(1_709_164_800)), "2024-02-29T00:00:00.000Z");
+        assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z"), Some(UNIX_EPOCH + Duration::from_secs(1_709_164_800)));
+    }
+
+    #[test]
+    fn every_day_round_trips() {
+        for days in (0..200_000).step_by(7) {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), Some(days), "{y}-{m}-{d}");
+        }
+    }
+
+    #[test]
+    fn malformed_timestamps_are_none() {
+        for bad in [
+            "",
+            "2026-11-30",
+            "2026-11-30T07:18:17",
+            "2026-13-30T07:18:17Z",
+            "2026-11-30 07:18:17Z",
+            "x026-11-30T07:18:17Z",
+            "1969-12-31T23:59:59Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
+        }
     }
 }

@@ -36,7 +36,7 @@ mod watch;
 use std::process::ExitCode;
 
 use cli::Parsed;
-use lifecycle::Source;
+use lifecycle::{Channel, Source};
 use options::Options;
 
 fn main() -> ExitCode {
@@ -69,10 +69,15 @@ fn main() -> ExitCode {
         log::error!("{err}");
         return ExitCode::from(err.code());
     }
+    // Signals first, so that a SIGTERM during start-up is not lost.
+    let channel = match Channel::open() {
+        Ok(channel) => channel,
+        Err(reason) => return ExitCode::from(lifecycle::fail(None, &options, exit::PROA_FAILED, &reason)),
+    };
     #[cfg(feature = "kill")]
     if options.kill.all {
         if let Err(err) = kill::check_kill_all() {
-            return ExitCode::from(lifecycle::fail(&options, exit::PROA_FAILED, &err.to_string()));
+            return ExitCode::from(lifecycle::fail(Some(&channel), &options, exit::PROA_FAILED, &err.to_string()));
         }
     }
     let in_cluster = env("KUBERNETES_SERVICE_HOST").is_some_and(|host| !host.trim().is_empty());
@@ -82,8 +87,8 @@ fn main() -> ExitCode {
         Err(err) => Err(err.to_string()),
     };
     match source {
-        Ok(source) => ExitCode::from(lifecycle::run(options, source)),
-        Err(reason) => ExitCode::from(lifecycle::fail(&options, exit::PROA_FAILED, &reason)),
+        Ok(source) => ExitCode::from(lifecycle::run(channel, options, source)),
+        Err(reason) => ExitCode::from(lifecycle::fail(Some(&channel), &options, exit::PROA_FAILED, &reason)),
     }
 }
 

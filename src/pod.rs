@@ -3,6 +3,7 @@
 //! Pod shape it does not know. Fields proa does not read are skipped while decoding, never held. Pure: no I/O.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -28,6 +29,10 @@ pub struct Metadata {
     pub deletion_timestamp: Option<String>,
     /// The grace period of that deletion, which overrides the spec's.
     pub deletion_grace_period_seconds: Option<i64>,
+    /// Not the API's: how long before `deletion_timestamp` this snapshot arrived, by the wall clock, which the
+    /// watcher fills in as it receives it (`readiness::deletion_in`). The kubelet kills the Pod's containers then.
+    #[serde(skip)]
+    pub deletion_in: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

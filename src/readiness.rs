@@ -3,8 +3,9 @@
 //! No I/O, no clock, no logging: the state machine calls these and logs what they decide.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use crate::clock;
 use crate::pod::{Container, ContainerStatus, ExitCodes, Pod};
 
 /// Default `--shutdown-timeout` when the Pod gives no terminationGracePeriodSeconds, and the grace period the
@@ -280,6 +281,15 @@ pub fn is_gone(pod: &Pod, pinned: &Option<String>) -> bool {
     pod.metadata.deletion_timestamp.is_some() || pod.metadata.uid != *pinned
 }
 
+/// How long from `now` (the wall clock) until the deletion's `deletionTimestamp`, which the API server sets to the
+/// time of the delete plus its grace period: the kubelet's SIGKILL comes then, whenever its SIGTERM came (a preStop
+/// hook runs first, inside the grace). Zero once past; `None` for a Pod not being deleted, or a timestamp proa
+/// cannot read.
+pub fn deletion_in(pod: &Pod, now: SystemTime) -> Option<Duration> {
+    let at = clock::parse_rfc3339(pod.metadata.deletion_timestamp.as_deref()?)?;
+    Some(at.duration_since(now).unwrap_or_default())
+}
+
 /// Waiting reasons every container passes through on a healthy start: not worth a warning.
 pub fn is_routine_waiting_reason(reason: &str) -> bool {
     matches!(reason, "ContainerCreating" | "PodInitializing")
@@ -513,6 +523,18 @@ mod tests {
         assert!(is_gone(&pod, &None), "the first snapshot had no uid: a Pod with one is another");
         pod.metadata.deletion_timestamp = Some("2026-11-26T10:00:00Z".into());
         assert!(is_gone(&pod, &Some("one".into())));
+    }
+
+    #[test]
+    fn the_deletion_deadline_by_the_wall_clock() {
+        let mut pod = fixture("job-with-sidecars");
+        let now = clock::parse_rfc3339("2026-11-30T10:00:00Z").unwrap();
+        assert_eq!(deletion_in(&pod, now), None);
+        pod.metadata.deletion_timestamp = Some("2026-11-30T10:00:03Z".into());
+        assert_eq!(deletion_in(&pod, now), Some(Duration::from_secs(3)));
+        assert_eq!(deletion_in(&pod, now + Duration::from_secs(9)), Some(Duration::ZERO), "already past");
+        pod.metadata.deletion_timestamp = Some("soon".into());
+        assert_eq!(deletion_in(&pod, now), None);
     }
 
     #[test]

@@ -11,9 +11,11 @@ use signal_hook::iterator::{Handle, Signals};
 /// The signals proa forwards to the program (DESIGN.md "Run"). SIGCHLD, SIGPIPE and fault signals are not.
 pub const HANDLED: [i32; 7] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH];
 
-/// Whether a signal asks proa to stop (while waiting: give up; while shutting down: stop waiting).
+/// Whether a signal asks proa to stop (while waiting: give up; while shutting down: stop waiting): SIGTERM, the
+/// kubelet's; SIGINT, a terminal's; SIGQUIT, the STOPSIGNAL of some images (nginx, php-fpm), which the kubelet then
+/// sends instead of SIGTERM.
 pub fn is_stop_request(signal: i32) -> bool {
-    signal == SIGTERM || signal == SIGINT
+    signal == SIGTERM || signal == SIGINT || signal == SIGQUIT
 }
 
 /// Starts the signal thread. The returned `Handle` closes it.

@@ -8,11 +8,12 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::api::{Api, ApiError, MAX_OBJECT_BYTES};
 use crate::lines::{Line, read_json_line};
 use crate::pod::{Pod, WatchEvent, WatchLine};
+use crate::readiness;
 
 /// The longest watch line proa reads: the largest Pod, plus the event's envelope.
 pub const MAX_LINE_BYTES: usize = MAX_OBJECT_BYTES + 1024;
@@ -65,7 +66,8 @@ fn watch(
     let stopped = || stop.load(Ordering::Relaxed);
     let report = |update| !stopped() && report(update);
     // Returns false when the watcher should stop.
-    let mut deliver = |pod: Pod, deleted: bool| {
+    let mut deliver = |mut pod: Pod, deleted: bool| {
+        pod.metadata.deletion_in = readiness::deletion_in(&pod, SystemTime::now());
         let done = until(&pod, deleted);
         let update = match deleted {
             true => Update::PodDeleted(Box::new(pod)),

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::api::ApiError;
 use crate::child::{Exit, SpawnError};
 use crate::pod::Pod;
 use crate::probe::{Endpoint, Goal, Update as ProbeUpdate};
@@ -215,17 +216,29 @@ fn choose_actions(config: &Config, pod: &Pod, waited: &[Waited]) -> (Vec<usize>,
     (sends, skips)
 }
 
+/// What the initial watcher learnt from its first snapshot, as the owner does (`Facts::of`): the later snapshots
+/// are judged by it, so that the watcher and the owner always agree on when the wait is over.
+#[derive(Debug, Clone)]
+pub struct Pinned {
+    uid: Option<String>,
+    waited: Vec<Waited>,
+}
+
 /// Whether a snapshot ends the wait (ready, dead, gone or misconfigured): the initial watcher stops there.
-/// `pinned` holds the uid of the first snapshot this watcher saw, once it saw one.
-pub fn wait_is_over(config: &Config, pod: &Pod, deleted: bool, pinned: &mut Option<Option<String>>) -> bool {
-    let uid = pinned.get_or_insert_with(|| pod.metadata.uid.clone());
-    if deleted || readiness::is_gone(pod, uid) {
+/// `pinned` is filled from the first snapshot; `None` there means a misconfiguration that ends the wait.
+pub fn wait_is_over(config: &Config, pod: &Pod, deleted: bool, pinned: &mut Option<Option<Pinned>>) -> bool {
+    let first = pinned.get_or_insert_with(|| {
+        let own =
+            readiness::find_own_container(pod, config.container.as_deref(), &config.own_args, config.program_words);
+        let own = own.ok()?;
+        let waited = waited(config, pod, &own.name, &Peers::of(config, pod, &own.name).all);
+        Some(Pinned { uid: pod.metadata.uid.clone(), waited })
+    });
+    let Some(first) = first else { return true };
+    if deleted || readiness::is_gone(pod, &first.uid) {
         return true;
     }
-    let own = readiness::find_own_container(pod, config.container.as_deref(), &config.own_args, config.program_words);
-    let Ok(own) = own else { return true };
-    let waited = waited(config, pod, &own.name, &Peers::of(config, pod, &own.name).all);
-    !matches!(readiness::assess(pod, &waited), readiness::Verdict::Pending { .. })
+    !matches!(readiness::assess(pod, &first.waited), readiness::Verdict::Pending { .. })
 }
 
 /// Events from the worker threads (and the owner's own clock), one variant per source.
@@ -274,6 +287,9 @@ pub enum Command {
     StartProgram,
     /// Forward this signal to the program.
     Forward(i32),
+    /// Read the Pod once (after a stop signal, with no watch open): its deletionTimestamp says when the kubelet
+    /// kills, which may be sooner than the grace period from the signal.
+    ReadPod,
     /// Send these shutdown actions (by number); each must report within `budget`.
     StartShutdown { budget: Duration, actions: Vec<usize> },
     /// Write this reason for proa's own failure (exit 124 or 125) to the termination log.
@@ -314,8 +330,8 @@ pub struct Waiting {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Running {
     pub facts: Facts,
-    /// Set once the kubelet sent SIGTERM (or SIGINT): proa must be gone by then, whatever happens after.
-    pub exit_by: Option<Instant>,
+    /// Set once the kubelet sent SIGTERM (or SIGINT), or the Pod is being deleted.
+    pub stop: Option<Stop>,
 }
 
 /// The data of `State::AwaitingPeers`. There is no deadline: a peer is a main container that may run for hours.
@@ -337,10 +353,12 @@ pub struct ShuttingDown {
     pub awaited: Awaited,
     /// `--shutdown-timeout`: bounds the wait for the sidecars to go, never the actions' first attempts.
     pub deadline: Instant,
-    /// The kubelet's SIGKILL less a margin, once it sent SIGTERM or the Pod is being deleted: the hard end.
-    pub exit_by: Option<Instant>,
+    /// Once the kubelet sent SIGTERM or the Pod is being deleted: `by` is the hard end.
+    pub stop: Option<Stop>,
     /// How long the kubelet lets proa run after a SIGTERM that may still come.
     pub grace: Duration,
+    /// The Pod's uid, where known: a snapshot of another is a gone Pod.
+    pub uid: Option<String>,
 }
 
 /// What shutdown waits for besides the actions' answers.
@@ -376,7 +394,7 @@ impl State {
             State::ShuttingDown(s) => {
                 let actions = (s.actions_left > 0).then_some(s.actions_deadline);
                 let sidecars = (s.awaited != Awaited::Nothing).then_some(s.deadline);
-                [actions, sidecars, s.exit_by].into_iter().flatten().min()
+                [actions, sidecars, s.stop.map(|stop| stop.by)].into_iter().flatten().min()
             }
             State::Running(_) | State::AwaitingPeers(_) | State::Done { .. } => None,
         }
@@ -389,7 +407,7 @@ pub fn step(config: &Config, state: State, event: Event, now: Instant) -> (State
         State::Waiting(w) => waiting(config, w, event, now),
         State::Running(r) => running(config, r, event, now),
         State::AwaitingPeers(p) => awaiting_peers(config, p, event, now),
-        State::ShuttingDown(s) => shutting_down(s, event, now),
+        State::ShuttingDown(s) => shutting_down(config, s, event, now),
         State::Done { code } => (State::Done { code }, vec![]),
     }
 }
@@ -411,4 +429,59 @@ pub fn capped(what: &str, wait: Duration) -> Duration {
 /// `now + grace`, less `EXIT_MARGIN` (a quarter of a shorter grace).
 pub fn exit_by(now: Instant, grace: Duration) -> Instant {
     after(now, grace - EXIT_MARGIN.min(grace / 4))
+}
+
+/// The kubelet is stopping the Pod (a stop signal, a deletion): proa must be gone before its SIGKILL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stop {
+    /// When proa first heard of it: the kubelet gives at least its shortest grace after its own SIGTERM.
+    pub since: Instant,
+    /// When proa exits, whatever it still waits for: the earliest kill it knows of, less the margin.
+    pub by: Instant,
+}
+
+impl Stop {
+    /// A stop heard of at `now`, with the kill `grace` later.
+    pub fn new(now: Instant, grace: Duration) -> Stop {
+        Stop { since: now, by: exit_by(now, grace) }
+    }
+
+    /// News received at `now` that the kubelet kills within `kill_in` (a deletion's deadline; zero for a Pod
+    /// already gone; `None`: no news). It never kills sooner than its shortest grace after the stop began, which
+    /// may be before `now`.
+    pub fn learn(self, now: Instant, kill_in: Option<Duration>) -> Stop {
+        let Some(left) = kill_in else { return self };
+        let kill = after(now, left).max(self.since + readiness::MIN_GRACE);
+        let by = kill - EXIT_MARGIN.min((kill - self.since) / 4);
+        Stop { since: self.since, by: self.by.min(by) }
+    }
+
+    /// `stop` having learnt `kill_in`; a new stop with `grace` when that is news and none had begun.
+    pub fn hear(stop: Option<Stop>, kill_in: Option<Duration>, grace: Duration, now: Instant) -> Option<Stop> {
+        match (stop, kill_in) {
+            (None, None) => None,
+            (stop, _) => Some(stop.unwrap_or_else(|| Stop::new(now, grace)).learn(now, kill_in)),
+        }
+    }
+}
+
+/// What a snapshot says of the kubelet's kill: within its deletion's time left (its grace period when the
+/// timestamp is unreadable); at once when the Pod is already gone (a DELETED event, another uid: a forced
+/// deletion); `None` when it is not being deleted.
+pub fn kill_in(pod: &Pod, deleted: bool, uid: &Option<String>) -> Option<Duration> {
+    if deleted || pod.metadata.uid != *uid {
+        return Some(Duration::ZERO);
+    }
+    let deleting = pod.metadata.deletion_timestamp.is_some();
+    pod.metadata.deletion_in.or_else(|| deleting.then(|| readiness::grace_period(pod)))
+}
+
+/// `kill_in` for any watch update: a 404 is a Pod already gone too.
+pub fn update_kill_in(update: &Update, uid: &Option<String>) -> Option<Duration> {
+    match update {
+        Update::PodChanged(pod) => kill_in(pod, false, uid),
+        Update::PodDeleted(pod) => kill_in(pod, true, uid),
+        Update::Failed(ApiError::PodNotFound { .. }) => Some(Duration::ZERO),
+        Update::Failed(_) => None,
+    }
 }

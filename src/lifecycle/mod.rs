@@ -26,7 +26,7 @@ use crate::{crash, exit, termination};
 
 use machine::{Command, Event, State, Watch};
 pub use machine::{Config, Facts, Mode};
-pub use threads::Source;
+pub use threads::{Channel, Source};
 
 /// What the owner loop does to the world, and how it hears back: the seam between the pure lifecycle and I/O.
 pub trait World {
@@ -70,11 +70,9 @@ pub fn config(options: &Options, mode: Mode) -> Config {
 }
 
 /// Runs the whole lifecycle against the real world and returns proa's exit code.
-pub fn run(options: Options, source: Source) -> u8 {
-    match threads::Threads::start(&options, source) {
-        Ok((mut world, config)) => drive(&config, &mut world),
-        Err(reason) => fail(&options, exit::PROA_FAILED, &reason),
-    }
+pub fn run(channel: Channel, options: Options, source: Source) -> u8 {
+    let (mut world, config) = threads::Threads::start(channel, &options, source);
+    drive(&config, &mut world)
 }
 
 /// The owner loop over any world: from the first command to `Command::Exit`.
@@ -126,6 +124,7 @@ fn carry_out(config: &Config, command: Command, world: &mut impl World, own: &mu
             world.watch(from, Box::new(until));
         }
         Command::StopWatch => world.stop_watch(),
+        Command::ReadPod => world.watch(None, Box::new(|_, _| true)),
         Command::Probe(goal) => world.probe(goal),
         Command::StopProbe => world.stop_probe(),
         Command::StartProgram => {
@@ -144,8 +143,9 @@ fn carry_out(config: &Config, command: Command, world: &mut impl World, own: &mu
 /// proa failed with a code of its own before the state machine could start: log why, write it to the termination
 /// log, and still send the HTTP shutdown actions, since nothing is known of the restart policy and a Job must not
 /// hang on sidecars nobody stops (never the kills: this may be the refusal of a `--kill-all`). Each action gets its
-/// budget under the shutdown timeout; then returns `code`.
-pub fn fail(options: &Options, code: u8, reason: &str) -> u8 {
+/// budget under the shutdown timeout, and a stop signal on `channel` cuts the wait to the kubelet's shortest grace
+/// period; then returns `code`.
+pub fn fail(channel: Option<&Channel>, options: &Options, code: u8, reason: &str) -> u8 {
     log::error!("{reason}");
     termination::write(&options.termination_log, reason);
     let timeout = machine::capped("the shutdown timeout", readiness::shutdown_timeout(options.shutdown_timeout, None));
@@ -158,16 +158,30 @@ pub fn fail(options: &Options, code: u8, reason: &str) -> u8 {
         return code;
     }
     log::info!("sending the shutdown requests anyway");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let count = actions.len();
+    let own;
+    let (tx, rx) = match channel {
+        Some(channel) => (channel.tx.clone(), &channel.rx),
+        None => {
+            own = std::sync::mpsc::channel();
+            (own.0.clone(), &own.1)
+        }
+    };
+    let mut left = actions.len();
     let budget = shutdown::budget(timeout);
-    shutdown::spawn_actions(actions, budget, move |outcome| tx.send(outcome).is_ok());
-    let deadline = Instant::now() + budget + shutdown::REPORT_SLACK;
-    for _ in 0..count {
+    shutdown::spawn_actions(actions, budget, move |outcome| tx.send(Event::Shutdown(outcome)).is_ok());
+    let mut deadline = Instant::now() + budget + shutdown::REPORT_SLACK;
+    while left > 0 {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(outcome) => outcome.log(),
+            Ok(Event::Shutdown(outcome)) => {
+                outcome.log();
+                left -= 1;
+            }
+            Ok(Event::Signal(signal)) if crate::signals::is_stop_request(signal) => {
+                deadline = deadline.min(machine::exit_by(Instant::now(), readiness::MIN_GRACE));
+            }
+            Ok(_) => {}
             Err(_) => {
-                log::warn!("shutdown requests unanswered within their budget: exiting anyway");
+                log::warn!("shutdown requests unanswered: exiting anyway");
                 break;
             }
         }

@@ -10,8 +10,8 @@ use crate::readiness;
 use crate::signals;
 use crate::watch::Update;
 
-use super::machine::{AwaitingPeers, Command, Config, Event, Facts, State, Watch, exit_by};
-use super::stopping::{Ending, begin_shutdown};
+use super::machine::{AwaitingPeers, Command, Config, Event, Facts, State, Stop, Watch, kill_in};
+use super::stopping::{Ending, begin_shutdown, then_read_pod};
 
 /// Enters AwaitingPeers: watches the Pod from the newest version seen.
 pub(super) fn await_peers(facts: Facts, code: u8) -> (State, Vec<Command>) {
@@ -36,15 +36,17 @@ pub(super) fn awaiting_peers(
             log::info!("peers have terminated");
             stop_and(Command::StopWatch, begin_shutdown(config, Some(&p.facts), p.code, Ending::Normal, now))
         }
-        Event::Watch(Update::PodChanged(pod) | Update::PodDeleted(pod)) => gone(config, p, &pod, now),
+        Event::Watch(Update::PodChanged(pod)) => gone(config, p, &pod, false, now),
+        Event::Watch(Update::PodDeleted(pod)) => gone(config, p, &pod, true, now),
         Event::Watch(Update::Failed(err)) => {
             log::warn!("{err}; cannot tell when the peers end, so shutting down now");
             begin_shutdown(config, Some(&p.facts), p.code, Ending::ApiFailed, now)
         }
         Event::Signal(signal) if signals::is_stop_request(signal) => {
             log::warn!("got {} while waiting for peers: shutting down now", child::signal_name(signal));
-            let ending = Ending::Stopping(exit_by(now, p.facts.grace));
-            stop_and(Command::StopWatch, begin_shutdown(config, Some(&p.facts), p.code, ending, now))
+            let ending = Ending::Stopping(Stop::new(now, p.facts.grace));
+            let shutdown = begin_shutdown(config, Some(&p.facts), p.code, ending, now);
+            stop_and(Command::StopWatch, then_read_pod(config, shutdown))
         }
         Event::Signal(signal) => {
             log::debug!("ignoring {} while waiting for peers", child::signal_name(signal));
@@ -58,12 +60,12 @@ pub(super) fn awaiting_peers(
 }
 
 /// The Pod is being deleted (or is gone): the kubelet stops every container, so shut down as when stopping.
-fn gone(config: &Config, mut p: AwaitingPeers, pod: &Pod, now: Instant) -> (State, Vec<Command>) {
+fn gone(config: &Config, mut p: AwaitingPeers, pod: &Pod, deleted: bool, now: Instant) -> (State, Vec<Command>) {
     log::info!("the pod is being deleted: not waiting for the peers");
     if pod.metadata.uid == p.facts.uid {
         p.facts.observe(pod);
     }
-    let ending = Ending::Stopping(exit_by(now, p.facts.grace));
+    let ending = Ending::Stopping(Stop::new(now, p.facts.grace).learn(now, kill_in(pod, deleted, &p.facts.uid)));
     stop_and(Command::StopWatch, begin_shutdown(config, Some(&p.facts), p.code, ending, now))
 }
 

@@ -13,7 +13,8 @@ use crate::signals;
 use crate::watch::Update;
 
 use super::machine::{
-    Awaited, Command, Config, Event, Facts, Mode, Running, ShuttingDown, State, Watch, after, capped, exit_by,
+    Awaited, Command, Config, Event, Facts, Mode, Running, ShuttingDown, State, Stop, Watch, after, capped,
+    update_kill_in,
 };
 
 /// How shutdown was reached, which decides what it waits for.
@@ -24,23 +25,27 @@ pub enum Ending {
     /// The API just failed: send the actions, but ask it nothing more.
     ApiFailed,
     /// The kubelet is stopping the Pod (SIGTERM, deletion): it stops the sidecars itself and reports none of them
-    /// terminated before proa's own container, so send the actions, wait for nothing else, and exit by this instant.
-    Stopping(Instant),
+    /// terminated before proa's own container, so send the actions, wait for nothing else, and exit by `Stop::by`.
+    Stopping(Stop),
 }
 
 pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instant) -> (State, Vec<Command>) {
     match event {
         Event::Signal(signal) => {
-            if signals::is_stop_request(signal) && r.exit_by.is_none() {
-                let by = exit_by(now, r.facts.grace);
+            if signals::is_stop_request(signal) && r.stop.is_none() {
                 log::debug!(
                     "the kubelet allows {:.1}s after {}",
                     r.facts.grace.as_secs_f64(),
                     child::signal_name(signal)
                 );
-                r.exit_by = Some(by);
+                r.stop = Some(Stop::new(now, r.facts.grace));
             }
             (State::Running(r), vec![Command::Forward(signal)])
+        }
+        // A late snapshot of the stopped watcher: a deletion says when the kubelet kills.
+        Event::Watch(update) => {
+            r.stop = Stop::hear(r.stop, update_kill_in(&update, &r.facts.uid), r.facts.grace, now);
+            (State::Running(r), vec![])
         }
         Event::Child(Exit::Exited { code }) => {
             log::info!("program exited with code {code}");
@@ -51,16 +56,30 @@ pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instan
             program_done(config, r, err.code(), now)
         }
         // A late snapshot from the watcher that was just stopped, or a stray wake-up: nothing to do.
-        Event::Watch(_) | Event::Shutdown(_) | Event::Probe(_) | Event::DeadlinePassed => (State::Running(r), vec![]),
+        Event::Shutdown(_) | Event::Probe(_) | Event::DeadlinePassed => (State::Running(r), vec![]),
     }
 }
 
-fn ending(exit_by: Option<Instant>) -> Ending {
-    exit_by.map_or(Ending::Normal, Ending::Stopping)
+/// After a stop signal in a Pod: read it once, for its deletion's deadline.
+fn read_pod(config: &Config) -> Option<Command> {
+    (config.mode == Mode::Pod).then_some(Command::ReadPod)
+}
+
+/// A stop signal ended a wait (for the sidecars, for the peers, for the program) and shutdown began: read the Pod
+/// once, no watch being open, for its deletion's deadline.
+pub(super) fn then_read_pod(config: &Config, (state, mut commands): (State, Vec<Command>)) -> (State, Vec<Command>) {
+    if matches!(state, State::ShuttingDown(_)) {
+        commands.extend(read_pod(config));
+    }
+    (state, commands)
 }
 
 fn program_done(config: &Config, r: Running, code: u8, now: Instant) -> (State, Vec<Command>) {
-    after_program(config, Some(&r.facts), code, ending(r.exit_by), now)
+    match r.stop {
+        // No API traffic while the program runs: the Pod is read for its deletion's deadline only now.
+        Some(stop) => then_read_pod(config, after_program(config, Some(&r.facts), code, Ending::Stopping(stop), now)),
+        None => after_program(config, Some(&r.facts), code, Ending::Normal, now),
+    }
 }
 
 /// Once the program has exited (or will never run): a proa that is not the stopper exits at once, sending nothing;
@@ -102,12 +121,12 @@ pub(super) fn begin_shutdown(
         );
         return finish(code);
     }
-    let exit_by = match ending {
-        Ending::Stopping(by) if by <= now => {
+    let stop = match ending {
+        Ending::Stopping(stop) if stop.by <= now => {
             log::warn!("the kubelet's grace period is all but over: exiting without shutdown");
             return finish(code);
         }
-        Ending::Stopping(by) => Some(by),
+        Ending::Stopping(stop) => Some(stop),
         Ending::Normal | Ending::ApiFailed => None,
     };
     let awaited = match (&config.mode, ending) {
@@ -127,8 +146,8 @@ pub(super) fn begin_shutdown(
         || capped("the shutdown timeout", readiness::shutdown_timeout(config.shutdown_timeout, None)),
         |f| f.shutdown_timeout,
     );
-    let budget = match exit_by {
-        Some(by) => shutdown::budget(timeout).min(by - now),
+    let budget = match stop {
+        Some(stop) => shutdown::budget(timeout).min(stop.by - now),
         None => shutdown::budget(timeout),
     };
     let sends = facts.map_or_else(|| (0..config.actions.len()).collect(), |f| f.sends.clone());
@@ -150,10 +169,10 @@ pub(super) fn begin_shutdown(
     if commands.is_empty() {
         return finish(code);
     }
-    match (&awaited, exit_by) {
-        (Awaited::Nothing, Some(by)) => log::info!(
+    match (&awaited, stop) {
+        (Awaited::Nothing, Some(stop)) => log::info!(
             "the pod is stopping: sending the shutdown actions, not waiting for the sidecars (exiting within {:.1}s)",
-            by.duration_since(now).as_secs_f64()
+            stop.by.duration_since(now).as_secs_f64()
         ),
         (Awaited::Nothing, None) => log::info!("sending the shutdown actions"),
         _ => log::info!("shutting down sidecars (at most {:.1}s)", timeout.as_secs_f64()),
@@ -164,14 +183,19 @@ pub(super) fn begin_shutdown(
         actions_deadline: after(now, budget + shutdown::REPORT_SLACK),
         awaited,
         deadline: after(now, timeout),
-        exit_by,
+        stop,
         grace: facts.map_or(readiness::MIN_GRACE, |f| f.grace),
+        uid: facts.and_then(|f| f.uid.clone()),
     });
     (state, commands)
 }
 
-pub(super) fn shutting_down(mut s: ShuttingDown, event: Event, now: Instant) -> (State, Vec<Command>) {
+pub(super) fn shutting_down(config: &Config, mut s: ShuttingDown, event: Event, now: Instant) -> (State, Vec<Command>) {
     let mut commands = Vec::new();
+    // A deletion's own deadline, or a Pod already gone, may bring the kill sooner (the read after a stop signal).
+    if let Event::Watch(update) = &event {
+        s.stop = Stop::hear(s.stop, update_kill_in(update, &s.uid), s.grace, now);
+    }
     match event {
         Event::Shutdown(outcome) => {
             outcome.log();
@@ -180,7 +204,7 @@ pub(super) fn shutting_down(mut s: ShuttingDown, event: Event, now: Instant) -> 
         Event::Watch(Update::PodChanged(pod)) => {
             if let Awaited::Sidecars { sidecars, uid } = &s.awaited {
                 if readiness::is_gone(&pod, uid) {
-                    commands.extend(pod_gone(&mut s, &pod, now));
+                    commands.extend(pod_gone(&mut s, &pod));
                 } else {
                     let left = readiness::sidecars_left(&pod, sidecars);
                     if left.is_empty() {
@@ -194,7 +218,7 @@ pub(super) fn shutting_down(mut s: ShuttingDown, event: Event, now: Instant) -> 
         }
         Event::Watch(Update::PodDeleted(pod)) => {
             if let Awaited::Sidecars { .. } = s.awaited {
-                commands.extend(pod_gone(&mut s, &pod, now));
+                commands.extend(pod_gone(&mut s, &pod));
             }
         }
         Event::Watch(Update::Failed(err)) => {
@@ -223,12 +247,12 @@ pub(super) fn shutting_down(mut s: ShuttingDown, event: Event, now: Instant) -> 
                 );
             }
             commands.extend(stop_waiting(&mut s));
-            let by = exit_by(now, s.grace);
-            tighten(&mut s, by);
+            commands.extend(read_pod(config));
+            s.stop = Some(s.stop.unwrap_or_else(|| Stop::new(now, s.grace)));
         }
         Event::Signal(signal) => log::debug!("ignoring {} while shutting down", child::signal_name(signal)),
         Event::DeadlinePassed => {
-            if s.exit_by.is_some_and(|by| now >= by) {
+            if s.stop.is_some_and(|stop| now >= stop.by) {
                 log::warn!("{}: exiting before the kubelet's SIGKILL", outstanding(&s, "the end of the grace period"));
                 return finish(s.code);
             }
@@ -257,20 +281,14 @@ pub(super) fn shutting_down(mut s: ShuttingDown, event: Event, now: Instant) -> 
 }
 
 /// The Pod is being deleted or was replaced while proa waited for its sidecars: the kubelet stops them itself
-/// (and reports none terminated before proa's own container), so stop waiting, and exit within the grace period.
-fn pod_gone(s: &mut ShuttingDown, pod: &Pod, now: Instant) -> Vec<Command> {
+/// (and reports none terminated before proa's own container), so stop waiting; the deadline of the deletion was
+/// taken in with the event.
+fn pod_gone(s: &mut ShuttingDown, pod: &Pod) -> Vec<Command> {
     log::info!("the pod is being deleted: not waiting for the sidecars to exit");
     if pod.metadata.deletion_grace_period_seconds.is_some() {
         s.grace = capped("deletionGracePeriodSeconds", readiness::grace_period(pod));
     }
-    let by = exit_by(now, s.grace);
-    tighten(s, by);
     stop_waiting(s)
-}
-
-/// Makes proa exit by `by`, unless it must already exit sooner.
-fn tighten(s: &mut ShuttingDown, by: Instant) {
-    s.exit_by = Some(s.exit_by.map_or(by, |earlier| earlier.min(by)));
 }
 
 /// Stops waiting for the sidecars or endpoints (the actions' answers are still awaited), and the worker that

@@ -124,7 +124,7 @@ fn pending_then_ready_starts_the_program() {
     );
     assert!(commands.is_empty());
     let (state, commands, _) = run(&config(1), vec![snapshot("starting"), snapshot("ready")]);
-    assert!(matches!(state, State::Running(Running { exit_by: None, .. })));
+    assert!(matches!(state, State::Running(Running { stop: None, .. })));
     assert_eq!(commands, [Command::StopWatch, Command::StartProgram]);
 }
 
@@ -143,8 +143,9 @@ fn a_sidecar_dead_in_the_first_read_is_not_waited_for() {
             actions_deadline: t0 + secs(45.5),
             awaited: Awaited::Nothing,
             deadline: t0 + secs(45.0),
-            exit_by: None,
+            stop: None,
             grace: secs(45.0),
+            uid: Some(UID.into()),
         })
     );
     let (state, _) = step(&config(2), state, answered(), t0);
@@ -172,12 +173,16 @@ fn ready_timeout_is_124_and_waits_for_the_running_sidecars() {
 }
 
 #[test]
-fn sigterm_before_any_pod_shuts_down_without_watching() {
+fn sigterm_while_waiting_shuts_down_without_waiting_for_sidecars() {
     let (state, commands, t0) = run(&config(1), vec![Event::Signal(libc::SIGTERM)]);
-    // The grace period is unknown before the first read: the kubelet's 2 s minimum, less a quarter.
+    // The grace period is unknown before the first read: the kubelet's 2 s minimum, less a quarter, which no
+    // deletion can shorten.
     assert_eq!(commands, [Command::StopWatch, start(1.5, 1)]);
     let s = shutting(&state);
-    assert_eq!((s.code, &s.awaited, s.exit_by), (143, &Awaited::Nothing, Some(t0 + secs(1.5))));
+    assert_eq!((s.code, &s.awaited, s.stop.map(|stop| stop.by)), (143, &Awaited::Nothing, Some(t0 + secs(1.5))));
+    // Once the spec's 45 s are known, the Pod is read again for the deletion's own deadline.
+    let (_, commands, _) = run(&config(1), vec![snapshot("starting"), Event::Signal(libc::SIGTERM)]);
+    assert_eq!(commands[commands.len() - 3..], [Command::StopWatch, start(44.0, 1), Command::ReadPod]);
     let (state, _, _) = run(&config(1), vec![Event::Signal(libc::SIGHUP)]);
     assert!(matches!(state, State::Waiting(_)), "SIGHUP does not abort the wait");
 }
@@ -198,7 +203,7 @@ fn api_failure_while_waiting_is_125_and_does_not_watch_again() {
 #[test]
 fn signals_are_forwarded_while_running() {
     let (state, commands, _) = run(&config(1), vec![snapshot("ready"), Event::Signal(libc::SIGUSR1)]);
-    assert!(matches!(state, State::Running(Running { exit_by: None, .. })));
+    assert!(matches!(state, State::Running(Running { stop: None, .. })));
     assert_eq!(commands.last(), Some(&Command::Forward(libc::SIGUSR1)));
 }
 
@@ -254,9 +259,10 @@ fn a_sigterm_while_running_means_no_wait_for_sidecars_after_the_program() {
     let events = vec![(0.0, snapshot("ready")), (1.0, Event::Signal(libc::SIGTERM)), (4.0, exited(0))];
     let (state, commands, t0) = run_at(&config, events);
     let exit_by = t0 + secs(1.0 + 45.0 - 1.0);
-    assert_eq!(commands[3..], [Command::Forward(libc::SIGTERM), start(41.0, 1)]);
+    // No API request while the program runs: the Pod is read for its deletion's deadline once it has exited.
+    assert_eq!(commands[3..], [Command::Forward(libc::SIGTERM), start(41.0, 1), Command::ReadPod]);
     let s = shutting(&state);
-    assert_eq!((s.code, &s.awaited, s.exit_by), (0, &Awaited::Nothing, Some(exit_by)));
+    assert_eq!((s.code, &s.awaited, s.stop.map(|stop| stop.by)), (0, &Awaited::Nothing, Some(exit_by)));
     let (state, commands) = step(&config, state, answered(), t0 + secs(4.1));
     assert_eq!((state, commands), (State::Done { code: 0 }, vec![Command::Exit(0)]));
 }
@@ -286,9 +292,9 @@ fn a_second_sigterm_while_shutting_down_ends_the_wait_for_sidecars() {
     let config = config(1);
     let (state, _, t0) = run(&config, vec![snapshot("ready"), exited(3)]);
     let (state, commands) = step(&config, state, Event::Signal(libc::SIGTERM), t0 + secs(5.0));
-    assert_eq!(commands, [Command::StopWatch]);
+    assert_eq!(commands, [Command::StopWatch, Command::ReadPod], "the deletion's own deadline may be sooner");
     let s = shutting(&state);
-    assert_eq!((&s.awaited, s.exit_by), (&Awaited::Nothing, Some(t0 + secs(5.0 + 44.0))));
+    assert_eq!((&s.awaited, s.stop.map(|stop| stop.by)), (&Awaited::Nothing, Some(t0 + secs(5.0 + 44.0))));
     let (state, commands) = step(&config, state, answered(), t0 + secs(5.1));
     assert_eq!((state, commands), (State::Done { code: 3 }, vec![Command::Exit(3)]));
     let (state, _, _) = run(&config, vec![snapshot("ready"), exited(3), Event::Signal(libc::SIGWINCH)]);
@@ -312,7 +318,7 @@ fn the_pod_deleted_while_waiting_never_starts_the_program() {
     let (state, commands, t0) = run(&config(1), vec![changed(deleting)]);
     assert_eq!(commands, [Command::StopWatch, start(9.0, 1)]);
     let s = shutting(&state);
-    assert_eq!((s.code, &s.awaited, s.exit_by), (143, &Awaited::Nothing, Some(t0 + secs(9.0))));
+    assert_eq!((s.code, &s.awaited, s.stop.map(|stop| stop.by)), (143, &Awaited::Nothing, Some(t0 + secs(9.0))));
 }
 
 #[test]
@@ -340,7 +346,11 @@ fn the_pod_deleted_during_shutdown_ends_the_wait_for_sidecars() {
     let deleted = Event::Watch(Update::PodDeleted(Box::new(pod("ready"))));
     let (state, commands) = step(&config, state, deleted, t0 + secs(3.0));
     assert_eq!(commands, [Command::StopWatch]);
-    assert_eq!(shutting(&state).exit_by, Some(t0 + secs(3.0 + 44.0)));
+    assert_eq!(
+        shutting(&state).stop.map(|stop| stop.by),
+        Some(t0 + secs(3.0 + 1.5)),
+        "gone: the kubelet's shortest grace"
+    );
 }
 
 #[test]
@@ -351,7 +361,7 @@ fn absurd_grace_periods_are_capped_not_overflowed() {
     let (state, _, t0) = run_at(&config(1), events);
     let s = shutting(&state);
     assert_eq!(s.deadline, t0 + secs(2.0) + MAX_WAIT);
-    assert_eq!(s.exit_by, Some(t0 + secs(1.0) + MAX_WAIT - EXIT_MARGIN));
+    assert_eq!(s.stop.map(|stop| stop.by), Some(t0 + secs(1.0) + MAX_WAIT - EXIT_MARGIN));
     let mut config = config(1);
     config.ready_timeout = Some(Duration::MAX);
     let (state, _) = State::start(&config, t0);
@@ -404,7 +414,10 @@ fn wait_is_over_matches_the_verdict() {
     assert!(over(&pod("starting"), true), "a DELETED event");
     let mut pinned = None;
     assert!(!wait_is_over(&config, &pod("starting"), false, &mut pinned));
-    assert_eq!(pinned, Some(Some(UID.to_string())));
+    // A later snapshot is judged by the first one's containers, as the owner judges it.
+    let mut no_containers = pod("starting");
+    no_containers.spec.containers.clear();
+    assert!(!wait_is_over(&config, &no_containers, false, &mut pinned));
     let mut replacement = pod("starting");
     replacement.metadata.uid = Some("another".into());
     assert!(wait_is_over(&config, &replacement, false, &mut pinned), "another uid than the first one seen");
@@ -457,7 +470,7 @@ fn endpoints_ready_starts_the_program() {
     let events =
         vec![pending(Goal::Ready, &["tcp db:5432 (connection refused)"]), probe(ProbeUpdate::Reached(Goal::Ready))];
     let (state, commands, _) = run(&endpoints_config(1), events);
-    assert_eq!(state, State::Running(Running { facts: endpoints_facts(), exit_by: None }));
+    assert_eq!(state, State::Running(Running { facts: endpoints_facts(), stop: None }));
     assert_eq!(commands, [Command::StartProgram]);
 }
 
@@ -626,7 +639,7 @@ fn a_stop_while_awaiting_peers_shuts_down_at_once() {
     let pod = with_peers(&[("worker", true)]);
     let (state, _, t0) = run(&config(1), vec![changed(pod), exited(0)]);
     let (state, commands) = step(&config(1), state, Event::Signal(libc::SIGTERM), t0 + secs(5.0));
-    assert_eq!(commands, [Command::StopWatch, start(44.0, 1)]);
+    assert_eq!(commands, [Command::StopWatch, start(44.0, 1), Command::ReadPod]);
     assert_eq!(shutting(&state).awaited, Awaited::Nothing);
 }
 
@@ -655,4 +668,47 @@ fn exactly_one_proa_in_a_pod_is_the_stopper() {
             .collect();
         assert_eq!(stoppers, [*names.iter().min().unwrap()], "{names:?}");
     }
+}
+
+#[test]
+fn the_read_after_a_stop_brings_the_deadline_to_the_deletions() {
+    // Grace 45 s in the spec, but the delete gave 3 s (or a preStop hook took the rest). SIGTERM at 1.0, the
+    // program exits at 1.05 and proa reads the Pod: the kill comes 3 s after the answer at 1.1, and proa keeps a
+    // quarter of the 3.1 s since the SIGTERM as its margin.
+    let config = config(1);
+    let stopped = || {
+        let events = vec![(0.0, snapshot("ready")), (1.0, Event::Signal(libc::SIGTERM)), (1.05, exited(0))];
+        let (state, commands, t0) = run_at(&config, events);
+        assert_eq!(commands.last(), Some(&Command::ReadPod));
+        (state, t0)
+    };
+    let deleting = |left: f64| {
+        let mut pod = pod("ready");
+        pod.metadata.deletion_timestamp = Some("2026-11-30T10:00:00Z".into());
+        pod.metadata.deletion_in = Some(secs(left));
+        changed(pod)
+    };
+    let exit_by = |state: &State| shutting(state).stop.map(|stop| stop.by);
+    let (state, t0) = stopped();
+    assert_eq!(exit_by(&state), Some(t0 + secs(1.0 + 44.0)));
+    let (state, _) = step(&config, state, deleting(3.0), t0 + secs(1.1));
+    assert_eq!(exit_by(&state), Some(t0 + secs(4.1 - 0.775)));
+    // The kubelet still gives its 2 s after its SIGTERM, counted from the signal, not from the (late) answer.
+    let (state, t0) = stopped();
+    let (state, _) = step(&config, state, deleting(0.1), t0 + secs(1.6));
+    assert_eq!(exit_by(&state), Some(t0 + secs(1.0 + 1.5)));
+    // A forced deletion: the read finds another Pod, or none; the kill is due, at 2 s after the SIGTERM at least.
+    let (state, t0) = stopped();
+    let mut replacement = pod("ready");
+    replacement.metadata.uid = Some("another".into());
+    let (state, _) = step(&config, state, changed(replacement), t0 + secs(1.1));
+    assert_eq!(exit_by(&state), Some(t0 + secs(1.0 + 1.5)));
+    let gone = Event::Watch(Update::Failed(ApiError::PodNotFound { namespace: "jobs".into(), pod: "p".into() }));
+    let (state, _) = step(&config, state, gone, t0 + secs(1.2));
+    assert_eq!(exit_by(&state), Some(t0 + secs(1.0 + 1.5)), "the earlier deadline stays");
+    // A late snapshot of the stopped watcher while the program still runs counts as well.
+    let (state, _, t0) = run_at(&config, vec![(0.0, snapshot("ready")), (1.0, Event::Signal(libc::SIGTERM))]);
+    let (state, _) = step(&config, state, deleting(3.0), t0 + secs(1.1));
+    let State::Running(r) = &state else { panic!("still running") };
+    assert_eq!(r.stop.map(|stop| stop.by), Some(t0 + secs(4.1 - 0.775)));
 }

@@ -43,15 +43,31 @@ pub struct Threads {
     _signals: signal_hook::iterator::Handle,
 }
 
-impl Threads {
-    /// Makes proa fit to reap and starts the signal thread, before anything else, so that a SIGTERM during
-    /// start-up is not lost. Returns the world and the lifecycle's settings.
-    pub fn start(options: &Options, source: Source) -> Result<(Threads, Config), String> {
+/// The channel every worker reports on, with the signal thread already on it: made before anything else, so that
+/// a SIGTERM during start-up (reading the configuration, a failing start) is not lost.
+pub struct Channel {
+    pub tx: Sender<Event>,
+    pub rx: Receiver<Event>,
+    /// Keeps the signal thread registered for the whole run.
+    _signals: signal_hook::iterator::Handle,
+}
+
+impl Channel {
+    /// Makes proa fit to reap and starts the signal thread.
+    pub fn open() -> Result<Channel, String> {
         child::become_reaper();
         let (tx, rx) = mpsc::channel::<Event>();
         let signal_tx = tx.clone();
         let (handle, _thread) = signals::spawn_signals(move |signal| signal_tx.send(Event::Signal(signal)).is_ok())
             .map_err(|err| format!("cannot handle signals: {err}"))?;
+        Ok(Channel { tx, rx, _signals: handle })
+    }
+}
+
+impl Threads {
+    /// The world over `channel`, and the lifecycle's settings.
+    pub fn start(channel: Channel, options: &Options, source: Source) -> (Threads, Config) {
+        let Channel { tx, rx, _signals } = channel;
         let (api, endpoints, mode) = match source {
             Source::Api(api) => (Some(api), Vec::new(), Mode::Pod),
             Source::Endpoints(endpoints) => {
@@ -70,9 +86,9 @@ impl Threads {
             watcher: None,
             prober: None,
             program: None,
-            _signals: handle,
+            _signals,
         };
-        Ok((world, config))
+        (world, config)
     }
 }
 

@@ -12,8 +12,8 @@ use crate::readiness::{self, Verdict, Waited};
 use crate::signals;
 use crate::watch::Update;
 
-use super::machine::{Command, Config, Event, Facts, Mode, Running, State, Waiting, exit_by};
-use super::stopping::{Ending, after_program};
+use super::machine::{Command, Config, Event, Facts, Mode, Running, State, Stop, Waiting, kill_in};
+use super::stopping::{Ending, after_program, then_read_pod};
 
 pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instant) -> (State, Vec<Command>) {
     match event {
@@ -27,7 +27,7 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
             // Only no-API mode runs a prober, and its facts are known from the start.
             let Some(facts) = w.facts.take() else { return (State::Waiting(w), vec![]) };
             log::info!("all endpoints ready after {:.1}s", now.duration_since(w.since).as_secs_f64());
-            (State::Running(Running { facts, exit_by: None }), vec![Command::StartProgram])
+            (State::Running(Running { facts, stop: None }), vec![Command::StartProgram])
         }
         Event::Probe(ProbeUpdate::Pending { goal: Goal::Ready, left }) => {
             log::debug!("not ready yet: {}", left.join(", "));
@@ -36,10 +36,15 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
         }
         Event::Signal(signal) if signals::is_stop_request(signal) => {
             log::warn!("got {} while waiting for sidecars: not starting the program", child::signal_name(signal));
-            // Before the first read the grace period is unknown: assume the shortest the kubelet gives.
+            // Before the first read the grace period is unknown: assume the shortest the kubelet gives (which no
+            // deletion can shorten, so there is nothing to read).
             let grace = w.facts.as_ref().map_or(readiness::MIN_GRACE, |f| f.grace);
-            let ending = Ending::Stopping(exit_by(now, grace));
-            abort_wait(config, w.facts.as_ref(), exit::signal_code(signal), ending, now)
+            let ending = Ending::Stopping(Stop::new(now, grace));
+            let shutdown = abort_wait(config, w.facts.as_ref(), exit::signal_code(signal), ending, now);
+            match w.facts {
+                Some(_) => then_read_pod(config, shutdown),
+                None => shutdown,
+            }
         }
         Event::DeadlinePassed if w.deadline.is_some_and(|d| now >= d) && config.run_on_ready_timeout => {
             log::warn!(
@@ -53,7 +58,7 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
                 Mode::Endpoints(_) => Command::StopProbe,
             };
             let facts = w.facts.take().unwrap_or_else(|| Facts::unread(config));
-            (State::Running(Running { facts, exit_by: None }), vec![stop, Command::StartProgram])
+            (State::Running(Running { facts, stop: None }), vec![stop, Command::StartProgram])
         }
         Event::DeadlinePassed if w.deadline.is_some_and(|d| now >= d) => {
             let failed = failure(format!(
@@ -100,7 +105,8 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
             facts.observe(pod);
         }
         log::error!("the pod is being deleted (or was replaced): not starting the program");
-        let ending = Ending::Stopping(exit_by(now, facts.grace));
+        let stop = Stop::new(now, facts.grace).learn(now, kill_in(pod, deleted, &facts.uid));
+        let ending = Ending::Stopping(stop);
         return abort_wait(config, Some(&facts), exit::signal_code(libc::SIGTERM), ending, now);
     }
     facts.observe(pod);
@@ -109,7 +115,7 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
             if !facts.waited.is_empty() {
                 log::info!("all containers ready after {:.1}s", now.duration_since(w.since).as_secs_f64());
             }
-            (State::Running(Running { facts, exit_by: None }), vec![Command::StopWatch, Command::StartProgram])
+            (State::Running(Running { facts, stop: None }), vec![Command::StopWatch, Command::StartProgram])
         }
         Verdict::Pending { not_ready, waiting } => {
             for (container, reason) in &waiting {

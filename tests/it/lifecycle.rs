@@ -276,13 +276,15 @@ fn no_api_request_while_the_program_runs() {
     api.wait_open_watches(0, BOUND);
     let before = api.requests().len();
     api.set_waiting("envoy", "CrashLoopBackOff");
-    // The kubelet's SIGTERM: the program dies of it, the sidecar is told, and proa exits at once without asking
-    // the API anything (the kubelet stops the sidecar itself).
+    // The kubelet's SIGTERM: the program dies of it, the sidecar is told, and proa exits at once without watching
+    // for it (the kubelet stops the sidecar itself). Once the program has exited, it starts a read of the Pod for
+    // a deletion's deadline, which the exit may overtake (promise.rs d04 checks that it waits for the program).
     proa.signal(libc::SIGTERM);
     let done = proa.wait(BOUND);
     assert_eq!(done.code(), 143, "{}", done.stderr);
     assert_eq!(sidecar.hits().len(), 1, "the shutdown request was still sent");
-    assert_eq!(api.requests().len(), before, "requests after the ready watch: {}", api.request_log());
+    let after: Vec<_> = api.requests().into_iter().skip(before).map(|r| r.route).collect();
+    assert!(after.is_empty() || after == [Some(Route::Get)], "requests after the ready watch: {}", api.request_log());
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! (numbered as in the issue), each running the real binary against the test API server with real sidecars and
 //! programs. The seeded simulation (`src/lifecycle/simulation`) looks for more of the same class.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -133,7 +133,11 @@ fn d04_after_sigterm_proa_exits_with_the_programs_code_as_soon_as_it_exits() {
     let took = done.at - signalled;
     assert!(took >= Duration::from_secs(3) && took < Duration::from_millis(4500), "took {took:?}: {}", done.stderr);
     assert_eq!(sidecar.hits().len(), 1, "the shutdown request was still sent");
-    assert_eq!(api.requests().len(), before, "no watch for sidecars the kubelet stops itself");
+    // No watch for sidecars the kubelet stops, and no request while the program runs: at most a read of the Pod
+    // once it has exited, for a deletion's deadline (proa may exit before the read does).
+    let after: Vec<_> = api.requests().into_iter().skip(before).collect();
+    assert!(after.iter().all(|r| r.route == Some(Route::Get)) && after.len() <= 1, "{}", api.request_log());
+    assert!(after.iter().all(|r| r.at >= signalled + Duration::from_secs(3)), "read while the program ran");
 }
 
 #[test]
@@ -355,4 +359,77 @@ fn d14_one_token_holder_serves_the_shutdown_watch_too() {
     assert_eq!(shutdown_watch.bearer_token(), Some("rotated"), "{}", api.request_log());
     let unauthorized = api.requests().iter().filter(|r| r.status == 401).count();
     assert_eq!(unauthorized, 1, "{}", api.request_log());
+}
+
+// Found by the adversarial review of the fixes above.
+
+/// proa's own RFC 3339 formatting (a pure file that imports nothing of proa's).
+#[path = "../../src/clock.rs"]
+#[allow(dead_code)]
+mod clock;
+
+/// `at` as the API server writes a timestamp: RFC 3339 in UTC, whole seconds (the fraction dropped).
+fn api_timestamp(at: SystemTime) -> String {
+    format!("{}Z", &clock::rfc3339_millis(at)[..19])
+}
+
+#[test]
+fn a_deletion_shorter_than_the_spec_grace_ends_shutdown_before_its_kill() {
+    // The spec gives 30 s, but `kubectl delete --grace-period=3` (or a preStop hook that used up the rest) leaves
+    // 3: the kubelet kills at the deletionTimestamp. proa reads the Pod after the SIGTERM and is gone before then,
+    // with the program's code, though the shutdown endpoint never answers.
+    let api = ApiServer::start(ready_pod(json!(30)));
+    let silent = Sidecar::start_silent();
+    let mut marker = Marker::start();
+    let (started, block) = (marker.say_on_3("started"), marker.block());
+    let script = format!("trap 'sleep 0.5; exit 5' TERM; {}; {started}; {block}", marker.open_3());
+    let proa = Proa::new(&api).args(["-p", &silent.url("/quit")]).args(bash(script)).spawn();
+    marker.wait_for("started", BOUND);
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let timestamp = api_timestamp(wall + Duration::from_secs(3));
+    let kill = now
+        + (UNIX_EPOCH + Duration::from_secs(3 + wall.duration_since(UNIX_EPOCH).unwrap().as_secs()))
+            .duration_since(wall)
+            .unwrap();
+    api.update_pod(|pod| {
+        pod["metadata"]["deletionTimestamp"] = json!(timestamp);
+        pod["metadata"]["deletionGracePeriodSeconds"] = json!(3);
+    });
+    let signalled = Instant::now();
+    proa.signal(libc::SIGTERM);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 5, "{}", done.stderr);
+    assert_eq!(silent.hits().len(), 1, "the shutdown request was sent");
+    assert!(done.at < kill, "exited {:?} after the kill", done.at - kill);
+    // It waited for the answer until the kubelet's 2 s after its SIGTERM, less a quarter, at least.
+    assert!(done.at - signalled >= Duration::from_millis(1400), "gave up after {:?}", done.at - signalled);
+    // The read came once the program had exited: no API traffic while it runs.
+    let read = api.requests().into_iter().find(|r| r.at > signalled).expect("the Pod was read");
+    assert_eq!(read.route, Some(Route::Get), "{}", api.request_log());
+    assert!(read.at >= signalled + Duration::from_millis(500), "read while the program ran: {}", api.request_log());
+}
+
+#[test]
+fn an_event_proa_cannot_read_is_not_read_again_and_again() {
+    // A MODIFIED event whose Pod does not decode (a type proa does not expect), then a good one. Resuming the
+    // watch from before the bad event would replay it forever; proa watches the current state instead.
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    let mut marker = Marker::start();
+    let proa = Proa::new(&api).args(bash(format!("{}; exit 0", marker.say("started")))).spawn();
+    api.wait_open_watches(1, BOUND);
+    api.update_pod(|pod| pod["status"]["containerStatuses"][1]["ready"] = json!("yes"));
+    let bad_version: u64 = api.resource_version().parse().unwrap();
+    let ready = api.set_ready("envoy");
+    assert!(marker.wait_for("started", BOUND).at > ready, "{}", proa.stderr());
+    api.set_terminated("envoy", 0);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    let log = api.request_log();
+    assert!(done.stderr.contains("invalid type"), "the bad event was read and reported: {}", done.stderr);
+    assert!(
+        !api.requests().iter().any(|r| r.route == Some(Route::Watch)
+            && r.at > ready
+            && r.resource_version().and_then(|v| v.parse::<u64>().ok()).is_some_and(|v| v < bad_version)),
+        "resumed from before the bad event: {log}"
+    );
 }

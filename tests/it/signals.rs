@@ -16,8 +16,9 @@ use crate::support::sidecar::Sidecar;
 const GRACE: Duration = Duration::from_secs(30);
 
 #[test]
-fn sigterm_or_sigint_while_waiting_never_starts_the_program_and_exits_128_plus_n() {
-    for (signal, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+fn sigterm_sigint_or_sigquit_while_waiting_never_starts_the_program_and_exits_128_plus_n() {
+    // SIGQUIT is the stop signal of images with `STOPSIGNAL SIGQUIT` (nginx's): the kubelet sends it instead.
+    for (signal, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130), (libc::SIGQUIT, 131)] {
         let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
         let sidecar = Sidecar::start();
         let mut marker = Marker::start();

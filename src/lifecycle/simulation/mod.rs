@@ -121,10 +121,11 @@ fn never_early(s: &Scenario, r: &Record) -> Result<(), String> {
             _ => Err("started the program before the endpoints were ready".into()),
         };
     }
-    if delivered_before(r, started).any(|(_, pod, deleted)| is_gone(pod, *deleted)) {
+    let before_start = &r.delivered[..r.snapshots_before_start];
+    if before_start.iter().any(|(_, pod, deleted)| is_gone(pod, *deleted)) {
         return Err("started the program after the Pod was seen deleted or replaced".into());
     }
-    let Some((_, newest, _)) = delivered_before(r, started).last() else {
+    let Some((_, newest, _)) = before_start.last() else {
         return Err("started the program before any snapshot".into());
     };
     for (name, native) in waited_truth(s) {
@@ -149,14 +150,14 @@ fn exit_code(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
         127 => r.spawn_failed,
         124 => s.ready_timeout.is_some_and(|t| end.at >= t) && !s.run_on_ready_timeout,
         125 => {
-            r.api_failed_at.is_some_and(before_exit)
+            r.api_failed_at.or(r.not_found_at).is_some_and(before_exit)
                 || delivered_before(r, end.at).any(|(_, pod, _)| shows_dead(s, pod).is_some())
         }
         143 => {
             r.stops.iter().any(|(at, sig)| *sig == libc::SIGTERM && before_exit(*at))
                 || delivered_before(r, end.at).any(|(_, pod, deleted)| is_gone(pod, *deleted))
         }
-        130 => r.stops.iter().any(|(at, sig)| *sig == libc::SIGINT && before_exit(*at)),
+        130 | 131 => r.stops.iter().any(|(at, sig)| crate::exit::signal_code(*sig) == end.code && before_exit(*at)),
         _ => false,
     };
     match allowed {
@@ -176,7 +177,10 @@ fn shows_dead(s: &Scenario, pod: &Pod) -> Option<String> {
 /// When the kubelet will not restart proa's container (or nobody knows), every action is attempted at least once
 /// before proa exits, unless the kubelet's grace period ran out first; otherwise none is sent.
 fn actions(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
-    let policy_known = !s.no_api && !r.delivered.is_empty();
+    // What proa knew of the Pod when it decided: the first snapshot came before it ordered the actions (a read
+    // after a stop signal, once shutdown has begun, changes nothing of that).
+    let decided = r.shutdown_ordered.unwrap_or(end.at);
+    let policy_known = knew_the_pod(s, r, decided);
     let restarted = policy_known && s.restarts(s.own_policy, i32::from(end.code));
     if (restarted && !s.always_shutdown) || (policy_known && !s.is_stopper()) {
         return match r.attempts.is_empty() {
@@ -217,6 +221,13 @@ fn actions(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
     }
 }
 
+/// Whether proa's facts came from the Pod by `decided`: only the wait reads them (before the program starts, even
+/// when `--on-ready-timeout run` starts it first); a read after a stop signal changes nothing of them.
+fn knew_the_pod(s: &Scenario, r: &Record, decided: Duration) -> bool {
+    let by = r.program_started.map_or(decided, |started| started.min(decided));
+    !s.no_api && r.delivered.iter().any(|(at, _, _)| *at <= by)
+}
+
 /// When the owner first saw every peer terminated for good.
 fn peers_done_at(s: &Scenario, r: &Record) -> Option<Duration> {
     let done = |pod: &Pod| {
@@ -234,10 +245,13 @@ fn known_grace(s: &Scenario, r: &Record, by: Duration) -> Duration {
     if s.no_api {
         return s.shutdown_timeout.unwrap_or(Duration::from_secs(30)).min(MAX_WAIT).max(Duration::from_secs(2));
     }
-    let seconds = delivered_before(r, by)
-        .filter(|(_, pod, _)| pod.metadata.uid.as_deref() == Some(FIRST_UID))
+    // Known at the stop itself: proa sets its deadline then, and a later read only ever brings it forward.
+    let seconds = r
+        .delivered
+        .iter()
+        .filter(|(at, pod, _)| *at < by && pod.metadata.uid.as_deref() == Some(FIRST_UID))
         .map(|(_, pod, _)| pod.metadata.deletion_grace_period_seconds.or(pod.spec.termination_grace_period_seconds))
-        .last();
+        .next_back();
     match seconds {
         None => Duration::from_secs(2),
         Some(seconds) => Duration::from_secs(u64::try_from(seconds.unwrap_or(30)).unwrap_or(0))
@@ -254,21 +268,67 @@ fn stopped_at(r: &Record) -> Option<Duration> {
 
 /// Whether proa exited at the hard deadline it keeps after being stopped (grace less the margin).
 fn at_hard_deadline(s: &Scenario, r: &Record, end: &Ending) -> bool {
-    stopped_at(r).is_some_and(|stop| {
-        let grace = known_grace(s, r, stop);
-        end.at + EPSILON >= stop + grace - EXIT_MARGIN.min(grace / 4)
-    })
+    hard_deadline(s, r, end.at).is_some_and(|by| end.at + EPSILON >= by)
 }
 
-/// The kubelet killed proa: only excusable when the program itself outlived the grace period, or when the grace
-/// the kubelet used was shorter than anything proa could know.
+/// `grace` less the margin proa keeps (1 s, a quarter of a shorter grace).
+fn less_margin(grace: Duration) -> Duration {
+    grace - EXIT_MARGIN.min(grace / 4)
+}
+
+/// The earliest deadline proa could know of by `until`: a stop signal plus the grace it knew then, a snapshot of
+/// the Pod going away plus the grace it shows, or a deletion's own deadline (received `deletion_in` before it).
+fn hard_deadline(s: &Scenario, r: &Record, until: Duration) -> Option<Duration> {
+    let signal = r.stops.first().map(|(at, _)| *at).filter(|at| *at <= until);
+    let by_signal = signal.map(|stop| stop + less_margin(known_grace(s, r, stop)));
+    let gone = r.delivered.iter().find(|(at, pod, deleted)| *at <= until && is_gone(pod, *deleted));
+    // A DELETED event or another Pod of the same name: the kill is due.
+    let by_gone = gone.map(|(at, pod, deleted)| match (pod.metadata.uid.as_deref() == Some(FIRST_UID), deleted) {
+        (true, false) => {
+            let grace =
+                pod.metadata.deletion_grace_period_seconds.map(|g| Duration::from_secs(u64::try_from(g).unwrap_or(0)));
+            *at + less_margin(
+                grace.map_or_else(|| known_grace(s, r, *at), |g| g.clamp(Duration::from_secs(2), MAX_WAIT)),
+            )
+        }
+        _ => kill_due(r, *at, Duration::ZERO),
+    });
+    let deletions = delivered_before(r, until)
+        .filter(|(_, pod, _)| pod.metadata.uid.as_deref() == Some(FIRST_UID))
+        .filter_map(|(at, pod, _)| pod.metadata.deletion_in.map(|left| kill_due(r, *at, left)));
+    let not_found = r.not_found_at.filter(|at| *at <= until).map(|at| kill_due(r, at, Duration::ZERO));
+    by_signal.into_iter().chain(by_gone).chain(deletions).chain(not_found).min()
+}
+
+/// When proa must be gone after hearing at `at` that the kill comes within `left`: the kubelet gives at least 2 s
+/// after its SIGTERM, which is no sooner than the first stop proa heard of (or `at`); less the margin of that span.
+/// Not before `at`: proa cannot act on news before it comes.
+fn kill_due(r: &Record, at: Duration, left: Duration) -> Duration {
+    let since = stopped_at(r).filter(|since| *since <= at).unwrap_or(at);
+    let kill = (at + left).max(since + Duration::from_secs(2));
+    (kill - EXIT_MARGIN.min((kill - since) / 4)).max(at)
+}
+
+/// The kubelet killed proa: only excusable when the program itself outlived the grace period, or when nothing proa
+/// could know told it to be gone before the kill.
 fn killed_excused(s: &Scenario, r: &Record, killed: Duration) -> bool {
     let program_late = r.program_started.is_some()
         && !r.spawn_failed
         && r.program_exit.is_none_or(|(at, _)| at + EXIT_MARGIN >= killed);
-    let sigterm = r.stops.iter().find(|(_, sig)| *sig == libc::SIGTERM).map(|(at, _)| *at).unwrap_or(killed);
-    let shorter_than_known = s.kubelet_grace().min(MAX_WAIT) + Duration::from_millis(10) < known_grace(s, r, sigterm);
-    program_late || shorter_than_known
+    let warned = hard_deadline(s, r, killed).is_some_and(|by| by + Duration::from_millis(10) <= killed);
+    // After a stop signal proa reads the Pod (once its program has exited: no API traffic while it runs), whose
+    // deletion says when the kill comes: it could know by then, unless the API refuses or the answer comes too late.
+    let signal = r.stops.first().map(|(at, _)| *at);
+    let running_until = |at: Duration| match (r.program_started, r.program_exit) {
+        (Some(started), Some((exited, _))) if started <= at => exited.max(at),
+        (Some(started), None) if started <= at && !r.spawn_failed => killed,
+        _ => at,
+    };
+    let answer = signal.map(|at| running_until(at) + Duration::from_millis(s.api_latency.1) + EPSILON);
+    let api_works =
+        r.api_failed_at.is_none() && s.api_failure_at.is_none_or(|failure| answer.is_some_and(|a| a < failure));
+    let could_read = !s.no_api && api_works && s.deletion.is_some() && answer.is_some_and(|a| a < killed);
+    program_late || !(warned || could_read)
 }
 
 /// proa finishes within a bound computed from the options, and does not wait on a sidecar that the newest
@@ -282,7 +342,7 @@ fn in_time(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
     };
     let mut decision = decision.unwrap_or(end.at);
     // The stopper waits for its peers with no bound of its own.
-    let policy_known = !s.no_api && !r.delivered.is_empty();
+    let policy_known = knew_the_pod(s, r, decision);
     if policy_known && s.is_stopper() && !s.peers.is_empty() {
         let peers_wait_ended = [peers_done_at(s, r), stopped].into_iter().flatten().min();
         decision = decision.max(peers_wait_ended.unwrap_or(end.at));
@@ -291,7 +351,7 @@ fn in_time(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
         return Err(format!("not the stopper, yet exited at {:?}, after its program at {decision:?}", end.at));
     }
     // The shutdown timeout proa could know: the flag, else the spec's grace once it read the Pod, else 30 s.
-    let spec_grace = r.delivered.first().map(|(_, pod, _)| pod.spec.termination_grace_period_seconds);
+    let spec_grace = delivered_before(r, decision).next().map(|(_, pod, _)| pod.spec.termination_grace_period_seconds);
     let seconds = |g: Option<i64>| g.map(|g| Duration::from_secs(u64::try_from(g).unwrap_or(0)));
     let timeout = s
         .shutdown_timeout
@@ -306,13 +366,13 @@ fn in_time(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
     if let Some(stop) = stopped {
         // Stopped by the kubelet: the actions are sent, but no sidecar is waited for, and proa is gone before
         // the grace period ends (less its margin), unless its program is not.
-        let grace = known_grace(s, r, stop);
         let program_done = r.program_exit.map_or(stop, |(at, _)| at.max(stop));
-        let by = stop + grace - EXIT_MARGIN.min(grace / 4);
+        let by = hard_deadline(s, r, end.at).unwrap_or(stop);
         if end.at > by.max(program_done) + EPSILON {
             return Err(format!("stopped at {stop:?}: exited at {:?}, after {by:?}", end.at));
         }
-        if end.at > program_done.max(last_report).max(decision) + EPSILON && end.at + EPSILON < by {
+        let actions_answered = r.reports.len() >= r.attempts.len();
+        if actions_answered && end.at > program_done.max(last_report).max(decision) + EPSILON && end.at + EPSILON < by {
             return Err(format!("stopped at {stop:?}: waited until {:?} for more than the actions", end.at));
         }
     }
@@ -337,7 +397,7 @@ fn in_time(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
 /// API, a stop or a gone Pod, whichever the owner learnt first.
 fn wait_ended(s: &Scenario, r: &Record, end: &Ending) -> Option<Duration> {
     let dead = r.delivered.iter().find(|(_, pod, _)| shows_dead(s, pod).is_some()).map(|(at, _, _)| *at);
-    let causes = [s.ready_timeout, dead, r.api_failed_at, stopped_at(r)];
+    let causes = [s.ready_timeout, dead, r.api_failed_at, r.not_found_at, stopped_at(r)];
     causes.into_iter().flatten().filter(|at| *at <= end.at).min()
 }
 

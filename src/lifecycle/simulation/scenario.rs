@@ -96,6 +96,8 @@ pub struct Deletion {
     /// `--grace-period` of the delete, overriding the spec's.
     pub grace_override: Option<i64>,
     pub sigterm_lag: Duration,
+    /// A preStop hook in proa's container: it runs before the SIGTERM, inside the grace period.
+    pub prestop: Duration,
     pub replacement_after: Option<Duration>,
     /// The watch misses the DELETED event (it was relisting after a 410): the next thing it shows is the
     /// replacement.
@@ -200,6 +202,7 @@ impl Scenario {
                 forced,
                 grace_override: if forced { Some(0) } else { r.chance(30).then(|| r.pick(&[0, 1, 3, 10])) },
                 sigterm_lag: r.millis(0, 1500),
+                prestop: if r.chance(20) { r.millis(0, 5000) } else { Duration::ZERO },
                 replacement_after: (forced && r.chance(70)).then(|| r.millis(0, 500)),
                 deleted_event_lost: r.chance(40),
             }
@@ -299,9 +302,15 @@ impl Scenario {
         }
     }
 
-    /// The grace period the kubelet gives after SIGTERM: the delete's, else the spec's, else 30 s; at least 2 s.
-    pub fn kubelet_grace(&self) -> Duration {
+    /// The grace period of the deletion: the delete's, else the spec's, else 30 s.
+    pub fn deletion_grace(&self) -> Duration {
         let seconds = self.deletion.as_ref().and_then(|d| d.grace_override).or(self.grace).unwrap_or(30);
-        Duration::from_secs(u64::try_from(seconds).unwrap_or(0)).max(Duration::from_secs(2))
+        Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+    }
+
+    /// The grace period the kubelet gives from the moment it starts stopping proa's container (a preStop hook runs
+    /// inside it, before the SIGTERM): the deletion's, and at least 2 s.
+    pub fn kubelet_grace(&self) -> Duration {
+        self.deletion_grace().max(Duration::from_secs(2))
     }
 }

@@ -53,11 +53,17 @@ pub struct Record {
     /// Snapshots the owner received, and whether each came with a DELETED event.
     pub delivered: Vec<(Duration, Pod, bool)>,
     pub api_failed_at: Option<Duration>,
-    /// SIGTERM and SIGINT the owner received.
+    /// When the owner heard that the Pod is not there any more (404).
+    pub not_found_at: Option<Duration>,
+    /// The stop signals the owner received.
     pub stops: Vec<(Duration, i32)>,
     pub program_started: Option<Duration>,
+    /// How many snapshots the owner had received when it started the program (others may come at the same instant).
+    pub snapshots_before_start: usize,
     pub spawn_failed: bool,
     pub program_exit: Option<(Duration, u8)>,
+    /// When the owner ordered the shutdown actions.
+    pub shutdown_ordered: Option<Duration>,
     /// When each action sent reached the network, by its number.
     pub attempts: Vec<(usize, Duration)>,
     /// When each action's outcome reached the owner.
@@ -286,7 +292,7 @@ impl<'a> Sim<'a> {
             }
             Happening::Signal(signal) => {
                 self.trace(format!("signal {signal} to proa"));
-                if signal == libc::SIGINT {
+                if crate::signals::is_stop_request(signal) {
                     self.record.stops.push((self.now, signal));
                 }
                 return Some(Event::Signal(signal));
@@ -349,12 +355,34 @@ impl<'a> Sim<'a> {
             }
         }
         self.frozen = true;
-        self.after(deletion.sigterm_lag, Happening::Sigterm);
-        let kill = deletion.sigterm_lag + self.scenario.kubelet_grace().min(super::super::machine::MAX_WAIT);
-        self.after(kill, Happening::Kill);
+        // The kubelet notices after a lag, runs the preStop hook (within the grace), then sends SIGTERM; it kills at
+        // the end of the grace, counted from when it noticed, hook included, but never sooner than 2 s after the
+        // SIGTERM.
+        let grace = self.scenario.kubelet_grace().min(super::super::machine::MAX_WAIT);
+        let sigterm = deletion.sigterm_lag + deletion.prestop.min(grace);
+        self.after(sigterm, Happening::Sigterm);
+        self.after((deletion.sigterm_lag + grace).max(sigterm + Duration::from_secs(2)), Happening::Kill);
+    }
+
+    /// The Pod as proa's watcher hands it over: with the time left until its deletion's deadline, by the clock.
+    fn received(&self, mut pod: Pod) -> Pod {
+        let deadline = self
+            .scenario
+            .deletion
+            .as_ref()
+            .map(|d| d.at + self.scenario.deletion_grace().min(super::super::machine::MAX_WAIT));
+        if pod.metadata.deletion_timestamp.is_some() && pod.metadata.uid.as_deref() == Some(FIRST_UID) {
+            pod.metadata.deletion_in = deadline.map(|deadline| deadline.saturating_sub(self.now));
+        }
+        pod
     }
 
     fn deliver(&mut self, generation: u64, update: Update) -> Option<Event> {
+        let update = match update {
+            Update::PodChanged(pod) => Update::PodChanged(Box::new(self.received(*pod))),
+            Update::PodDeleted(pod) => Update::PodDeleted(Box::new(self.received(*pod))),
+            failed => failed,
+        };
         let watcher = self.watcher.as_mut().filter(|w| w.generation == generation && !w.done)?;
         watcher.done = match &update {
             Update::PodChanged(pod) => (watcher.until)(pod, false),
@@ -364,7 +392,8 @@ impl<'a> Sim<'a> {
         match &update {
             Update::PodChanged(pod) => self.record.delivered.push((self.now, (**pod).clone(), false)),
             Update::PodDeleted(pod) => self.record.delivered.push((self.now, (**pod).clone(), true)),
-            Update::Failed(_) => self.record.api_failed_at = Some(self.now),
+            Update::Failed(ApiError::PodNotFound { .. }) => _ = self.record.not_found_at.get_or_insert(self.now),
+            Update::Failed(_) => _ = self.record.api_failed_at.get_or_insert(self.now),
         }
         self.trace(format!("watch delivers {}", describe(&update)));
         Some(Event::Watch(update))
@@ -462,6 +491,7 @@ impl World for Sim<'_> {
 
     fn start_program(&mut self) -> Result<(), SpawnError> {
         self.record.program_started = Some(self.now);
+        self.record.snapshots_before_start = self.record.delivered.len();
         if self.scenario.program.spawn_fails {
             self.trace("the program cannot be started (not found)");
             self.record.spawn_failed = true;
@@ -476,7 +506,7 @@ impl World for Sim<'_> {
 
     fn forward(&mut self, signal: i32) {
         self.trace(format!("proa forwards signal {signal}"));
-        if !self.program_running || (signal != libc::SIGTERM && signal != libc::SIGINT) {
+        if !self.program_running || !crate::signals::is_stop_request(signal) {
             return;
         }
         match self.scenario.program.on_stop {
@@ -488,6 +518,7 @@ impl World for Sim<'_> {
 
     fn start_shutdown(&mut self, budget: Duration, chosen: &[usize]) {
         self.trace(format!("proa sends the shutdown actions {chosen:?} (budget {budget:?})"));
+        self.record.shutdown_ordered = Some(self.now);
         let slow = budget.min(shutdown::ATTEMPT_TIMEOUT);
         for (i, plan) in self.scenario.actions.clone().into_iter().enumerate().filter(|(i, _)| chosen.contains(i)) {
             let attempt = self.now + plan.attempt_after;
