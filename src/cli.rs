@@ -26,6 +26,8 @@ pub enum Parsed {
     /// `--check`: report line by line whether proa could do its job in this Pod, and exit 0 or 125.
     /// The program is optional here (`program` is then empty).
     Check(Options),
+    /// `--install DIR`: copy proa's executable to `DIR/proa`, and exit 0 or 125. There is no program.
+    Install(Options),
 }
 
 /// A command line or environment proa cannot use. Exit code 125.
@@ -43,6 +45,10 @@ pub enum UsageError {
     NotBuilt { what: String, feature: &'static str },
     /// `--kill` and `--kill-all` together.
     KillBoth,
+    /// `--serve-quit` with an option of the main container's proa.
+    ServeQuitWith(&'static str),
+    /// `--install` with a program to run.
+    InstallWithProgram,
 }
 
 impl fmt::Display for UsageError {
@@ -67,6 +73,13 @@ impl fmt::Display for UsageError {
                     f,
                     "--kill and --kill-all together: --kill-all already signals every process --kill names; use one"
                 )
+            }
+            UsageError::ServeQuitWith(flag) => write!(
+                f,
+                "{flag} with --serve-quit: --serve-quit runs a sidecar, which waits for nothing and stops nothing; {flag} belongs to the main container's proa"
+            ),
+            UsageError::InstallWithProgram => {
+                write!(f, "--install copies proa and exits, running no program: drop the program, or --install")
             }
         }
     }
@@ -96,7 +109,9 @@ const HELP_WIDTH: usize = 110;
 pub fn help() -> String {
     let mut out = String::from(
         "proa: run a Kubernetes Job's program once its sidecars are ready, then stop the sidecars\n\n\
-         Usage: proa [OPTIONS] -- PROGRAM [ARGS...]\n\n\
+         Usage: proa [OPTIONS] -- PROGRAM [ARGS...]\n\
+         \x20      proa --serve-quit HOST:PORT [--kill-signal SIG] [--kill-grace DURATION] -- SIDECAR [ARGS...]\n\
+         \x20      proa --install DIR\n\n\
          Options (each also read from PROA_<NAME>, e.g. PROA_READY_TIMEOUT; a flag wins):\n",
     );
     for spec in OPTIONS.iter().filter(|spec| spec.flag) {
@@ -112,6 +127,9 @@ pub fn help() -> String {
         }
         if let Some(feature) = spec.feature {
             text.push_str(&format!(" (feature {feature})"));
+        }
+        if !spec.env && !matches!(spec.kind, Kind::Mode(_)) {
+            text.push_str(" (no variable)");
         }
         if let Some(default) = spec.default {
             text.push_str(&format!(" (default {default})"));
@@ -195,6 +213,15 @@ pub fn parse(
     };
     if options.kill.all && !options.kill.names.is_empty() {
         return Err(UsageError::KillBoth);
+    }
+    if let Some(flag) = options.serve_quit_conflict() {
+        return Err(UsageError::ServeQuitWith(flag));
+    }
+    if options.install.is_some() {
+        return match program {
+            Some(_) => Err(UsageError::InstallWithProgram),
+            None => Ok(Parsed::Install(options)),
+        };
     }
     options.program = match (program, check) {
         (Some(program), _) => program,
@@ -448,10 +475,37 @@ mod tests {
     fn kill_flags_need_the_kill_feature() {
         assert!(error(&["-k", "envoy", "p"], &[]).starts_with("--kill needs a proa built with the kill feature"));
         assert!(error(&["--kill-all", "p"], &[]).starts_with("--kill-all needs a proa built with the kill feature"));
-        assert!(error(&["--kill-signal", "QUIT", "p"], &[]).starts_with("--kill-signal needs a proa built"));
         assert!(error(&["p"], &[("PROA_KILL", "envoy")]).starts_with("PROA_KILL needs a proa built"));
         assert!(error(&["p"], &[("PROA_KILL_ALL", "true")]).starts_with("PROA_KILL_ALL needs a proa built"));
         assert!(run(&["p"], &[("PROA_KILL_ALL", "false")]).is_ok());
+    }
+
+    #[test]
+    fn serve_quit_and_its_stop_in_every_build() {
+        let o = run(&["--serve-quit", "localhost:15000", "--kill-signal", "QUIT", "--kill-grace", "2s", "envoy"], &[]);
+        let o = o.unwrap();
+        assert_eq!(o.serve_quit.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:15000"));
+        assert_eq!((o.kill.signal, o.kill.grace), (libc::SIGQUIT, Duration::from_secs(2)));
+        let o = run(&["envoy"], &[("PROA_SERVE_QUIT", "[::1]:15000")]).unwrap();
+        assert_eq!(o.serve_quit.map(|a| a.to_string()).as_deref(), Some("[::1]:15000"));
+        assert!(error(&["--serve-quit", "0.0.0.0:15000", "envoy"], &[]).contains("use a loopback HOST:PORT"));
+        for (flag, value) in
+            [("-g", "http://x/q"), ("--peer", "other"), ("--wait-tcp", "db:5432"), ("--sidecar", "istio")]
+        {
+            let err = error(&["--serve-quit", "127.0.0.1:15000", flag, value, "envoy"], &[]);
+            assert!(err.contains(" with --serve-quit: --serve-quit runs a sidecar"), "{flag}: {err}");
+        }
+    }
+
+    #[test]
+    fn install_takes_a_directory_no_program_and_no_variable() {
+        let env = |var: &str| (var == "PROA_INSTALL").then(|| "/elsewhere".to_string());
+        let parsed = parse(["--install", "/proa-bin"].map(OsString::from), env).unwrap();
+        let Parsed::Install(options) = parsed else { panic!("{parsed:?}") };
+        assert_eq!(options.install.as_deref(), Some(std::path::Path::new("/proa-bin")));
+        assert!(matches!(parse(["p"].map(OsString::from), env), Ok(Parsed::Run(_))), "PROA_INSTALL is not read");
+        let err = parse(["--install", "/proa-bin", "--", "p"].map(OsString::from), env).unwrap_err();
+        assert_eq!(err, UsageError::InstallWithProgram);
     }
 
     #[cfg(feature = "kill")]

@@ -7,7 +7,7 @@ const LAYERS: [&[&str]; 7] = [
     &["check", "lifecycle"],
     &["cli"],
     &["options"],
-    &["watch", "probe", "child", "shutdown", "kill", "signals", "termination", "logging", "preset"],
+    &["watch", "probe", "child", "shutdown", "kill", "signals", "termination", "logging", "preset", "install", "quit"],
     &["api", "readiness"],
     &["cluster", "pod", "lines", "pidfd", "procs", "exit", "url", "crash", "clock", "layers"],
 ];

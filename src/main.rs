@@ -12,6 +12,7 @@ mod clock;
 mod cluster;
 mod crash;
 mod exit;
+mod install;
 #[cfg(feature = "kill")]
 mod kill;
 #[cfg(test)]
@@ -26,6 +27,7 @@ mod preset;
 mod probe;
 #[cfg(feature = "kill")]
 mod procs;
+mod quit;
 mod readiness;
 mod shutdown;
 mod signals;
@@ -47,6 +49,10 @@ fn main() -> ExitCode {
         Ok(Parsed::Check(options)) => {
             logging::init(options.log_format);
             return ExitCode::from(check::run(&options, env));
+        }
+        Ok(Parsed::Install(options)) => {
+            logging::init(options.log_format);
+            return ExitCode::from(install(&options));
         }
         Ok(Parsed::Help) => {
             print!("{}", cli::help());
@@ -81,14 +87,31 @@ fn main() -> ExitCode {
         }
     }
     let in_cluster = env("KUBERNETES_SERVICE_HOST").is_some_and(|host| !host.trim().is_empty());
-    let source = match options.no_api_endpoints(in_cluster) {
-        Ok(Some(endpoints)) => Ok(Source::Endpoints(endpoints)),
-        Ok(None) => connect(&options),
-        Err(err) => Err(err.to_string()),
+    let source = match (options.serve_quit, options.no_api_endpoints(in_cluster)) {
+        (Some(address), _) => quit::bind(address).map(Source::Quit),
+        (None, Ok(Some(endpoints))) => Ok(Source::Endpoints(endpoints)),
+        (None, Ok(None)) => connect(&options),
+        (None, Err(err)) => Err(err.to_string()),
     };
     match source {
         Ok(source) => ExitCode::from(lifecycle::run(channel, options, source)),
         Err(reason) => ExitCode::from(lifecycle::fail(Some(&channel), &options, exit::PROA_FAILED, &reason)),
+    }
+}
+
+/// `--install DIR`: one line on stdout saying what was installed, 0; or the reason, also in the termination log, 125.
+fn install(options: &Options) -> u8 {
+    let dir = options.install.as_deref().unwrap_or(std::path::Path::new("."));
+    match install::install(dir) {
+        Ok(installed) => {
+            println!("installed {} ({} bytes)", installed.path.display(), installed.bytes);
+            0
+        }
+        Err(reason) => {
+            log::error!("{reason}");
+            termination::write(&options.termination_log, &reason);
+            exit::PROA_FAILED
+        }
     }
 }
 

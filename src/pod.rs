@@ -56,6 +56,15 @@ pub struct Container {
     pub restart_policy: Option<String>,
     /// Rules by exit code that restart the container whatever its policy (ContainerRestartRules).
     pub restart_policy_rules: Vec<RestartRule>,
+    /// Only the names: `PROA_SERVE_QUIT` marks a proa on a sidecar's side.
+    pub env: Vec<EnvVar>,
+}
+
+/// An environment variable of a container; its value is not read.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct EnvVar {
+    pub name: String,
 }
 
 /// `action: Restart` when the exit code matches `exitCodes`.

@@ -106,11 +106,18 @@ pub fn waited_containers(pod: &Pod, own: &str, not_waited: &[String]) -> Vec<Wai
     regular.chain(native).collect()
 }
 
-/// The main containers that run proa too: their `command` starts with an executable named `proa`. A proa started by
-/// the image's ENTRYPOINT (no `command` in the Pod) cannot be told from here.
+/// The main containers that run proa too: their `command` starts with an executable named `proa`, and it is not
+/// on a sidecar's side (`--serve-quit` on its command line or `PROA_SERVE_QUIT` in its environment: that one is a
+/// sidecar like any other). A proa started by the image's ENTRYPOINT (no `command` in the Pod) cannot be told from
+/// here.
 pub fn proa_containers(pod: &Pod) -> Vec<String> {
     let runs_proa = |c: &&Container| c.command.first().is_some_and(|exe| exe.rsplit('/').next() == Some("proa"));
-    pod.spec.containers.iter().filter(runs_proa).map(|c| c.name.clone()).collect()
+    let serves_quit = |c: &&Container| {
+        let flag = |arg: &String| arg == "--serve-quit" || arg.starts_with("--serve-quit=");
+        c.command.iter().chain(&c.args).any(flag) || c.env.iter().any(|var| var.name == "PROA_SERVE_QUIT")
+    };
+    let main = |c: &&Container| runs_proa(c) && !serves_quit(c);
+    pod.spec.containers.iter().filter(main).map(|c| c.name.clone()).collect()
 }
 
 /// The peers that have not terminated for good in this snapshot (a peer the kubelet will restart still needs
@@ -563,6 +570,21 @@ mod tests {
         pod.spec.containers[0].command = vec![];
         pod.spec.containers[0].args = vec!["proa".into()];
         assert!(proa_containers(&pod).is_empty(), "the image's ENTRYPOINT cannot be told");
+    }
+
+    #[test]
+    fn a_proa_on_a_sidecars_side_is_a_sidecar_not_a_peer() {
+        let mut pod = fixture("job-with-sidecars");
+        let sidecar = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        pod.spec.containers[1].command = sidecar(&["/proa-bin/proa", "--serve-quit", "127.0.0.1:15000", "--"]);
+        assert_eq!(proa_containers(&pod), ["job"]);
+        pod.spec.containers[1].command = sidecar(&["/proa", "--serve-quit=127.0.0.1:15000", "--", "envoy"]);
+        assert_eq!(proa_containers(&pod), ["job"]);
+        pod.spec.containers[1].command = sidecar(&["/proa"]);
+        pod.spec.containers[1].args = sidecar(&["--", "envoy"]);
+        assert_eq!(proa_containers(&pod), ["job", "envoy"], "a peer");
+        pod.spec.containers[1].env = vec![crate::pod::EnvVar { name: "PROA_SERVE_QUIT".into() }];
+        assert_eq!(proa_containers(&pod), ["job"]);
     }
 
     #[test]

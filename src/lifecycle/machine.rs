@@ -55,6 +55,9 @@ pub enum Mode {
     Pod,
     /// No-API mode: by probing these endpoints. With no Pod, the restart policy is unknown: shutdown always runs.
     Endpoints(Vec<Endpoint>),
+    /// `--serve-quit`: proa runs a sidecar, at once. A quit request (`Event::Quit`) stops it with `signal`, then
+    /// SIGKILL after `grace`; proa then exits 0, whatever the sidecar's code.
+    Sidecar { signal: i32, grace: Duration },
 }
 
 /// What proa learnt from the Pod: fixed by the first snapshot (the spec is immutable), updated by later ones.
@@ -254,6 +257,8 @@ pub enum Event {
     SpawnFailed(SpawnError),
     /// From a shutdown action thread, once per action.
     Shutdown(Outcome),
+    /// From the quit endpoint (`Mode::Sidecar`): a `POST /quitquitquit` came.
+    Quit,
     /// From the prober (no-API mode).
     Probe(ProbeUpdate),
     /// The owner's wait reached `State::deadline`.
@@ -332,6 +337,23 @@ pub struct Running {
     pub facts: Facts,
     /// Set once the kubelet sent SIGTERM (or SIGINT), or the Pod is being deleted.
     pub stop: Option<Stop>,
+    /// `Mode::Sidecar`: proa was asked to stop the program.
+    pub quit: Option<Quit>,
+}
+
+impl Running {
+    pub fn new(facts: Facts) -> Running {
+        Running { facts, stop: None, quit: None }
+    }
+}
+
+/// Where proa's own stop of the program stands (`Mode::Sidecar`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quit {
+    /// The program was sent the stop signal; SIGKILL is due at this instant if it still runs.
+    Signalled { kill_at: Instant },
+    /// SIGKILL was sent.
+    Killed,
 }
 
 /// The data of `State::AwaitingPeers`. There is no deadline: a peer is a main container that may run for hours.
@@ -376,6 +398,9 @@ impl State {
     /// The initial state, and the commands that start looking for readiness.
     pub fn start(config: &Config, now: Instant) -> (State, Vec<Command>) {
         let (facts, not_ready, command) = match &config.mode {
+            Mode::Sidecar { .. } => {
+                return (State::Running(Running::new(Facts::without_pod(config))), vec![Command::StartProgram]);
+            }
             Mode::Pod => (None, Vec::new(), Command::Watch(Watch::Readiness)),
             Mode::Endpoints(endpoints) => (
                 Some(Facts::without_pod(config)),
@@ -396,7 +421,11 @@ impl State {
                 let sidecars = (s.awaited != Awaited::Nothing).then_some(s.deadline);
                 [actions, sidecars, s.stop.map(|stop| stop.by)].into_iter().flatten().min()
             }
-            State::Running(_) | State::AwaitingPeers(_) | State::Done { .. } => None,
+            State::Running(r) => match r.quit {
+                Some(Quit::Signalled { kill_at }) => Some(kill_at),
+                Some(Quit::Killed) | None => None,
+            },
+            State::AwaitingPeers(_) | State::Done { .. } => None,
         }
     }
 }

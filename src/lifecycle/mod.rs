@@ -71,8 +71,10 @@ pub fn config(options: &Options, mode: Mode) -> Config {
 
 /// Runs the whole lifecycle against the real world and returns proa's exit code.
 pub fn run(channel: Channel, options: Options, source: Source) -> u8 {
-    let (mut world, config) = threads::Threads::start(channel, &options, source);
-    drive(&config, &mut world)
+    match threads::Threads::start(channel, &options, source) {
+        Ok((mut world, config)) => drive(&config, &mut world),
+        Err(reason) => fail(None, &options, exit::PROA_FAILED, &reason),
+    }
 }
 
 /// The owner loop over any world: from the first command to `Command::Exit`.

@@ -53,9 +53,12 @@ pub(super) fn awaiting_peers(
             (State::AwaitingPeers(p), vec![])
         }
         // The program has exited and no shutdown has begun: nothing else can mean anything here.
-        Event::Child(_) | Event::SpawnFailed(_) | Event::Shutdown(_) | Event::Probe(_) | Event::DeadlinePassed => {
-            (State::AwaitingPeers(p), vec![])
-        }
+        Event::Child(_)
+        | Event::SpawnFailed(_)
+        | Event::Shutdown(_)
+        | Event::Probe(_)
+        | Event::Quit
+        | Event::DeadlinePassed => (State::AwaitingPeers(p), vec![]),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::signals;
 use crate::watch::Update;
 
 use super::machine::{
-    Awaited, Command, Config, Event, Facts, Mode, Running, ShuttingDown, State, Stop, Watch, after, capped,
+    Awaited, Command, Config, Event, Facts, Mode, Quit, Running, ShuttingDown, State, Stop, Watch, after, capped,
     update_kill_in,
 };
 
@@ -47,6 +47,10 @@ pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instan
             r.stop = Stop::hear(r.stop, update_kill_in(&update, &r.facts.uid), r.facts.grace, now);
             (State::Running(r), vec![])
         }
+        Event::Child(Exit::Exited { code }) if r.quit.is_some() => {
+            log::info!("program exited with code {code} once proa stopped it: exiting 0");
+            program_done(config, r, 0, now)
+        }
         Event::Child(Exit::Exited { code }) => {
             log::info!("program exited with code {code}");
             program_done(config, r, code, now)
@@ -55,8 +59,17 @@ pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instan
             log::error!("{err}");
             program_done(config, r, err.code(), now)
         }
-        // A late snapshot from the watcher that was just stopped, or a stray wake-up: nothing to do.
-        Event::Shutdown(_) | Event::Probe(_) | Event::DeadlinePassed => (State::Running(r), vec![]),
+        Event::Quit => quit(config, r, now),
+        Event::DeadlinePassed => match r.quit {
+            Some(Quit::Signalled { kill_at }) if now >= kill_at => {
+                log::warn!("program still running at the end of --kill-grace: sending SIGKILL");
+                r.quit = Some(Quit::Killed);
+                (State::Running(r), vec![Command::Forward(libc::SIGKILL)])
+            }
+            _ => (State::Running(r), vec![]),
+        },
+        // A late snapshot from the watcher that was just stopped: nothing to do.
+        Event::Shutdown(_) | Event::Probe(_) => (State::Running(r), vec![]),
     }
 }
 
@@ -72,6 +85,18 @@ pub(super) fn then_read_pod(config: &Config, (state, mut commands): (State, Vec<
         commands.extend(read_pod(config));
     }
     (state, commands)
+}
+
+/// A quit request (`Mode::Sidecar`): stop the program with `--kill-signal`, and SIGKILL it after `--kill-grace`.
+fn quit(config: &Config, mut r: Running, now: Instant) -> (State, Vec<Command>) {
+    let Mode::Sidecar { signal, grace } = config.mode else { return (State::Running(r), vec![]) };
+    if r.quit.is_some() {
+        log::debug!("already stopping the program");
+        return (State::Running(r), vec![]);
+    }
+    log::info!("stopping the program: {}, then SIGKILL after {:.1}s", child::signal_name(signal), grace.as_secs_f64());
+    r.quit = Some(Quit::Signalled { kill_at: after(now, grace) });
+    (State::Running(r), vec![Command::Forward(signal)])
 }
 
 fn program_done(config: &Config, r: Running, code: u8, now: Instant) -> (State, Vec<Command>) {
@@ -139,6 +164,8 @@ pub(super) fn begin_shutdown(
         },
         // With no shutdown action nothing makes an endpoint go away, and one that outlives the Pod (a database
         // elsewhere) would cost the whole timeout.
+        // A sidecar's proa stops nothing but its own program.
+        (Mode::Sidecar { .. }, _) => Awaited::Nothing,
         (Mode::Endpoints(_), _) if config.actions.is_empty() => Awaited::Nothing,
         (Mode::Endpoints(endpoints), _) => Awaited::Endpoints(endpoints.iter().map(ToString::to_string).collect()),
     };
@@ -268,10 +295,11 @@ pub(super) fn shutting_down(config: &Config, mut s: ShuttingDown, event: Event, 
                 commands.extend(stop_waiting(&mut s));
             }
         }
-        // The program has already exited, so nothing from the reaper can change the code now; a prober aiming
-        // at Ready is a stale one from an aborted wait.
+        // The program has already exited, so nothing from the reaper can change the code now, nor is there a
+        // program to quit; a prober aiming at Ready is a stale one from an aborted wait.
         Event::Child(_)
         | Event::SpawnFailed(_)
+        | Event::Quit
         | Event::Probe(ProbeUpdate::Reached(Goal::Ready) | ProbeUpdate::Pending { goal: Goal::Ready, .. }) => {}
     }
     if s.awaited == Awaited::Nothing && s.actions_left == 0 {

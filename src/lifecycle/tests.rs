@@ -470,7 +470,7 @@ fn endpoints_ready_starts_the_program() {
     let events =
         vec![pending(Goal::Ready, &["tcp db:5432 (connection refused)"]), probe(ProbeUpdate::Reached(Goal::Ready))];
     let (state, commands, _) = run(&endpoints_config(1), events);
-    assert_eq!(state, State::Running(Running { facts: endpoints_facts(), stop: None }));
+    assert_eq!(state, State::Running(Running::new(endpoints_facts())));
     assert_eq!(commands, [Command::StartProgram]);
 }
 
@@ -711,4 +711,52 @@ fn the_read_after_a_stop_brings_the_deadline_to_the_deletions() {
     let (state, _) = step(&config, state, deleting(3.0), t0 + secs(1.1));
     let State::Running(r) = &state else { panic!("still running") };
     assert_eq!(r.stop.map(|stop| stop.by), Some(t0 + secs(4.1 - 0.775)));
+}
+
+/// `--serve-quit`: proa runs a sidecar, stopping it with SIGTERM and SIGKILL 10 s later.
+fn sidecar_config() -> Config {
+    let mode = Mode::Sidecar { signal: libc::SIGTERM, grace: Duration::from_secs(10) };
+    Config { ready_timeout: None, container: None, mode, ..config(0) }
+}
+
+#[test]
+fn a_sidecars_proa_runs_it_at_once_and_stops_it_on_a_quit_request() {
+    let config = sidecar_config();
+    let (state, commands) = State::start(&config, Instant::now());
+    assert_eq!(commands, [Command::StartProgram], "no wait, no API");
+    assert_eq!(state.deadline(), None);
+    let (state, commands, t0) = run_at(&config, vec![(1.0, Event::Quit)]);
+    assert_eq!(commands[1..], [Command::Forward(libc::SIGTERM)]);
+    assert_eq!(state.deadline(), Some(t0 + secs(11.0)), "SIGKILL after --kill-grace");
+    let (state, commands) = step(&config, state, Event::Quit, t0 + secs(2.0));
+    assert!(commands.is_empty(), "a second request changes nothing");
+    // It exits 143 of the SIGTERM: proa's own stop, so 0.
+    let (state, commands) = step(&config, state, exited(143), t0 + secs(3.0));
+    assert_eq!((state, commands), (State::Done { code: 0 }, vec![Command::Exit(0)]));
+}
+
+#[test]
+fn a_sidecar_that_ignores_the_stop_is_killed_after_the_grace() {
+    let config = sidecar_config();
+    let (state, _, t0) = run_at(&config, vec![(1.0, Event::Quit)]);
+    let (state, commands) = step(&config, state, Event::DeadlinePassed, t0 + secs(5.0));
+    assert!(commands.is_empty(), "an early wake-up");
+    let (state, commands) = step(&config, state, Event::DeadlinePassed, t0 + secs(11.0));
+    assert_eq!(commands, [Command::Forward(libc::SIGKILL)]);
+    assert_eq!(state.deadline(), None);
+    let (state, commands) = step(&config, state, exited(137), t0 + secs(11.1));
+    assert_eq!((state, commands), (State::Done { code: 0 }, vec![Command::Exit(0)]));
+}
+
+#[test]
+fn a_sidecar_that_exits_on_its_own_or_from_the_kubelet_keeps_its_code() {
+    let config = sidecar_config();
+    let (state, _, _) = run(&config, vec![exited(3)]);
+    assert_eq!(state, State::Done { code: 3 });
+    // The kubelet's SIGTERM is forwarded, and was not proa's stop: the code stays.
+    let (state, commands, _) = run(&config, vec![Event::Signal(libc::SIGTERM), exited(143)]);
+    assert_eq!(state, State::Done { code: 143 });
+    assert!(commands.contains(&Command::Forward(libc::SIGTERM)) && !commands.contains(&Command::ReadPod));
+    let (state, _, _) = run(&config, vec![Event::SpawnFailed(SpawnError::NotFound { program: "x".into() })]);
+    assert_eq!(state, State::Done { code: 127 });
 }

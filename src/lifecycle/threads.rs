@@ -2,6 +2,7 @@
 //! their events over one mpsc channel, which the owner reads with a timeout up to the next deadline. Owns the
 //! channel, the workers' stop flags and the program's pidfd; decides nothing about the lifecycle.
 
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -13,7 +14,7 @@ use crate::options::Options;
 use crate::pidfd::Pidfd;
 use crate::probe::{self, Endpoint, Goal};
 use crate::shutdown;
-use crate::{signals, termination, watch};
+use crate::{quit, signals, termination, watch};
 
 use super::machine::{Config, Event, Mode};
 use super::{Until, World};
@@ -25,6 +26,8 @@ pub enum Source {
     Api(Api),
     /// No-API mode: probe these endpoints.
     Endpoints(Vec<Endpoint>),
+    /// `--serve-quit`: nothing to wait for; serve quit requests on this bound listener.
+    Quit(TcpListener),
 }
 
 /// The worker threads and the channel they report on.
@@ -66,7 +69,7 @@ impl Channel {
 
 impl Threads {
     /// The world over `channel`, and the lifecycle's settings.
-    pub fn start(channel: Channel, options: &Options, source: Source) -> (Threads, Config) {
+    pub fn start(channel: Channel, options: &Options, source: Source) -> Result<(Threads, Config), String> {
         let Channel { tx, rx, _signals } = channel;
         let (api, endpoints, mode) = match source {
             Source::Api(api) => (Some(api), Vec::new(), Mode::Pod),
@@ -74,6 +77,12 @@ impl Threads {
                 let names: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
                 log::info!("waiting for {} (no Kubernetes API)", names.join(", "));
                 (None, endpoints.clone(), Mode::Endpoints(endpoints))
+            }
+            Source::Quit(listener) => {
+                let quit_tx = tx.clone();
+                quit::spawn(listener, move || quit_tx.send(Event::Quit).is_ok())
+                    .map_err(|err| format!("cannot serve --serve-quit: {err}"))?;
+                (None, Vec::new(), Mode::Sidecar { signal: options.kill.signal, grace: options.kill.grace })
             }
         };
         let config = super::config(options, mode);
@@ -88,7 +97,7 @@ impl Threads {
             program: None,
             _signals,
         };
-        (world, config)
+        Ok((world, config))
     }
 }
 

@@ -27,7 +27,7 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
             // Only no-API mode runs a prober, and its facts are known from the start.
             let Some(facts) = w.facts.take() else { return (State::Waiting(w), vec![]) };
             log::info!("all endpoints ready after {:.1}s", now.duration_since(w.since).as_secs_f64());
-            (State::Running(Running { facts, stop: None }), vec![Command::StartProgram])
+            (State::Running(Running::new(facts)), vec![Command::StartProgram])
         }
         Event::Probe(ProbeUpdate::Pending { goal: Goal::Ready, left }) => {
             log::debug!("not ready yet: {}", left.join(", "));
@@ -53,12 +53,9 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
                 now.duration_since(w.since).as_secs_f64(),
                 not_ready(&w)
             );
-            let stop = match config.mode {
-                Mode::Pod => Command::StopWatch,
-                Mode::Endpoints(_) => Command::StopProbe,
-            };
+            let stop = stop_looking(config);
             let facts = w.facts.take().unwrap_or_else(|| Facts::unread(config));
-            (State::Running(Running { facts, stop: None }), vec![stop, Command::StartProgram])
+            (State::Running(Running::new(facts)), vec![stop, Command::StartProgram])
         }
         Event::DeadlinePassed if w.deadline.is_some_and(|d| now >= d) => {
             let failed = failure(format!(
@@ -79,6 +76,7 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
         | Event::Child(_)
         | Event::SpawnFailed(_)
         | Event::Shutdown(_)
+        | Event::Quit
         | Event::Probe(ProbeUpdate::Reached(Goal::Gone) | ProbeUpdate::Pending { goal: Goal::Gone, .. }) => {
             (State::Waiting(w), vec![])
         }
@@ -115,7 +113,7 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
             if !facts.waited.is_empty() {
                 log::info!("all containers ready after {:.1}s", now.duration_since(w.since).as_secs_f64());
             }
-            (State::Running(Running { facts, stop: None }), vec![Command::StopWatch, Command::StartProgram])
+            (State::Running(Running::new(facts)), vec![Command::StopWatch, Command::StartProgram])
         }
         Verdict::Pending { not_ready, waiting } => {
             for (container, reason) in &waiting {
@@ -144,7 +142,7 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
 fn what(config: &Config) -> &'static str {
     match config.mode {
         Mode::Pod => "containers",
-        Mode::Endpoints(_) => "endpoints",
+        Mode::Endpoints(_) | Mode::Sidecar { .. } => "endpoints",
     }
 }
 
@@ -158,11 +156,16 @@ fn not_ready(w: &Waiting) -> String {
 
 /// Gives up waiting: the program never starts; the watcher or prober is stopped and shutdown begins.
 fn abort_wait(config: &Config, facts: Option<&Facts>, code: u8, ending: Ending, now: Instant) -> (State, Vec<Command>) {
-    let stop = match config.mode {
+    with_first(stop_looking(config), after_program(config, facts, code, ending, now))
+}
+
+/// The command that stops whatever looks for readiness.
+fn stop_looking(config: &Config) -> Command {
+    match config.mode {
         Mode::Pod => Command::StopWatch,
-        Mode::Endpoints(_) => Command::StopProbe,
-    };
-    with_first(stop, after_program(config, facts, code, ending, now))
+        // A sidecar's proa never waits, so has nothing to stop.
+        Mode::Endpoints(_) | Mode::Sidecar { .. } => Command::StopProbe,
+    }
 }
 
 /// Logs why proa fails with a code of its own (124, 125) and orders the same text into the termination log.

@@ -7,6 +7,7 @@ pub mod table;
 pub mod values;
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -57,6 +58,10 @@ pub struct Options {
     pub termination_log: PathBuf,
     /// `PROA_DISABLE=true`: replace proa with the program (exec): no wait, no shutdown, no API.
     pub disabled: bool,
+    /// `--serve-quit`: proa is the sidecar's entrypoint, and stops it on `POST /quitquitquit` to this address.
+    pub serve_quit: Option<SocketAddr>,
+    /// `--install`: copy proa's executable into this directory, and exit.
+    pub install: Option<PathBuf>,
     /// The program to run and its arguments.
     pub program: OsString,
     pub args: Vec<OsString>,
@@ -73,11 +78,11 @@ pub enum OnReadyTimeout {
     Run,
 }
 
-/// The settings of kill actions (`--kill` and `--kill-all` need the `kill` feature).
+/// The settings of kill actions (`--kill` and `--kill-all` need the `kill` feature), and of `--serve-quit`'s stop.
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(not(feature = "kill"), allow(dead_code))] // read only by the kill feature's actions so far
 pub struct KillOptions {
     /// `--kill NAME`: executable names to signal at shutdown.
+    #[cfg_attr(not(feature = "kill"), allow(dead_code))] // read only by the kill feature's actions
     pub names: Vec<String>,
     /// `--kill-all`: signal every other visible process at shutdown.
     pub all: bool,
@@ -114,6 +119,8 @@ impl Default for Options {
             sidecars: Vec::new(),
             termination_log: PathBuf::from(termination::DEFAULT_PATH),
             disabled: false,
+            serve_quit: None,
+            install: None,
             program: OsString::new(),
             args: Vec::new(),
             own_args: Vec::new(),
@@ -148,6 +155,24 @@ impl std::fmt::Display for NoApiError {
 impl std::error::Error for NoApiError {}
 
 impl Options {
+    /// The first option given that has no meaning for `--serve-quit`, which stops nothing and waits for nothing: it
+    /// belongs to the main container's proa.
+    pub fn serve_quit_conflict(&self) -> Option<&'static str> {
+        let conflicts = [
+            (!self.shutdown_get.is_empty(), "--shutdown-http-get"),
+            (!self.shutdown_post.is_empty(), "--shutdown-http-post"),
+            (!self.kill.names.is_empty(), "--kill"),
+            (self.kill.all, "--kill-all"),
+            (!self.sidecars.is_empty(), "--sidecar"),
+            (!self.wait_http.is_empty(), "--wait-http"),
+            (!self.wait_tcp.is_empty(), "--wait-tcp"),
+            (!self.peers.is_empty(), "--peer"),
+            (self.ready_timeout.is_some(), "--ready-timeout"),
+        ];
+        let given = self.serve_quit.is_some();
+        conflicts.into_iter().find(|(set, _)| given && *set).map(|(_, flag)| flag)
+    }
+
     /// The endpoints to probe in no-API mode, or `None` to learn readiness from the Pod through the API.
     /// No-API mode: `--wait-http` or `--wait-tcp` given (plus the presets' checks), or, outside a cluster
     /// (`in_cluster`: KUBERNETES_SERVICE_HOST is set), `--sidecar` presets alone.

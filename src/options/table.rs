@@ -99,6 +99,11 @@ impl Spec {
         self
     }
 
+    const fn flag_only(mut self) -> Spec {
+        self.env = false;
+        self
+    }
+
     /// `PROA_READY_TIMEOUT` for `ready-timeout`.
     pub fn variable(&self) -> String {
         format!("PROA_{}", self.long.to_ascii_uppercase().replace('-', "_"))
@@ -119,7 +124,7 @@ impl Spec {
 }
 
 /// Every option, in `--help`'s order.
-pub static OPTIONS: [Spec; 25] = [
+pub static OPTIONS: [Spec; 27] = [
     Spec::new(
         "shutdown-http-get",
         Kind::Many("[NAME=]URL"),
@@ -160,20 +165,18 @@ pub static OPTIONS: [Spec; 25] = [
     Spec::new(
         "kill-signal",
         Kind::One("SIG"),
-        "signal for --kill and --kill-all: TERM, QUIT, INT, HUP, USR1, USR2, KILL or a number",
+        "signal for --kill, --kill-all and --serve-quit: TERM, QUIT, INT, HUP, USR1, USR2, KILL or a number",
         |o, v| {
             o.kill.signal = parse_signal(v).ok_or(SIGNAL_EXPECTED)?;
             Ok(())
         },
     )
-    .default("TERM")
-    .feature("kill"),
+    .default("TERM"),
     Spec::new("kill-grace", Kind::One("DURATION"), "then SIGKILL what still runs after this", |o, v| {
         o.kill.grace = duration(v)?;
         Ok(())
     })
-    .default("10s")
-    .feature("kill"),
+    .default("10s"),
     Spec::new("container", Kind::One("NAME"), "proa's own container", |o, v| {
         o.container = Some(v.to_string());
         Ok(())
@@ -267,6 +270,28 @@ pub static OPTIONS: [Spec; 25] = [
         Ok(())
     })
     .default("/dev/termination-log"),
+    Spec::new(
+        "serve-quit",
+        Kind::One("HOST:PORT"),
+        "on the sidecar's side: run the sidecar, and stop it when POST /quitquitquit comes to this loopback address",
+        |o, v| {
+            o.serve_quit = Some(parse_loopback(v).ok_or(LOOPBACK_EXPECTED)?);
+            Ok(())
+        },
+    ),
+    Spec::new(
+        "install",
+        Kind::One("DIR"),
+        "copy proa's executable to DIR/proa (an init container's job), and exit",
+        |o, v| {
+            if v.is_empty() {
+                return Err(DIR_EXPECTED);
+            }
+            o.install = Some(PathBuf::from(v));
+            Ok(())
+        },
+    )
+    .flag_only(),
     Spec::new("disable", Kind::Switch, "run the program in proa's place: no wait, no shutdown, no API", |o, _| {
         o.disabled = true;
         Ok(())

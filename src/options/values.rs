@@ -1,6 +1,7 @@
 //! The value kinds options take, each a pure parser with the text that says what it expects: durations, http
 //! URLs, addresses, signals, booleans. Shared by the flags and their `PROA_*` variables (`table.rs`).
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::logging::LogFormat;
@@ -15,6 +16,8 @@ pub const ON_READY_TIMEOUT_EXPECTED: &str = "use fail (exit 124) or run (run the
 pub const READY_URL_EXPECTED: &str = "use an http:// URL such as http://127.0.0.1:15021/healthz/ready";
 pub const ADDRESS_EXPECTED: &str = "use HOST:PORT such as 127.0.0.1:5432 or [::1]:5432";
 pub const INTERVAL_EXPECTED: &str = "use a duration above zero such as 250ms or 1s";
+pub const LOOPBACK_EXPECTED: &str = "use a loopback HOST:PORT such as 127.0.0.1:15000, [::1]:15000 or localhost:15000 (every container of the Pod reaches it; nothing outside the Pod can)";
+pub const DIR_EXPECTED: &str = "use a directory such as /proa-bin (an emptyDir the main container mounts too)";
 pub const WATCH_TIMEOUT_EXPECTED: &str = "use whole seconds, at least 1s, such as 60s or 5m";
 pub const SIGNAL_EXPECTED: &str =
     "use TERM, QUIT, INT, HUP, USR1, USR2 or KILL (SIGTERM… also) or a number from 1 to 64";
@@ -90,6 +93,19 @@ pub fn is_address(text: &str) -> bool {
     host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
+/// A loopback `HOST:PORT` to listen on (`--serve-quit`): HOST is a loopback address (`127.0.0.1`, `::1`, bracketed
+/// or not) or `localhost` (as 127.0.0.1); PORT is not 0.
+pub fn parse_loopback(text: &str) -> Option<SocketAddr> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|port| *port > 0)?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let ip = match host {
+        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        other => other.parse::<IpAddr>().ok()?,
+    };
+    ip.is_loopback().then_some(SocketAddr::new(ip, port))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +144,21 @@ mod tests {
         }
         for bad in ["5432", ":5432", "db:", "db:0", "db:x", "::1:5432"] {
             assert!(!is_address(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn loopback_addresses_only() {
+        let at = |text: &str| parse_loopback(text).map(|a| a.to_string());
+        assert_eq!(at("127.0.0.1:15000").as_deref(), Some("127.0.0.1:15000"));
+        assert_eq!(at("localhost:15000").as_deref(), Some("127.0.0.1:15000"));
+        assert_eq!(at("[::1]:15000").as_deref(), Some("[::1]:15000"));
+        assert_eq!(at("::1:15000").as_deref(), Some("[::1]:15000"));
+        assert_eq!(at("127.0.0.2:1").as_deref(), Some("127.0.0.2:1"));
+        for bad in
+            ["0.0.0.0:15000", "10.0.0.1:15000", "[::]:15000", "example.com:80", "127.0.0.1:0", "127.0.0.1", ":80"]
+        {
+            assert_eq!(at(bad), None, "{bad}");
         }
     }
 }

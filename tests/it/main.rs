@@ -6,6 +6,7 @@ mod support;
 mod check;
 mod cli;
 mod faults;
+mod install;
 #[cfg(feature = "kill")]
 mod kill;
 mod lifecycle;
@@ -17,5 +18,6 @@ mod peers;
 mod pid1;
 mod promise;
 mod scratch;
+mod serve_quit;
 mod signals;
 mod termination;

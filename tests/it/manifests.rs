@@ -20,15 +20,28 @@ struct Document {
     yaml: Yaml,
 }
 
-/// A container whose command line starts with `/proa`.
+/// A container that runs proa: its command line starts with an executable named `proa` (`/proa`,
+/// `/proa-bin/proa`), or it gives no command and its image is proa's own (whose ENTRYPOINT is `/proa`).
 struct ProaContainer<'a> {
     file: &'a Path,
     /// `file: container NAME`, for messages.
     place: String,
-    /// The arguments after `/proa` (`command` then `args`).
+    /// The arguments after proa (`command` then `args`).
     args: Vec<String>,
+    role: Role,
     container: &'a Yaml,
     pod_spec: &'a Yaml,
+}
+
+/// What a proa container does.
+#[derive(Debug, PartialEq)]
+enum Role {
+    /// Wraps a main container's program, through the API.
+    Main,
+    /// `--install DIR`: copies proa into a volume (an init container).
+    Install,
+    /// `--serve-quit`: a sidecar's entrypoint; no API.
+    ServeQuit,
 }
 
 /// Every `.yaml`/`.yml` file below `dir` (relative to the crate), sorted.
@@ -91,12 +104,26 @@ fn proa_containers(documents: &[Document]) -> Vec<ProaContainer<'_>> {
             let containers = spec["containers"].as_vec().into_iter().chain(spec["initContainers"].as_vec());
             for container in containers.flatten() {
                 let place = format!("{}: container {}", doc.file.display(), container["name"].as_str().unwrap_or("?"));
-                let mut argv = strings(&container["command"], &place);
+                let command = strings(&container["command"], &place);
+                let mut argv = command.clone();
                 argv.extend(strings(&container["args"], &place));
-                if argv.first().map(String::as_str) == Some("/proa") {
-                    argv.remove(0);
-                    found.push(ProaContainer { file: &doc.file, place, args: argv, container, pod_spec: spec });
+                let proa_image = container["image"].as_str().is_some_and(|image| image.contains("/proa:"));
+                let runs_proa = match command.first() {
+                    Some(exe) => exe.rsplit('/').next() == Some("proa"),
+                    None => proa_image,
+                };
+                if !runs_proa {
+                    continue;
                 }
+                if !command.is_empty() {
+                    argv.remove(0);
+                }
+                let role = match values(&argv, &["--install"]).is_empty() {
+                    false => Role::Install,
+                    true if !values(&argv, &["--serve-quit"]).is_empty() => Role::ServeQuit,
+                    true => Role::Main,
+                };
+                found.push(ProaContainer { file: &doc.file, place, args: argv, role, container, pod_spec: spec });
             }
         }
     }
@@ -145,8 +172,19 @@ fn every_proa_command_line_is_accepted_by_proa() {
         for (name, value) in env.iter().filter(|(name, _)| name.starts_with("PROA_")) {
             proa = proa.env(name, value);
         }
+        // `--install` tries the example's directory, which this machine lacks; `--serve-quit` runs `true` as its
+        // sidecar, on the example's port.
+        let (code, says) = match container.role {
+            Role::Main => (125, "invalid KUBERNETES_SERVICE_HOST".to_string()),
+            Role::Install => (125, format!("{}: no such directory", values(&container.args, &["--install"])[0])),
+            Role::ServeQuit => (0, "program exited with code 0".to_string()),
+        };
+        if container.role == Role::ServeQuit {
+            let options = container.args.iter().take_while(|arg| *arg != "--");
+            proa = Proa::bare().args(options).args(["--", "true"]);
+        }
         let done = proa.spawn().wait(BOUND);
-        if done.code() != 125 || !done.stderr.contains("invalid KUBERNETES_SERVICE_HOST") {
+        if done.code() != code || !done.stderr.contains(&says) {
             failures.push(format!(
                 "{}: proa {:?} exited {}:\n{}",
                 container.place,
@@ -162,7 +200,7 @@ fn every_proa_command_line_is_accepted_by_proa() {
 #[test]
 fn every_proa_pod_names_itself_through_the_downward_api_and_runs_as_proa() {
     let documents = documents("examples");
-    for container in proa_containers(&documents) {
+    for container in proa_containers(&documents).iter().filter(|c| c.role == Role::Main) {
         let place = &container.place;
         assert_eq!(container.pod_spec["serviceAccountName"].as_str(), Some("proa"), "{place}: serviceAccountName");
         for (name, field) in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")] {
@@ -259,4 +297,33 @@ fn a_pod_with_several_proa_containers_needs_no_peer_flag() {
     let two: Vec<&ProaContainer> = containers.iter().filter(|c| c.file == file).collect();
     assert_eq!(two.len(), 2, "two main containers run proa");
     assert!(two.iter().all(|c| values(&c.args, &["--peer"]).is_empty()));
+}
+
+#[test]
+fn an_image_without_proa_gets_it_from_an_init_container_that_shares_its_volume() {
+    // Whoever runs proa from a path other than /proa must get it there: an --install into a volume it mounts.
+    let documents = documents("examples");
+    let containers = proa_containers(&documents);
+    let mounts = |container: &Yaml| -> Vec<(String, String)> {
+        let mounts = container["volumeMounts"].as_vec().map(Vec::as_slice).unwrap_or_default();
+        let field = |m: &Yaml, key: &str| m[key].as_str().unwrap_or_default().to_string();
+        mounts.iter().map(|m| (field(m, "name"), field(m, "mountPath"))).collect()
+    };
+    let mut installed = 0;
+    for container in containers.iter().filter(|c| c.role != Role::Install) {
+        let exe = container.container["command"][0].as_str().unwrap_or("/proa");
+        let Some(dir) = exe.strip_suffix("/proa").filter(|dir| !dir.is_empty()) else { continue };
+        let volume = mounts(container.container).into_iter().find(|(_, path)| path == dir);
+        let Some((volume, _)) = volume else { panic!("{}: nothing mounted at {dir}", container.place) };
+        let installer = containers.iter().find(|c| {
+            c.role == Role::Install
+                && std::ptr::eq(c.pod_spec, container.pod_spec)
+                && mounts(c.container)
+                    .iter()
+                    .any(|(name, path)| *name == volume && values(&c.args, &["--install"]) == [path])
+        });
+        assert!(installer.is_some(), "{}: no init container installs proa into volume {volume}", container.place);
+        installed += 1;
+    }
+    assert!(installed >= 3, "job-any-image.yaml and job-sidecar-without-endpoint.yaml run proa from /proa-bin");
 }

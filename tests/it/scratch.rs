@@ -103,27 +103,49 @@ impl Drop for EmptyRoot {
 #[test]
 fn static_binary_runs_a_whole_lifecycle_in_an_empty_root() {
     let Some(binary) = static_binary() else { return };
+    lifecycle_in_an_empty_root(&binary, "/proa", |_| {});
+}
+
+#[test]
+fn install_in_an_empty_root_then_a_whole_lifecycle_with_the_copy() {
+    let Some(binary) = static_binary() else { return };
+    // An init container of the FROM-scratch image: no shell, no cp, no /proc; it fills the emptyDir /proa-bin.
+    lifecycle_in_an_empty_root(&binary, "/proa-bin/proa", |root| {
+        std::fs::create_dir(root.join("proa-bin")).unwrap();
+        let done = Proa::chroot(root).args(["--install", "/proa-bin"]).spawn().wait(BOUND);
+        assert_eq!(done.code(), 0, "{}", done.stderr);
+        let size = std::fs::metadata(&binary).unwrap().len();
+        assert_eq!(done.stdout, format!("installed /proa-bin/proa ({size} bytes)\n"));
+        assert!(std::fs::read(root.join("proa-bin/proa")).unwrap() == std::fs::read(&binary).unwrap());
+    });
+}
+
+/// A Job Pod whose main container runs `EXE --shutdown-http-post URL -- EXE --version` in an empty root with
+/// `binary` as /proa (`prepare` readies the root further), through a whole lifecycle: wait for envoy, run, stop
+/// envoy, exit 0.
+fn lifecycle_in_an_empty_root(binary: &Path, exe: &str, prepare: impl FnOnce(&Path)) {
     let sidecar = Sidecar::start();
     // `localhost`, not 127.0.0.1: the name is resolved through the kubelet's /etc/hosts, with no libc to help.
     let shutdown = format!("http://localhost:{}/quitquitquit", sidecar.port());
     // The only program in the root is proa itself: its --version line is the program's output.
-    let args = ["--shutdown-http-post", shutdown.as_str(), "--", "/proa", "--version"];
+    let args = ["--shutdown-http-post", shutdown.as_str(), "--", exe, "--version"];
     let api = ApiServer::start(json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "job-abc12", "namespace": "jobs"},
         "spec": {
             "restartPolicy": "Never",
-            "containers": [{"name": "main", "command": ["/proa"], "args": args}, {"name": "envoy"}],
+            "containers": [{"name": "main", "command": [exe], "args": args}, {"name": "envoy"}],
         },
         "status": {"phase": "Pending", "containerStatuses": [
             {"name": "main", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}},
             {"name": "envoy", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}},
         ]},
     }));
-    let root = EmptyRoot::new(&binary, &api, api.pod_name());
+    let root = EmptyRoot::new(binary, &api, api.pod_name());
+    prepare(root.path());
     // The kubelet's environment and the Downward API's POD_NAME; the namespace comes from the mounted file.
-    let proa = Proa::chroot(root.path())
+    let proa = Proa::chroot_at(root.path(), exe)
         .env("KUBERNETES_SERVICE_HOST", &api.host().to_string())
         .env("KUBERNETES_SERVICE_PORT", &api.port().to_string())
         .env("POD_NAME", api.pod_name())
@@ -142,7 +164,7 @@ fn static_binary_runs_a_whole_lifecycle_in_an_empty_root() {
     assert_eq!(done.code(), 0, "{}", done.stderr);
     let target = format!("{}-unknown-linux-musl", std::env::consts::ARCH);
     assert_version_line(&done.stdout, &target, "none");
-    assert!(done.stderr.contains("started /proa"), "{}", done.stderr);
+    assert!(done.stderr.contains(&format!("started {exe}")), "{}", done.stderr);
     assert_eq!(sidecar.hits().len(), 1, "one shutdown request");
 
     let requests = api.requests();

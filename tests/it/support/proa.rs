@@ -50,8 +50,13 @@ impl Proa {
     /// `chroot ROOT /proa`: the binary at `ROOT/proa`, run inside `ROOT` as in a FROM-scratch image, with an empty
     /// environment apart from `RUST_LOG=debug` and what [`Proa::env`] adds. Needs root.
     pub fn chroot(root: &std::path::Path) -> Proa {
+        Proa::chroot_at(root, "/proa")
+    }
+
+    /// Like [`Proa::chroot`], with the binary at `ROOT/exe` (`exe` is absolute inside the root).
+    pub fn chroot_at(root: &std::path::Path, exe: &str) -> Proa {
         let mut command = Command::new(chroot_binary());
-        command.arg(root).arg("/proa").env_clear().env("RUST_LOG", "debug");
+        command.arg(root).arg(exe).env_clear().env("RUST_LOG", "debug");
         Proa { command, stdin: None }
     }
 
@@ -139,7 +144,7 @@ impl Proa {
 }
 
 /// The binary under test: cargo names it for integration tests; the demo gets it from `PROA_BIN`.
-fn proa_binary() -> String {
+pub fn proa_binary() -> String {
     match option_env!("CARGO_BIN_EXE_proa") {
         Some(path) => path.to_string(),
         None => std::env::var("PROA_BIN").expect("PROA_BIN names the proa binary"),

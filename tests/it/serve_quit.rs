@@ -1,0 +1,151 @@
+//! Issue 13, proa on the sidecar's side: `--serve-quit HOST:PORT -- SIDECAR` runs the sidecar at once and stops it
+//! when `POST /quitquitquit` comes: its stop signal, then SIGKILL after `--kill-grace`; proa then exits 0. A sidecar
+//! that ends on its own, or of the kubelet's SIGTERM, keeps its code. With real sidecar processes, real HTTP
+//! requests, and, last, a main proa that stops a sidecar proa through the test API server.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::lifecycle::{bash, job_pod};
+use crate::support::apiserver::ApiServer;
+use crate::support::proa::{Marker, Proa, Running};
+
+const BOUND: Duration = Duration::from_secs(15);
+
+/// A loopback port nothing listens on. proa must bind it itself, so the test lets its own socket go: the kernel
+/// hands out ephemeral ports at random, so nothing else takes it in between.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port`; the status code answered.
+fn request(port: u16, method: &str, path: &str) -> u16 {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("the quit endpoint listens");
+    stream.set_read_timeout(Some(BOUND)).unwrap();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("no status: {answer:?}"))
+}
+
+/// `proa --serve-quit 127.0.0.1:PORT [extra] -- bash -c SCRIPT`, once its sidecar said `started` (proa binds
+/// the endpoint before it starts the sidecar).
+fn sidecar_proa(port: u16, extra: &[&str], marker: &mut Marker, script: &str) -> Running {
+    let address = format!("127.0.0.1:{port}");
+    let script = format!("{}; {script}", marker.say("started"));
+    let proa = Proa::bare().args(["--serve-quit", address.as_str()]).args(extra).args(bash(script)).spawn();
+    marker.wait_for("started", BOUND);
+    proa
+}
+
+#[test]
+fn a_quit_request_stops_the_sidecar_and_proa_exits_0() {
+    let (port, mut marker) = (free_port(), Marker::start());
+    // `sleep` dies of the SIGTERM: 143, which would fail the Pod.
+    let proa = sidecar_proa(port, &[], &mut marker, "exec sleep 600");
+    let asked = Instant::now();
+    assert_eq!(request(port, "POST", "/quitquitquit"), 200);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(done.at - asked < Duration::from_secs(5), "took {:?}", done.at - asked);
+    assert!(done.stderr.contains("program exited with code 143 once proa stopped it: exiting 0"), "{}", done.stderr);
+}
+
+#[test]
+fn a_sidecar_that_ignores_the_signal_is_killed_after_the_grace() {
+    let (port, mut marker) = (free_port(), Marker::start());
+    let proa = sidecar_proa(port, &["--kill-grace", "1s"], &mut marker, "trap '' TERM; exec sleep 600");
+    let asked = Instant::now();
+    assert_eq!(request(port, "POST", "/quitquitquit"), 200);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    let took = done.at - asked;
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(5), "took {took:?}: {}", done.stderr);
+    assert!(done.stderr.contains("sending SIGKILL"), "{}", done.stderr);
+}
+
+#[test]
+fn the_kill_signal_is_the_one_sent() {
+    let (port, mut marker) = (free_port(), Marker::start());
+    // The sidecar stops only on SIGQUIT (nginx's STOPSIGNAL), and says which signal it got.
+    let script = format!("trap '' TERM; trap '{}; exit 0' QUIT; while :; do sleep 0.1; done", marker.say("quit"));
+    let proa = sidecar_proa(port, &["--kill-signal", "QUIT", "--kill-grace", "30s"], &mut marker, &script);
+    assert_eq!(request(port, "POST", "/quitquitquit"), 200);
+    marker.wait_for("quit", BOUND);
+    assert_eq!(proa.wait(BOUND).code(), 0);
+}
+
+#[test]
+fn a_sidecar_that_exits_on_its_own_keeps_its_code() {
+    let (port, mut marker) = (free_port(), Marker::start());
+    let proa = sidecar_proa(port, &[], &mut marker, "exit 3");
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 3, "{}", done.stderr);
+}
+
+#[test]
+fn other_methods_and_paths_are_refused_and_the_sidecar_keeps_running() {
+    let (port, mut marker) = (free_port(), Marker::start());
+    let script = format!("{}; {}; {}", marker.open_3(), marker.say_on_3("running"), marker.block());
+    let proa = sidecar_proa(port, &[], &mut marker, &script);
+    marker.wait_for("running", BOUND);
+    assert_eq!(request(port, "GET", "/quitquitquit"), 405);
+    assert_eq!(request(port, "POST", "/quit"), 404);
+    assert_eq!(request(port, "GET", "/"), 404);
+    // Still running: only now does it stop, and proa exits 0 for it.
+    assert_eq!(request(port, "POST", "/quitquitquit"), 200);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+}
+
+#[test]
+fn the_kubelets_sigterm_is_forwarded_and_the_sidecars_code_kept() {
+    let (port, mut marker) = (free_port(), Marker::start());
+    let proa = sidecar_proa(port, &[], &mut marker, "exec sleep 600");
+    proa.signal(libc::SIGTERM);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 143, "not proa's stop: {}", done.stderr);
+}
+
+#[test]
+fn only_a_loopback_address_a_free_port_and_no_main_container_flags() {
+    let mut marker = Marker::start();
+    let run = |args: &[&str]| Proa::bare().args(args).args(bash(marker.say("started"))).spawn().wait(BOUND);
+    for address in ["0.0.0.0:15000", "10.1.2.3:15000", "example.com:15000", "127.0.0.1:0"] {
+        let done = run(&["--serve-quit", address]);
+        assert_eq!(done.code(), 125, "{address}: {}", done.stderr);
+        assert!(done.stderr.contains("use a loopback HOST:PORT"), "{}", done.stderr);
+    }
+    let done = run(&["--serve-quit", "127.0.0.1:15000", "-p", "http://127.0.0.1:15020/quitquitquit"]);
+    assert_eq!(done.code(), 125, "{}", done.stderr);
+    assert!(done.stderr.contains("--shutdown-http-post with --serve-quit"), "{}", done.stderr);
+    // A port already taken: 125 before the sidecar runs, rather than a sidecar nobody can stop.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let done = run(&["--serve-quit", &taken.local_addr().unwrap().to_string()]);
+    assert_eq!(done.code(), 125, "{}", done.stderr);
+    assert!(done.stderr.contains("cannot serve --serve-quit on 127.0.0.1:"), "{}", done.stderr);
+    assert!(marker.all().is_empty(), "the sidecar never ran");
+}
+
+#[test]
+fn a_main_proa_stops_a_sidecar_proa_and_both_exit_as_they_should() {
+    let port = free_port();
+    let quit = format!("logger=http://127.0.0.1:{port}/quitquitquit");
+    let mut pod = job_pod(&["logger"], &[], "Never");
+    pod["spec"]["containers"][1]["command"] = json!(["/proa", "--serve-quit", format!("127.0.0.1:{port}"), "--"]);
+    pod["status"]["containerStatuses"][1] = json!({"name": "logger", "ready": true, "state": {"running": {}}});
+    let api = ApiServer::start(pod);
+    let mut marker = Marker::start();
+    let logger = sidecar_proa(port, &[], &mut marker, "exec sleep 600");
+    let main = Proa::new(&api).args(["-p", quit.as_str()]).args(bash("exit 7".into())).spawn();
+    let logger = logger.wait(BOUND);
+    assert_eq!(logger.code(), 0, "{}", logger.stderr);
+    // The kubelet reports the logger container terminated; the main proa, watching for it, exits too.
+    api.set_terminated("logger", 0);
+    let main = main.wait(BOUND);
+    assert_eq!(main.code(), 7, "{}", main.stderr);
+    assert!(!main.stderr.contains("runs proa too"), "a sidecar's proa is not a peer: {}", main.stderr);
+}
