@@ -45,8 +45,8 @@ pub enum UsageError {
     NotBuilt { what: String, feature: &'static str },
     /// `--kill` and `--kill-all` together.
     KillBoth,
-    /// `--serve-quit` with an option of the main container's proa.
-    ServeQuitWith(&'static str),
+    /// An option (flag or variable, as named) that a role (`--serve-quit`, `--install`, as named) does not take.
+    NotForRole { option: String, role: String },
     /// `--install` with a program to run.
     InstallWithProgram,
 }
@@ -74,9 +74,13 @@ impl fmt::Display for UsageError {
                     "--kill and --kill-all together: --kill-all already signals every process --kill names; use one"
                 )
             }
-            UsageError::ServeQuitWith(flag) => write!(
+            UsageError::NotForRole { option, role } if role != "--install" => write!(
                 f,
-                "{flag} with --serve-quit: --serve-quit runs a sidecar, which waits for nothing and stops nothing; {flag} belongs to the main container's proa"
+                "{option} with {role}: {role} runs a sidecar, which waits for nothing and stops nothing but it; {option} is for the main container's proa (a sidecar's proa takes only --kill-signal, --kill-grace, --log-format, --termination-log)"
+            ),
+            UsageError::NotForRole { option, role } => write!(
+                f,
+                "{option} with {role}: {role} only copies proa (it takes only --log-format and --termination-log)"
             ),
             UsageError::InstallWithProgram => {
                 write!(f, "--install copies proa and exits, running no program: drop the program, or --install")
@@ -204,7 +208,18 @@ pub fn parse(
         given.push(spec.long);
     }
 
-    for spec in OPTIONS.iter().filter(|spec| spec.env && !given.contains(&spec.long)) {
+    // The other roles read only their own variables: a ConfigMap shared by every container of the Pod may set the
+    // main container's ones. A flag they do not take is a mistake, though.
+    let role = Role::of(&given, &env);
+    if let Some(takes) = role.takes() {
+        if let Some(flag) = given.iter().find(|long| !takes.contains(long)) {
+            let option = format!("--{flag}");
+            return Err(UsageError::NotForRole { option, role: role.name(&given) });
+        }
+    }
+    let read =
+        |spec: &&Spec| spec.env && !given.contains(&spec.long) && role.takes().is_none_or(|t| t.contains(&spec.long));
+    for spec in OPTIONS.iter().filter(read) {
         from_variable(spec, &mut options, &env)?;
     }
     options.termination_log = match given.contains(&"termination-log") {
@@ -213,9 +228,6 @@ pub fn parse(
     };
     if options.kill.all && !options.kill.names.is_empty() {
         return Err(UsageError::KillBoth);
-    }
-    if let Some(flag) = options.serve_quit_conflict() {
-        return Err(UsageError::ServeQuitWith(flag));
     }
     if options.install.is_some() {
         return match program {
@@ -232,6 +244,49 @@ pub fn parse(
         true => Parsed::Check(options),
         false => Parsed::Run(options),
     })
+}
+
+/// What proa is run as: it decides which options apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The main container's proa: every option.
+    Main,
+    /// `--serve-quit` (or `PROA_SERVE_QUIT`): a sidecar's entrypoint.
+    Sidecar,
+    /// `--install` (a flag only): copies proa and exits.
+    Install,
+}
+
+impl Role {
+    fn of(given: &[&str], env: &impl Fn(&str) -> Option<String>) -> Role {
+        let serve_quit_variable = env("PROA_SERVE_QUIT").is_some_and(|v| !v.trim().is_empty());
+        match (given.contains(&"install"), given.contains(&"serve-quit") || serve_quit_variable) {
+            (true, _) => Role::Install,
+            (false, true) => Role::Sidecar,
+            (false, false) => Role::Main,
+        }
+    }
+
+    /// The options this role takes (`None`: all).
+    fn takes(self) -> Option<&'static [&'static str]> {
+        match self {
+            Role::Main => None,
+            Role::Sidecar => {
+                Some(&["serve-quit", "kill-signal", "kill-grace", "log-format", "termination-log", "disable"])
+            }
+            Role::Install => Some(&["install", "log-format", "termination-log"]),
+        }
+    }
+
+    /// How the user asked for it.
+    fn name(self, given: &[&str]) -> String {
+        match self {
+            Role::Sidecar if !given.contains(&"serve-quit") => "PROA_SERVE_QUIT".into(),
+            Role::Sidecar => "--serve-quit".into(),
+            Role::Install => "--install".into(),
+            Role::Main => String::new(),
+        }
+    }
 }
 
 /// Stores a value given as `source` (the flag or the variable), or says what `source` should have been.
@@ -495,6 +550,16 @@ mod tests {
             let err = error(&["--serve-quit", "127.0.0.1:15000", flag, value, "envoy"], &[]);
             assert!(err.contains(" with --serve-quit: --serve-quit runs a sidecar"), "{flag}: {err}");
         }
+        for flag in ["--shutdown-timeout=5s", "--ignore=x", "--container=x", "--always-shutdown", "--check"] {
+            let parsed = parse(["--serve-quit", "127.0.0.1:1", flag, "envoy"].map(OsString::from), |_| None);
+            let Err(err) = parsed else { panic!("{flag} accepted") };
+            assert!(err.to_string().starts_with(flag.split('=').next().unwrap()), "{err}");
+        }
+        // The role named as it was asked for; the main container's variables (a shared ConfigMap) are not read.
+        let env = [("PROA_SERVE_QUIT", "127.0.0.1:15000"), ("PROA_SHUTDOWN_HTTP_POST", "not a URL")];
+        assert!(run(&["envoy"], &env).unwrap().shutdown_post.is_empty());
+        let err = error(&["-p", "http://127.0.0.1:15020/quitquitquit", "envoy"], &env);
+        assert!(err.starts_with("--shutdown-http-post with PROA_SERVE_QUIT: PROA_SERVE_QUIT runs a sidecar"), "{err}");
     }
 
     #[test]
@@ -506,6 +571,13 @@ mod tests {
         assert!(matches!(parse(["p"].map(OsString::from), env), Ok(Parsed::Run(_))), "PROA_INSTALL is not read");
         let err = parse(["--install", "/proa-bin", "--", "p"].map(OsString::from), env).unwrap_err();
         assert_eq!(err, UsageError::InstallWithProgram);
+        let bogus = |var: &str| (var == "PROA_SERVE_QUIT").then(|| "bogus".to_string());
+        assert!(matches!(parse(["--install", "/d"].map(OsString::from), bogus), Ok(Parsed::Install(_))));
+        let err = parse(["--install", "/d", "--serve-quit", "127.0.0.1:1"].map(OsString::from), env).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--serve-quit with --install: --install only copies proa (it takes only --log-format and --termination-log)"
+        );
     }
 
     #[cfg(feature = "kill")]
@@ -543,7 +615,7 @@ mod tests {
     fn kill_mistakes_say_what_to_fix() {
         assert_eq!(
             error(&["--kill-signal", "STOP", "p"], &[]),
-            r#"invalid --kill-signal "STOP": use TERM, QUIT, INT, HUP, USR1, USR2 or KILL (SIGTERM… also) or a number from 1 to 64"#
+            r#"invalid --kill-signal "STOP": use TERM, QUIT, INT, HUP, USR1, USR2 or KILL (SIGTERM… also) or a number from 1 to 64 that ends a process"#
         );
         assert!(error(&["p"], &[("PROA_KILL_SIGNAL", "0")]).starts_with(r#"invalid PROA_KILL_SIGNAL "0": use TERM"#));
         assert_eq!(

@@ -35,6 +35,7 @@ mod termination;
 mod url;
 mod watch;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use cli::Parsed;
@@ -104,7 +105,11 @@ fn install(options: &Options) -> u8 {
     let dir = options.install.as_deref().unwrap_or(std::path::Path::new("."));
     match install::install(dir) {
         Ok(installed) => {
-            println!("installed {} ({} bytes)", installed.path.display(), installed.bytes);
+            let line = format!("installed {} ({} bytes)", installed.path.display(), installed.bytes);
+            // The copy is in place: a stdout nobody reads changes nothing of that.
+            if let Err(err) = writeln!(std::io::stdout(), "{line}") {
+                log::warn!("{line}, but cannot say so on stdout: {err}");
+            }
             0
         }
         Err(reason) => {

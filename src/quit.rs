@@ -1,19 +1,24 @@
 //! `--serve-quit HOST:PORT`, proa on the sidecar's side: a loopback HTTP endpoint where `POST /quitquitquit` asks
-//! proa to stop the sidecar it runs, as Istio's and Linkerd's proxies serve their own. One thread answers one
-//! connection at a time (each has a short bound to send its request) and reports each quit request to the owner.
+//! proa to stop the sidecar it runs, as Istio's and Linkerd's proxies serve their own. Each connection is served on
+//! a thread of its own (at most `MAX_CLIENTS` at once), and must send its request head within `HEAD_TIMEOUT`, so a
+//! slow or idle client cannot hold up the main container's request; each quit request is reported to the owner.
 //! Other methods get 405, other paths 404. Decides nothing: the lifecycle does the stopping.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The one path it serves, spelt as the meshes' proxies spell theirs.
 pub const PATH: &str = "/quitquitquit";
 /// A request head longer than this is refused: nothing in it is worth reading.
 const MAX_HEAD: usize = 8 * 1024;
-/// How long a client may take to send its request head (the endpoint serves one connection at a time).
-const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a client has to send its whole request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections served at once; more are closed unanswered (only the Pod's own containers can connect).
+const MAX_CLIENTS: usize = 32;
 
 /// Binds the endpoint. Done before the sidecar starts, so that a taken port fails proa (125) instead of leaving a
 /// sidecar that nobody can stop.
@@ -21,14 +26,15 @@ pub fn bind(address: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::bind(address).map_err(|err| format!("cannot serve --serve-quit on {address}: {err}"))
 }
 
-/// Serves `listener` on a thread of its own: `quit` is called after each `POST /quitquitquit` was answered 200, and
-/// the thread ends when it returns false (nobody listens any more).
-pub fn spawn(listener: TcpListener, quit: impl Fn() -> bool + Send + 'static) -> io::Result<()> {
+/// Serves `listener` on a thread of its own: `quit` is called after each `POST /quitquitquit` was answered 200.
+pub fn spawn(listener: TcpListener, quit: impl Fn() + Send + Sync + 'static) -> io::Result<()> {
     let address = listener.local_addr()?;
+    let quit = Arc::new(quit);
+    let clients = Arc::new(AtomicUsize::new(0));
     thread::Builder::new().name("quit".into()).spawn(move || {
         log::info!("serving POST http://{address}{PATH}");
         for stream in listener.incoming() {
-            let mut stream = match stream {
+            let stream = match stream {
                 Ok(stream) => stream,
                 Err(err) => {
                     // Out of descriptors, say: pause rather than spin on an error that persists.
@@ -37,17 +43,34 @@ pub fn spawn(listener: TcpListener, quit: impl Fn() -> bool + Send + 'static) ->
                     continue;
                 }
             };
-            let answer = answer(read_head(&mut stream).as_deref());
-            let sent = stream.write_all(answer.response.as_bytes()).and_then(|()| stream.flush());
-            if let Err(err) = &sent {
-                log::debug!("quit endpoint: cannot answer: {err}");
+            if clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+                clients.fetch_sub(1, Ordering::SeqCst);
+                log::debug!("quit endpoint: {MAX_CLIENTS} clients already: closing a connection");
+                continue;
             }
-            if answer.quit && !quit() {
-                return;
+            let (quit, clients) = (quit.clone(), clients.clone());
+            let served = thread::Builder::new().name("quit-client".into()).spawn(move || {
+                serve(stream, &*quit);
+                clients.fetch_sub(1, Ordering::SeqCst);
+            });
+            if let Err(err) = served {
+                log::debug!("quit endpoint: cannot serve a connection: {err}");
             }
         }
     })?;
     Ok(())
+}
+
+/// Answers one connection's request; reports a quit once its answer was sent.
+fn serve(mut stream: TcpStream, quit: &dyn Fn()) {
+    let answer = answer(read_head(&mut stream).as_deref());
+    let sent = stream.write_all(answer.response.as_bytes()).and_then(|()| stream.flush());
+    if let Err(err) = &sent {
+        log::debug!("quit endpoint: cannot answer: {err}");
+    }
+    if answer.quit {
+        quit();
+    }
 }
 
 /// What the endpoint does with one request.
@@ -82,19 +105,26 @@ fn answer(head: Option<&str>) -> Answer {
     Answer { response, quit }
 }
 
-/// Reads a request head, up to the blank line that ends it.
+/// Reads a request head, up to the blank line that ends it (CRLF or bare LF), within `HEAD_TIMEOUT` in all.
 fn read_head(stream: &mut TcpStream) -> Option<String> {
-    stream.set_read_timeout(Some(READ_TIMEOUT)).ok()?;
+    let deadline = Instant::now() + HEAD_TIMEOUT;
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+    loop {
+        // Blank lines before the request line are allowed (RFC 9112 2.2).
+        let start = head.iter().position(|b| !b"\r\n".contains(b)).unwrap_or(head.len());
+        let text = &head[start..];
+        if text.windows(4).any(|w| w == b"\r\n\r\n") || text.windows(2).any(|w| w == b"\n\n") {
+            return String::from_utf8(text.to_vec()).ok();
+        }
+        let left = deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero())?;
+        stream.set_read_timeout(Some(left)).ok()?;
         let n = stream.read(&mut buf).ok().filter(|n| *n > 0)?;
         head.extend_from_slice(&buf[..n]);
         if head.len() > MAX_HEAD {
             return None;
         }
     }
-    String::from_utf8(head).ok()
 }
 
 #[cfg(test)]

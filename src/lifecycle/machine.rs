@@ -191,7 +191,11 @@ struct Peers {
 
 impl Peers {
     fn of(config: &Config, pod: &Pod, own: &str) -> Peers {
-        let proa_peers: Vec<String> = readiness::proa_containers(pod).into_iter().filter(|name| name != own).collect();
+        // A container a shutdown action stops is a sidecar, whatever it runs: a proa on its side (`--serve-quit`)
+        // may have its role from an `envFrom` that proa cannot see.
+        let stopped = |name: &String| config.actions.iter().flatten().any(|target| target == name);
+        let proa_peers: Vec<String> =
+            readiness::proa_containers(pod).into_iter().filter(|name| name != own && !stopped(name)).collect();
         let first = proa_peers.iter().map(String::as_str).chain([own]).min().unwrap_or(own);
         let stopper = (first != own).then(|| first.to_string());
         let mut all = config.peers.clone();

@@ -88,18 +88,30 @@ pub(super) fn then_read_pod(config: &Config, (state, mut commands): (State, Vec<
 }
 
 /// A quit request (`Mode::Sidecar`): stop the program with `--kill-signal`, and SIGKILL it after `--kill-grace`.
+/// Not once the kubelet has sent its stop signal (the Pod is being deleted): the program is already stopping, within
+/// the kubelet's grace, and that was not proa's doing, so its code stands.
 fn quit(config: &Config, mut r: Running, now: Instant) -> (State, Vec<Command>) {
     let Mode::Sidecar { signal, grace } = config.mode else { return (State::Running(r), vec![]) };
-    if r.quit.is_some() {
-        log::debug!("already stopping the program");
+    if r.quit.is_some() || r.stop.is_some() {
+        log::info!("quit requested, but the program is already stopping: leaving it to end");
         return (State::Running(r), vec![]);
     }
+    if signal == libc::SIGKILL {
+        log::info!("stopping the program: SIGKILL");
+        r.quit = Some(Quit::Killed);
+        return (State::Running(r), vec![Command::Forward(signal)]);
+    }
+    let grace = capped("--kill-grace", grace);
     log::info!("stopping the program: {}, then SIGKILL after {:.1}s", child::signal_name(signal), grace.as_secs_f64());
     r.quit = Some(Quit::Signalled { kill_at: after(now, grace) });
     (State::Running(r), vec![Command::Forward(signal)])
 }
 
 fn program_done(config: &Config, r: Running, code: u8, now: Instant) -> (State, Vec<Command>) {
+    if let Mode::Sidecar { .. } = config.mode {
+        // Nothing to shut down on a sidecar's side.
+        return finish(code);
+    }
     match r.stop {
         // No API traffic while the program runs: the Pod is read for its deletion's deadline only now.
         Some(stop) => then_read_pod(config, after_program(config, Some(&r.facts), code, Ending::Stopping(stop), now)),

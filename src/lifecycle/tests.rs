@@ -759,4 +759,30 @@ fn a_sidecar_that_exits_on_its_own_or_from_the_kubelet_keeps_its_code() {
     assert!(commands.contains(&Command::Forward(libc::SIGTERM)) && !commands.contains(&Command::ReadPod));
     let (state, _, _) = run(&config, vec![Event::SpawnFailed(SpawnError::NotFound { program: "x".into() })]);
     assert_eq!(state, State::Done { code: 127 });
+    // The Pod is being deleted: the main proa's quit request comes just after the kubelet's SIGTERM. The program
+    // is stopping already: no second signal, no early SIGKILL, and its code stands.
+    let (state, commands, t0) = run_at(&config, vec![(1.0, Event::Signal(libc::SIGTERM)), (1.01, Event::Quit)]);
+    assert_eq!(commands[1..], [Command::Forward(libc::SIGTERM)]);
+    assert_eq!(state.deadline(), None);
+    let (state, _) = step(&config, state, exited(7), t0 + secs(5.0));
+    assert_eq!(state, State::Done { code: 7 });
+}
+
+#[test]
+fn quitting_with_sigkill_needs_no_grace() {
+    let config =
+        Config { mode: Mode::Sidecar { signal: libc::SIGKILL, grace: Duration::from_secs(10) }, ..sidecar_config() };
+    let (state, commands, _) = run_at(&config, vec![(1.0, Event::Quit)]);
+    assert_eq!((commands[1..].to_vec(), state.deadline()), (vec![Command::Forward(libc::SIGKILL)], None));
+}
+
+#[test]
+fn a_proa_container_a_named_action_stops_is_a_sidecar_not_a_peer() {
+    // Its `--serve-quit` comes from an envFrom the main proa cannot see; the action naming it says enough.
+    let pod = with_peers(&[("aa-logger", true)]);
+    let named = Config { actions: vec![Some("aa-logger".into())], ..config(1) };
+    let facts = Facts::of(&named, &pod).unwrap();
+    assert_eq!((facts.peers.len(), facts.stopper.as_deref()), (0, None));
+    assert!(facts.waited.iter().any(|w| w.name == "aa-logger"), "waited for like any sidecar");
+    assert_eq!(Facts::of(&config(1), &pod).unwrap().stopper.as_deref(), Some("aa-logger"), "unnamed: a peer");
 }

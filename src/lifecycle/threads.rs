@@ -80,7 +80,7 @@ impl Threads {
             }
             Source::Quit(listener) => {
                 let quit_tx = tx.clone();
-                quit::spawn(listener, move || quit_tx.send(Event::Quit).is_ok())
+                quit::spawn(listener, move || _ = quit_tx.send(Event::Quit))
                     .map_err(|err| format!("cannot serve --serve-quit: {err}"))?;
                 (None, Vec::new(), Mode::Sidecar { signal: options.kill.signal, grace: options.kill.grace })
             }

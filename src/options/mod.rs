@@ -155,24 +155,6 @@ impl std::fmt::Display for NoApiError {
 impl std::error::Error for NoApiError {}
 
 impl Options {
-    /// The first option given that has no meaning for `--serve-quit`, which stops nothing and waits for nothing: it
-    /// belongs to the main container's proa.
-    pub fn serve_quit_conflict(&self) -> Option<&'static str> {
-        let conflicts = [
-            (!self.shutdown_get.is_empty(), "--shutdown-http-get"),
-            (!self.shutdown_post.is_empty(), "--shutdown-http-post"),
-            (!self.kill.names.is_empty(), "--kill"),
-            (self.kill.all, "--kill-all"),
-            (!self.sidecars.is_empty(), "--sidecar"),
-            (!self.wait_http.is_empty(), "--wait-http"),
-            (!self.wait_tcp.is_empty(), "--wait-tcp"),
-            (!self.peers.is_empty(), "--peer"),
-            (self.ready_timeout.is_some(), "--ready-timeout"),
-        ];
-        let given = self.serve_quit.is_some();
-        conflicts.into_iter().find(|(set, _)| given && *set).map(|(_, flag)| flag)
-    }
-
     /// The endpoints to probe in no-API mode, or `None` to learn readiness from the Pod through the API.
     /// No-API mode: `--wait-http` or `--wait-tcp` given (plus the presets' checks), or, outside a cluster
     /// (`in_cluster`: KUBERNETES_SERVICE_HOST is set), `--sidecar` presets alone.

@@ -20,7 +20,7 @@ pub const LOOPBACK_EXPECTED: &str = "use a loopback HOST:PORT such as 127.0.0.1:
 pub const DIR_EXPECTED: &str = "use a directory such as /proa-bin (an emptyDir the main container mounts too)";
 pub const WATCH_TIMEOUT_EXPECTED: &str = "use whole seconds, at least 1s, such as 60s or 5m";
 pub const SIGNAL_EXPECTED: &str =
-    "use TERM, QUIT, INT, HUP, USR1, USR2 or KILL (SIGTERM… also) or a number from 1 to 64";
+    "use TERM, QUIT, INT, HUP, USR1, USR2 or KILL (SIGTERM… also) or a number from 1 to 64 that ends a process";
 
 /// Parses `90` (seconds), `90s`, `500ms`, `5m` or `1h`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -65,7 +65,19 @@ pub fn parse_signal(text: &str) -> Option<i32> {
         number if number.bytes().all(|b| b.is_ascii_digit()) => number.parse().ok()?,
         _ => return None,
     };
-    (1..=64).contains(&signal).then_some(signal)
+    // A signal whose default action is to stop, continue or do nothing would only make proa wait the whole grace.
+    let ends_a_process = !matches!(
+        signal,
+        libc::SIGCHLD
+            | libc::SIGCONT
+            | libc::SIGSTOP
+            | libc::SIGTSTP
+            | libc::SIGTTIN
+            | libc::SIGTTOU
+            | libc::SIGURG
+            | libc::SIGWINCH
+    );
+    ((1..=64).contains(&signal) && ends_a_process).then_some(signal)
 }
 
 /// `true`/`1` or `false`/`0`: a switch's variable.
@@ -99,8 +111,8 @@ pub fn parse_loopback(text: &str) -> Option<SocketAddr> {
     let (host, port) = text.rsplit_once(':')?;
     let port = port.parse::<u16>().ok().filter(|port| *port > 0)?;
     let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    let ip = match host {
-        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    let ip = match host.trim_end_matches('.') {
+        name if name.eq_ignore_ascii_case("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
         other => other.parse::<IpAddr>().ok()?,
     };
     ip.is_loopback().then_some(SocketAddr::new(ip, port))
@@ -132,7 +144,7 @@ mod tests {
         assert_eq!(parse_signal("KILL"), Some(libc::SIGKILL));
         assert_eq!(parse_signal("15"), Some(15));
         assert_eq!(parse_signal("64"), Some(64));
-        for bad in ["", "0", "65", "-1", "SIG", "STOP", "TERM ", "99999999999"] {
+        for bad in ["", "0", "65", "-1", "SIG", "STOP", "TERM ", "99999999999", "17", "19", "28"] {
             assert_eq!(parse_signal(bad), None, "{bad:?}");
         }
     }
@@ -152,6 +164,7 @@ mod tests {
         let at = |text: &str| parse_loopback(text).map(|a| a.to_string());
         assert_eq!(at("127.0.0.1:15000").as_deref(), Some("127.0.0.1:15000"));
         assert_eq!(at("localhost:15000").as_deref(), Some("127.0.0.1:15000"));
+        assert_eq!(at("LocalHost.:15000").as_deref(), Some("127.0.0.1:15000"));
         assert_eq!(at("[::1]:15000").as_deref(), Some("[::1]:15000"));
         assert_eq!(at("::1:15000").as_deref(), Some("[::1]:15000"));
         assert_eq!(at("127.0.0.2:1").as_deref(), Some("127.0.0.2:1"));

@@ -102,3 +102,16 @@ fn a_directory_proa_cannot_use_is_125_with_the_reason() {
     assert_eq!(with_program.code(), 125);
     assert!(with_program.stderr.contains("--install copies proa and exits, running no program"));
 }
+
+#[test]
+fn a_copy_cut_short_by_a_restart_is_not_in_the_way() {
+    // An init container is PID 1 every time; the last one was killed mid-copy.
+    let dir = EmptyDir::new("restarted");
+    std::fs::write(dir.0.join(".proa.1.tmp"), "cut short").unwrap();
+    let (code, _, stderr) = install(dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(std::fs::read(dir.copy()).unwrap() == std::fs::read(proa_binary()).unwrap());
+    let file = Proa::bare().args(["--install", &dir.copy().display().to_string()]).spawn().wait(BOUND);
+    assert_eq!(file.code(), 125);
+    assert!(file.stderr.contains("/proa: not a directory"), "{}", file.stderr);
+}

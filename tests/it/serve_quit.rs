@@ -149,3 +149,47 @@ fn a_main_proa_stops_a_sidecar_proa_and_both_exit_as_they_should() {
     assert_eq!(main.code(), 7, "{}", main.stderr);
     assert!(!main.stderr.contains("runs proa too"), "a sidecar's proa is not a peer: {}", main.stderr);
 }
+
+#[test]
+fn idle_or_slow_clients_do_not_hold_up_a_quit_request() {
+    let (port, mut marker) = (free_port(), Marker::start());
+    let proa = sidecar_proa(port, &[], &mut marker, "exec sleep 600");
+    // Connections that send nothing, and one that trickles a byte now and then.
+    let idle: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.write_all(b"P").unwrap();
+    let asked = Instant::now();
+    assert_eq!(request(port, "POST", "/quitquitquit"), 200);
+    assert!(asked.elapsed() < Duration::from_secs(1), "answered after {:?}", asked.elapsed());
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    drop((idle, slow));
+}
+
+#[test]
+fn a_request_with_bare_line_feeds_is_understood() {
+    let (port, mut marker) = (free_port(), Marker::start());
+    let proa = sidecar_proa(port, &[], &mut marker, "exec sleep 600");
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(b"\r\nPOST /quitquitquit HTTP/1.0\n\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer:?}");
+    assert_eq!(proa.wait(BOUND).code(), 0);
+}
+
+#[test]
+fn a_quit_after_the_kubelets_sigterm_neither_signals_again_nor_hides_the_code() {
+    // The Pod is being deleted: the kubelet's SIGTERM reaches both containers, and the main proa's quit request
+    // follows. The sidecar drains for 1 s, longer than --kill-grace, and exits 7.
+    let (port, mut marker) = (free_port(), Marker::start());
+    let script = format!("trap '{}; sleep 1; exit 7' TERM; while :; do sleep 0.1; done", marker.say("term"));
+    let proa = sidecar_proa(port, &["--kill-grace", "200ms"], &mut marker, &script);
+    proa.signal(libc::SIGTERM);
+    marker.wait_for("term", BOUND);
+    assert_eq!(request(port, "POST", "/quitquitquit"), 200);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 7, "the kubelet's stop, not proa's: {}", done.stderr);
+    assert_eq!(marker.all().iter().filter(|m| m.text == "term").count(), 1, "one SIGTERM");
+    assert!(!done.stderr.contains("SIGKILL"), "{}", done.stderr);
+}
