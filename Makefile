@@ -121,6 +121,7 @@ ORIGINAL_BIN := $(BENCH_DIR)/original/bin/proa
 bench:
 	$(MAKE) --no-print-directory static STATIC_TARGETS=x86_64-unknown-linux-musl
 	@command -v /usr/bin/time >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq time >/dev/null)
+	@command -v strace >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq strace >/dev/null)
 	@mkdir -p $(BENCH_DIR)/original/bin
 	@test -x $(ORIGINAL_BIN) || { echo "building the original proa $(ORIGINAL_VERSION) (a few minutes)"; \
 		$(CARGO) install proa --version $(ORIGINAL_VERSION) --locked --root $(BENCH_DIR)/original \

@@ -1,14 +1,18 @@
-//! `make bench`: this proa against the original async proa 0.1.3 (tokio, kube-rs, reqwest), side by side, on the
-//! same test API server (tests/it/support), in one run. Prints one table and writes it as JSON.
+//! `make bench`: this proa against the original async proa 0.1.3 (tokio, kube-rs, reqwest) and a floor (`floor.rs`,
+//! the least any wrapper could do), side by side, on the same test API server (tests/it/support), in one run. Prints
+//! one table, and where the time goes step by step (`trace.rs`), and writes them as JSON.
 //!
-//! Both programs run the same way, the way the original needs: in their own mount and UTS namespaces
+//! All run the same way, the way the original needs: in their own mount and UTS namespaces
 //! (`unshare --mount --uts`) with the test's service-account directory bind-mounted where the kubelet puts it and
 //! the hostname set to the Pod's name, under `/usr/bin/time` for peak RSS. Wrapped programs are this binary again
 //! (`stamp`), which records CLOCK_MONOTONIC when it starts and, for the CPU figure, its parent's (the wrapper's)
-//! CPU time from /proc. Only public tools and /proc: nothing in either proa is instrumented.
+//! CPU time from /proc. The latency runs take turns, so that the machine's other work weighs on all alike. Only
+//! public tools and /proc: nothing in either proa is instrumented.
 
+mod floor;
 #[path = "../tests/it/support/mod.rs"]
 mod support;
+mod trace;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,20 +22,28 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::{ApiServer, Route, Sidecar};
 
-/// Latency runs per program (the issue asks for at least 50), how long the wrapped program runs for the CPU figure,
-/// and the concurrent instances for the scale figures. `BENCH_QUICK=1` shrinks all three to try the harness out.
+/// Latency runs per program (200: a p99 that is not just the slowest run), how long the wrapped program runs for the
+/// CPU figure, the concurrent instances for the scale figures, and the lifecycles traced for the breakdowns.
+/// `BENCH_QUICK=1` shrinks them all to try the harness out.
 struct Plan {
     runs: usize,
     cpu_program: Duration,
     scales: Vec<usize>,
+    /// Lifecycles run under strace for the step-by-step breakdowns.
+    traced_runs: usize,
 }
 
 impl Plan {
     fn from_env() -> Plan {
-        match std::env::var("BENCH_QUICK").as_deref() {
-            Ok("1") => Plan { runs: 3, cpu_program: Duration::from_secs(2), scales: vec![5] },
-            _ => Plan { runs: 50, cpu_program: Duration::from_secs(10), scales: vec![100, 500] },
+        let mut plan = match std::env::var("BENCH_QUICK").as_deref() {
+            Ok("1") => Plan { runs: 3, cpu_program: Duration::from_secs(2), scales: vec![5], traced_runs: 2 },
+            _ => Plan { runs: 200, cpu_program: Duration::from_secs(10), scales: vec![100, 500], traced_runs: 15 },
+        };
+        // `BENCH_RUNS=N`: only the latency runs, N of them, to study one change.
+        if let Some(runs) = std::env::var("BENCH_RUNS").ok().and_then(|n| n.parse().ok()) {
+            plan = Plan { runs, cpu_program: Duration::from_secs(1), scales: vec![], traced_runs: 0 };
         }
+        plan
     }
 }
 /// Bound on any one wait, so the benchmark always ends.
@@ -41,6 +53,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("stamp") => return stamp(&args[2..]),
+        Some("floor") => floor::run(&args[2..]),
+        Some("now") => return std::fs::write(&args[2], format!("{}\n", mono_ns())).expect("write the time"),
         // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it.
         Some("--bench") => {}
         _ => {
@@ -52,27 +66,45 @@ fn main() {
     std::fs::create_dir_all(out.join("work")).expect("create the output directory");
     let ours = Candidate::from_env("ours", "BENCH_OURS");
     let original = Candidate::from_env("original 0.1.3", "BENCH_ORIGINAL");
+    let floor = Candidate::floor();
     let clock = Clock::new();
     let plan = Plan::from_env();
 
+    let candidates = [&ours, &original, &floor];
+    eprintln!("bench: {} lifecycles of each, taking turns", plan.runs);
+    let mut latencies = interleaved_lifecycles(&candidates, plan.runs, &clock, &out.join("work"));
     let mut results = Vec::new();
-    for candidate in [&ours, &original] {
+    for (candidate, runs) in candidates.iter().zip(latencies.drain(..)) {
         eprintln!("bench: measuring {}", candidate.name);
-        results.push(measure(candidate, &plan, &clock, &out.join("work")));
+        results.push(measure(candidate, runs, &plan, &clock, &out.join("work")));
     }
-    let table = render(&results, &plan);
+    let mut table = render(&results, &plan);
+    let mut breakdowns = Vec::new();
+    for candidate in [&ours, &original] {
+        eprintln!("bench: tracing {}", candidate.name);
+        let traced = trace::breakdown(candidate, plan.traced_runs, &clock, &out.join("work"));
+        table.push_str(&format!("\n{}", trace::render(candidate.name, &traced)));
+        breakdowns.push(traced);
+    }
     println!("{table}");
-    let json = json!({"runs": plan.runs, "cpu_program_seconds": plan.cpu_program.as_secs(), "results": results});
+    let json = json!({
+        "runs": plan.runs,
+        "cpu_program_seconds": plan.cpu_program.as_secs(),
+        "results": results,
+        "breakdowns": breakdowns,
+    });
     let path = out.join("results.json");
     std::fs::write(&path, serde_json::to_string_pretty(&json).expect("serialise")).expect("write results.json");
     std::fs::write(out.join("table.txt"), &table).expect("write table.txt");
     eprintln!("bench: wrote {} and table.txt", path.display());
 }
 
-/// A proa binary under test, or why there is none.
-struct Candidate {
-    name: &'static str,
-    binary: Result<PathBuf, String>,
+/// A wrapper under test: its command line before `-g URL -- PROGRAM`, or why there is none.
+pub struct Candidate {
+    pub name: &'static str,
+    pub command: Result<Vec<String>, String>,
+    /// Its binary, whose size is a row (the floor is part of this benchmark's own binary).
+    binary: Option<PathBuf>,
 }
 
 impl Candidate {
@@ -84,22 +116,36 @@ impl Candidate {
             }
             Err(_) => Err(format!("{var} not set")),
         };
-        Candidate { name, binary }
+        let command = binary.as_ref().map(|path| vec![path.display().to_string()]).map_err(Clone::clone);
+        Candidate { name, command, binary: binary.ok() }
+    }
+
+    /// The minimal reference waiter (`floor.rs`).
+    fn floor() -> Candidate {
+        let own = std::env::current_exe().expect("own path").display().to_string();
+        Candidate { name: FLOOR, command: Ok(vec![own, "floor".into()]), binary: None }
     }
 }
 
+/// The floor's name, which the table's ratios refer to.
+const FLOOR: &str = "floor";
+
 /// CLOCK_MONOTONIC in nanoseconds, and a mapping from `Instant` (which is CLOCK_MONOTONIC on Linux, but opaque).
-struct Clock {
+pub struct Clock {
     at: Instant,
     mono: u64,
+    /// CLOCK_REALTIME less CLOCK_MONOTONIC, in ns: strace's timestamps are wall-clock ones.
+    pub realtime_offset: i128,
 }
 
 impl Clock {
     fn new() -> Clock {
-        Clock { at: Instant::now(), mono: mono_ns() }
+        let realtime = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+        let mono = mono_ns();
+        Clock { at: Instant::now(), mono, realtime_offset: realtime.as_nanos() as i128 - i128::from(mono) }
     }
 
-    fn mono_of(&self, instant: Instant) -> u64 {
+    pub fn mono_of(&self, instant: Instant) -> u64 {
         match instant.checked_duration_since(self.at) {
             Some(after) => self.mono + after.as_nanos() as u64,
             None => self.mono - (self.at - instant).as_nanos() as u64,
@@ -107,7 +153,7 @@ impl Clock {
     }
 }
 
-fn mono_ns() -> u64 {
+pub fn mono_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid timespec for the call to write.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
@@ -163,8 +209,16 @@ fn pod() -> Value {
     })
 }
 
-/// Starts `binary -g SHUTDOWN_URL -- program...` as the kubelet would start it, in fresh mount and UTS namespaces.
-fn spawn_wrapper(binary: &Path, api: &ApiServer, shutdown_url: &str, program: &[String], files: &Path) -> Child {
+/// Starts `command -g SHUTDOWN_URL -- program...` as the kubelet would start it, in fresh mount and UTS namespaces.
+/// Just before the last exec towards the wrapper, `compare now` writes CLOCK_MONOTONIC to `files.start`: the
+/// process start that the start-up latency counts from (the namespaces' setup before it is the harness's).
+pub fn spawn_wrapper(
+    command: &[String],
+    api: &ApiServer,
+    shutdown_url: &str,
+    program: &[String],
+    files: &Path,
+) -> Child {
     // Mounts stay inside the new mount namespace (unshare makes them private).
     let script = r#"set -e
 mkdir -p /var/run/secrets
@@ -172,11 +226,12 @@ mount -t tmpfs proa-bench /var/run/secrets
 mkdir -p /var/run/secrets/kubernetes.io/serviceaccount
 mount --bind "$BENCH_SA" /var/run/secrets/kubernetes.io/serviceaccount
 hostname "$BENCH_POD"
+"$BENCH_SELF" now "$BENCH_START"
 exec /usr/bin/time -f %M -o "$BENCH_TIME" "$@""#;
     let stderr = std::fs::File::create(files.with_extension("log")).expect("log file");
     Command::new("unshare")
         .args(["--mount", "--uts", "--", "sh", "-c", script, "sh"])
-        .arg(binary)
+        .args(command)
         .args(["-g", shutdown_url, "--"])
         .args(program)
         .env_clear()
@@ -186,6 +241,8 @@ exec /usr/bin/time -f %M -o "$BENCH_TIME" "$@""#;
         .env("BENCH_SA", api.service_account_dir())
         .env("BENCH_POD", "bench-job-x7k2p")
         .env("BENCH_TIME", files.with_extension("time"))
+        .env("BENCH_START", files.with_extension("start"))
+        .env("BENCH_SELF", std::env::current_exe().expect("own path"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -193,7 +250,7 @@ exec /usr/bin/time -f %M -o "$BENCH_TIME" "$@""#;
         .expect("unshare runs (make bench runs as root)")
 }
 
-fn stamp_program(file: &Path, seconds: Option<u64>) -> Vec<String> {
+pub fn stamp_program(file: &Path, seconds: Option<u64>) -> Vec<String> {
     let mut program = vec![
         std::env::current_exe().expect("own path").display().to_string(),
         "stamp".into(),
@@ -204,7 +261,7 @@ fn stamp_program(file: &Path, seconds: Option<u64>) -> Vec<String> {
 }
 
 /// Waits for a child with a bound (the wrapper exits when proa does).
-fn wait_child(child: &mut Child, bound: Duration, what: &str) -> Option<i32> {
+pub fn wait_child(child: &mut Child, bound: Duration, what: &str) -> Option<i32> {
     let deadline = Instant::now() + bound;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -221,7 +278,13 @@ fn wait_child(child: &mut Child, bound: Duration, what: &str) -> Option<i32> {
 }
 
 /// What one lifecycle showed.
-struct Lifecycle {
+pub struct Lifecycle {
+    /// CLOCK_MONOTONIC (ns) of: the process start (see `spawn_wrapper`), the first request's arrival, the ready
+    /// event's sending, and the program's first instruction.
+    pub process_start_ns: u64,
+    pub first_request_ns: u64,
+    pub ready_ns: u64,
+    pub program_start_ns: u64,
     ready_to_start_ns: u64,
     start_to_first_request_ns: u64,
     requests: BTreeMap<String, usize>,
@@ -231,8 +294,8 @@ struct Lifecycle {
 }
 
 /// One whole lifecycle: wait (the sidecar becomes ready once proa watches), run, shutdown GET, sidecar exits.
-fn lifecycle(
-    binary: &Path,
+pub fn lifecycle(
+    command: &[String],
     clock: &Clock,
     work: &Path,
     run: usize,
@@ -244,8 +307,8 @@ fn lifecycle(
     let stamp_file = files.with_extension("stamp");
     let _ = std::fs::remove_file(&stamp_file);
     let program = stamp_program(&stamp_file, cpu.map(|d| d.as_secs()));
-    let spawned = mono_ns();
-    let mut child = spawn_wrapper(binary, &api, &sidecar.url("/quitquitquit"), &program, &files);
+    let _ = std::fs::remove_file(files.with_extension("start"));
+    let mut child = spawn_wrapper(command, &api, &sidecar.url("/quitquitquit"), &program, &files);
     let watching = wait_until(BOUND, || api.open_watches() >= 1);
     if !watching {
         let _ = child.kill();
@@ -275,9 +338,15 @@ fn lifecycle(
         *by_kind.entry(kind.to_string()).or_insert(0) += 1;
     }
     let rss = std::fs::read_to_string(files.with_extension("time")).unwrap_or_default();
+    let started = std::fs::read_to_string(files.with_extension("start")).map_err(|e| format!("no start: {e}"))?;
+    let started: u64 = started.trim().parse().map_err(|e| format!("start: {e}"))?;
     Ok(Lifecycle {
+        process_start_ns: started,
+        first_request_ns: first,
+        ready_ns: ready,
+        program_start_ns: fields[0],
         ready_to_start_ns: fields[0].saturating_sub(ready),
-        start_to_first_request_ns: first.saturating_sub(spawned),
+        start_to_first_request_ns: first.saturating_sub(started),
         requests: by_kind,
         peak_rss_kib: rss.lines().last().and_then(|l| l.trim().parse().ok()).unwrap_or(0),
         cpu_ns: (fields.len() >= 6).then(|| fields[3].saturating_sub(fields[2])),
@@ -298,7 +367,7 @@ fn wait_until(bound: Duration, condition: impl Fn() -> bool) -> bool {
 }
 
 /// N instances at once against one API server: they share the Pod and one sidecar.
-fn scale(binary: &Path, n: usize, work: &Path) -> Result<Value, String> {
+fn scale(command: &[String], n: usize, work: &Path) -> Result<Value, String> {
     let api = ApiServer::start(pod());
     let sidecar = Sidecar::start();
     let true_program = vec!["/bin/true".to_string()];
@@ -306,7 +375,7 @@ fn scale(binary: &Path, n: usize, work: &Path) -> Result<Value, String> {
     let mut children: Vec<Child> = (0..n)
         .map(|i| {
             spawn_wrapper(
-                binary,
+                command,
                 &api,
                 &sidecar.url("/quitquitquit"),
                 &true_program,
@@ -345,31 +414,51 @@ fn scale(binary: &Path, n: usize, work: &Path) -> Result<Value, String> {
     }))
 }
 
-fn measure(candidate: &Candidate, plan: &Plan, clock: &Clock, work: &Path) -> Value {
-    let binary = match &candidate.binary {
-        Ok(binary) => binary,
-        Err(why) => return json!({"name": candidate.name, "error": why}),
-    };
-    let size = std::fs::metadata(binary).map(|m| m.len()).unwrap_or(0);
-    let mut runs = Vec::new();
-    let mut errors = Vec::new();
-    for run in 0..plan.runs {
-        match lifecycle(binary, clock, work, run, None) {
-            Ok(lifecycle) => runs.push(lifecycle),
-            Err(err) => errors.push(err),
+/// The latency lifecycles, every candidate's run `i` after the others' run `i - 1`, so that whatever else the
+/// machine does meanwhile weighs on all of them alike; one unmeasured lifecycle each first warms the caches.
+fn interleaved_lifecycles(
+    candidates: &[&Candidate],
+    runs: usize,
+    clock: &Clock,
+    work: &Path,
+) -> Vec<(Vec<Lifecycle>, Vec<String>)> {
+    let mut results: Vec<(Vec<Lifecycle>, Vec<String>)> = candidates.iter().map(|_| (Vec::new(), Vec::new())).collect();
+    for run in 0..=runs {
+        for (candidate, (lifecycles, errors)) in candidates.iter().zip(results.iter_mut()) {
+            let Ok(command) = &candidate.command else { continue };
+            match (lifecycle(command, clock, work, run, None), run) {
+                (_, 0) => {}
+                (Ok(lifecycle), _) => lifecycles.push(lifecycle),
+                (Err(err), _) => errors.push(err),
+            }
         }
     }
-    let cpu = lifecycle(binary, clock, work, plan.runs, Some(plan.cpu_program));
+    results
+}
+
+fn measure(
+    candidate: &Candidate,
+    (runs, errors): (Vec<Lifecycle>, Vec<String>),
+    plan: &Plan,
+    clock: &Clock,
+    work: &Path,
+) -> Value {
+    let command = match &candidate.command {
+        Ok(command) => command,
+        Err(why) => return json!({"name": candidate.name, "error": why}),
+    };
+    let size = candidate.binary.as_ref().and_then(|binary| std::fs::metadata(binary).ok()).map(|m| m.len());
+    let cpu = lifecycle(command, clock, work, plan.runs, Some(plan.cpu_program));
     let scales: Vec<Value> = plan
         .scales
         .iter()
-        .map(|&n| scale(binary, n, work).unwrap_or_else(|err| json!({"instances": n, "error": err})))
+        .map(|&n| scale(command, n, work).unwrap_or_else(|err| json!({"instances": n, "error": err})))
         .collect();
     let mut ready: Vec<u64> = runs.iter().map(|r| r.ready_to_start_ns).collect();
     let mut first: Vec<u64> = runs.iter().map(|r| r.start_to_first_request_ns).collect();
     json!({
         "name": candidate.name,
-        "binary": binary.display().to_string(),
+        "command": command.join(" "),
         "binary_bytes": size,
         "runs_ok": runs.len(),
         "run_errors": errors,
@@ -390,7 +479,7 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
-fn median(values: &mut [u64]) -> Option<u64> {
+pub fn median(values: &mut [u64]) -> Option<u64> {
     values.sort_unstable();
     values.get(values.len() / 2).copied()
 }
@@ -424,6 +513,15 @@ fn render(results: &[Value], plan: &Plan) -> String {
             other => other.to_string(),
         }
     };
+    // A latency, and for a proa its ratio to the floor's in the same run.
+    let floor = results.iter().find(|v| v["name"] == FLOOR);
+    let latency = |v: &Value, key: &str| -> String {
+        let ratio = floor.filter(|f| f["name"] != v["name"]).and_then(|f| Some(v[key].as_f64()? / f[key].as_f64()?));
+        match ratio {
+            Some(ratio) => format!("{} ({ratio:.2}× floor)", cell(v, key)),
+            None => cell(v, key),
+        }
+    };
     let mut rows: Vec<(String, Vec<String>)> = vec![
         ("program".into(), results.iter().map(|v| v["name"].as_str().unwrap_or("").to_string()).collect()),
         ("binary size (bytes)".into(), results.iter().map(|v| cell(v, "binary_bytes")).collect()),
@@ -436,15 +534,15 @@ fn render(results: &[Value], plan: &Plan) -> String {
         ),
         (
             format!("ready event → program start (ms, median over {})", plan.runs),
-            results.iter().map(|v| cell(v, "ready_to_start_ms_median")).collect(),
+            results.iter().map(|v| latency(v, "ready_to_start_ms_median")).collect(),
         ),
         (
             "ready event → program start (ms, p99)".into(),
-            results.iter().map(|v| cell(v, "ready_to_start_ms_p99")).collect(),
+            results.iter().map(|v| latency(v, "ready_to_start_ms_p99")).collect(),
         ),
         (
             "process start → first API request (ms, median)".into(),
-            results.iter().map(|v| cell(v, "start_to_first_request_ms_median")).collect(),
+            results.iter().map(|v| latency(v, "start_to_first_request_ms_median")).collect(),
         ),
         (
             format!("wrapper CPU while a {}s program runs (ms, schedstat)", plan.cpu_program.as_secs()),
