@@ -180,15 +180,16 @@ impl Api {
         }
         let tls = TlsConfig::builder()
             .provider(TlsProvider::Rustls)
-            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .unversioned_rustls_crypto_provider(crate::tls::provider())
             .root_certs(RootCerts::new_with_certs(&roots))
             .build();
-        let agent = agent_config()
-            .tls_config(tls)
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_recv_response(Some(RESPONSE_TIMEOUT))
-            .build()
-            .new_agent();
+        let agent = agent(
+            agent_config()
+                .tls_config(tls)
+                .timeout_connect(Some(CONNECT_TIMEOUT))
+                .timeout_recv_response(Some(RESPONSE_TIMEOUT))
+                .build(),
+        );
         if watch_timeout > MAX_WATCH_TIMEOUT {
             log::warn!("--watch-timeout of {}s is over an hour: using an hour", watch_timeout.as_secs());
         }
@@ -208,16 +209,12 @@ impl Api {
     /// Any authenticated identity may ask (the `system:basic-user` ClusterRole), so a 403 here is unusual.
     pub fn access_review(&mut self, verb: &'static str) -> Result<Access, ApiError> {
         let url = format!("{}/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", self.api_url);
-        let review = serde_json::json!({
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SelfSubjectAccessReview",
-            "spec": {"resourceAttributes": {
-                "namespace": self.namespace,
-                "verb": verb,
-                "resource": "pods",
-                "name": self.pod_name,
-            }},
-        });
+        let review = format!(
+            r#"{{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectAccessReview","spec":{{"resourceAttributes":{{"namespace":{},"verb":{},"resource":"pods","name":{}}}}}}}"#,
+            lines::quote(&self.namespace),
+            lines::quote(verb),
+            lines::quote(&self.pod_name)
+        );
         let response =
             self.send(&url, "create selfsubjectaccessreviews for", RESPONSE_TIMEOUT + CONNECT_TIMEOUT, Some(review))?;
         let review: AccessReview = read_json(response)?;
@@ -253,7 +250,7 @@ impl Api {
         url: &str,
         verb: &'static str,
         bound: Duration,
-        body: Option<serde_json::Value>,
+        body: Option<String>,
     ) -> Result<ureq::http::Response<ureq::Body>, ApiError> {
         let mut reread = false;
         loop {
@@ -277,7 +274,7 @@ impl Api {
                     .config()
                     .timeout_global(Some(bound))
                     .build()
-                    .send(body.to_string().as_bytes()),
+                    .send(body.as_bytes()),
             };
             let response = sent.map_err(transport_error)?;
             let status = response.status().as_u16();
@@ -285,7 +282,7 @@ impl Api {
                 200..=299 => return Ok(response),
                 401 if !reread => {
                     reread = true;
-                    log::debug!("API server answered 401: re-reading the token file");
+                    debug!("API server answered 401: re-reading the token file");
                     if let Err(err) = self.lock_token().reload(Instant::now()) {
                         log::warn!("{err}");
                     }
@@ -351,7 +348,7 @@ fn read_json<T: serde::de::DeserializeOwned>(response: ureq::http::Response<ureq
 pub fn agent_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
     let no_roots = TlsConfig::builder()
         .provider(TlsProvider::Rustls)
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .unversioned_rustls_crypto_provider(crate::tls::provider())
         .root_certs(RootCerts::new_with_certs(&[]))
         .build();
     ureq::Agent::config_builder()
@@ -362,13 +359,51 @@ pub fn agent_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope
         .tls_config(no_roots)
 }
 
+/// An agent from `config` with only what proa uses: TCP, then TLS for an https URL (no proxy connector: the
+/// settings refuse proxies anyway), and `Resolver`. ureq's `unversioned` parts do not follow semver; Cargo.lock
+/// pins the version.
+pub fn agent(config: ureq::config::Config) -> ureq::Agent {
+    use ureq::unversioned::transport::{Connector, RustlsConnector, TcpConnector};
+    let connector = ().chain(TcpConnector::default()).chain(RustlsConnector::default());
+    ureq::Agent::with_parts(config, connector, Resolver)
+}
+
+/// Resolves an IP address (`KUBERNETES_SERVICE_HOST` always is one; shutdown URLs mostly) at once, on the calling
+/// thread; a name through ureq's resolver, which starts a thread to bound the lookup.
+#[derive(Debug)]
+struct Resolver;
+
+impl ureq::unversioned::resolver::Resolver for Resolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().map(|host| host.trim_start_matches('[').trim_end_matches(']'));
+        let port = uri.port_u16().or_else(|| match uri.scheme_str() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        });
+        match (host.and_then(|host| host.parse::<std::net::IpAddr>().ok()), port) {
+            (Some(ip), Some(port)) => {
+                let mut addresses = self.empty();
+                addresses.push(std::net::SocketAddr::new(ip, port));
+                Ok(addresses)
+            }
+            _ => ureq::unversioned::resolver::DefaultResolver::default().resolve(uri, config, timeout),
+        }
+    }
+}
+
 /// A certificate rustls refused is fatal; anything else on the wire is worth retrying.
 fn transport_error(err: ureq::Error) -> ApiError {
     let untrusted = match &err {
-        ureq::Error::Rustls(rustls::Error::InvalidCertificate(why)) => Some(format!("{why:?}")),
+        ureq::Error::Rustls(rustls::Error::InvalidCertificate(why)) => Some(why.to_string()),
         ureq::Error::Io(io) => {
             io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).and_then(|tls| match tls {
-                rustls::Error::InvalidCertificate(why) => Some(format!("{why:?}")),
+                rustls::Error::InvalidCertificate(why) => Some(why.to_string()),
                 _ => None,
             })
         }

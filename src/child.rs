@@ -82,12 +82,12 @@ pub fn become_reaper() {
     // SAFETY: signal(2) with SIG_DFL installs no handler; no other thread exists yet.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
     if std::process::id() == 1 {
-        log::debug!("running as PID 1: orphaned processes are reaped");
+        debug!("running as PID 1: orphaned processes are reaped");
         return;
     }
     // SAFETY: PR_SET_CHILD_SUBREAPER takes plain integers and has no memory effects.
     match unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } {
-        0 => log::debug!("not PID 1: child subreaper, so the program's orphans are reaped here"),
+        0 => debug!("not PID 1: child subreaper, so the program's orphans are reaped here"),
         _ => log::warn!("cannot become a child subreaper: {}; orphans go to PID 1", io::Error::last_os_error()),
     }
 }
@@ -202,7 +202,7 @@ pub fn spawn_reaper(program: Program, report: impl Fn(Exit) -> bool + Send + 'st
                     reported = true;
                     report(Exit::Exited { code: exit::code_for(status) });
                 } else if pid > 0 {
-                    log::debug!("reaped orphan pid {pid}");
+                    debug!("reaped orphan pid {pid}");
                 } else if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
                     // ECHILD: nothing left to reap. Before the program's exit only if something else reaped it,
                     // which `become_reaper` rules out; say so rather than wait forever.
@@ -224,7 +224,7 @@ fn take_terminal_back(program_pgrp: libc::pid_t) {
     let (foreground, own) = unsafe { (libc::tcgetpgrp(libc::STDIN_FILENO), libc::getpgrp()) };
     if foreground == program_pgrp {
         if let Err(err) = set_foreground(own) {
-            log::debug!("cannot take the terminal back: {err}");
+            debug!("cannot take the terminal back: {err}");
         }
     }
 }
@@ -233,10 +233,10 @@ fn take_terminal_back(program_pgrp: libc::pid_t) {
 /// way to the owner through the reaper.
 pub fn forward(program: &Pidfd, signal: i32) {
     let pid = program.pid();
-    log::debug!("forwarding {} to pid {pid}", signal_name(signal));
+    debug!("forwarding {} to pid {pid}", signal_name(signal));
     if let Err(err) = program.signal(signal) {
         match err.raw_os_error() {
-            Some(libc::ESRCH) => log::debug!("pid {pid} already exited; {} not delivered", signal_name(signal)),
+            Some(libc::ESRCH) => debug!("pid {pid} already exited; {} not delivered", signal_name(signal)),
             _ => log::warn!("cannot forward {} to pid {pid}: {err}", signal_name(signal)),
         }
     }

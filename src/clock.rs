@@ -1,7 +1,21 @@
-//! Wall-clock time in the one text form Kubernetes uses, RFC 3339 in UTC (`2026-11-30T07:18:17Z`): formatted for
-//! JSON logs, parsed for a deletion's `deletionTimestamp`. Pure: the caller passes the time.
+//! Time as text: wall-clock time in the one form Kubernetes uses, RFC 3339 in UTC (`2026-11-30T07:18:17Z`),
+//! formatted for JSON logs and parsed for a deletion's `deletionTimestamp`; and durations as seconds for messages.
+//! Pure: the caller passes the time.
 
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A duration as seconds with one decimal, `1.5s`, rounded to the nearest tenth (integer arithmetic: no float
+/// formatting in the binary).
+pub struct Seconds(pub Duration);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_secs().saturating_mul(1000).saturating_add(u64::from(self.0.subsec_millis()));
+        let tenths = millis.saturating_add(50) / 100;
+        write!(f, "{}.{}s", tenths / 10, tenths % 10)
+    }
+}
 
 /// `2026-11-30T07:18:17.709Z`, with milliseconds.
 pub fn rfc3339_millis(time: SystemTime) -> String {
@@ -67,6 +81,13 @@ mod tests {
         assert_eq!(parse_rfc3339("2026-11-30T07:18:17.709Z"), parse_rfc3339("2026-11-30T07:18:17Z"));
         assert_eq!(rfc3339_millis(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z"), Some(UNIX_EPOCH + Duration::from_secs(1_709_164_800)));
+    }
+
+    #[test]
+    fn seconds_with_one_decimal() {
+        let text = |ms: u64| Seconds(Duration::from_millis(ms)).to_string();
+        assert_eq!([text(0), text(49), text(50), text(1_449), text(10_000)], ["0.0s", "0.0s", "0.1s", "1.4s", "10.0s"]);
+        assert_eq!(Seconds(Duration::MAX).to_string(), "18446744073709551.6s", "saturated, not wrapped");
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub fn install(dir: &Path) -> Result<Installed, String> {
         Ok(bytes) => {
             // The rename is durable once the directory is; one that cannot be opened (write-only) keeps the copy.
             if let Err(err) = File::open(dir).and_then(|dir| dir.sync_all()) {
-                log::debug!("cannot sync {}: {err}", dir.display());
+                debug!("cannot sync {}: {err}", dir.display());
             }
             Ok(Installed { path: target, bytes })
         }

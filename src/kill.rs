@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::child::signal_name;
+use crate::clock::Seconds;
 use crate::pidfd::Pidfd;
 use crate::procs::{self, Process, Rule, Stat};
 
@@ -94,10 +95,10 @@ impl fmt::Display for Report {
         if !self.signalled.is_empty() {
             parts.push(format!("{} to {}", signal_name(self.signal), list(&mut self.signalled.iter())));
             parts.push(match self.forced.is_empty() {
-                true => format!("all exited after {:.1}s", self.took.as_secs_f64()),
+                true => format!("all exited after {}", Seconds(self.took)),
                 false => format!(
-                    "still running after {:.1}s, so SIGKILL to {}",
-                    self.grace.as_secs_f64(),
+                    "still running after {}, so SIGKILL to {}",
+                    Seconds(self.grace),
                     list(&mut self.forced.iter())
                 ),
             });
@@ -158,7 +159,7 @@ pub fn perform(kill: &Kill) -> Result<Report, KillError> {
     for process in procs::targets(&processes, own, &kill.rule) {
         // None: it exited since the listing.
         let Some(handle) = Handle::open(process) else { continue };
-        log::debug!("sending {} to {}", signal_name(kill.signal), handle.target);
+        debug!("sending {} to {}", signal_name(kill.signal), handle.target);
         match handle.signal(kill.signal) {
             Ok(()) => handles.push(handle),
             Err(err) if err.raw_os_error() == Some(libc::ESRCH) => {}
@@ -168,9 +169,9 @@ pub fn perform(kill: &Kill) -> Result<Report, KillError> {
     let signalled = handles.iter().map(|h| h.target.clone()).collect();
     let survivors = wait_exited(handles, kill.grace);
     for handle in &survivors {
-        log::debug!("{} still running after {:?}: sending SIGKILL", handle.target, kill.grace);
+        debug!("{} still running after {}: sending SIGKILL", handle.target, Seconds(kill.grace));
         if let Err(err) = handle.signal(libc::SIGKILL) {
-            log::debug!("cannot send SIGKILL to {}: {err}", handle.target);
+            debug!("cannot send SIGKILL to {}: {err}", handle.target);
         }
     }
     let forced = survivors.iter().map(|h| h.target.clone()).collect();

@@ -9,7 +9,7 @@ const LAYERS: [&[&str]; 7] = [
     &["options"],
     &["watch", "probe", "child", "shutdown", "kill", "signals", "termination", "logging", "preset", "install", "quit"],
     &["api", "readiness"],
-    &["cluster", "pod", "lines", "pidfd", "procs", "exit", "url", "crash", "clock", "layers"],
+    &["cluster", "pod", "lines", "pidfd", "procs", "exit", "url", "crash", "clock", "tls", "layers"],
 ];
 
 fn layer(module: &str) -> usize {

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use log::{LevelFilter, Log, Metadata, Record};
 
-use crate::clock;
+use crate::{clock, lines};
 
 /// `--log-format`: how log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +89,7 @@ impl Log for Logger {
                 "{{\"time\":\"{}\",\"level\":\"{}\",\"source\":\"proa\",\"message\":{}}}\n",
                 clock::rfc3339_millis(SystemTime::now()),
                 record.level(),
-                serde_json::Value::String(record.args().to_string())
+                lines::quote(&record.args().to_string())
             ),
         };
         // One write per line, so that lines of different threads never interleave.
@@ -100,6 +100,15 @@ impl Log for Logger {
 }
 
 /// Installs the logger. Call once, before any thread starts.
+/// A debug line from `target` (a module path), for the `debug!` macro: past `log`'s compiled-in level.
+pub fn debug_line(target: &'static str, args: std::fmt::Arguments<'_>) {
+    let metadata = log::Metadata::builder().level(log::Level::Debug).target(target).build();
+    let logger = log::logger();
+    if logger.enabled(&metadata) {
+        logger.log(&log::Record::builder().metadata(metadata).module_path_static(Some(target)).args(args).build());
+    }
+}
+
 pub fn init(format: LogFormat) {
     let filter = Filter::parse(std::env::var("RUST_LOG").ok().as_deref());
     log::set_max_level(filter.most_verbose());

@@ -4,6 +4,16 @@
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+/// `log::debug!` for proa's own lines. Release builds compile every library's debug lines out
+/// (`release_max_level_info`: rustls's alone cost tens of kB), but keep these: `RUST_LOG=debug` shows them.
+macro_rules! debug {
+    ($($arg:tt)+) => {
+        if ::log::max_level() >= ::log::LevelFilter::Debug {
+            $crate::logging::debug_line(module_path!(), format_args!($($arg)+));
+        }
+    };
+}
+
 mod api;
 mod check;
 mod child;
@@ -32,6 +42,7 @@ mod readiness;
 mod shutdown;
 mod signals;
 mod termination;
+mod tls;
 mod url;
 mod watch;
 
@@ -71,7 +82,7 @@ fn main() -> ExitCode {
     };
     logging::init(options.log_format);
     if options.disabled {
-        log::debug!("PROA_DISABLE=true: running {} in proa's place", options.program.to_string_lossy());
+        debug!("PROA_DISABLE=true: running {} in proa's place", options.program.to_string_lossy());
         let err = child::exec_program(&options.program, &options.args);
         log::error!("{err}");
         return ExitCode::from(err.code());

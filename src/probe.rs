@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::clock::Seconds;
 use crate::url::redact;
 
 /// Default `--probe-interval`: the pause between rounds, counted from the start of one to the next.
@@ -104,12 +105,12 @@ fn probe(mut left: Vec<Endpoint>, goal: Goal, interval: Duration, stop: &AtomicB
 /// The HTTP client for checks: one attempt is one fresh connection (no pool, so a sidecar that went away is
 /// noticed at once), bounded by `ATTEMPT_TIMEOUT`, with no redirects.
 pub fn agent() -> ureq::Agent {
-    crate::api::agent_config()
+    let config = crate::api::agent_config()
         .timeout_global(Some(ATTEMPT_TIMEOUT))
         .max_redirects(0)
         .max_idle_connections(0)
-        .build()
-        .into()
+        .build();
+    crate::api::agent(config)
 }
 
 /// One attempt: Ok when the endpoint is ready, else why not.
@@ -119,7 +120,7 @@ pub fn check(agent: &ureq::Agent, endpoint: &Endpoint) -> Result<(), String> {
             Ok(response) if response.status().is_success() => Ok(()),
             Ok(response) => Err(format!("answered {}", response.status().as_u16())),
             Err(ureq::Error::Io(err)) => Err(io_text(&err)),
-            Err(ureq::Error::Timeout(_)) => Err(format!("no answer within {ATTEMPT_TIMEOUT:?}")),
+            Err(ureq::Error::Timeout(_)) => Err(format!("no answer within {}", Seconds(ATTEMPT_TIMEOUT))),
             Err(err) => Err(redact(&err.to_string())),
         },
         Endpoint::Tcp(address) => {
@@ -139,7 +140,7 @@ pub fn check(agent: &ureq::Agent, endpoint: &Endpoint) -> Result<(), String> {
 fn io_text(err: &io::Error) -> String {
     match err.kind() {
         io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => format!("no answer within {ATTEMPT_TIMEOUT:?}"),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => format!("no answer within {}", Seconds(ATTEMPT_TIMEOUT)),
         _ => err.to_string(),
     }
 }

@@ -38,14 +38,14 @@ pub fn spawn(listener: TcpListener, quit: impl Fn() + Send + Sync + 'static) -> 
                 Ok(stream) => stream,
                 Err(err) => {
                     // Out of descriptors, say: pause rather than spin on an error that persists.
-                    log::debug!("quit endpoint: cannot accept: {err}");
+                    debug!("quit endpoint: cannot accept: {err}");
                     thread::sleep(Duration::from_millis(100));
                     continue;
                 }
             };
             if clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
                 clients.fetch_sub(1, Ordering::SeqCst);
-                log::debug!("quit endpoint: {MAX_CLIENTS} clients already: closing a connection");
+                debug!("quit endpoint: {MAX_CLIENTS} clients already: closing a connection");
                 continue;
             }
             let (quit, clients) = (quit.clone(), clients.clone());
@@ -54,7 +54,7 @@ pub fn spawn(listener: TcpListener, quit: impl Fn() + Send + Sync + 'static) -> 
                 clients.fetch_sub(1, Ordering::SeqCst);
             });
             if let Err(err) = served {
-                log::debug!("quit endpoint: cannot serve a connection: {err}");
+                debug!("quit endpoint: cannot serve a connection: {err}");
             }
         }
     })?;
@@ -66,7 +66,7 @@ fn serve(mut stream: TcpStream, quit: &dyn Fn()) {
     let answer = answer(read_head(&mut stream).as_deref());
     let sent = stream.write_all(answer.response.as_bytes()).and_then(|()| stream.flush());
     if let Err(err) = &sent {
-        log::debug!("quit endpoint: cannot answer: {err}");
+        debug!("quit endpoint: cannot answer: {err}");
     }
     if answer.quit {
         quit();
@@ -95,7 +95,7 @@ fn answer(head: Option<&str>) -> Answer {
     if quit {
         log::info!("{method} {PATH}: stopping the sidecar");
     } else {
-        log::debug!("quit endpoint: {request_line:?} answered {status}");
+        debug!("quit endpoint: {request_line:?} answered {status}");
     }
     let body = format!("{status}\n");
     let response = format!(

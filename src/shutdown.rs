@@ -9,6 +9,7 @@ use std::io;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::clock::Seconds;
 use crate::url::redact;
 
 /// How long one attempt may take, connecting included (less when the budget has less left).
@@ -171,7 +172,7 @@ pub fn spawn_actions(
     budget: Duration,
     report: impl Fn(Outcome) -> bool + Send + Clone + 'static,
 ) -> Vec<JoinHandle<()>> {
-    let agent: ureq::Agent = crate::api::agent_config().build().into();
+    let agent = crate::api::agent(crate::api::agent_config().build());
     let deadline = Instant::now() + budget;
     actions
         .into_iter()
@@ -229,13 +230,13 @@ fn request(
                 if attempt == ATTEMPTS || left <= pause {
                     return Err(ActionError::Refused { attempts: attempt });
                 }
-                log::debug!("{action} refused (attempt {attempt} of {ATTEMPTS}); retrying in {pause:?}");
+                debug!("{action} refused (attempt {attempt} of {ATTEMPTS}); retrying in {}", Seconds(pause));
                 thread::sleep(pause);
                 pause *= 2;
                 attempt += 1;
             }
             Err(ureq::Error::Timeout(_)) => {
-                return Err(ActionError::Failed(format!("no answer within {:.1}s", timeout.as_secs_f64())));
+                return Err(ActionError::Failed(format!("no answer within {}", Seconds(timeout))));
             }
             Err(err) => return Err(ActionError::Failed(redact(&err.to_string()))),
         }

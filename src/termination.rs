@@ -23,8 +23,8 @@ pub fn write(path: &Path, reason: &str) {
         file.write_all(one_line(reason).as_bytes())
     });
     match written {
-        Ok(()) => log::debug!("wrote the termination message to {}", path.display()),
-        Err(err) => log::debug!("not writing the termination message to {}: {err}", path.display()),
+        Ok(()) => debug!("wrote the termination message to {}", path.display()),
+        Err(err) => debug!("not writing the termination message to {}: {err}", path.display()),
     }
 }
 

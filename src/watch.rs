@@ -11,6 +11,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::api::{Api, ApiError, MAX_OBJECT_BYTES};
+use crate::clock::Seconds;
 use crate::lines::{Line, read_json_line};
 use crate::pod::{Pod, WatchEvent, WatchLine};
 use crate::readiness;
@@ -40,17 +41,20 @@ pub enum Update {
 
 /// Starts the watcher. It stops after reporting a Pod for which `until(pod, deleted)` is true, after a fatal error,
 /// when `report` returns false (the owner is gone), or once `stop` is set: before its next request, or its next
-/// report if it is blocked reading a stream.
+/// report if it is blocked reading a stream. After that last Pod it hands its open stream to `release` rather than
+/// drop it: the owner, acting on the Pod (starting the program), drops it when done, so that freeing the stream's
+/// buffers (unmapping memory, which interrupts every thread of the process) does not slow the owner down.
 pub fn spawn_watch(
     api: Api,
     from: Option<String>,
     stop: Arc<AtomicBool>,
     until: impl FnMut(&Pod, bool) -> bool + Send + 'static,
     report: impl Fn(Update) -> bool + Send + 'static,
+    release: impl Fn(Box<dyn Send>) + Send + 'static,
 ) -> JoinHandle<()> {
     thread::Builder::new()
         .name("watch".into())
-        .spawn(move || watch(api, from, &stop, until, report))
+        .spawn(move || watch(api, from, &stop, until, report, release))
         .expect("spawning a thread only fails when the process is out of resources")
 }
 
@@ -60,20 +64,21 @@ fn watch(
     stop: &AtomicBool,
     mut until: impl FnMut(&Pod, bool) -> bool,
     report: impl Fn(Update) -> bool,
+    release: impl Fn(Box<dyn Send>),
 ) {
     crate::crash::inject("watch");
     let mut backoff = Backoff::default();
     let stopped = || stop.load(Ordering::Relaxed);
     let report = |update| !stopped() && report(update);
-    // Returns false when the watcher should stop.
-    let mut deliver = |mut pod: Pod, deleted: bool| {
+    // The update for a snapshot, and whether it is the last one this watcher reports.
+    let mut prepare = |mut pod: Pod, deleted: bool| {
         pod.metadata.deletion_in = readiness::deletion_in(&pod, SystemTime::now());
         let done = until(&pod, deleted);
         let update = match deleted {
             true => Update::PodDeleted(Box::new(pod)),
             false => Update::PodChanged(Box::new(pod)),
         };
-        report(update) && !done
+        (update, done)
     };
 
     // Resuming from a known resourceVersion, the watch replays what changed since; else read the Pod first.
@@ -94,7 +99,8 @@ fn watch(
                 }
             };
             let version = pod.metadata.resource_version.clone();
-            if !deliver(pod, false) {
+            let (update, done) = prepare(pod, false);
+            if !report(update) || done {
                 return;
             }
             version
@@ -111,7 +117,7 @@ fn watch(
             Ok(stream) => stream,
             // Without a resourceVersion the server cannot answer 410; if it does anyway, back off below.
             Err(ApiError::Gone) if resource_version.is_some() => {
-                log::debug!("watch: resourceVersion expired (410): watching from the current state");
+                debug!("watch: resourceVersion expired (410): watching from the current state");
                 resource_version = None;
                 continue;
             }
@@ -124,7 +130,7 @@ fn watch(
                 continue;
             }
         };
-        log::debug!("watch: stream open from resourceVersion {}", resource_version.as_deref().unwrap_or("(current)"));
+        debug!("watch: stream open from resourceVersion {}", resource_version.as_deref().unwrap_or("(current)"));
         let mut buf = Vec::new();
         let mut relist = false;
         let ended = loop {
@@ -138,29 +144,16 @@ fn watch(
                 Ok(Line::End) => break "stream ended".to_string(),
                 Err(err) => break format!("stream broke: {err}"),
             };
-            match event {
-                Ok(WatchEvent::Pod(pod)) => {
-                    if pod.metadata.resource_version.is_some() {
-                        resource_version = pod.metadata.resource_version.clone();
-                    }
-                    if !deliver(*pod, false) {
-                        return;
-                    }
-                }
-                Ok(WatchEvent::Deleted(pod)) => {
-                    if pod.metadata.resource_version.is_some() {
-                        resource_version = pod.metadata.resource_version.clone();
-                    }
-                    if !deliver(*pod, true) {
-                        return;
-                    }
-                }
+            let (pod, deleted) = match event {
+                Ok(WatchEvent::Pod(pod)) => (pod, false),
+                Ok(WatchEvent::Deleted(pod)) => (pod, true),
                 Ok(WatchEvent::Bookmark(rv)) => {
                     log::trace!("watch: bookmark at resourceVersion {rv:?}");
                     resource_version = rv.or(resource_version);
+                    continue;
                 }
                 Ok(WatchEvent::Error(status)) if status.code == 410 && resource_version.is_some() => {
-                    log::debug!("watch: resourceVersion expired (ERROR 410): watching from the current state");
+                    debug!("watch: resourceVersion expired (ERROR 410): watching from the current state");
                     resource_version = None;
                     relist = true;
                     break "expired".to_string();
@@ -174,11 +167,23 @@ fn watch(
                     resource_version = None;
                     break err;
                 }
+            };
+            if pod.metadata.resource_version.is_some() {
+                resource_version = pod.metadata.resource_version.clone();
+            }
+            let (update, done) = prepare(*pod, deleted);
+            let reported = report(update);
+            if reported && done {
+                release(Box::new((stream, buf)));
+                return;
+            }
+            if !reported {
+                return;
             }
         };
         drop(stream);
         if relist || started.elapsed() >= HEALTHY_STREAM {
-            log::debug!("watch: {ended}; watching again");
+            debug!("watch: {ended}; watching again");
             backoff.reset();
         } else {
             backoff.wait_after(&format!("watch {ended}"), None);
@@ -218,7 +223,7 @@ impl Backoff {
     fn wait_after(&mut self, why: &dyn std::fmt::Display, retry_after: Option<Duration>) {
         self.failures += 1;
         let delay = retry_delay(self.failures, retry_after, random_fraction());
-        log::warn!("{why}; retrying in {:.1}s (attempt {})", delay.as_secs_f64(), self.failures);
+        log::warn!("{why}; retrying in {} (attempt {})", Seconds(delay), self.failures);
         thread::sleep(delay);
     }
 }

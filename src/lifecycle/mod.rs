@@ -97,8 +97,11 @@ pub fn drive(config: &Config, world: &mut impl World) -> u8 {
                 return exit::PROA_FAILED;
             }
         };
-        if let Event::Child(Exit::Exited { code }) = event {
-            crash::program_exited(code);
+        match &event {
+            // Dropped here, now that the commands of the events before it are carried out.
+            Event::Release(_) => continue,
+            Event::Child(Exit::Exited { code }) => crash::program_exited(*code),
+            _ => {}
         }
         let (next, more) = machine::step(config, state, event, world.now());
         state = next;
@@ -135,6 +138,7 @@ fn carry_out(config: &Config, command: Command, world: &mut impl World, own: &mu
             }
         }
         Command::Forward(signal) => world.forward(signal),
+        Command::Say(line) => log::info!("{line}"),
         Command::StartShutdown { budget, actions } => world.start_shutdown(budget, &actions),
         Command::WriteTerminationLog(reason) => world.write_termination_log(&reason),
         // `drive` returns on it instead.

@@ -30,7 +30,7 @@ pub(super) fn awaiting_peers(
         Event::Watch(Update::PodChanged(pod)) if !readiness::is_gone(&pod, &p.facts.uid) => {
             p.facts.observe(&pod);
             if !p.facts.peers_left.is_empty() {
-                log::debug!("waiting for peers {} to terminate", p.facts.peers_left.join(", "));
+                debug!("waiting for peers {} to terminate", p.facts.peers_left.join(", "));
                 return (State::AwaitingPeers(p), vec![]);
             }
             log::info!("peers have terminated");
@@ -49,7 +49,7 @@ pub(super) fn awaiting_peers(
             stop_and(Command::StopWatch, then_read_pod(config, shutdown))
         }
         Event::Signal(signal) => {
-            log::debug!("ignoring {} while waiting for peers", child::signal_name(signal));
+            debug!("ignoring {} while waiting for peers", child::signal_name(signal));
             (State::AwaitingPeers(p), vec![])
         }
         // The program has exited and no shutdown has begun: nothing else can mean anything here.
@@ -58,6 +58,7 @@ pub(super) fn awaiting_peers(
         | Event::Shutdown(_)
         | Event::Probe(_)
         | Event::Quit
+        | Event::Release(_)
         | Event::DeadlinePassed => (State::AwaitingPeers(p), vec![]),
     }
 }

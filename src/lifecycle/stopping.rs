@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use crate::child::{self, Exit};
+use crate::clock::Seconds;
 use crate::pod::Pod;
 use crate::probe::{Goal, Update as ProbeUpdate};
 use crate::readiness;
@@ -33,11 +34,7 @@ pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instan
     match event {
         Event::Signal(signal) => {
             if signals::is_stop_request(signal) && r.stop.is_none() {
-                log::debug!(
-                    "the kubelet allows {:.1}s after {}",
-                    r.facts.grace.as_secs_f64(),
-                    child::signal_name(signal)
-                );
+                debug!("the kubelet allows {} after {}", Seconds(r.facts.grace), child::signal_name(signal));
                 r.stop = Some(Stop::new(now, r.facts.grace));
             }
             (State::Running(r), vec![Command::Forward(signal)])
@@ -69,7 +66,7 @@ pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instan
             _ => (State::Running(r), vec![]),
         },
         // A late snapshot from the watcher that was just stopped: nothing to do.
-        Event::Shutdown(_) | Event::Probe(_) => (State::Running(r), vec![]),
+        Event::Shutdown(_) | Event::Probe(_) | Event::Release(_) => (State::Running(r), vec![]),
     }
 }
 
@@ -102,7 +99,7 @@ fn quit(config: &Config, mut r: Running, now: Instant) -> (State, Vec<Command>) 
         return (State::Running(r), vec![Command::Forward(signal)]);
     }
     let grace = capped("--kill-grace", grace);
-    log::info!("stopping the program: {}, then SIGKILL after {:.1}s", child::signal_name(signal), grace.as_secs_f64());
+    log::info!("stopping the program: {}, then SIGKILL after {}", child::signal_name(signal), Seconds(grace));
     r.quit = Some(Quit::Signalled { kill_at: after(now, grace) });
     (State::Running(r), vec![Command::Forward(signal)])
 }
@@ -210,11 +207,11 @@ pub(super) fn begin_shutdown(
     }
     match (&awaited, stop) {
         (Awaited::Nothing, Some(stop)) => log::info!(
-            "the pod is stopping: sending the shutdown actions, not waiting for the sidecars (exiting within {:.1}s)",
-            stop.by.duration_since(now).as_secs_f64()
+            "the pod is stopping: sending the shutdown actions, not waiting for the sidecars (exiting within {})",
+            Seconds(stop.by.duration_since(now))
         ),
         (Awaited::Nothing, None) => log::info!("sending the shutdown actions"),
-        _ => log::info!("shutting down sidecars (at most {:.1}s)", timeout.as_secs_f64()),
+        _ => log::info!("shutting down sidecars (at most {})", Seconds(timeout)),
     }
     let state = State::ShuttingDown(ShuttingDown {
         code,
@@ -250,7 +247,7 @@ pub(super) fn shutting_down(config: &Config, mut s: ShuttingDown, event: Event, 
                         log::info!("sidecars have exited");
                         s.awaited = Awaited::Nothing;
                     } else {
-                        log::debug!("waiting for sidecars {} to exit", left.join(", "));
+                        debug!("waiting for sidecars {} to exit", left.join(", "));
                     }
                 }
             }
@@ -268,7 +265,7 @@ pub(super) fn shutting_down(config: &Config, mut s: ShuttingDown, event: Event, 
         }
         Event::Probe(ProbeUpdate::Pending { goal: Goal::Gone, left }) => {
             if let Awaited::Endpoints(_) = s.awaited {
-                log::debug!("waiting for endpoints to stop answering: {}", left.join(", "));
+                debug!("waiting for endpoints to stop answering: {}", left.join(", "));
                 s.awaited = Awaited::Endpoints(left);
             }
         }
@@ -289,7 +286,7 @@ pub(super) fn shutting_down(config: &Config, mut s: ShuttingDown, event: Event, 
             commands.extend(read_pod(config));
             s.stop = Some(s.stop.unwrap_or_else(|| Stop::new(now, s.grace)));
         }
-        Event::Signal(signal) => log::debug!("ignoring {} while shutting down", child::signal_name(signal)),
+        Event::Signal(signal) => debug!("ignoring {} while shutting down", child::signal_name(signal)),
         Event::DeadlinePassed => {
             if s.stop.is_some_and(|stop| now >= stop.by) {
                 log::warn!("{}: exiting before the kubelet's SIGKILL", outstanding(&s, "the end of the grace period"));
@@ -312,6 +309,7 @@ pub(super) fn shutting_down(config: &Config, mut s: ShuttingDown, event: Event, 
         Event::Child(_)
         | Event::SpawnFailed(_)
         | Event::Quit
+        | Event::Release(_)
         | Event::Probe(ProbeUpdate::Reached(Goal::Ready) | ProbeUpdate::Pending { goal: Goal::Ready, .. }) => {}
     }
     if s.awaited == Awaited::Nothing && s.actions_left == 0 {

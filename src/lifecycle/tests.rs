@@ -84,14 +84,14 @@ fn exited(code: u8) -> Event {
 }
 
 /// Runs `events` from the start, at the given offsets from t0, and returns the last state and every command
-/// (the start's included).
+/// (the start's included) but the log lines (`Command::Say`).
 fn run_at(config: &Config, events: Vec<(f64, Event)>) -> (State, Vec<Command>, Instant) {
     let t0 = Instant::now();
     let (mut state, mut all) = State::start(config, t0);
     for (at, event) in events {
         let (next, commands) = step(config, state, event, t0 + secs(at));
         state = next;
-        all.extend(commands);
+        all.extend(commands.into_iter().filter(|c| !matches!(c, Command::Say(_))));
     }
     (state, all, t0)
 }
@@ -126,6 +126,11 @@ fn pending_then_ready_starts_the_program() {
     let (state, commands, _) = run(&config(1), vec![snapshot("starting"), snapshot("ready")]);
     assert!(matches!(state, State::Running(Running { stop: None, .. })));
     assert_eq!(commands, [Command::StopWatch, Command::StartProgram]);
+    // The news of it is logged once the program has started, not before.
+    let (state, _, t0) = run_at(&config(1), vec![(0.0, snapshot("starting"))]);
+    let (_, commands) = step(&config(1), state, snapshot("ready"), t0 + secs(1.25));
+    let said = Command::Say("all containers ready after 1.3s".into());
+    assert_eq!(commands, [Command::StopWatch, Command::StartProgram, said]);
 }
 
 #[test]

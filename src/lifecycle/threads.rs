@@ -16,7 +16,7 @@ use crate::probe::{self, Endpoint, Goal};
 use crate::shutdown;
 use crate::{quit, signals, termination, watch};
 
-use super::machine::{Config, Event, Mode};
+use super::machine::{Config, Event, Leftovers, Mode};
 use super::{Until, World};
 
 /// Where readiness comes from, ready to use.
@@ -122,7 +122,16 @@ impl World for Threads {
         if let Some(api) = &self.api {
             let (worker, stop) = Worker::new();
             let tx = self.tx.clone();
-            watch::spawn_watch(api.clone(), from, stop, until, move |update| tx.send(Event::Watch(update)).is_ok());
+            let release = tx.clone();
+            let release = move |leftovers| _ = release.send(Event::Release(Leftovers(leftovers)));
+            watch::spawn_watch(
+                api.clone(),
+                from,
+                stop,
+                until,
+                move |update| tx.send(Event::Watch(update)).is_ok(),
+                release,
+            );
             self.watcher = Some(worker);
         }
     }
@@ -157,7 +166,7 @@ impl World for Threads {
     fn forward(&mut self, signal: i32) {
         match &self.program {
             Some(program) => child::forward(program, signal),
-            None => log::debug!("no program to forward {} to", child::signal_name(signal)),
+            None => debug!("no program to forward {} to", child::signal_name(signal)),
         }
     }
 

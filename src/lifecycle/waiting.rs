@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use crate::child;
+use crate::clock::Seconds;
 use crate::exit;
 use crate::pod::Pod;
 use crate::probe::{Goal, Update as ProbeUpdate};
@@ -26,11 +27,11 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
         Event::Probe(ProbeUpdate::Reached(Goal::Ready)) => {
             // Only no-API mode runs a prober, and its facts are known from the start.
             let Some(facts) = w.facts.take() else { return (State::Waiting(w), vec![]) };
-            log::info!("all endpoints ready after {:.1}s", now.duration_since(w.since).as_secs_f64());
-            (State::Running(Running::new(facts)), vec![Command::StartProgram])
+            let ready = format!("all endpoints ready after {}", Seconds(now.duration_since(w.since)));
+            (State::Running(Running::new(facts)), vec![Command::StartProgram, Command::Say(ready)])
         }
         Event::Probe(ProbeUpdate::Pending { goal: Goal::Ready, left }) => {
-            log::debug!("not ready yet: {}", left.join(", "));
+            debug!("not ready yet: {}", left.join(", "));
             w.not_ready = left;
             (State::Waiting(w), vec![])
         }
@@ -48,9 +49,9 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
         }
         Event::DeadlinePassed if w.deadline.is_some_and(|d| now >= d) && config.run_on_ready_timeout => {
             log::warn!(
-                "{} not ready after {:.1}s: {}; running the program anyway (--on-ready-timeout run)",
+                "{} not ready after {}: {}; running the program anyway (--on-ready-timeout run)",
                 what(config),
-                now.duration_since(w.since).as_secs_f64(),
+                Seconds(now.duration_since(w.since)),
                 not_ready(&w)
             );
             let stop = stop_looking(config);
@@ -59,15 +60,15 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
         }
         Event::DeadlinePassed if w.deadline.is_some_and(|d| now >= d) => {
             let failed = failure(format!(
-                "{} not ready after {:.1}s: {}; not starting the program",
+                "{} not ready after {}: {}; not starting the program",
                 what(config),
-                now.duration_since(w.since).as_secs_f64(),
+                Seconds(now.duration_since(w.since)),
                 not_ready(&w)
             ));
             with_first(failed, abort_wait(config, w.facts.as_ref(), exit::READY_TIMEOUT, Ending::Normal, now))
         }
         Event::Signal(signal) => {
-            log::debug!("ignoring {} while waiting for sidecars", child::signal_name(signal));
+            debug!("ignoring {} while waiting for sidecars", child::signal_name(signal));
             (State::Waiting(w), vec![])
         }
         // None of these can happen before the program starts (a prober only aims at Gone during shutdown);
@@ -77,6 +78,7 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
         | Event::SpawnFailed(_)
         | Event::Shutdown(_)
         | Event::Quit
+        | Event::Release(_)
         | Event::Probe(ProbeUpdate::Reached(Goal::Gone) | ProbeUpdate::Pending { goal: Goal::Gone, .. }) => {
             (State::Waiting(w), vec![])
         }
@@ -110,16 +112,18 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
     facts.observe(pod);
     match readiness::assess(pod, &facts.waited) {
         Verdict::Ready => {
+            let mut commands = vec![Command::StopWatch, Command::StartProgram];
             if !facts.waited.is_empty() {
-                log::info!("all containers ready after {:.1}s", now.duration_since(w.since).as_secs_f64());
+                commands
+                    .push(Command::Say(format!("all containers ready after {}", Seconds(now.duration_since(w.since)))));
             }
-            (State::Running(Running::new(facts)), vec![Command::StopWatch, Command::StartProgram])
+            (State::Running(Running::new(facts)), commands)
         }
         Verdict::Pending { not_ready, waiting } => {
             for (container, reason) in &waiting {
                 if !w.reasons.contains(&(container.clone(), reason.clone())) {
                     match readiness::is_routine_waiting_reason(reason) {
-                        true => log::debug!("container {container} waiting: {reason}"),
+                        true => debug!("container {container} waiting: {reason}"),
                         false => log::warn!("container {container} waiting: {reason}"),
                     }
                 }
