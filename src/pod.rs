@@ -2,25 +2,29 @@
 //! Every field is optional or defaulted: the API server omits empty fields, and proa must not fail on a
 //! Pod shape it does not know. Fields proa does not read are skipped while decoding, never held. Pure: no I/O.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny};
 
 /// A Pod as the API server sends it (GET body, or a watch event's object).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Pod {
+    #[serde(deserialize_with = "nullable")]
     pub metadata: Metadata,
+    #[serde(deserialize_with = "nullable")]
     pub spec: Spec,
+    #[serde(deserialize_with = "nullable")]
     pub status: Status,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Metadata {
+    #[serde(deserialize_with = "nullable")]
     pub name: String,
+    #[serde(deserialize_with = "nullable")]
     pub namespace: String,
     /// Tells this Pod from a later one of the same name (a Job's replacement, a StatefulSet's).
     pub uid: Option<String>,
@@ -38,7 +42,9 @@ pub struct Metadata {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Spec {
+    #[serde(deserialize_with = "nullable")]
     pub containers: Vec<Container>,
+    #[serde(deserialize_with = "nullable")]
     pub init_containers: Vec<Container>,
     /// `Always` (the API's default), `OnFailure` or `Never`.
     pub restart_policy: Option<String>,
@@ -48,15 +54,20 @@ pub struct Spec {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Container {
+    #[serde(deserialize_with = "nullable")]
     pub name: String,
+    #[serde(deserialize_with = "nullable")]
     pub command: Vec<String>,
+    #[serde(deserialize_with = "nullable")]
     pub args: Vec<String>,
     /// `Always` on an init container makes it a native sidecar. On a regular container (ContainerRestartRules,
     /// Kubernetes 1.34+) it overrides the Pod's policy for that container.
     pub restart_policy: Option<String>,
     /// Rules by exit code that restart the container whatever its policy (ContainerRestartRules).
+    #[serde(deserialize_with = "nullable")]
     pub restart_policy_rules: Vec<RestartRule>,
     /// Only the names: `PROA_SERVE_QUIT` marks a proa on a sidecar's side.
+    #[serde(deserialize_with = "nullable")]
     pub env: Vec<EnvVar>,
 }
 
@@ -64,6 +75,7 @@ pub struct Container {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct EnvVar {
+    #[serde(deserialize_with = "nullable")]
     pub name: String,
 }
 
@@ -71,6 +83,7 @@ pub struct EnvVar {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RestartRule {
+    #[serde(deserialize_with = "nullable")]
     pub action: String,
     pub exit_codes: Option<ExitCodes>,
 }
@@ -79,7 +92,9 @@ pub struct RestartRule {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct ExitCodes {
+    #[serde(deserialize_with = "nullable")]
     pub operator: String,
+    #[serde(deserialize_with = "nullable")]
     pub values: Vec<i32>,
 }
 
@@ -87,16 +102,22 @@ pub struct ExitCodes {
 #[serde(default, rename_all = "camelCase")]
 pub struct Status {
     pub phase: Option<String>,
+    #[serde(deserialize_with = "nullable")]
     pub container_statuses: Vec<ContainerStatus>,
+    #[serde(deserialize_with = "nullable")]
     pub init_container_statuses: Vec<ContainerStatus>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ContainerStatus {
+    #[serde(deserialize_with = "nullable")]
     pub name: String,
+    #[serde(deserialize_with = "nullable")]
     pub ready: bool,
+    #[serde(deserialize_with = "nullable")]
     pub restart_count: i64,
+    #[serde(deserialize_with = "nullable")]
     pub state: ContainerState,
 }
 
@@ -119,6 +140,7 @@ pub struct Waiting {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Terminated {
+    #[serde(deserialize_with = "nullable")]
     pub exit_code: i32,
     pub reason: Option<String>,
 }
@@ -127,92 +149,65 @@ pub struct Terminated {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct ApiStatus {
+    #[serde(deserialize_with = "nullable")]
     pub code: u16,
+    #[serde(deserialize_with = "nullable")]
     pub reason: String,
+    #[serde(deserialize_with = "nullable")]
     pub message: String,
 }
 
-/// What one watch line means to proa.
-#[derive(Debug, PartialEq)]
+/// One watch line, decoded by its `type` into the fields proa reads. A BOOKMARK's object is read for its
+/// resourceVersion alone, never as a Pod: a real API server sends a Pod shell there (`"spec":{"containers":null}`).
+/// The type usually comes first, so the object is decoded as it is read; when it comes last, serde holds the object
+/// until then. An unknown type is an error: the caller restarts the stream.
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(tag = "type", content = "object")]
 pub enum WatchEvent {
     /// ADDED or MODIFIED with the Pod's new state.
+    #[serde(rename = "ADDED", alias = "MODIFIED")]
     Pod(Box<Pod>),
     /// DELETED: the Pod is gone; its last state.
+    #[serde(rename = "DELETED")]
     Deleted(Box<Pod>),
     /// BOOKMARK: only the resourceVersion moves.
-    Bookmark(Option<String>),
+    #[serde(rename = "BOOKMARK")]
+    Bookmark(Bookmark),
     /// ERROR with a Status (code 410: the resourceVersion is too old).
+    #[serde(rename = "ERROR")]
     Error(ApiStatus),
 }
 
-/// One watch line, decoded straight into the fields proa reads, whichever of `type` and `object` comes first.
-#[derive(Deserialize)]
-pub struct WatchLine {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    object: Object,
-}
-
-/// A watch event's object: a Pod, a bookmark's metadata or an ERROR's Status. Their fields do not clash but for
-/// `status`, which is a Pod's status object or a Status's `"Failure"`.
-#[derive(Default, Deserialize)]
+/// A BOOKMARK's object: of its metadata only the resourceVersion, whatever else it holds.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
-struct Object {
-    metadata: Metadata,
-    spec: Spec,
-    status: PodStatus,
-    code: u16,
-    reason: String,
-    message: String,
+pub struct Bookmark {
+    #[serde(deserialize_with = "nullable")]
+    metadata: BookmarkMetadata,
 }
 
-/// A Pod's `status` object; the text `status` of a Status object reads as an empty one.
-#[derive(Default)]
-struct PodStatus(Status);
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+struct BookmarkMetadata {
+    resource_version: Option<String>,
+}
 
-impl<'de> Deserialize<'de> for PodStatus {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PodStatus, D::Error> {
-        struct StatusVisitor;
-        impl<'de> Visitor<'de> for StatusVisitor {
-            type Value = PodStatus;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a Pod status object or a Status text")
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<PodStatus, E> {
-                Ok(PodStatus::default())
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<PodStatus, E> {
-                Ok(PodStatus::default())
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PodStatus, A::Error> {
-                Status::deserialize(de::value::MapAccessDeserializer::new(map)).map(PodStatus)
-            }
-        }
-        deserializer.deserialize_any(StatusVisitor)
+impl Bookmark {
+    pub fn resource_version(self) -> Option<String> {
+        self.metadata.resource_version
     }
 }
 
-impl WatchLine {
-    /// What the line means. An unknown event type is an error: the caller restarts the stream.
-    pub fn event(self) -> Result<WatchEvent, String> {
-        let Object { metadata, spec, status, code, reason, message } = self.object;
-        let pod = || Box::new(Pod { metadata: metadata.clone(), spec: spec.clone(), status: status.0.clone() });
-        match self.kind.as_str() {
-            "ADDED" | "MODIFIED" => Ok(WatchEvent::Pod(pod())),
-            "DELETED" => Ok(WatchEvent::Deleted(pod())),
-            "BOOKMARK" => Ok(WatchEvent::Bookmark(metadata.resource_version.clone())),
-            "ERROR" => Ok(WatchEvent::Error(ApiStatus { code, reason, message })),
-            other => Err(format!("unknown watch event type {other:?}")),
-        }
-    }
+/// A field the API server may write as `null` (an empty list, a BOOKMARK's `"containers":null`) reads as its
+/// default, like a field it left out.
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(deserializer: D) -> Result<T, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
 }
 
 /// Decodes one watch line held in memory.
 #[cfg(test)]
 pub fn parse_watch_line(line: &[u8]) -> Result<WatchEvent, String> {
-    let line: WatchLine = serde_json::from_slice(line).map_err(|err| format!("malformed watch event: {err}"))?;
-    line.event()
+    serde_json::from_slice(line).map_err(|err| format!("malformed watch event: {err}"))
 }
 
 #[cfg(test)]
@@ -245,11 +240,36 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let bookmark = br#"{"type":"BOOKMARK","object":{"kind":"Pod","metadata":{"resourceVersion":"9","annotations":{"k8s.io/initial-events-end":"true"}}}}"#;
-        assert_eq!(parse_watch_line(bookmark).unwrap(), WatchEvent::Bookmark(Some("9".into())));
+        let WatchEvent::Bookmark(bookmark) = parse_watch_line(bookmark).unwrap() else { panic!("a bookmark") };
+        assert_eq!(bookmark.resource_version().as_deref(), Some("9"));
         let gone = br#"{"type":"ERROR","object":{"kind":"Status","status":"Failure","code":410,"reason":"Expired","message":"too old"}}"#;
         assert!(matches!(parse_watch_line(gone).unwrap(), WatchEvent::Error(ApiStatus { code: 410, .. })));
         let deleted = br#"{"type":"DELETED","object":{"metadata":{"name":"p"},"status":{"phase":"Succeeded"}}}"#;
         assert!(matches!(parse_watch_line(deleted).unwrap(), WatchEvent::Deleted(pod) if pod.metadata.name == "p"));
+    }
+
+    /// What kube-apiserver 1.36 sends: a periodic BOOKMARK, and the one that ends a watch's initial events.
+    #[test]
+    fn real_bookmarks_are_read_for_their_resource_version_alone() {
+        let periodic = br#"{"type":"BOOKMARK","object":{"kind":"Pod","apiVersion":"v1","metadata":{"resourceVersion":"373","creationTimestamp":null},"spec":{"containers":null},"status":{}}}"#;
+        let initial_end = br#"{"type":"BOOKMARK","object":{"kind":"Pod","apiVersion":"v1","metadata":{"resourceVersion":"374","creationTimestamp":null,"annotations":{"k8s.io/initial-events-end":"true"}},"spec":{"containers":null},"status":{}}}"#;
+        let odd = br#"{"object":{"metadata":{"resourceVersion":"375"},"spec":{"containers":7},"status":"?"},"type":"BOOKMARK"}"#;
+        for (line, rv) in [(&periodic[..], "373"), (&initial_end[..], "374"), (&odd[..], "375")] {
+            let WatchEvent::Bookmark(bookmark) = parse_watch_line(line).unwrap() else { panic!("a bookmark") };
+            assert_eq!(bookmark.resource_version().as_deref(), Some(rv));
+        }
+    }
+
+    #[test]
+    fn null_reads_as_empty_wherever_the_api_may_write_it() {
+        let pod: Pod = serde_json::from_str(
+            r#"{"metadata":{"name":"p","annotations":null},"spec":{"containers":[{"name":"c","command":null,"args":null,"env":null,"restartPolicyRules":null}],"initContainers":null},"status":{"containerStatuses":[{"name":"c","ready":null,"restartCount":null,"state":null}],"initContainerStatuses":null}}"#,
+        )
+        .unwrap();
+        assert!(pod.spec.containers[0].command.is_empty() && pod.spec.init_containers.is_empty());
+        assert!(!pod.status.container_statuses[0].ready);
+        let shell: Pod = serde_json::from_str(r#"{"metadata":null,"spec":null,"status":null}"#).unwrap();
+        assert_eq!(shell, Pod::default());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::api::{Api, ApiError, MAX_OBJECT_BYTES};
 use crate::clock::Seconds;
 use crate::lines::{Line, read_json_line};
-use crate::pod::{Pod, WatchEvent, WatchLine};
+use crate::pod::{Pod, WatchEvent};
 use crate::readiness;
 
 /// The longest watch line proa reads: the largest Pod, plus the event's envelope.
@@ -134,8 +134,8 @@ fn watch(
         let mut buf = Vec::new();
         let mut relist = false;
         let ended = loop {
-            let event = match read_json_line::<WatchLine>(&mut stream, MAX_LINE_BYTES, &mut buf) {
-                Ok(Line::Value(line)) => line.event(),
+            let event = match read_json_line::<WatchEvent>(&mut stream, MAX_LINE_BYTES, &mut buf) {
+                Ok(Line::Value(event)) => Ok(event),
                 Ok(Line::Malformed(why)) => Err(format!("malformed watch event: {why}")),
                 Ok(Line::TooLong) => {
                     report(Update::Failed(ApiError::TooLarge));
@@ -147,7 +147,8 @@ fn watch(
             let (pod, deleted) = match event {
                 Ok(WatchEvent::Pod(pod)) => (pod, false),
                 Ok(WatchEvent::Deleted(pod)) => (pod, true),
-                Ok(WatchEvent::Bookmark(rv)) => {
+                Ok(WatchEvent::Bookmark(bookmark)) => {
+                    let rv = bookmark.resource_version();
                     log::trace!("watch: bookmark at resourceVersion {rv:?}");
                     resource_version = rv.or(resource_version);
                     continue;
@@ -259,10 +260,10 @@ mod tests {
 "#[..],
         );
         let mut buf = Vec::new();
-        let Line::Value(line) = read_json_line::<WatchLine>(&mut reader, MAX_LINE_BYTES, &mut buf).unwrap() else {
+        let Line::Value(event) = read_json_line::<WatchEvent>(&mut reader, MAX_LINE_BYTES, &mut buf).unwrap() else {
             panic!("one line")
         };
-        assert!(matches!(line.event(), Ok(WatchEvent::Error(s)) if s.code == 410));
+        assert!(matches!(event, WatchEvent::Error(s) if s.code == 410));
     }
 
     #[test]

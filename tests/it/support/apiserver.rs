@@ -635,8 +635,7 @@ impl ApiServer {
         let acks = {
             let mut st = self.shared.lock();
             let rv = st.next_rv();
-            let object = json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": rv.to_string()}});
-            let line = event_line("BOOKMARK", &object);
+            let line = bookmark_line(rv, false);
             st.broadcast(|h| h.bookmarks, |ack| StreamMsg::Event(line.clone(), ack))
         };
         await_acks(acks);
@@ -988,6 +987,18 @@ fn fault_reply(shared: &Shared, route: Route, fault: Fault, st: &State) -> Reply
     }
 }
 
+/// A BOOKMARK line as kube-apiserver 1.36 writes it: a Pod shell with only the resourceVersion (and the
+/// `k8s.io/initial-events-end` annotation after the initial events of a watch from no resourceVersion).
+fn bookmark_line(rv: u64, initial_events_end: bool) -> Arc<str> {
+    let mut metadata = json!({"resourceVersion": rv.to_string(), "creationTimestamp": null});
+    if initial_events_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    let object =
+        json!({"kind": "Pod", "apiVersion": "v1", "metadata": metadata, "spec": {"containers": null}, "status": {}});
+    event_line("BOOKMARK", &object)
+}
+
 fn watch_reply(st: &mut State, query: &BTreeMap<String, String>) -> Reply {
     let bad = |message: String| Reply::Json {
         status: 400,
@@ -1005,12 +1016,16 @@ fn watch_reply(st: &mut State, query: &BTreeMap<String, String>) -> Reply {
     };
     let initial = match query.get("resourceVersion").map(String::as_str) {
         // "0" means "any version" in Kubernetes: like none, start from the current state.
+        // kube-apiserver 1.36 ends those initial events with an annotated BOOKMARK when bookmarks were asked for.
         None | Some("" | "0") => {
-            if st.deleted {
-                Vec::new()
-            } else {
-                vec![event_line("ADDED", &st.pod)]
+            let mut initial = Vec::new();
+            if !st.deleted {
+                initial.push(event_line("ADDED", &st.pod));
             }
+            if query.get("allowWatchBookmarks").map(String::as_str) == Some("true") {
+                initial.push(bookmark_line(st.rv, true));
+            }
+            initial
         }
         Some(s) => {
             let Ok(from) = s.parse::<u64>() else {
