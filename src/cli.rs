@@ -7,9 +7,9 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::options::Options;
 use crate::options::table::{self, Kind, Mode, OPTIONS, Spec};
 use crate::options::values::{BOOL_EXPECTED, parse_bool};
+use crate::options::{OnReadyTimeout, Options};
 use crate::termination;
 use crate::url::redact;
 
@@ -49,6 +49,8 @@ pub enum UsageError {
     NotForRole { option: String, role: String },
     /// `--install` with a program to run.
     InstallWithProgram,
+    /// `--on-ready-timeout run` with no `--ready-timeout`: it would never apply.
+    RunWithoutTimeout,
 }
 
 impl fmt::Display for UsageError {
@@ -85,6 +87,10 @@ impl fmt::Display for UsageError {
             UsageError::InstallWithProgram => {
                 write!(f, "--install copies proa and exits, running no program: drop the program, or --install")
             }
+            UsageError::RunWithoutTimeout => write!(
+                f,
+                "--on-ready-timeout run without --ready-timeout never applies: set --ready-timeout (PROA_READY_TIMEOUT) too"
+            ),
         }
     }
 }
@@ -228,6 +234,9 @@ pub fn parse(
     };
     if options.kill.all && !options.kill.names.is_empty() {
         return Err(UsageError::KillBoth);
+    }
+    if options.on_ready_timeout == OnReadyTimeout::Run && options.ready_timeout.is_none() {
+        return Err(UsageError::RunWithoutTimeout);
     }
     if options.install.is_some() {
         return match program {
@@ -390,16 +399,29 @@ mod tests {
 
     #[test]
     fn on_ready_timeout_and_peers() {
-        use crate::options::OnReadyTimeout;
         assert_eq!(run(&["p"], &[]).unwrap().on_ready_timeout, OnReadyTimeout::Fail);
-        let o = run(&["--on-ready-timeout", "run", "--peer", "worker", "p"], &[("PROA_PEER", "ignored")]).unwrap();
+        let o = run(
+            &["--on-ready-timeout", "run", "--ready-timeout", "5s", "--peer", "worker", "p"],
+            &[("PROA_PEER", "ignored")],
+        )
+        .unwrap();
         assert_eq!((o.on_ready_timeout, o.peers), (OnReadyTimeout::Run, vec!["worker".to_string()]));
-        let o = run(&["p"], &[("PROA_ON_READY_TIMEOUT", "run"), ("PROA_PEER", "a b")]).unwrap();
+        let env = [("PROA_ON_READY_TIMEOUT", "run"), ("PROA_READY_TIMEOUT", "5s"), ("PROA_PEER", "a b")];
+        let o = run(&["p"], &env).unwrap();
         assert_eq!((o.on_ready_timeout, o.peers), (OnReadyTimeout::Run, vec!["a".to_string(), "b".to_string()]));
         assert_eq!(
             error(&["--on-ready-timeout", "wait", "p"], &[]),
             r#"invalid --on-ready-timeout "wait": use fail (exit 124) or run (run the program anyway)"#
         );
+    }
+
+    #[test]
+    fn running_anyway_needs_a_ready_timeout() {
+        assert_eq!(
+            error(&["--on-ready-timeout", "run", "p"], &[]),
+            "--on-ready-timeout run without --ready-timeout never applies: set --ready-timeout (PROA_READY_TIMEOUT) too"
+        );
+        assert!(error(&["p"], &[("PROA_ON_READY_TIMEOUT", "run")]).contains("never applies"));
     }
 
     #[test]

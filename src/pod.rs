@@ -66,17 +66,18 @@ pub struct Container {
     /// Rules by exit code that restart the container whatever its policy (ContainerRestartRules).
     #[serde(deserialize_with = "nullable")]
     pub restart_policy_rules: Vec<RestartRule>,
-    /// Only the names: `PROA_SERVE_QUIT` marks a proa on a sidecar's side.
+    /// `PROA_SERVE_QUIT` marks a proa on a sidecar's side; `PROA_DISABLE=true` a proa turned off.
     #[serde(deserialize_with = "nullable")]
     pub env: Vec<EnvVar>,
 }
 
-/// An environment variable of a container; its value is not read.
+/// An environment variable of a container: its name, and its literal value (`valueFrom` is not resolved).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct EnvVar {
     #[serde(deserialize_with = "nullable")]
     pub name: String,
+    pub value: Option<String>,
 }
 
 /// `action: Restart` when the exit code matches `exitCodes`.

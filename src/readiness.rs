@@ -31,6 +31,9 @@ pub enum Found {
 pub struct OwnContainer {
     pub name: String,
     pub found: Found,
+    /// When several containers' command lines end with proa's arguments (two main containers that differ only by
+    /// their environment): all of them, since proa may run in any. None of them is waited for or is a peer.
+    pub ambiguous: Vec<String>,
 }
 
 /// Finds proa's own container, or says why it cannot. `program_words` is how many of `own_args` are the wrapped
@@ -45,7 +48,7 @@ pub fn find_own_container(
     let containers = &pod.spec.containers;
     if let Some(name) = flag {
         return match containers.iter().any(|c| c.name == name) {
-            true => Ok(OwnContainer { name: name.to_string(), found: Found::Flag }),
+            true => Ok(OwnContainer { name: name.to_string(), found: Found::Flag, ambiguous: Vec::new() }),
             false => Err(format!(
                 "--container {name:?} is not a container of pod {}: use one of {}",
                 pod.metadata.name,
@@ -58,16 +61,21 @@ pub fn find_own_container(
     // `args: [python, job.py]`).
     let own: Vec<&String> = own_args.iter().collect();
     let covered = program_words.max(1);
-    let mut matching = containers.iter().filter(|c| {
-        let command_line: Vec<&String> = c.command.iter().chain(&c.args).collect();
-        !own.is_empty()
-            && (command_line.ends_with(&own) || (command_line.len() >= covered && own.ends_with(&command_line)))
-    });
-    if let (Some(only), None) = (matching.next(), matching.next()) {
-        return Ok(OwnContainer { name: only.name.clone(), found: Found::CommandLine });
+    let matching: Vec<String> = containers
+        .iter()
+        .filter(|c| {
+            let command_line: Vec<&String> = c.command.iter().chain(&c.args).collect();
+            !own.is_empty()
+                && (command_line.ends_with(&own) || (command_line.len() >= covered && own.ends_with(&command_line)))
+        })
+        .map(|c| c.name.clone())
+        .collect();
+    if let [only] = matching.as_slice() {
+        return Ok(OwnContainer { name: only.clone(), found: Found::CommandLine, ambiguous: Vec::new() });
     }
+    let ambiguous = if matching.len() > 1 { matching } else { Vec::new() };
     match containers.first() {
-        Some(first) => Ok(OwnContainer { name: first.name.clone(), found: Found::FirstContainer }),
+        Some(first) => Ok(OwnContainer { name: first.name.clone(), found: Found::FirstContainer, ambiguous }),
         None => Err(format!("pod {} has no containers", pod.metadata.name)),
     }
 }
@@ -104,6 +112,14 @@ pub fn waited_containers(pod: &Pod, own: &str, not_waited: &[String]) -> Vec<Wai
         .filter(|c| c.restart_policy.as_deref() == Some("Always") && is_waited(&c.name))
         .map(|c| Waited { name: c.name.clone(), kind: Kind::Native });
     regular.chain(native).collect()
+}
+
+/// Whether the main container `name` runs proa turned off (`PROA_DISABLE=true` in its `env`): the program runs in
+/// proa's place, so it is a main container like any other and never the one that stops the sidecars.
+pub fn is_proa_disabled(pod: &Pod, name: &str) -> bool {
+    let container = pod.spec.containers.iter().find(|c| c.name == name);
+    container
+        .is_some_and(|c| c.env.iter().any(|var| var.name == "PROA_DISABLE" && var.value.as_deref() == Some("true")))
 }
 
 /// The main containers that run proa too: their `command` starts with an executable named `proa`, and it is not
@@ -285,7 +301,13 @@ pub fn assess(pod: &Pod, waited: &[Waited]) -> Verdict {
 /// Whether this snapshot says that proa's Pod is going away: it is being deleted, or it is another Pod of the same
 /// name: its uid differs from `pinned`, the first snapshot's (a Job's replacement, read after a missed DELETED).
 pub fn is_gone(pod: &Pod, pinned: &Option<String>) -> bool {
-    pod.metadata.deletion_timestamp.is_some() || pod.metadata.uid != *pinned
+    pod.metadata.deletion_timestamp.is_some() || is_another_pod(pod, pinned)
+}
+
+/// Whether `pod` is another Pod than the one whose uid proa pinned. An unknown uid (proa never read the Pod, as when
+/// `--on-ready-timeout run` started the program first) is never a different one.
+pub fn is_another_pod(pod: &Pod, pinned: &Option<String>) -> bool {
+    pinned.is_some() && pod.metadata.uid != *pinned
 }
 
 /// How long from `now` (the wall clock) until the deletion's `deletionTimestamp`, which the API server sets to the
@@ -389,7 +411,7 @@ mod tests {
     fn own_container_by_command_line() {
         let pod = fixture("istio-first");
         let own = find_own_container(&pod, None, &istio_job_args(), 2).unwrap();
-        assert_eq!(own, OwnContainer { name: "job".into(), found: Found::CommandLine });
+        assert_eq!(own, OwnContainer { name: "job".into(), found: Found::CommandLine, ambiguous: vec![] });
     }
 
     #[test]
@@ -398,7 +420,7 @@ mod tests {
         pod.spec.containers[1].command = vec![];
         pod.spec.containers[1].args = own_args(&["python", "job.py"]);
         let own = find_own_container(&pod, None, &istio_job_args(), 2).unwrap();
-        assert_eq!(own, OwnContainer { name: "job".into(), found: Found::CommandLine });
+        assert_eq!(own, OwnContainer { name: "job".into(), found: Found::CommandLine, ambiguous: vec![] });
     }
 
     #[test]
@@ -411,7 +433,7 @@ mod tests {
         pod.spec.containers[0].args = own_args(&["--verbose"]);
         let args = own_args(&["--", "python", "job.py", "--verbose"]);
         let own = find_own_container(&pod, None, &args, 3).unwrap();
-        assert_eq!(own, OwnContainer { name: "istio-proxy".into(), found: Found::FirstContainer });
+        assert_eq!(own, OwnContainer { name: "istio-proxy".into(), found: Found::FirstContainer, ambiguous: vec![] });
         pod.spec.containers.swap(0, 1);
         let own = find_own_container(&pod, None, &args, 3).unwrap();
         assert_eq!(own.found, Found::FirstContainer, "never the sidecar");
@@ -425,7 +447,7 @@ mod tests {
     fn own_container_falls_back_to_first() {
         let pod = fixture("istio-first");
         let own = find_own_container(&pod, None, &own_args(&["--", "something-else"]), 1).unwrap();
-        assert_eq!(own, OwnContainer { name: "istio-proxy".into(), found: Found::FirstContainer });
+        assert_eq!(own, OwnContainer { name: "istio-proxy".into(), found: Found::FirstContainer, ambiguous: vec![] });
     }
 
     #[test]
@@ -527,7 +549,7 @@ mod tests {
         pod.metadata.uid = Some("one".into());
         assert!(!is_gone(&pod, &Some("one".into())));
         assert!(is_gone(&pod, &Some("two".into())), "another Pod of the same name");
-        assert!(is_gone(&pod, &None), "the first snapshot had no uid: a Pod with one is another");
+        assert!(!is_gone(&pod, &None), "an unknown uid (the Pod never read) is never another Pod's (issue 18, 3.1)");
         pod.metadata.deletion_timestamp = Some("2026-11-26T10:00:00Z".into());
         assert!(is_gone(&pod, &Some("one".into())));
     }
@@ -583,7 +605,7 @@ mod tests {
         pod.spec.containers[1].command = sidecar(&["/proa"]);
         pod.spec.containers[1].args = sidecar(&["--", "envoy"]);
         assert_eq!(proa_containers(&pod), ["job", "envoy"], "a peer");
-        pod.spec.containers[1].env = vec![crate::pod::EnvVar { name: "PROA_SERVE_QUIT".into() }];
+        pod.spec.containers[1].env = vec![crate::pod::EnvVar { name: "PROA_SERVE_QUIT".into(), value: None }];
         assert_eq!(proa_containers(&pod), ["job"]);
     }
 

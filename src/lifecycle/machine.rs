@@ -10,7 +10,7 @@ use crate::api::ApiError;
 use crate::child::{Exit, SpawnError};
 use crate::pod::Pod;
 use crate::probe::{Endpoint, Goal, Update as ProbeUpdate};
-use crate::readiness::{self, Found, Kind, RestartPolicy, Waited};
+use crate::readiness::{self, Found, Kind, OwnContainer, RestartPolicy, Waited};
 use crate::shutdown::Outcome;
 use crate::watch::Update;
 
@@ -40,12 +40,21 @@ pub struct Config {
     pub run_on_ready_timeout: bool,
     pub shutdown_timeout: Option<Duration>,
     pub always_shutdown: bool,
-    /// The container each shutdown action stops, where it is named, in the order `StartShutdown` numbers them.
-    pub actions: Vec<Option<String>>,
+    /// The shutdown actions, in the order `StartShutdown` numbers them.
+    pub actions: Vec<ActionTarget>,
     /// `--peer`: other main containers, not waited for; the sidecars are stopped only after they have terminated.
     pub peers: Vec<String>,
     /// Where readiness comes from.
     pub mode: Mode,
+}
+
+/// A shutdown action as the lifecycle sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionTarget {
+    /// What it sends, for the log (`POST http://127.0.0.1:15020/quitquitquit`).
+    pub label: String,
+    /// The container it stops, where it is named.
+    pub container: Option<String>,
 }
 
 /// How proa learns that the sidecars are ready, fixed for the run.
@@ -94,7 +103,12 @@ impl Facts {
     pub fn of(config: &Config, pod: &Pod) -> Result<Facts, String> {
         let own =
             readiness::find_own_container(pod, config.container.as_deref(), &config.own_args, config.program_words)?;
-        if own.found == Found::FirstContainer && pod.spec.containers.len() > 1 {
+        if !own.ambiguous.is_empty() {
+            log::warn!(
+                "containers {} all run proa with these arguments, so proa cannot tell which is its own: waiting for none of them; set --container (PROA_CONTAINER) in each",
+                own.ambiguous.join(", ")
+            );
+        } else if own.found == Found::FirstContainer && pod.spec.containers.len() > 1 {
             log::warn!(
                 "guessing that proa runs in container {} (the first one): set --container if that is wrong",
                 own.name
@@ -103,14 +117,11 @@ impl Facts {
         for name in readiness::unknown_names(pod, &config.ignore) {
             log::warn!("--ignore {name}: the pod has no such container");
         }
-        for name in readiness::unknown_names(pod, &config.peers) {
-            log::warn!("--peer {name}: the pod has no such container");
-        }
-        let peers = Peers::of(config, pod, &own.name);
+        let peers = Peers::of(config, pod, &own)?;
         for name in peers.all.iter().filter(|name| !config.peers.contains(name)) {
             log::info!("container {name} runs proa too: a peer, not waited for");
         }
-        let waited = waited(config, pod, &own.name, &peers.all);
+        let waited = waited(config, pod, &own, &peers.all);
         let (sends, skips) = choose_actions(config, pod, &waited);
         let mut facts = Facts {
             uid: pod.metadata.uid.clone(),
@@ -190,32 +201,57 @@ struct Peers {
 }
 
 impl Peers {
-    fn of(config: &Config, pod: &Pod, own: &str) -> Peers {
+    /// Fails (exit 125) on a `--peer` that cannot be a main container proa waits for: one the Pod lacks, a native
+    /// sidecar, or one a shutdown action stops (each side would wait for the other). proa's own container is never
+    /// its own peer (a `PROA_PEER` shared by every main container names it too), nor is any container proa may be
+    /// running in.
+    fn of(config: &Config, pod: &Pod, own: &OwnContainer) -> Result<Peers, String> {
         // A container a shutdown action stops is a sidecar, whatever it runs: a proa on its side (`--serve-quit`)
         // may have its role from an `envFrom` that proa cannot see.
-        let stopped = |name: &String| config.actions.iter().flatten().any(|target| target == name);
+        let stopped = |name: &String| config.actions.iter().any(|a| a.container.as_ref() == Some(name));
+        let mine = |name: &String| *name == own.name || own.ambiguous.contains(name);
+        for name in config.peers.iter().filter(|name| !mine(name)) {
+            if stopped(name) {
+                return Err(format!(
+                    "--peer {name}: a shutdown action stops container {name} too; a peer is a main container that proa waits for, never stops: drop one of them"
+                ));
+            }
+            if !pod.spec.containers.iter().any(|c| &c.name == name) {
+                let native = pod.spec.init_containers.iter().any(|c| &c.name == name);
+                return Err(match native {
+                    true => format!("--peer {name}: container {name} is a native sidecar, not a main container"),
+                    false => format!(
+                        "--peer {name}: the pod has no container {name}: use one of {}",
+                        pod.spec.containers.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
+        }
         let proa_peers: Vec<String> =
-            readiness::proa_containers(pod).into_iter().filter(|name| name != own && !stopped(name)).collect();
-        let first = proa_peers.iter().map(String::as_str).chain([own]).min().unwrap_or(own);
-        let stopper = (first != own).then(|| first.to_string());
-        let mut all = config.peers.clone();
+            readiness::proa_containers(pod).into_iter().filter(|name| !mine(name) && !stopped(name)).collect();
+        // A proa turned off runs its program in its place: a peer, but it stops nothing.
+        let candidates = proa_peers.iter().filter(|name| !readiness::is_proa_disabled(pod, name));
+        let first = candidates.map(String::as_str).chain([own.name.as_str()]).min().unwrap_or(&own.name);
+        let stopper = (first != own.name).then(|| first.to_string());
+        let mut all: Vec<String> = config.peers.iter().filter(|name| !mine(name)).cloned().collect();
         all.extend(proa_peers.into_iter().filter(|name| !config.peers.contains(name)));
-        Peers { all, stopper }
+        Ok(Peers { all, stopper })
     }
 }
 
-/// The containers proa waits for: all but its own, the ignored ones and the peers, plus the native sidecars.
-fn waited(config: &Config, pod: &Pod, own: &str, peers: &[String]) -> Vec<Waited> {
-    let not_waited: Vec<String> = config.ignore.iter().chain(peers).cloned().collect();
-    readiness::waited_containers(pod, own, &not_waited)
+/// The containers proa waits for: all but its own (and any it may be running in), the ignored ones and the peers,
+/// plus the native sidecars.
+fn waited(config: &Config, pod: &Pod, own: &OwnContainer, peers: &[String]) -> Vec<Waited> {
+    let not_waited: Vec<String> = config.ignore.iter().chain(peers).chain(&own.ambiguous).cloned().collect();
+    readiness::waited_containers(pod, &own.name, &not_waited)
 }
 
 /// Which shutdown actions this Pod needs, and why each other one is skipped.
 fn choose_actions(config: &Config, pod: &Pod, waited: &[Waited]) -> (Vec<usize>, Vec<(usize, String)>) {
     let mut sends = Vec::new();
     let mut skips = Vec::new();
-    for (i, container) in config.actions.iter().enumerate() {
-        match readiness::skip_reason(pod, container.as_deref(), waited) {
+    for (i, action) in config.actions.iter().enumerate() {
+        match readiness::skip_reason(pod, action.container.as_deref(), waited) {
             None => sends.push(i),
             Some(why) => skips.push((i, why)),
         }
@@ -238,7 +274,7 @@ pub fn wait_is_over(config: &Config, pod: &Pod, deleted: bool, pinned: &mut Opti
         let own =
             readiness::find_own_container(pod, config.container.as_deref(), &config.own_args, config.program_words);
         let own = own.ok()?;
-        let waited = waited(config, pod, &own.name, &Peers::of(config, pod, &own.name).all);
+        let waited = waited(config, pod, &own, &Peers::of(config, pod, &own).ok()?.all);
         Some(Pinned { uid: pod.metadata.uid.clone(), waited })
     });
     let Some(first) = first else { return true };
@@ -517,7 +553,7 @@ impl Stop {
 /// timestamp is unreadable); at once when the Pod is already gone (a DELETED event, another uid: a forced
 /// deletion); `None` when it is not being deleted.
 pub fn kill_in(pod: &Pod, deleted: bool, uid: &Option<String>) -> Option<Duration> {
-    if deleted || pod.metadata.uid != *uid {
+    if deleted || readiness::is_another_pod(pod, uid) {
         return Some(Duration::ZERO);
     }
     let deleting = pod.metadata.deletion_timestamp.is_some();

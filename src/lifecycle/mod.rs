@@ -24,8 +24,8 @@ use crate::readiness;
 use crate::shutdown::{self, Action};
 use crate::{crash, exit, termination};
 
+pub use machine::{ActionTarget, Config, Facts, Mode};
 use machine::{Command, Event, State, Watch};
-pub use machine::{Config, Facts, Mode};
 pub use threads::{Channel, Source};
 
 /// What the owner loop does to the world, and how it hears back: the seam between the pure lifecycle and I/O.
@@ -63,7 +63,11 @@ pub fn config(options: &Options, mode: Mode) -> Config {
         run_on_ready_timeout: options.on_ready_timeout == OnReadyTimeout::Run,
         shutdown_timeout: options.shutdown_timeout,
         always_shutdown: options.always_shutdown,
-        actions: options.shutdown_actions(Duration::ZERO).iter().map(|a| a.container().map(str::to_string)).collect(),
+        actions: options
+            .shutdown_actions(Duration::ZERO)
+            .iter()
+            .map(|a| ActionTarget { label: a.to_string(), container: a.container().map(str::to_string) })
+            .collect(),
         peers: options.peers.clone(),
         mode,
     }

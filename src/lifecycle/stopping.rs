@@ -188,7 +188,8 @@ pub(super) fn begin_shutdown(
     };
     let sends = facts.map_or_else(|| (0..config.actions.len()).collect(), |f| f.sends.clone());
     for (i, why) in facts.map(|f| f.skips.as_slice()).unwrap_or_default() {
-        log::info!("not sending the shutdown action {}: {why}", i + 1);
+        let label = config.actions.get(*i).map_or("?", |a| a.label.as_str());
+        log::info!("not sending the shutdown action {label}: {why}");
     }
     let mut commands = Vec::new();
     if !sends.is_empty() {

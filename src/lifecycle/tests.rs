@@ -44,10 +44,18 @@ fn config(actions: usize) -> Config {
         run_on_ready_timeout: false,
         shutdown_timeout: None,
         always_shutdown: false,
-        actions: vec![None; actions],
+        actions: vec![unnamed(); actions],
         peers: vec![],
         mode: Mode::Pod,
     }
+}
+
+fn unnamed() -> ActionTarget {
+    ActionTarget { label: "GET http://x/q".into(), container: None }
+}
+
+fn named(container: &str) -> ActionTarget {
+    ActionTarget { label: format!("POST http://x/{container}"), container: Some(container.into()) }
 }
 
 fn changed(pod: Pod) -> Event {
@@ -568,8 +576,7 @@ fn a_refused_action_counts_as_answered() {
 
 /// The ready fixture with named actions: envoy (regular), cloud-sql-proxy (native), istio-proxy (absent), unnamed.
 fn named_actions() -> Config {
-    let names = [Some("envoy"), Some("cloud-sql-proxy"), Some("istio-proxy"), None];
-    Config { actions: names.iter().map(|n| n.map(str::to_string)).collect(), ..config(0) }
+    Config { actions: vec![named("envoy"), named("cloud-sql-proxy"), named("istio-proxy"), unnamed()], ..config(0) }
 }
 
 #[test]
@@ -599,6 +606,18 @@ fn on_ready_timeout_run_starts_the_program_anyway() {
     let (state, _, _) = run_at(&config, vec![(10.0, Event::DeadlinePassed)]);
     let State::Running(r) = state else { panic!("runs") };
     assert_eq!((r.facts.policy, r.facts.grace), (None, crate::readiness::MIN_GRACE));
+}
+
+/// A snapshot the stopped watcher sent just before `--on-ready-timeout run` started the program: its uid is not
+/// "another Pod" (the uid was never read), so it changes nothing and shutdown still runs (issue 18, 3.1).
+#[test]
+fn a_late_snapshot_after_running_anyway_never_cancels_shutdown() {
+    let mut config = config(1);
+    config.run_on_ready_timeout = true;
+    let events = vec![(10.0, Event::DeadlinePassed), (10.0, snapshot("starting")), (30.0, exited(0))];
+    let (state, commands, _) = run_at(&config, events);
+    assert!(commands.contains(&start(30.0, 1)), "{commands:?}");
+    assert_eq!(shutting(&state).stop, None);
 }
 
 /// The ready fixture with more main containers: `names` (each running proa when `proa`).
@@ -785,7 +804,7 @@ fn quitting_with_sigkill_needs_no_grace() {
 fn a_proa_container_a_named_action_stops_is_a_sidecar_not_a_peer() {
     // Its `--serve-quit` comes from an envFrom the main proa cannot see; the action naming it says enough.
     let pod = with_peers(&[("aa-logger", true)]);
-    let named = Config { actions: vec![Some("aa-logger".into())], ..config(1) };
+    let named = Config { actions: vec![named("aa-logger")], ..config(1) };
     let facts = Facts::of(&named, &pod).unwrap();
     assert_eq!((facts.peers.len(), facts.stopper.as_deref()), (0, None));
     assert!(facts.waited.iter().any(|w| w.name == "aa-logger"), "waited for like any sidecar");

@@ -90,3 +90,101 @@ fn a_sigterm_ends_the_wait_for_peers() {
     assert_eq!(done.code(), 0, "{}", done.stderr);
     assert_eq!(envoy.hits().len(), 1, "the Pod is stopping: the request is still sent, nothing awaited");
 }
+
+/// `--peer` must name a main container of the Pod: a typo would otherwise wait for ever (issue 18, 3.3).
+#[test]
+fn a_peer_the_pod_lacks_is_125_at_start() {
+    let api = ApiServer::start(two_mains("worker", false));
+    let envoy = Sidecar::start();
+    let done = Proa::new(&api)
+        .args(["--container", "main", "--peer", "wroker", "-p", &envoy.url("/quit")])
+        .args(bash("echo ran; exit 0".into()))
+        .spawn()
+        .wait(BOUND);
+    assert_eq!(done.code(), 125, "{}", done.stderr);
+    assert!(done.stderr.contains("--peer wroker: the pod has no container wroker: use one of main, envoy, worker"));
+    assert!(!done.stdout.contains("ran"), "the program never starts");
+}
+
+/// One `PROA_PEER` shared by every main container names each one's own too: its own is never its peer (3.4).
+#[test]
+fn a_peer_list_naming_the_own_container_does_not_wait_for_itself() {
+    let api = ApiServer::start(two_mains("worker", false));
+    let envoy = Sidecar::start();
+    let proa = Proa::new(&api)
+        .env("PROA_PEER", "main worker")
+        .args(["--container", "main", "-p", &envoy.url("/quit")])
+        .args(bash("exit 3".into()))
+        .spawn();
+    proa.wait_for_stderr(BOUND, |log| log.contains("waiting for peers worker to terminate"));
+    api.set_terminated("worker", 0);
+    envoy.wait_for_hits(1, BOUND);
+    api.set_terminated("envoy", 0);
+    assert_eq!(proa.wait(BOUND).code(), 3);
+}
+
+/// A peer that a shutdown action also stops: each side would wait for the other (3.5).
+#[test]
+fn a_peer_that_is_also_a_shutdown_target_is_125_naming_both() {
+    let api = ApiServer::start(two_mains("worker", false));
+    let envoy = Sidecar::start();
+    let done = Proa::new(&api)
+        .args(["--container", "main", "--peer", "envoy", "-p", &format!("envoy={}", envoy.url("/quit"))])
+        .args(bash("echo ran".into()))
+        .spawn()
+        .wait(BOUND);
+    assert_eq!(done.code(), 125, "{}", done.stderr);
+    assert!(done.stderr.contains("--peer envoy: a shutdown action stops container envoy too"), "{}", done.stderr);
+    assert!(!done.stdout.contains("ran"));
+}
+
+/// Two main containers with the same proa command line (they differ by env only): proa cannot tell which is its
+/// own, so it waits for neither, warns, and still stops the sidecar after its program (3.6).
+#[test]
+fn identical_proa_command_lines_never_make_proa_wait_for_itself() {
+    let script = "exit 5".to_string();
+    let mut command = vec![Value::from("/proa"), "-p".into()];
+    let envoy = Sidecar::start();
+    command.push(envoy.url("/quit").into());
+    command.extend(bash(script.clone()).into_iter().map(Value::from));
+    let mut pod = two_mains("import", true);
+    pod["spec"]["containers"][0]["command"] = Value::from(command.clone());
+    pod["spec"]["containers"][2]["command"] = Value::from(command);
+    pod["status"]["containerStatuses"][1]["ready"] = json!(true);
+    let api = ApiServer::start(pod);
+    let proa = Proa::new(&api).args(["-p", &envoy.url("/quit")]).args(bash(script)).spawn();
+    envoy.wait_for_hits(1, BOUND);
+    api.set_terminated("envoy", 0);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 5, "{}", done.stderr);
+    assert!(done.stderr.contains("containers main, import all run proa with these arguments"), "{}", done.stderr);
+    assert!(done.stderr.contains("set --container (PROA_CONTAINER)"), "{}", done.stderr);
+}
+
+/// A proa turned off (`PROA_DISABLE=true`) runs its program in its place: a peer to wait for, never the stopper
+/// (3.11).
+#[test]
+fn a_proa_turned_off_is_a_peer_but_never_the_stopper() {
+    let mut pod = two_mains("aa-off", true);
+    pod["spec"]["containers"][2]["env"] = json!([{"name": "PROA_DISABLE", "value": "true"}]);
+    let api = ApiServer::start(pod);
+    let envoy = Sidecar::start();
+    let proa =
+        Proa::new(&api).args(["--container", "main", "-p", &envoy.url("/quit")]).args(bash("exit 0".into())).spawn();
+    proa.wait_for_stderr(BOUND, |log| log.contains("waiting for peers aa-off to terminate"));
+    api.set_terminated("aa-off", 0);
+    envoy.wait_for_hits(1, BOUND);
+    api.set_terminated("envoy", 0);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+}
+
+/// `--on-ready-timeout run` without a ready timeout would never apply: a usage error (3.12).
+#[test]
+fn running_anyway_without_a_ready_timeout_is_a_usage_error() {
+    let api = ApiServer::start(two_mains("worker", false));
+    let done = Proa::new(&api).args(["--on-ready-timeout", "run"]).args(bash("echo ran".into())).spawn().wait(BOUND);
+    assert_eq!(done.code(), 125);
+    assert!(done.stderr.contains("--on-ready-timeout run without --ready-timeout never applies"), "{}", done.stderr);
+    assert!(api.requests().is_empty(), "a usage error asks the API nothing");
+}

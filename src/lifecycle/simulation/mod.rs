@@ -14,7 +14,7 @@ use crate::pod::Pod;
 use crate::probe::Endpoint as ProbeEndpoint;
 use crate::shutdown;
 
-use super::machine::{Config, EXIT_MARGIN, MAX_WAIT, Mode};
+use super::machine::{ActionTarget, Config, EXIT_MARGIN, MAX_WAIT, Mode};
 use scenario::Scenario;
 use world::{FIRST_UID, Record, Sim};
 
@@ -38,7 +38,14 @@ fn config(s: &Scenario) -> Config {
         run_on_ready_timeout: s.run_on_ready_timeout,
         shutdown_timeout: s.shutdown_timeout,
         always_shutdown: s.always_shutdown,
-        actions: s.actions.iter().map(|a| a.container.clone()).collect(),
+        actions: s
+            .actions
+            .iter()
+            .map(|a| ActionTarget {
+                label: "POST http://127.0.0.1:15020/quitquitquit".into(),
+                container: a.container.clone(),
+            })
+            .collect(),
         peers: s.peers.iter().filter(|p| p.explicit).map(|p| p.name.clone()).collect(),
         mode,
     }
@@ -223,9 +230,20 @@ fn actions(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
 
 /// Whether proa's facts came from the Pod by `decided`: only the wait reads them (before the program starts, even
 /// when `--on-ready-timeout run` starts it first); a read after a stop signal changes nothing of them.
+/// Counted in snapshots received, not by the clock: a stopped watcher's straggler may come at the same instant.
 fn knew_the_pod(s: &Scenario, r: &Record, decided: Duration) -> bool {
-    let by = r.program_started.map_or(decided, |started| started.min(decided));
-    !s.no_api && r.delivered.iter().any(|(at, _, _)| *at <= by)
+    !s.no_api && !known_when_deciding(r, decided).is_empty()
+}
+
+/// The snapshots the owner had received when it fixed its facts: before it started the program, else before it
+/// ordered the actions, else by `decided`.
+fn known_when_deciding(r: &Record, decided: Duration) -> &[(Duration, Pod, bool)] {
+    let received = match (r.program_started, r.shutdown_ordered) {
+        (Some(_), _) => r.snapshots_before_start,
+        (None, Some(_)) => r.snapshots_before_shutdown,
+        (None, None) => delivered_before(r, decided).count(),
+    };
+    &r.delivered[..received]
 }
 
 /// When the owner first saw every peer terminated for good.
@@ -249,7 +267,9 @@ fn known_grace(s: &Scenario, r: &Record, by: Duration) -> Duration {
     let seconds = r
         .delivered
         .iter()
-        .filter(|(at, pod, _)| *at < by && pod.metadata.uid.as_deref() == Some(FIRST_UID))
+        .enumerate()
+        .filter(|(i, (at, pod, _))| *at < by && pod.metadata.uid.as_deref() == Some(FIRST_UID) && observed(r, *i))
+        .map(|(_, delivered)| delivered)
         .map(|(_, pod, _)| pod.metadata.deletion_grace_period_seconds.or(pod.spec.termination_grace_period_seconds))
         .next_back();
     match seconds {
@@ -257,6 +277,13 @@ fn known_grace(s: &Scenario, r: &Record, by: Duration) -> Duration {
         Some(seconds) => Duration::from_secs(u64::try_from(seconds.unwrap_or(30)).unwrap_or(0))
             .clamp(Duration::from_secs(2), MAX_WAIT),
     }
+}
+
+/// Whether the owner took snapshot `i` into its facts: not one a stopped watcher sent while the program ran (the
+/// facts are fixed when it starts; such a snapshot only ever brings the kill forward).
+fn observed(r: &Record, i: usize) -> bool {
+    let running = |at: Duration| r.program_exit.is_none_or(|(exited, _)| at <= exited);
+    r.program_started.is_none() || i < r.snapshots_before_start || !running(r.delivered[i].0)
 }
 
 /// When proa was told to stop: the first SIGTERM or SIGINT, or the first snapshot of a Pod going away.
@@ -351,7 +378,8 @@ fn in_time(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
         return Err(format!("not the stopper, yet exited at {:?}, after its program at {decision:?}", end.at));
     }
     // The shutdown timeout proa could know: the flag, else the spec's grace once it read the Pod, else 30 s.
-    let spec_grace = delivered_before(r, decision).next().map(|(_, pod, _)| pod.spec.termination_grace_period_seconds);
+    let spec_grace =
+        known_when_deciding(r, decision).first().map(|(_, pod, _)| pod.spec.termination_grace_period_seconds);
     let seconds = |g: Option<i64>| g.map(|g| Duration::from_secs(u64::try_from(g).unwrap_or(0)));
     let timeout = s
         .shutdown_timeout

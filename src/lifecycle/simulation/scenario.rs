@@ -139,6 +139,8 @@ pub struct Scenario {
     pub natives: Vec<SidecarPlan>,
     pub api_latency: (u64, u64),
     pub api_failure_at: Option<Duration>,
+    /// A stopped watcher may still deliver the snapshot it had already read.
+    pub stragglers: bool,
     pub deletion: Option<Deletion>,
     pub signals: Vec<(Duration, i32)>,
     pub program: ProgramPlan,
@@ -256,6 +258,7 @@ impl Scenario {
             natives,
             api_latency: r.pick(&[(0, 5), (1, 50), (10, 800)]),
             api_failure_at: r.chance(8).then(|| r.millis(0, 20_000)),
+            stragglers: r.chance(30),
             deletion,
             signals,
             program,

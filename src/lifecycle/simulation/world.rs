@@ -64,6 +64,8 @@ pub struct Record {
     pub program_exit: Option<(Duration, u8)>,
     /// When the owner ordered the shutdown actions.
     pub shutdown_ordered: Option<Duration>,
+    /// How many snapshots the owner had received when it ordered them (a straggler may come at the same instant).
+    pub snapshots_before_shutdown: usize,
     /// When each action sent reached the network, by its number.
     pub attempts: Vec<(usize, Duration)>,
     /// When each action's outcome reached the owner.
@@ -99,6 +101,9 @@ pub struct Sim<'a> {
     version: u64,
     history: Vec<(u64, Pod, bool)>,
     watcher: Option<Watcher>,
+    /// A watcher just stopped whose next delivery was already on its way to the owner (a real watcher thread may
+    /// report one snapshot in the instant before it sees its stop flag): its generation.
+    straggler: Option<u64>,
     generation: u64,
     probing: Option<(u64, Goal)>,
     endpoints_gone_at: Option<Duration>,
@@ -123,6 +128,7 @@ impl<'a> Sim<'a> {
             version: 1,
             history: Vec::new(),
             watcher: None,
+            straggler: None,
             generation: 0,
             probing: None,
             endpoints_gone_at: None,
@@ -383,12 +389,17 @@ impl<'a> Sim<'a> {
             Update::PodDeleted(pod) => Update::PodDeleted(Box::new(self.received(*pod))),
             failed => failed,
         };
-        let watcher = self.watcher.as_mut().filter(|w| w.generation == generation && !w.done)?;
-        watcher.done = match &update {
-            Update::PodChanged(pod) => (watcher.until)(pod, false),
-            Update::PodDeleted(pod) => (watcher.until)(pod, true),
-            Update::Failed(_) => true,
-        };
+        if self.straggler == Some(generation) {
+            self.straggler = None;
+            self.trace("a straggler from the stopped watcher:");
+        } else {
+            let watcher = self.watcher.as_mut().filter(|w| w.generation == generation && !w.done)?;
+            watcher.done = match &update {
+                Update::PodChanged(pod) => (watcher.until)(pod, false),
+                Update::PodDeleted(pod) => (watcher.until)(pod, true),
+                Update::Failed(_) => true,
+            };
+        }
         match &update {
             Update::PodChanged(pod) => self.record.delivered.push((self.now, (**pod).clone(), false)),
             Update::PodDeleted(pod) => self.record.delivered.push((self.now, (**pod).clone(), true)),
@@ -469,7 +480,17 @@ impl World for Sim<'_> {
     }
 
     fn stop_watch(&mut self) {
-        self.watcher = None;
+        let Some(watcher) = self.watcher.take().filter(|w| !w.done) else { return };
+        if !self.scenario.stragglers {
+            return;
+        }
+        // Its next delivery was already read off the stream: it reaches the owner now, after the stop.
+        let generation = watcher.generation;
+        let next = self.queue.iter_mut().filter(|(_, _, h)| matches!(h, Happening::Deliver(g, _) if *g == generation));
+        if let Some(entry) = next.min_by_key(|(at, sequence, _)| (*at, *sequence)) {
+            entry.0 = self.now;
+            self.straggler = Some(generation);
+        }
     }
 
     fn probe(&mut self, goal: Goal) {
@@ -518,6 +539,9 @@ impl World for Sim<'_> {
 
     fn start_shutdown(&mut self, budget: Duration, chosen: &[usize]) {
         self.trace(format!("proa sends the shutdown actions {chosen:?} (budget {budget:?})"));
+        if self.record.shutdown_ordered.is_none() {
+            self.record.snapshots_before_shutdown = self.record.delivered.len();
+        }
         self.record.shutdown_ordered = Some(self.now);
         let slow = budget.min(shutdown::ATTEMPT_TIMEOUT);
         for (i, plan) in self.scenario.actions.clone().into_iter().enumerate().filter(|(i, _)| chosen.contains(i)) {
