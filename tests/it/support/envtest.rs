@@ -370,6 +370,15 @@ pub struct Namespace {
     sa_dir: PathBuf,
 }
 
+/// A failing test shows the servers' logs too (libtest prints what a failed test wrote).
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("namespace {}; the servers' logs:\n{}", self.name, self.cluster.logs());
+        }
+    }
+}
+
 impl Namespace {
     /// proa's in-cluster environment for the Pod `pod` of this namespace.
     pub fn env(&self, pod: &str) -> Vec<(String, String)> {
