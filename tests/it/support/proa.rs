@@ -38,12 +38,21 @@ impl Proa {
     }
 
     /// proa with this in-cluster environment (a real API server's, say) and debug logs. Killed if the test drops it
-    /// without waiting for it (a failed assertion): an orphan would retry a server that is gone for ever, holding
-    /// whatever descriptors it inherited (a lock around `cargo test`, say).
+    /// without waiting for it (a failed assertion), or when the test's thread ends (the test process was killed):
+    /// an orphan would retry a server that is gone for ever, holding whatever descriptors it inherited (a lock
+    /// around `cargo test`, say).
     pub fn with_env(env: impl IntoIterator<Item = (String, String)>) -> Proa {
         let mut proa = Proa::bare();
         proa.command.envs(env);
         proa.kill_on_drop = true;
+        // SAFETY: prctl(2) is async-signal-safe and takes plain integers. The signal comes when the test's thread
+        // ends, so also when the test process is killed (which skips every Drop).
+        unsafe {
+            proa.command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         proa
     }
 
