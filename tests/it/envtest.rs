@@ -111,7 +111,8 @@ fn a_wait_across_the_periodic_bookmark_starts_at_once_and_warns_nothing() {
     ns.create_pod("neighbour", &[], &[]);
     let bookmark = "watch: bookmark at resourceVersion Some(\"";
     let again = "watch: stream open from resourceVersion ";
-    let err = proa.wait_for_stderr(Duration::from_secs(100), |err| {
+    // Bounded by two streams of 60 s, should the first end before its bookmark.
+    let err = proa.wait_for_stderr(Duration::from_secs(150), |err| {
         err.find(bookmark).is_some_and(|at| err[at..].contains(again))
     });
     // The new stream resumes from the bookmark's resourceVersion.
