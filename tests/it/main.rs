@@ -5,6 +5,8 @@ mod support;
 
 mod check;
 mod cli;
+#[cfg(not(feature = "kill"))]
+mod envtest;
 mod faults;
 mod install;
 #[cfg(feature = "kill")]

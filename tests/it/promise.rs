@@ -366,7 +366,7 @@ fn d14_one_token_holder_serves_the_shutdown_watch_too() {
 /// proa's own RFC 3339 formatting (a pure file that imports nothing of proa's).
 #[path = "../../src/clock.rs"]
 #[allow(dead_code)]
-mod clock;
+pub(crate) mod clock;
 
 /// `at` as the API server writes a timestamp: RFC 3339 in UTC, whole seconds (the fraction dropped).
 fn api_timestamp(at: SystemTime) -> String {

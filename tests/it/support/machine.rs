@@ -1,4 +1,5 @@
-//! What this machine offers the tests that need more than a process: PID namespaces (`unshare`) and nginx.
+//! What this machine offers the tests that need more than a process: PID namespaces (`unshare`), nginx, and a
+//! real API server's binaries (envtest's assets).
 //! Where one is missing, a test must not pass silently: with `CI` set (CI runs as root on a fresh Debian
 //! machine, where `make test` installs what is needed) it fails; elsewhere it prints a loud skip.
 
@@ -31,6 +32,14 @@ pub fn nginx(test: &str) -> Option<PathBuf> {
         present(test, "nginx", Err("it is not installed (apt-get install nginx)".into()));
     }
     found
+}
+
+/// The folder with etcd and kube-apiserver (see `envtest::assets_dir`), where there is one.
+pub fn envtest_assets(test: &str) -> Option<PathBuf> {
+    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let found = FOUND.get_or_init(super::envtest::assets_dir).clone();
+    let dir = found.as_ref().ok().cloned();
+    present(test, "etcd and kube-apiserver", found.map(|_| ())).then_some(dir).flatten()
 }
 
 fn present(test: &str, what: &str, result: Result<(), String>) -> bool {

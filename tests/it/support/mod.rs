@@ -6,6 +6,8 @@
 #![allow(dead_code, unused_imports)] // each binary that includes this uses a different part
 
 pub mod apiserver;
+/// A real etcd and kube-apiserver (envtest's assets), shared by the tests of one run.
+pub mod envtest;
 pub mod machine;
 pub mod nginx;
 pub mod port;

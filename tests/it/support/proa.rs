@@ -22,6 +22,8 @@ use super::procs;
 pub struct Proa {
     command: Command,
     stdin: Option<OwnedFd>,
+    /// Kill proa if the test drops it unwaited (a failed assertion): see [`Proa::with_env`].
+    kill_on_drop: bool,
 }
 
 /// How `unshare` makes a new PID namespace with its own /proc; `--kill-child` ends the namespace with it.
@@ -35,6 +37,25 @@ impl Proa {
         proa
     }
 
+    /// proa with this in-cluster environment (a real API server's, say) and debug logs. Killed if the test drops it
+    /// without waiting for it (a failed assertion), or when the test's thread ends (the test process was killed):
+    /// an orphan would retry a server that is gone for ever, holding whatever descriptors it inherited (a lock
+    /// around `cargo test`, say).
+    pub fn with_env(env: impl IntoIterator<Item = (String, String)>) -> Proa {
+        let mut proa = Proa::bare();
+        proa.command.envs(env);
+        proa.kill_on_drop = true;
+        // SAFETY: prctl(2) is async-signal-safe and takes plain integers. The signal comes when the test's thread
+        // ends, so also when the test process is killed (which skips every Drop).
+        unsafe {
+            proa.command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        proa
+    }
+
     /// proa with no cluster environment at all.
     pub fn bare() -> Proa {
         let mut command = Command::new(proa_binary());
@@ -44,7 +65,7 @@ impl Proa {
         // Where proa's own failures are written unless a test says otherwise: never the machine's
         // /dev/termination-log, which exists when the tests themselves run in a Pod.
         command.env("PROA_TERMINATION_LOG", "/dev/null");
-        Proa { command, stdin: None }
+        Proa { command, stdin: None, kill_on_drop: false }
     }
 
     /// `chroot ROOT /proa`: the binary at `ROOT/proa`, run inside `ROOT` as in a FROM-scratch image, with an empty
@@ -57,7 +78,7 @@ impl Proa {
     pub fn chroot_at(root: &std::path::Path, exe: &str) -> Proa {
         let mut command = Command::new(chroot_binary());
         command.arg(root).arg(exe).env_clear().env("RUST_LOG", "debug");
-        Proa { command, stdin: None }
+        Proa { command, stdin: None, kill_on_drop: false }
     }
 
     pub fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Proa {
@@ -92,7 +113,7 @@ impl Proa {
                 command.env(key, value);
             }
         }
-        Proa { command, stdin: self.stdin }
+        Proa { command, stdin: self.stdin, kill_on_drop: self.kill_on_drop }
     }
 
     /// Starts proa in a new session whose controlling terminal is `tty` (a pseudo-terminal's secondary side),
@@ -139,7 +160,7 @@ impl Proa {
         let (eof_tx, eof) = mpsc::channel();
         let stdout = collect(child.stdout.take().expect("piped"), eof_tx.clone());
         let stderr = collect(child.stderr.take().expect("piped"), eof_tx);
-        Running { child, started, stdout, stderr, eof }
+        Running { child: Some(child), started, stdout, stderr, eof, kill_on_drop: self.kill_on_drop }
     }
 }
 
@@ -193,11 +214,22 @@ fn collect(mut stream: impl Read + Send + 'static, eof: mpsc::Sender<()>) -> Arc
 
 /// A running proa.
 pub struct Running {
-    child: Child,
+    /// Until [`Running::wait`] takes it.
+    child: Option<Child>,
     pub started: Instant,
     stdout: Arc<Output>,
     stderr: Arc<Output>,
     eof: Receiver<()>,
+    kill_on_drop: bool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take().filter(|_| self.kill_on_drop) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// How proa ended.
@@ -221,7 +253,7 @@ impl Finished {
 impl Running {
     /// The pid of the process the test started: proa, or `unshare` when proa runs in a PID namespace.
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.child.as_ref().expect("not waited for yet").id() as i32
     }
 
     /// proa's pid as the test sees it: the started process itself, or the one running the proa binary in the
@@ -272,17 +304,16 @@ impl Running {
     pub fn wait(mut self, bound: Duration) -> Finished {
         let deadline = Instant::now() + bound;
         // A waiter thread turns the blocking wait into a bounded one without polling.
-        let pid = self.child.id();
+        let mut child = self.child.take().expect("waited for once");
+        let pid = child.id();
         let (tx, rx) = mpsc::channel();
-        let mut child = self.child;
         let waiter = thread::spawn(move || {
             let status = child.wait();
             let _ = tx.send((status, Instant::now()));
-            child
         });
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok((status, at)) => {
-                self.child = waiter.join().unwrap();
+                waiter.join().unwrap();
                 // The output threads finish once every writer (proa, the program) has closed the pipes.
                 for _ in 0..2 {
                     let _ = self.eof.recv_timeout(Duration::from_secs(5));
