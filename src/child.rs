@@ -9,7 +9,8 @@ use std::fmt;
 use std::io::{self, IsTerminal};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::thread::{self, JoinHandle};
+use std::sync::mpsc;
+use std::thread;
 use std::time::Duration;
 
 use crate::exit;
@@ -37,6 +38,8 @@ pub enum SpawnError {
     /// Found, but what it needs to run is missing: a script's `#!` interpreter, or the loader of a binary built for
     /// another libc (a glibc binary in a musl or scratch image). Exit 126.
     NoInterpreter { program: String },
+    /// proa could not start the thread that reaps the program (a pids limit): the program was not started. Exit 125.
+    NoThread(io::Error),
 }
 
 impl SpawnError {
@@ -45,6 +48,7 @@ impl SpawnError {
         match self {
             SpawnError::NotFound { .. } => exit::NOT_FOUND,
             SpawnError::NotExecutable { .. } | SpawnError::NoInterpreter { .. } => exit::NOT_EXECUTABLE,
+            SpawnError::NoThread(_) => exit::PROA_FAILED,
         }
     }
 }
@@ -58,6 +62,12 @@ impl fmt::Display for SpawnError {
                 f,
                 "cannot run {program}: it exists, but its interpreter (#! line) or loader is missing (a binary built for another libc?)"
             ),
+            SpawnError::NoThread(err) => {
+                write!(
+                    f,
+                    "cannot start the thread that would reap the program ({err}): not starting it; raise the pids limit"
+                )
+            }
         }
     }
 }
@@ -93,7 +103,8 @@ pub fn become_reaper() {
 }
 
 /// Starts the program with proa's stdio, environment and working directory.
-/// Call this before `spawn_reaper`: std reaps a child whose exec failed, which must not race the reaper.
+/// Start the reaper first (`start_reaper`) and hand it the program only after this returned: std reaps a child
+/// whose exec failed, which must not race the reaper.
 ///
 /// When proa is in the foreground of a terminal on stdin (`docker run -it`, a Pod with `tty: true`, a shell),
 /// the program gets its own process group and the terminal's foreground (tini's `isolate_child`): the
@@ -183,38 +194,57 @@ fn set_foreground(pgrp: libc::pid_t) -> io::Result<()> {
     }
 }
 
-/// Starts the reaper: it blocks in `waitpid(-1)`, reports the program's exit once, and keeps reaping any other
-/// child (orphans re-parented to proa) until none is left. Only the program's pid sets the exit code.
-pub fn spawn_reaper(program: Program, report: impl Fn(Exit) -> bool + Send + 'static) -> JoinHandle<()> {
-    thread::Builder::new()
-        .name("reaper".into())
-        .spawn(move || {
-            let program_pid = libc::pid_t::try_from(program.pid).unwrap_or(libc::pid_t::MAX);
-            let mut reported = false;
-            loop {
-                let mut status = 0;
-                // SAFETY: `status` is a valid, writable c_int for the duration of the call.
-                let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
-                if pid == program_pid {
-                    if program.has_terminal {
-                        take_terminal_back(program_pid);
-                    }
-                    reported = true;
-                    report(Exit::Exited { code: exit::code_for(status) });
-                } else if pid > 0 {
-                    debug!("reaped orphan pid {pid}");
-                } else if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                    // ECHILD: nothing left to reap. Before the program's exit only if something else reaped it,
-                    // which `become_reaper` rules out; say so rather than wait forever.
-                    if !reported {
-                        log::error!("the program's exit status was lost: proa exits {}", exit::PROA_FAILED);
-                        report(Exit::Exited { code: exit::PROA_FAILED });
-                    }
-                    return;
-                }
+/// The reaper thread, started before the program so that a process out of threads fails before the program runs
+/// rather than after, when its exit status could no longer be learnt. It waits for `watch`.
+pub struct Reaper {
+    program: mpsc::Sender<Program>,
+}
+
+impl Reaper {
+    /// Hands the started program to the reaper.
+    pub fn watch(self, program: Program) {
+        // The reaper only ends once it reported; it cannot be gone yet.
+        _ = self.program.send(program);
+    }
+}
+
+/// Starts the reaper: once given the program (`Reaper::watch`), it blocks in `waitpid(-1)`, reports the program's
+/// exit once, and keeps reaping any other child (orphans re-parented to proa) until none is left. Only the
+/// program's pid sets the exit code. Dropped unwatched (the program could not start), it ends.
+pub fn start_reaper(report: impl Fn(Exit) -> bool + Send + 'static) -> io::Result<Reaper> {
+    let (program_tx, program_rx) = mpsc::channel::<Program>();
+    thread::Builder::new().name("reaper".into()).spawn(move || {
+        let Ok(program) = program_rx.recv() else { return };
+        reap(program, report);
+    })?;
+    Ok(Reaper { program: program_tx })
+}
+
+fn reap(program: Program, report: impl Fn(Exit) -> bool) {
+    let program_pid = libc::pid_t::try_from(program.pid).unwrap_or(libc::pid_t::MAX);
+    let mut reported = false;
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid, writable c_int for the duration of the call.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid == program_pid {
+            if program.has_terminal {
+                take_terminal_back(program_pid);
             }
-        })
-        .expect("spawning a thread only fails when the process is out of resources")
+            reported = true;
+            report(Exit::Exited { code: exit::code_for(status) });
+        } else if pid > 0 {
+            debug!("reaped orphan pid {pid}");
+        } else if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            // ECHILD: nothing left to reap. Before the program's exit only if something else reaped it,
+            // which `become_reaper` rules out; say so rather than wait forever.
+            if !reported {
+                log::error!("the program's exit status was lost: proa exits {}", exit::PROA_FAILED);
+                report(Exit::Exited { code: exit::PROA_FAILED });
+            }
+            return;
+        }
+    }
 }
 
 /// After the program exited: proa's process group gets the terminal back, so that a Ctrl-C during shutdown

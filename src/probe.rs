@@ -53,6 +53,8 @@ pub enum Update {
     Pending { goal: Goal, left: Vec<String> },
     /// Every endpoint reached `goal`; the prober has stopped.
     Reached(Goal),
+    /// The prober could not start (no thread to be had): nothing will reach `goal`.
+    Failed { goal: Goal, why: String },
 }
 
 /// Starts the prober. It stops once every endpoint reached `goal`, when `report` returns false (the owner is gone),
@@ -63,11 +65,8 @@ pub fn spawn_probe(
     interval: Duration,
     stop: Arc<AtomicBool>,
     report: impl Fn(Update) -> bool + Send + 'static,
-) -> JoinHandle<()> {
-    thread::Builder::new()
-        .name("probe".into())
-        .spawn(move || probe(endpoints, goal, interval, &stop, report))
-        .expect("spawning a thread only fails when the process is out of resources")
+) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new().name("probe".into()).spawn(move || probe(endpoints, goal, interval, &stop, report))
 }
 
 fn probe(mut left: Vec<Endpoint>, goal: Goal, interval: Duration, stop: &AtomicBool, report: impl Fn(Update) -> bool) {
@@ -166,7 +165,8 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let endpoints =
             vec![Endpoint::Tcp(format!("127.0.0.1:{port}")), Endpoint::Http(format!("http://127.0.0.1:{port}/"))];
-        spawn_probe(endpoints, Goal::Gone, DEFAULT_INTERVAL, Arc::default(), move |update| tx.send(update).is_ok());
+        spawn_probe(endpoints, Goal::Gone, DEFAULT_INTERVAL, Arc::default(), move |update| tx.send(update).is_ok())
+            .unwrap();
         assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(Update::Reached(Goal::Gone)));
     }
 
@@ -179,7 +179,8 @@ mod tests {
         spawn_probe(vec![endpoint], Goal::Ready, DEFAULT_INTERVAL, Arc::default(), move |update| {
             let _ = tx.send(update);
             false
-        });
+        })
+        .unwrap();
         let want = format!("tcp 127.0.0.1:{port} (connection refused)");
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(10)),

@@ -51,11 +51,8 @@ pub fn spawn_watch(
     until: impl FnMut(&Pod, bool) -> bool + Send + 'static,
     report: impl Fn(Update) -> bool + Send + 'static,
     release: impl Fn(Box<dyn Send>) + Send + 'static,
-) -> JoinHandle<()> {
-    thread::Builder::new()
-        .name("watch".into())
-        .spawn(move || watch(api, from, &stop, until, report, release))
-        .expect("spawning a thread only fails when the process is out of resources")
+) -> std::io::Result<JoinHandle<()>> {
+    thread::Builder::new().name("watch".into()).spawn(move || watch(api, from, &stop, until, report, release))
 }
 
 fn watch(

@@ -270,6 +270,12 @@ pub(super) fn shutting_down(config: &Config, mut s: ShuttingDown, event: Event, 
                 s.awaited = Awaited::Endpoints(left);
             }
         }
+        Event::Probe(ProbeUpdate::Failed { goal: Goal::Gone, why }) => {
+            if let Awaited::Endpoints(_) = s.awaited {
+                log::warn!("{why}; not waiting for the endpoints to stop answering");
+                s.awaited = Awaited::Nothing;
+            }
+        }
         Event::Probe(ProbeUpdate::Reached(Goal::Gone)) => {
             if let Awaited::Endpoints(_) = s.awaited {
                 log::info!("endpoints have stopped answering");
@@ -311,7 +317,11 @@ pub(super) fn shutting_down(config: &Config, mut s: ShuttingDown, event: Event, 
         | Event::SpawnFailed(_)
         | Event::Quit
         | Event::Release(_)
-        | Event::Probe(ProbeUpdate::Reached(Goal::Ready) | ProbeUpdate::Pending { goal: Goal::Ready, .. }) => {}
+        | Event::Probe(
+            ProbeUpdate::Reached(Goal::Ready)
+            | ProbeUpdate::Pending { goal: Goal::Ready, .. }
+            | ProbeUpdate::Failed { goal: Goal::Ready, .. },
+        ) => {}
     }
     if s.awaited == Awaited::Nothing && s.actions_left == 0 {
         return finish(s.code);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use crate::api::Api;
+use crate::api::{Api, ApiError};
 use crate::child::{self, SpawnError};
 use crate::options::Options;
 use crate::pidfd::Pidfd;
@@ -124,14 +124,20 @@ impl World for Threads {
             let tx = self.tx.clone();
             let release = tx.clone();
             let release = move |leftovers| _ = release.send(Event::Release(Leftovers(leftovers)));
-            watch::spawn_watch(
+            let report = tx.clone();
+            let spawned = watch::spawn_watch(
                 api.clone(),
                 from,
                 stop,
                 until,
-                move |update| tx.send(Event::Watch(update)).is_ok(),
+                move |update| report.send(Event::Watch(update)).is_ok(),
                 release,
             );
+            // Out of threads: the wait or shutdown goes on as when the API fails, never for ever.
+            if let Err(err) = spawned {
+                let failed = ApiError::Transport(format!("cannot start the thread that watches the pod: {err}"));
+                _ = tx.send(Event::Watch(watch::Update::Failed(failed)));
+            }
             self.watcher = Some(worker);
         }
     }
@@ -145,8 +151,12 @@ impl World for Threads {
         let (worker, stop) = Worker::new();
         let tx = self.tx.clone();
         let interval = self.options.probe_interval;
-        let report = move |update| tx.send(Event::Probe(update)).is_ok();
-        probe::spawn_probe(self.endpoints.clone(), goal, interval, stop, report);
+        let report = tx.clone();
+        let report = move |update| report.send(Event::Probe(update)).is_ok();
+        if let Err(err) = probe::spawn_probe(self.endpoints.clone(), goal, interval, stop, report) {
+            let why = format!("cannot start the thread that probes the endpoints: {err}");
+            _ = tx.send(Event::Probe(probe::Update::Failed { goal, why }));
+        }
         self.prober = Some(worker);
     }
 
@@ -155,11 +165,13 @@ impl World for Threads {
     }
 
     fn start_program(&mut self) -> Result<(), SpawnError> {
+        let tx = self.tx.clone();
+        let reaper =
+            child::start_reaper(move |exit| tx.send(Event::Child(exit)).is_ok()).map_err(SpawnError::NoThread)?;
         let spawned = child::spawn_program(&self.options.program, &self.options.args)?;
         log::info!("started {} (pid {})", self.options.program.to_string_lossy(), spawned.pid);
         self.program = libc::pid_t::try_from(spawned.pid).ok().and_then(Pidfd::open);
-        let tx = self.tx.clone();
-        child::spawn_reaper(spawned, move |exit| tx.send(Event::Child(exit)).is_ok());
+        reaper.watch(spawned);
         Ok(())
     }
 

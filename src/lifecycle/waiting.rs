@@ -30,6 +30,9 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
             let ready = format!("all endpoints ready after {}", Seconds(now.duration_since(w.since)));
             (State::Running(Running::new(facts)), vec![Command::StartProgram, Command::Say(ready)])
         }
+        Event::Probe(ProbeUpdate::Failed { goal: Goal::Ready, why }) => {
+            with_first(failure(why), abort_wait(config, w.facts.as_ref(), exit::PROA_FAILED, Ending::Normal, now))
+        }
         Event::Probe(ProbeUpdate::Pending { goal: Goal::Ready, left }) => {
             debug!("not ready yet: {}", left.join(", "));
             w.not_ready = left;
@@ -79,9 +82,11 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
         | Event::Shutdown(_)
         | Event::Quit
         | Event::Release(_)
-        | Event::Probe(ProbeUpdate::Reached(Goal::Gone) | ProbeUpdate::Pending { goal: Goal::Gone, .. }) => {
-            (State::Waiting(w), vec![])
-        }
+        | Event::Probe(
+            ProbeUpdate::Reached(Goal::Gone)
+            | ProbeUpdate::Pending { goal: Goal::Gone, .. }
+            | ProbeUpdate::Failed { goal: Goal::Gone, .. },
+        ) => (State::Waiting(w), vec![]),
     }
 }
 
