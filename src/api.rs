@@ -23,9 +23,9 @@ use crate::url::redact;
 /// that raise etcd's limit; memory does not grow with it (`lines` streams what it cannot hold).
 pub const MAX_OBJECT_BYTES: usize = 32 * 1024 * 1024;
 /// Default for `--watch-timeout`, the base of each watch's length (the watcher makes it 1 to 2 times that, so that
-/// Pods started together do not watch again in step): short enough that a dead stream, or a server behind the
-/// resourceVersion proa resumes from, is noticed within two minutes; proa watches only while it waits, so
-/// client-go's 5 minutes would save little.
+/// Pods started together do not watch again in step): short enough that a server behind the resourceVersion proa
+/// resumes from is noticed within two minutes (a silent stream within four); proa watches only while it waits
+/// and while it shuts down, so client-go's 5 minutes would save little.
 pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest `--watch-timeout` used: API servers end watches sooner anyway (`--min-request-timeout`, 30 min).
 const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(3600);

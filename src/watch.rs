@@ -1,6 +1,7 @@
 //! The watcher thread: GET the own Pod (or resume from a known resourceVersion), then watch it, reporting every
-//! Pod snapshot until a predicate says the owner has what it waited for. Reads the stream line by line with a bound on line length, follows
-//! resourceVersion (bookmarks count), relists after 410, and reconnects with capped, jittered backoff.
+//! Pod snapshot until a predicate says the owner has what it waited for. Reads the stream line by line with a bound
+//! on line length, follows resourceVersion (bookmarks count), relists after 410 or when a GET shows the server
+//! behind the version it resumes from, jitters each watch's length, and reconnects with capped, jittered backoff.
 //! Never decides anything about readiness itself, and never touches the owner's state.
 
 use std::collections::hash_map::RandomState;
