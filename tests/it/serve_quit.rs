@@ -229,8 +229,8 @@ fn a_shutdown_request_closed_unanswered_is_sent_again() {
     // answers the next.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let mut seen = Vec::new();
+    let (tx, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         for answer in [false, true] {
             let (mut stream, _) = listener.accept().unwrap();
             stream.set_read_timeout(Some(BOUND)).unwrap();
@@ -241,15 +241,20 @@ fn a_shutdown_request_closed_unanswered_is_sent_again() {
                 assert!(n > 0, "the request ended early");
                 head.extend_from_slice(&buf[..n]);
             }
-            seen.push((Instant::now(), String::from_utf8_lossy(&head).lines().next().unwrap_or("").to_string()));
+            let line = String::from_utf8_lossy(&head).lines().next().unwrap_or("").to_string();
             if answer {
                 stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
             }
+            let _ = tx.send((Instant::now(), line));
         }
-        seen
     });
     let (api, main) = main_proa_stopping_logger(port);
-    let seen = server.join().unwrap();
+    let seen: Vec<(Instant, String)> = (0..2)
+        .map(|i| {
+            seen.recv_timeout(BOUND)
+                .unwrap_or_else(|_| panic!("request {} never came; proa's log:\n{}", i + 1, main.stderr()))
+        })
+        .collect();
     api.set_terminated("logger", 0);
     let main = main.wait(BOUND);
     assert_eq!(main.code(), 7, "{}", main.stderr);
