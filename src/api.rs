@@ -22,7 +22,10 @@ use crate::url::redact;
 /// `\u003c` (six bytes for one), so a real kube-apiserver serves Pods of 9.4 MB. 32 MiB leaves room for clusters
 /// that raise etcd's limit; memory does not grow with it (`lines` streams what it cannot hold).
 pub const MAX_OBJECT_BYTES: usize = 32 * 1024 * 1024;
-/// Default for `--watch-timeout`: short enough that a dead stream is noticed soon, long enough to cost nothing.
+/// Default for `--watch-timeout`, the base of each watch's length (the watcher makes it 1 to 2 times that, so that
+/// Pods started together do not watch again in step): short enough that a server behind the resourceVersion proa
+/// resumes from is noticed within two minutes (a silent stream within four); proa watches only while it waits
+/// and while it shuts down, so client-go's 5 minutes would save little.
 pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest `--watch-timeout` used: API servers end watches sooner anyway (`--min-request-timeout`, 30 min).
 const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -41,7 +44,8 @@ pub enum ApiError {
     Transport(String),
     /// 401 even after re-reading the token file. Fatal: exit 125.
     Unauthorized,
-    /// 403: the ServiceAccount may not do `verb` on pods. Fatal: exit 125.
+    /// 403: the ServiceAccount may not do `verb` on pods. Fatal (exit 125) once it persists (`watch::Backoff`): a
+    /// restarting API server answers 403 for a moment.
     Forbidden { verb: &'static str, namespace: String },
     /// 404: no such Pod; POD_NAME or the namespace is wrong. Fatal: exit 125.
     PodNotFound { namespace: String, pod: String },
@@ -221,25 +225,32 @@ impl Api {
         Ok(Access { allowed: review.status.allowed, reason: review.status.reason })
     }
 
-    /// Starts a watch of the own Pod from `resource_version` (none: the server starts with the current state).
-    /// The server ends the stream after `--watch-timeout`; one still open after twice that has gone silent (a
-    /// dead connection, a stuck proxy) and is cut off, so the watcher can reconnect.
+    /// `--watch-timeout` (at most an hour): the base the watcher jitters each watch's length from.
+    pub fn watch_timeout(&self) -> Duration {
+        self.watch_timeout
+    }
+
+    /// Starts a watch of the own Pod from `resource_version` (none: the server starts with the current state),
+    /// which the server ends after `timeout` (`timeoutSeconds`, whole seconds); one still open after twice that
+    /// has gone silent (a dead connection, a stuck proxy) and is cut off, so the watcher can reconnect.
     pub fn watch_pod(
         &mut self,
         resource_version: Option<&str>,
+        timeout: Duration,
     ) -> Result<BufReader<ureq::BodyReader<'static>>, ApiError> {
+        let timeout = Duration::from_secs(timeout.as_secs().max(1));
         let mut url = format!(
             "{}/api/v1/namespaces/{}/pods?fieldSelector=metadata.name%3D{}&watch=true&allowWatchBookmarks=true&timeoutSeconds={}",
             self.api_url,
             self.namespace,
             self.pod_name,
-            self.watch_timeout.as_secs().max(1)
+            timeout.as_secs()
         );
         if let Some(rv) = resource_version {
             url.push_str("&resourceVersion=");
             url.push_str(rv);
         }
-        let response = self.send(&url, "watch", self.watch_timeout * 2, None)?;
+        let response = self.send(&url, "watch", timeout * 2, None)?;
         Ok(BufReader::new(response.into_body().into_reader()))
     }
 

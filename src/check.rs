@@ -2,9 +2,12 @@
 //! on stdout whether proa could do its job there: the configuration and where each piece came from, the API server
 //! reachable with TLS verified, the token accepted, RBAC allowing `get` and `watch` on the own Pod, the containers
 //! proa would wait for and why, and what the restart policy means for shutdown. Each line starts with `ok` or
-//! `FAIL`; a failure says what to fix. Runs on the main thread. It never writes the termination log, which belongs
-//! to the container's own proa.
+//! `FAIL`; a failure says what to fix. When PID 1 is proa (the container's own, under `kubectl exec`), the check
+//! judges PID 1's command line and environment, not its own. Runs on the main thread. It never writes the
+//! termination log, which belongs to the container's own proa.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -17,25 +20,132 @@ use crate::options::Options;
 use crate::pod::Pod;
 use crate::probe::{self, Endpoint};
 use crate::readiness::{self, Found, Kind, Policy, RestartPolicy};
+use crate::url::redact;
 
 /// The Role rule proa needs, as a user would add it.
 const RULE: &str = r#"{apiGroups: [""], resources: ["pods"], verbs: ["get", "watch"]}"#;
 
+/// Where the check reads PID 1's command line and environment.
+const PROC: &str = "/proc";
+
 /// Runs every check and returns 0 when all passed, else 125.
 pub fn run(options: &Options, env: impl Fn(&str) -> Option<String>) -> u8 {
     let mut report = Report { failed: false, out: std::io::stdout().lock() };
+    match read_pid1(Path::new(PROC)) {
+        Some(pid1) => {
+            let env = pid1.env(&env);
+            if let Some(judged) = judge_pid1(&mut report, options, &pid1, &env) {
+                check(&mut report, &judged, &env);
+            }
+        }
+        // Outside proa's container (or with another init): the command line given to --check is the one judged.
+        None => check(&mut report, options, &env),
+    }
+    match report.failed {
+        true => exit::PROA_FAILED,
+        false => 0,
+    }
+}
+
+/// PID 1's command line and environment, when PID 1 is proa.
+#[derive(Debug, PartialEq)]
+struct Pid1 {
+    /// argv[0] and the arguments after it.
+    argv0: String,
+    args: Vec<String>,
+    /// From `environ`, unless it cannot be read (another user's process).
+    environment: Option<HashMap<String, String>>,
+}
+
+impl Pid1 {
+    /// The environment PID 1's options share: its own where readable, else `fallback` (the check's).
+    fn env<'a>(&'a self, fallback: &'a impl Fn(&str) -> Option<String>) -> impl Fn(&str) -> Option<String> + 'a {
+        move |var: &str| match &self.environment {
+            Some(vars) => vars.get(var).cloned(),
+            None => fallback(var),
+        }
+    }
+}
+
+/// Reads `PROC/1/cmdline` and `PROC/1/environ`: `None` when PID 1 is not proa (its executable's name does not start
+/// with `proa`), or /proc cannot be read.
+fn read_pid1(proc: &Path) -> Option<Pid1> {
+    let cmdline = std::fs::read(proc.join("1/cmdline")).ok()?;
+    let mut words = nul_separated(&cmdline).into_iter();
+    let argv0 = words.next()?;
+    let name = Path::new(&argv0).file_name()?.to_string_lossy().into_owned();
+    if !name.starts_with("proa") {
+        return None;
+    }
+    let environment = std::fs::read(proc.join("1/environ")).ok().map(|environ| {
+        let pairs = nul_separated(&environ);
+        pairs.into_iter().filter_map(|pair| pair.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect()
+    });
+    Some(Pid1 { argv0, args: words.collect(), environment })
+}
+
+/// The NUL-terminated strings of a /proc file.
+fn nul_separated(bytes: &[u8]) -> Vec<String> {
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    match bytes.is_empty() {
+        true => Vec::new(),
+        false => bytes.split(|&b| b == 0).map(|word| String::from_utf8_lossy(word).into_owned()).collect(),
+    }
+}
+
+/// The options of PID 1's proa, parsed from its command line with its environment, and a line saying so; `None`
+/// (with a FAIL) when they are not a command line that runs a program.
+fn judge_pid1(
+    report: &mut Report<impl Write>,
+    options: &Options,
+    pid1: &Pid1,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<Options> {
+    let shown = std::iter::once(&pid1.argv0).chain(&pid1.args).map(|w| redact(w)).collect::<Vec<_>>().join(" ");
+    let environment = match &pid1.environment {
+        Some(_) => "PID 1's environment",
+        None => "the environment of --check (PID 1's cannot be read)",
+    };
+    match crate::cli::parse(pid1.args.iter().map(OsString::from), env) {
+        Ok(crate::cli::Parsed::Run(judged)) if judged.serve_quit.is_some() => {
+            report.ok(&format!(
+                "PID 1 is a sidecar's proa ({shown}): nothing to wait for or stop here; run the check in the main container"
+            ));
+            None
+        }
+        Ok(crate::cli::Parsed::Run(judged)) => {
+            let ignored = match options.own_args.iter().any(|arg| arg != "--check") {
+                true => "; the flags given to --check are not used",
+                false => "",
+            };
+            report.ok(&format!(
+                "judging the command line of PID 1, the container's proa: {shown} (with {environment}{ignored})"
+            ));
+            Some(judged)
+        }
+        Ok(_) => {
+            report.fail(&format!(
+                "PID 1 is proa, but not one that runs a program: {shown}; run the check in the main container"
+            ));
+            None
+        }
+        Err(err) => {
+            report.fail(&format!("PID 1's command line ({shown}, with {environment}) is not one proa accepts: {err}"));
+            None
+        }
+    }
+}
+
+/// Checks what proa would do with `options`, reading the environment through `env`.
+fn check(report: &mut Report<impl Write>, options: &Options, env: &impl Fn(&str) -> Option<String>) {
     if options.disabled {
         report.ok("PROA_DISABLE=true: proa runs the program in its place, with no wait and no shutdown");
     }
     let in_cluster = env("KUBERNETES_SERVICE_HOST").is_some_and(|host| !host.trim().is_empty());
     match options.no_api_endpoints(in_cluster) {
-        Ok(Some(endpoints)) => check_endpoints(&mut report, options, &endpoints),
-        Ok(None) => check_cluster(&mut report, options, &env),
+        Ok(Some(endpoints)) => check_endpoints(report, options, &endpoints),
+        Ok(None) => check_cluster(report, options, env),
         Err(err) => report.fail(&err.to_string()),
-    }
-    match report.failed {
-        true => exit::PROA_FAILED,
-        false => 0,
     }
 }
 
@@ -173,15 +283,16 @@ fn review_error(err: &ApiError) -> String {
 }
 
 fn report_containers(report: &mut Report<impl Write>, options: &Options, pod: &Pod) {
-    let (own_args, args_from) = match pid1_args() {
-        Some(args) => (args, "the command line of PID 1"),
-        None => (options.own_args.iter().filter(|a| *a != "--check").cloned().collect(), "the command line"),
+    // The judged command line: PID 1's (see `run`), or the one given to --check.
+    let own_args: Vec<String> = options.own_args.iter().filter(|a| *a != "--check").cloned().collect();
+    let args_from = match options.program.is_empty() {
+        true => "the command line",
+        false => "the command line of PID 1",
     };
     // The program and its arguments end the command line: count them as the container's own proa does.
-    let parsed = crate::cli::parse(own_args.iter().map(std::ffi::OsString::from), |_| None);
-    let program_words = match parsed {
-        Ok(crate::cli::Parsed::Run(run)) => 1 + run.args.len(),
-        _ => 0,
+    let program_words = match options.program.is_empty() {
+        true => 0,
+        false => 1 + options.args.len(),
     };
     let own = match readiness::find_own_container(pod, options.container.as_deref(), &own_args, program_words) {
         Ok(own) => own,
@@ -277,21 +388,6 @@ fn report_containers(report: &mut Report<impl Write>, options: &Options, pod: &P
     }
 }
 
-/// PID 1's arguments (without argv[0]) when PID 1 is proa: under `kubectl exec` they, not the check's own, are
-/// the container's command line.
-fn pid1_args() -> Option<Vec<String>> {
-    let cmdline = std::fs::read("/proc/1/cmdline").ok()?;
-    let mut args = cmdline.split(|&b| b == 0).map(|arg| String::from_utf8_lossy(arg).into_owned());
-    let argv0 = args.next()?;
-    let name = Path::new(&argv0).file_name()?.to_string_lossy().into_owned();
-    let mut args: Vec<String> = args.collect();
-    // The kernel ends every argument with a NUL, so the split leaves one empty string at the end.
-    if args.last().is_some_and(String::is_empty) {
-        args.pop();
-    }
-    name.starts_with("proa").then_some(args)
-}
-
 fn join(items: &[impl std::fmt::Display]) -> String {
     items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
@@ -299,6 +395,75 @@ fn join(items: &[impl std::fmt::Display]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct TempProc(std::path::PathBuf);
+
+    impl TempProc {
+        /// A /proc look-alike whose PID 1 has this cmdline and (when given) environ.
+        fn new(name: &str, cmdline: &[&str], environ: Option<&[&str]>) -> TempProc {
+            let root = std::env::temp_dir().join(format!("proa-check-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(root.join("1")).unwrap();
+            let nul = |words: &[&str]| words.iter().flat_map(|w| w.bytes().chain([0])).collect::<Vec<u8>>();
+            std::fs::write(root.join("1/cmdline"), nul(cmdline)).unwrap();
+            if let Some(environ) = environ {
+                std::fs::write(root.join("1/environ"), nul(environ)).unwrap();
+            }
+            TempProc(root)
+        }
+    }
+
+    impl Drop for TempProc {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn pid1_is_read_only_when_it_is_proa() {
+        let proc = TempProc::new("proa", &["/proa", "-p", "http://127.0.0.1:1/q", "--", "sh"], Some(&["A=1", "B=x=y"]));
+        let pid1 = read_pid1(&proc.0).unwrap();
+        assert_eq!(pid1.argv0, "/proa");
+        assert_eq!(pid1.args, ["-p", "http://127.0.0.1:1/q", "--", "sh"]);
+        let environment = pid1.environment.unwrap();
+        assert_eq!((environment["A"].as_str(), environment["B"].as_str()), ("1", "x=y"));
+        let shell = TempProc::new("shell", &["/bin/sh", "-c", "proa"], None);
+        assert_eq!(read_pid1(&shell.0), None);
+        let unreadable = TempProc::new("no-environ", &["/usr/local/bin/proa", "--", "job"], None);
+        assert_eq!(read_pid1(&unreadable.0).unwrap().environment, None);
+    }
+
+    #[test]
+    fn pid1s_flags_and_variables_are_judged_and_said() {
+        let proc = TempProc::new(
+            "judged",
+            &["/proa", "-p", "http://user:pw@127.0.0.1:1/q", "--", "sh", "-c", "job"],
+            Some(&["PROA_IGNORE=logger", "PROA_SHUTDOWN_TIMEOUT=17s"]),
+        );
+        let pid1 = read_pid1(&proc.0).unwrap();
+        let mut report = Report { failed: false, out: Vec::new() };
+        let own = Options { own_args: vec!["--check".into(), "--ignore".into(), "x".into()], ..Options::default() };
+        let judged = judge_pid1(&mut report, &own, &pid1, pid1.env(&|_| None)).unwrap();
+        assert_eq!(judged.shutdown_post[0].url, "http://user:pw@127.0.0.1:1/q");
+        assert_eq!(
+            (judged.ignore.as_slice(), judged.shutdown_timeout),
+            (&["logger".to_string()][..], Some(Duration::from_secs(17)))
+        );
+        assert_eq!(judged.program, "sh");
+        assert_eq!(
+            String::from_utf8(report.out).unwrap(),
+            "ok    judging the command line of PID 1, the container's proa: /proa -p http://***@127.0.0.1:1/q -- sh -c job (with PID 1's environment; the flags given to --check are not used)\n"
+        );
+    }
+
+    #[test]
+    fn a_pid1_command_line_proa_would_refuse_fails() {
+        let proc = TempProc::new("refused", &["/proa", "--ready-timeout", "soon", "--", "job"], Some(&[]));
+        let mut report = Report { failed: false, out: Vec::new() };
+        assert!(judge_pid1(&mut report, &Options::default(), &read_pid1(&proc.0).unwrap(), |_| None).is_none());
+        assert!(report.failed);
+        let out = String::from_utf8(report.out).unwrap();
+        assert!(out.starts_with("FAIL  PID 1's command line (/proa --ready-timeout soon -- job, with PID 1's environment) is not one proa accepts: invalid --ready-timeout"), "{out}");
+    }
 
     #[test]
     fn report_lines_and_verdict() {

@@ -44,6 +44,10 @@ pub enum ConfigError {
     /// A value that could never work (a port with a letter, a Pod name with a space): `source` names where it came
     /// from, `expected` what would be accepted.
     Invalid { source: String, value: String, expected: &'static str },
+    /// The token file holds a byte no HTTP header may carry (a UTF-8 byte-order mark, an editor's stray character,
+    /// a control character): every request would fail the same way. `at` counts from 1 after trimming; the
+    /// token itself is never shown.
+    BadToken { path: PathBuf, byte: u8, at: usize },
 }
 
 impl fmt::Display for ConfigError {
@@ -66,6 +70,11 @@ impl fmt::Display for ConfigError {
                 write!(f, "cannot tell the Pod's name: set POD_NAME from the Downward API (metadata.name)")
             }
             ConfigError::Invalid { source, value, expected } => write!(f, "invalid {source} {value:?}: {expected}"),
+            ConfigError::BadToken { path, byte, at } => write!(
+                f,
+                "{} holds byte 0x{byte:02X} at position {at}, which no HTTP header may carry: write the token alone, in printable ASCII, as the kubelet does (no byte-order mark)",
+                path.display()
+            ),
         }
     }
 }
@@ -201,7 +210,7 @@ impl fmt::Debug for Token {
 
 impl Token {
     pub fn load(path: PathBuf, now: Instant) -> Result<Token, ConfigError> {
-        let value = read_trimmed(&path)?;
+        let value = read_token(&path)?;
         Ok(Token { path, value, read_at: now, max_age: DEFAULT_TOKEN_REFRESH })
     }
 
@@ -224,9 +233,20 @@ impl Token {
 
     /// Reads the file again (after a 401: the token may have rotated).
     pub fn reload(&mut self, now: Instant) -> Result<(), ConfigError> {
-        self.value = read_trimmed(&self.path)?;
+        self.value = read_token(&self.path)?;
         self.read_at = now;
         Ok(())
+    }
+}
+
+/// The token file's text, trimmed, if every byte can go in an `Authorization` header: printable ASCII (JWTs and
+/// legacy tokens are base64 with dots). Checked here, so that a bad file is one error naming it (125) rather than
+/// a request that fails, and is retried, forever.
+fn read_token(path: &Path) -> Result<String, ConfigError> {
+    let value = read_trimmed(path)?;
+    match value.bytes().position(|b| !(b' '..=b'~').contains(&b)) {
+        Some(i) => Err(ConfigError::BadToken { path: path.to_path_buf(), byte: value.as_bytes()[i], at: i + 1 }),
+        None => Ok(value),
     }
 }
 
@@ -374,6 +394,26 @@ mod tests {
         assert!(error(&[("POD_NAMESPACE", "jobs/x")]).unwrap().starts_with(r#"invalid POD_NAMESPACE "jobs/x""#));
         dir.write("namespace", "Jobs");
         assert!(error(&[]).unwrap().starts_with(&format!("invalid {path}/namespace \"Jobs\"")));
+    }
+
+    #[test]
+    fn a_token_with_a_byte_no_header_may_carry_names_the_file() {
+        let dir = TempDir::new("bad-token");
+        let path = dir.0.join("token");
+        for (text, byte, at) in [("\u{feff}eyJ.x", 0xEF, 1), ("eyJ\u{e9}x", 0xC3, 4), ("ab\u{7}c", 0x07, 3)] {
+            dir.write("token", text);
+            let err = Token::load(path.clone(), Instant::now()).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "{} holds byte 0x{byte:02X} at position {at}, which no HTTP header may carry: write the token alone, in printable ASCII, as the kubelet does (no byte-order mark)",
+                    path.display()
+                )
+            );
+            assert!(!err.contains("eyJ"), "never the token: {err}");
+        }
+        dir.write("token", "\n eyJhbGciOi.J9-_x= \n");
+        assert_eq!(Token::load(path, Instant::now()).unwrap().value, "eyJhbGciOi.J9-_x=");
     }
 
     #[test]

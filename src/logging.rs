@@ -40,7 +40,7 @@ impl Filter {
             match directive.split_once('=') {
                 Some((module, level)) => match level.trim().parse() {
                     Ok(level) => filter.set(module.trim(), level),
-                    Err(_) => eprintln!("proa: WARN RUST_LOG: ignoring {directive:?}: not a level"),
+                    Err(_) => write_stderr(&format!("proa: WARN RUST_LOG: ignoring {directive:?}: not a level\n")),
                 },
                 None => match directive.parse() {
                     Ok(level) => filter.default = level,
@@ -92,14 +92,18 @@ impl Log for Logger {
                 lines::quote(&record.args().to_string())
             ),
         };
-        // One write per line, so that lines of different threads never interleave.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        write_stderr(&line);
     }
 
     fn flush(&self) {}
 }
 
-/// Installs the logger. Call once, before any thread starts.
+/// Writes `text` to stderr in one write, so that lines of different threads never interleave. A failed write (a
+/// closed pipe, a full disk) is ignored: a log line is never worth proa's life, and `eprintln!` would panic.
+pub fn write_stderr(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
 /// A debug line from `target` (a module path), for the `debug!` macro: past `log`'s compiled-in level.
 pub fn debug_line(target: &'static str, args: std::fmt::Arguments<'_>) {
     let metadata = log::Metadata::builder().level(log::Level::Debug).target(target).build();
@@ -109,6 +113,7 @@ pub fn debug_line(target: &'static str, args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Installs the logger. Call once, before any thread starts.
 pub fn init(format: LogFormat) {
     let filter = Filter::parse(std::env::var("RUST_LOG").ok().as_deref());
     log::set_max_level(filter.most_verbose());

@@ -66,16 +66,17 @@ fn main() -> ExitCode {
             logging::init(options.log_format);
             return ExitCode::from(install(&options));
         }
+        // `print!` and `eprintln!` panic when the stream is closed; what they write is never worth a panic.
         Ok(Parsed::Help) => {
-            print!("{}", cli::help());
+            let _ = write!(std::io::stdout(), "{}", cli::help());
             return ExitCode::SUCCESS;
         }
         Ok(Parsed::Version) => {
-            println!("{}", cli::VERSION);
+            let _ = writeln!(std::io::stdout(), "{}", cli::VERSION);
             return ExitCode::SUCCESS;
         }
         Err(err) => {
-            eprintln!("proa: ERROR {err}");
+            logging::write_stderr(&format!("proa: ERROR {err}\n"));
             termination::write(&cli::termination_log_from_env(env), &err.to_string());
             return ExitCode::from(exit::PROA_FAILED);
         }

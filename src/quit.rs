@@ -1,13 +1,14 @@
 //! `--serve-quit HOST:PORT`, proa on the sidecar's side: a loopback HTTP endpoint where `POST /quitquitquit` asks
 //! proa to stop the sidecar it runs, as Istio's and Linkerd's proxies serve their own. Each connection is served on
-//! a thread of its own (at most `MAX_CLIENTS` at once), and must send its request head within `HEAD_TIMEOUT`, so a
-//! slow or idle client cannot hold up the main container's request; each quit request is reported to the owner.
+//! a thread of its own (at most `MAX_CLIENTS` at once; when they are all taken, the oldest client still silent
+//! makes way for the new one), and must send its request head within `HEAD_TIMEOUT`, so slow or idle clients cannot
+//! hold up the main container's request; each quit request is reported to the owner.
 //! Other methods get 405, other paths 404. Decides nothing: the lifecycle does the stopping.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ pub const PATH: &str = "/quitquitquit";
 const MAX_HEAD: usize = 8 * 1024;
 /// How long a client has to send its whole request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
-/// Connections served at once; more are closed unanswered (only the Pod's own containers can connect).
+/// Connections served at once (only the Pod's own containers can connect).
 const MAX_CLIENTS: usize = 32;
 
 /// Binds the endpoint. Done before the sidecar starts, so that a taken port fails proa (125) instead of leaving a
@@ -30,9 +31,9 @@ pub fn bind(address: SocketAddr) -> Result<TcpListener, String> {
 pub fn spawn(listener: TcpListener, quit: impl Fn() + Send + Sync + 'static) -> io::Result<()> {
     let address = listener.local_addr()?;
     let quit = Arc::new(quit);
-    let clients = Arc::new(AtomicUsize::new(0));
     thread::Builder::new().name("quit".into()).spawn(move || {
         log::info!("serving POST http://{address}{PATH}");
+        let mut clients = Clients::default();
         for stream in listener.incoming() {
             let stream = match stream {
                 Ok(stream) => stream,
@@ -43,16 +44,14 @@ pub fn spawn(listener: TcpListener, quit: impl Fn() + Send + Sync + 'static) -> 
                     continue;
                 }
             };
-            if clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
-                clients.fetch_sub(1, Ordering::SeqCst);
-                debug!("quit endpoint: {MAX_CLIENTS} clients already: closing a connection");
+            let Some(client) = clients.admit(stream) else {
+                debug!("quit endpoint: {MAX_CLIENTS} clients already, each with a request: closing a connection");
                 continue;
-            }
-            let (quit, clients) = (quit.clone(), clients.clone());
-            let served = thread::Builder::new().name("quit-client".into()).spawn(move || {
-                serve(stream, &*quit);
-                clients.fetch_sub(1, Ordering::SeqCst);
-            });
+            };
+            let quit = quit.clone();
+            // The client holds its place until it is dropped: when its thread ends, or here with the closure if
+            // the thread cannot start.
+            let served = thread::Builder::new().name("quit-client".into()).spawn(move || serve(&client, &*quit));
             if let Err(err) = served {
                 debug!("quit endpoint: cannot serve a connection: {err}");
             }
@@ -61,9 +60,53 @@ pub fn spawn(listener: TcpListener, quit: impl Fn() + Send + Sync + 'static) -> 
     Ok(())
 }
 
+/// One connection being served. It takes one of the `MAX_CLIENTS` places for as long as it exists.
+struct Client {
+    stream: TcpStream,
+    /// Whether it has yet to send its request head: such a client may be made to give way.
+    silent: AtomicBool,
+}
+
+/// The connections being served, oldest first, as the accept thread sees them: a client whose serving thread ended
+/// (or never started) is gone from it, since nothing else holds it.
+#[derive(Default)]
+struct Clients {
+    served: Vec<Weak<Client>>,
+}
+
+impl Clients {
+    /// Takes in a new connection; `None` (and the connection closed) when every place is taken by a client that has
+    /// sent its request. When every place is taken and some client is still silent, the oldest silent one is cut
+    /// off to make way: 32 idle connections must not keep the main container's request out.
+    fn admit(&mut self, stream: TcpStream) -> Option<Arc<Client>> {
+        self.served.retain(|client| client.strong_count() > 0);
+        if self.served.len() >= MAX_CLIENTS {
+            let live = self.served.iter().filter_map(Weak::upgrade);
+            let oldest_silent = live.into_iter().find(|client| client.silent.load(Ordering::SeqCst))?;
+            debug!("quit endpoint: {MAX_CLIENTS} clients already: closing the oldest that has sent nothing");
+            oldest_silent.silent.store(false, Ordering::SeqCst);
+            let _ = oldest_silent.stream.shutdown(Shutdown::Both);
+            self.served.retain(|client| !std::ptr::eq(client.as_ptr(), Arc::as_ptr(&oldest_silent)));
+        }
+        let client = Arc::new(Client { stream, silent: AtomicBool::new(true) });
+        self.served.push(Arc::downgrade(&client));
+        Some(client)
+    }
+
+    /// How many places are taken.
+    #[cfg(test)]
+    fn len(&mut self) -> usize {
+        self.served.retain(|client| client.strong_count() > 0);
+        self.served.len()
+    }
+}
+
 /// Answers one connection's request; reports a quit once its answer was sent.
-fn serve(mut stream: TcpStream, quit: &dyn Fn()) {
-    let answer = answer(read_head(&mut stream).as_deref());
+fn serve(client: &Client, quit: &dyn Fn()) {
+    let mut stream = &client.stream;
+    let head = read_head(stream);
+    client.silent.store(false, Ordering::SeqCst);
+    let answer = answer(head.as_deref());
     let sent = stream.write_all(answer.response.as_bytes()).and_then(|()| stream.flush());
     if let Err(err) = &sent {
         debug!("quit endpoint: cannot answer: {err}");
@@ -106,7 +149,7 @@ fn answer(head: Option<&str>) -> Answer {
 }
 
 /// Reads a request head, up to the blank line that ends it (CRLF or bare LF), within `HEAD_TIMEOUT` in all.
-fn read_head(stream: &mut TcpStream) -> Option<String> {
+fn read_head(mut stream: &TcpStream) -> Option<String> {
     let deadline = Instant::now() + HEAD_TIMEOUT;
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
@@ -149,6 +192,63 @@ mod tests {
         assert_eq!(status(Some(&request("POST /quitquitquit/x HTTP/1.1"))).0, "HTTP/1.1 404 Not Found");
         assert_eq!(status(Some("garbage\r\n\r\n")), ("HTTP/1.1 400 Bad Request".into(), false));
         assert_eq!(status(None), ("HTTP/1.1 400 Bad Request".into(), false));
+    }
+
+    /// A connected pair on loopback: the client's end, and the server's end as `accept` gives it.
+    fn connection(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (client, listener.accept().unwrap().0)
+    }
+
+    #[test]
+    fn a_client_gives_its_place_back_however_it_ends() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut clients = Clients::default();
+        let mut held = Vec::new();
+        for _ in 0..MAX_CLIENTS {
+            let (peer, stream) = connection(&listener);
+            held.push((peer, clients.admit(stream).unwrap()));
+        }
+        assert_eq!(clients.len(), MAX_CLIENTS);
+        // A thread that never started drops its client with its closure, as one that ended does: 40 such failures
+        // leave every place free again.
+        held.clear();
+        assert_eq!(clients.len(), 0);
+        for _ in 0..40 {
+            let (_peer, stream) = connection(&listener);
+            drop(clients.admit(stream).expect("a free place"));
+        }
+        assert_eq!(clients.len(), 0);
+    }
+
+    #[test]
+    fn the_oldest_silent_client_makes_way_and_busy_ones_never_do() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut clients = Clients::default();
+        let mut held = Vec::new();
+        for _ in 0..MAX_CLIENTS {
+            let (peer, stream) = connection(&listener);
+            held.push((peer, clients.admit(stream).unwrap()));
+        }
+        // The first client has sent its request: the second, silent, is the one cut off.
+        held[0].1.silent.store(false, Ordering::SeqCst);
+        let (_peer, stream) = connection(&listener);
+        let newest = clients.admit(stream).expect("a silent client makes way");
+        let mut buf = [0u8; 1];
+        assert_eq!(held[1].0.read(&mut buf).unwrap(), 0, "the oldest silent client's connection is closed");
+        assert!(!held[1].1.silent.load(Ordering::SeqCst));
+        held[2].0.set_nonblocking(true).unwrap();
+        assert_eq!(held[2].0.read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock, "the others stay");
+        drop(held.remove(1));
+        assert_eq!(clients.len(), MAX_CLIENTS);
+        // When every client has sent its request, a new connection is closed instead.
+        for (_, client) in &held {
+            client.silent.store(false, Ordering::SeqCst);
+        }
+        newest.silent.store(false, Ordering::SeqCst);
+        let (_peer, stream) = connection(&listener);
+        assert!(clients.admit(stream).is_none());
+        assert_eq!(clients.len(), MAX_CLIENTS);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Shutdown actions: an HTTP GET or POST to each sidecar's shutdown endpoint (and with the `kill` feature, a
 //! signal to processes: `kill.rs`), all sent at once, one thread each, each within its own budget. The first
 //! attempt always happens, whatever the shutdown timeout; a refused connection (the sidecar is not listening yet,
-//! or any more) is retried a few times within the budget. Redirects are never followed. The result is reported
+//! or any more), or one closed or reset before an answer (a server with every place taken), is retried a few
+//! times within the budget. Redirects are never followed. The result is reported
 //! and logged by the owner; it never changes the exit code.
 
 use std::fmt;
@@ -14,7 +15,7 @@ use crate::url::redact;
 
 /// How long one attempt may take, connecting included (less when the budget has less left).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Attempts while the connection is refused, with a doubling pause from `RETRY_PAUSE` between them.
+/// Attempts while the connection is refused, closed or reset, with a doubling pause from `RETRY_PAUSE` between them.
 pub const ATTEMPTS: u32 = 4;
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// Every action gets at least this long, whatever the shutdown timeout (0 included), so that its first attempt
@@ -151,6 +152,8 @@ impl fmt::Display for Done {
 pub enum ActionError {
     /// Every attempt was refused.
     Refused { attempts: u32 },
+    /// The last attempt was closed or reset before an answer, as were all before it (or refused).
+    Closed { attempts: u32, why: String },
     /// No answer within `ATTEMPT_TIMEOUT`, or another transport failure; for a kill, /proc unreadable.
     Failed(String),
 }
@@ -159,6 +162,7 @@ impl fmt::Display for ActionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ActionError::Refused { attempts } => write!(f, "connection refused ({attempts} attempts)"),
+            ActionError::Closed { attempts, why } => write!(f, "{why} ({attempts} attempts)"),
             ActionError::Failed(why) => write!(f, "{why}"),
         }
     }
@@ -207,8 +211,9 @@ pub fn spawn_actions(
         .collect()
 }
 
-/// Sends one HTTP request (`send`, given the attempt's timeout), retrying while the connection is refused and the
-/// budget (up to `deadline`) allows.
+/// Sends one HTTP request (`send`, given the attempt's timeout), retrying while the connection is refused, closed
+/// or reset, and the budget (up to `deadline`) allows. A shutdown request is safe to send again: a sidecar asked
+/// twice to stop stops once.
 fn request(
     action: &Action,
     deadline: Instant,
@@ -225,12 +230,16 @@ fn request(
                 return Ok(Done::Redirected { status: response.status().as_u16(), location: location.to_string() });
             }
             Ok(response) => return Ok(Done::Answered(response.status().as_u16())),
-            Err(ureq::Error::Io(err)) if err.kind() == io::ErrorKind::ConnectionRefused => {
+            Err(ureq::Error::Io(err)) if unanswered(err.kind()).is_some() => {
+                let why = unanswered(err.kind()).unwrap_or_default();
                 let left = deadline.saturating_duration_since(Instant::now());
                 if attempt == ATTEMPTS || left <= pause {
-                    return Err(ActionError::Refused { attempts: attempt });
+                    return Err(match err.kind() {
+                        io::ErrorKind::ConnectionRefused => ActionError::Refused { attempts: attempt },
+                        _ => ActionError::Closed { attempts: attempt, why: why.to_string() },
+                    });
                 }
-                debug!("{action} refused (attempt {attempt} of {ATTEMPTS}); retrying in {}", Seconds(pause));
+                debug!("{action} {why} (attempt {attempt} of {ATTEMPTS}); retrying in {}", Seconds(pause));
                 thread::sleep(pause);
                 pause *= 2;
                 attempt += 1;
@@ -243,9 +252,32 @@ fn request(
     }
 }
 
+/// How a connection that got no answer ended, when trying again may help: the sidecar was not listening (yet or
+/// any more), or it closed the connection before answering (every place taken, a restart).
+fn unanswered(kind: io::ErrorKind) -> Option<&'static str> {
+    match kind {
+        io::ErrorKind::ConnectionRefused => Some("refused"),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
+            Some("connection reset before an answer")
+        }
+        // ureq's "peer disconnected": the connection closed before a whole answer.
+        io::ErrorKind::UnexpectedEof => Some("connection closed before an answer"),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_closed_and_reset_connections_are_tried_again() {
+        assert_eq!(unanswered(io::ErrorKind::ConnectionRefused), Some("refused"));
+        assert_eq!(unanswered(io::ErrorKind::UnexpectedEof), Some("connection closed before an answer"));
+        assert_eq!(unanswered(io::ErrorKind::ConnectionReset), Some("connection reset before an answer"));
+        assert_eq!(unanswered(io::ErrorKind::TimedOut), None, "a sidecar that does not answer is not asked again");
+        assert_eq!(unanswered(io::ErrorKind::PermissionDenied), None);
+    }
 
     #[test]
     fn targets_bare_or_named() {

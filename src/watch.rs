@@ -1,6 +1,7 @@
 //! The watcher thread: GET the own Pod (or resume from a known resourceVersion), then watch it, reporting every
-//! Pod snapshot until a predicate says the owner has what it waited for. Reads the stream line by line with a bound on line length, follows
-//! resourceVersion (bookmarks count), relists after 410, and reconnects with capped, jittered backoff.
+//! Pod snapshot until a predicate says the owner has what it waited for. Reads the stream line by line with a bound
+//! on line length, follows resourceVersion (bookmarks count), relists after 410 or when a GET shows the server
+//! behind the version it resumes from, jitters each watch's length, and reconnects with capped, jittered backoff.
 //! Never decides anything about readiness itself, and never touches the owner's state.
 
 use std::collections::hash_map::RandomState;
@@ -27,6 +28,14 @@ const BACKOFF_CAP: Duration = Duration::from_secs(10);
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 /// A stream that lasted this long ended normally (timeoutSeconds): watch again at once.
 const HEALTHY_STREAM: Duration = Duration::from_secs(1);
+/// A 403 is fatal only once 403s have come for this long in a row: a kube-apiserver answers 403 for about 0.75 s
+/// after it starts, while its RBAC caches are still empty. With the backoff below, a 403 that persists fails on the
+/// 5th or 6th answer, 2 to 5.2 s after the first.
+const FORBIDDEN_FOR: Duration = Duration::from_secs(2);
+/// Resuming from a resourceVersion and hearing nothing (no event, no bookmark) for this long, the watcher reads the
+/// Pod to check that the server has reached that version (see `is_behind`); a watch stream that ends having
+/// delivered nothing is checked at once.
+const VERIFY_AFTER: Duration = Duration::from_secs(180);
 
 /// What the watcher reports to its owner.
 #[derive(Debug)]
@@ -88,7 +97,7 @@ fn watch(
                 }
                 match api.get_pod() {
                     Ok(pod) => break pod,
-                    Err(err) if backoff.gives_up(&err) => {
+                    Err(err) if backoff.gives_up(&err, Instant::now()) => {
                         report(Update::Failed(err));
                         return;
                     }
@@ -104,13 +113,47 @@ fn watch(
         }
     };
     backoff.reset();
+    // When the server last said anything (an event, a bookmark, the Pod), and whether the last stream, resumed from a
+    // resourceVersion, ended without a word: then the server may never have reached that version (see `is_behind`).
+    let mut heard_at = Instant::now();
+    let mut silent_resume = false;
 
     loop {
         if stopped() {
             return;
         }
+        if let Some(held) = resource_version.as_deref().filter(|_| silent_resume || heard_at.elapsed() >= VERIFY_AFTER)
+        {
+            debug!(
+                "watch: nothing heard from resourceVersion {held}: reading the pod to check the server has reached it"
+            );
+            heard_at = Instant::now();
+            match api.get_pod() {
+                Ok(pod) => {
+                    let current = pod.metadata.resource_version.clone();
+                    if is_behind(current.as_deref(), held) {
+                        log::warn!(
+                            "the pod's resourceVersion {} is behind {held}, the one proa resumed from (was the API server's storage restored from a backup?): watching from the current state",
+                            current.as_deref().unwrap_or("(none)")
+                        );
+                        resource_version = None;
+                    }
+                    let (update, done) = prepare(pod, false);
+                    if !report(update) || done {
+                        return;
+                    }
+                }
+                // The watch says whether the Pod is gone; watching from the current state cannot miss it.
+                Err(ApiError::PodNotFound { .. }) => resource_version = None,
+                // The watch meets the same fault, and its own rules decide.
+                Err(err) => debug!("watch: cannot read the pod to check its resourceVersion: {err}"),
+            }
+        }
+        silent_resume = false;
         let started = Instant::now();
-        let mut stream = match api.watch_pod(resource_version.as_deref()) {
+        let resumed = resource_version.is_some();
+        let timeout = jittered_timeout(api.watch_timeout(), random_fraction());
+        let mut stream = match api.watch_pod(resource_version.as_deref(), timeout) {
             Ok(stream) => stream,
             // Without a resourceVersion the server cannot answer 410; if it does anyway, back off below.
             Err(ApiError::Gone) if resource_version.is_some() => {
@@ -118,7 +161,7 @@ fn watch(
                 resource_version = None;
                 continue;
             }
-            Err(err) if backoff.gives_up(&err) => {
+            Err(err) if backoff.gives_up(&err, Instant::now()) => {
                 report(Update::Failed(err));
                 return;
             }
@@ -130,9 +173,13 @@ fn watch(
         debug!("watch: stream open from resourceVersion {}", resource_version.as_deref().unwrap_or("(current)"));
         let mut buf = Vec::new();
         let mut relist = false;
+        let mut delivered = false;
         let ended = loop {
             let event = match read_json_line::<WatchEvent>(&mut stream, MAX_LINE_BYTES, &mut buf) {
-                Ok(Line::Value(event)) => Ok(event),
+                Ok(Line::Value(event)) => {
+                    (delivered, heard_at) = (true, Instant::now());
+                    Ok(event)
+                }
                 Ok(Line::Malformed(why)) => Err(format!("malformed watch event: {why}")),
                 Ok(Line::TooLong) => {
                     report(Update::Failed(ApiError::TooLarge));
@@ -180,6 +227,7 @@ fn watch(
             }
         };
         drop(stream);
+        silent_resume = resumed && !delivered && !relist && started.elapsed() >= HEALTHY_STREAM;
         if relist || started.elapsed() >= HEALTHY_STREAM {
             debug!("watch: {ended}; watching again");
             backoff.reset();
@@ -189,31 +237,58 @@ fn watch(
     }
 }
 
+/// Whether the Pod's resourceVersion `current` (from a GET) shows that the server is behind `held`, the version proa
+/// resumes from, so that a watch from `held` would wait for a version the server may never reach (after its etcd was
+/// restored from an older copy). resourceVersions are opaque: compared as numbers only when both are, else any
+/// difference counts. A Pod's version may lag the server's (bookmarks carry the latter), so this can relist when
+/// nothing is wrong: one watch from the current state, which costs one ADDED event.
+fn is_behind(current: Option<&str>, held: &str) -> bool {
+    match (current.map(str::parse::<u64>), held.parse::<u64>()) {
+        (Some(Ok(current)), Ok(held)) => current < held,
+        _ => current != Some(held),
+    }
+}
+
+/// The length of one watch request: `base` (`--watch-timeout`) times a factor from 1 to 2 (`random`, 0..1), in
+/// whole seconds, as client-go's reflector does, so that Pods started together do not watch again in step.
+fn jittered_timeout(base: Duration, random: f64) -> Duration {
+    let secs = base.as_secs().max(1);
+    Duration::from_secs(secs + (secs as f64 * random.clamp(0.0, 1.0)) as u64).min(Duration::from_secs(2 * secs))
+}
+
 /// Capped exponential backoff with jitter, so that many Pods do not reconnect in step.
 #[derive(Default)]
 struct Backoff {
     failures: u32,
     /// Redirects in a row: one may be a passing misconfiguration, but not several.
     redirects: u32,
+    /// When the first of the 403s in a row came: a restarting API server answers 403 for a moment.
+    forbidden_since: Option<Instant>,
 }
 
 impl Backoff {
     fn reset(&mut self) {
-        self.failures = 0;
-        self.redirects = 0;
+        *self = Backoff::default();
     }
 
-    /// Whether `err` ends the watch: a fatal error, or a redirect that persists.
-    fn gives_up(&mut self, err: &ApiError) -> bool {
+    /// Whether `err`, answered at `now`, ends the watch: a fatal error, or a redirect or 403 that persists.
+    fn gives_up(&mut self, err: &ApiError, now: Instant) -> bool {
+        if !matches!(err, ApiError::Redirect { .. }) {
+            self.redirects = 0;
+        }
+        if !matches!(err, ApiError::Forbidden { .. }) {
+            self.forbidden_since = None;
+        }
         match err {
             ApiError::Redirect { .. } => {
                 self.redirects += 1;
                 self.redirects >= REDIRECTS_BEFORE_FAILING
             }
-            other => {
-                self.redirects = 0;
-                other.is_fatal()
+            ApiError::Forbidden { .. } => {
+                let since = *self.forbidden_since.get_or_insert(now);
+                now.duration_since(since) >= FORBIDDEN_FOR
             }
+            other => other.is_fatal(),
         }
     }
 
@@ -296,11 +371,75 @@ mod tests {
     #[test]
     fn redirects_fail_once_they_persist() {
         let mut backoff = Backoff::default();
+        let now = Instant::now();
         let redirect = || ApiError::Redirect { status: 302, location: "http://elsewhere/".into() };
-        assert!(!backoff.gives_up(&redirect()) && !backoff.gives_up(&redirect()));
-        assert!(!backoff.gives_up(&ApiError::Transport("refused".into())), "a different error breaks the run");
-        assert!(!backoff.gives_up(&redirect()) && !backoff.gives_up(&redirect()));
-        assert!(backoff.gives_up(&redirect()));
-        assert!(backoff.gives_up(&ApiError::Unauthorized));
+        assert!(!backoff.gives_up(&redirect(), now) && !backoff.gives_up(&redirect(), now));
+        assert!(!backoff.gives_up(&ApiError::Transport("refused".into()), now), "a different error breaks the run");
+        assert!(!backoff.gives_up(&redirect(), now) && !backoff.gives_up(&redirect(), now));
+        assert!(backoff.gives_up(&redirect(), now));
+        assert!(backoff.gives_up(&ApiError::Unauthorized, now));
+    }
+
+    fn forbidden() -> ApiError {
+        ApiError::Forbidden { verb: "watch", namespace: "jobs".into() }
+    }
+
+    #[test]
+    fn a_403_fails_only_once_it_persists() {
+        let mut backoff = Backoff::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // A restarting API server: 403 for 0.75 s, then the answers proa expects.
+        assert!(!backoff.gives_up(&forbidden(), at(0)));
+        assert!(!backoff.gives_up(&forbidden(), at(700)));
+        assert!(!backoff.gives_up(&ApiError::Transport("reset".into()), at(900)), "a different answer ends the run");
+        assert!(!backoff.gives_up(&forbidden(), at(2_500)), "a new run of 403s starts its own clock");
+        assert!(!backoff.gives_up(&forbidden(), at(4_400)));
+        assert!(backoff.gives_up(&forbidden(), at(4_500)), "2 s of nothing but 403");
+        backoff.reset();
+        assert!(!backoff.gives_up(&forbidden(), at(5_000)), "a success ends the run");
+    }
+
+    #[test]
+    fn a_persistent_403_fails_within_a_few_seconds_of_backoff() {
+        // The answers come after the backoff's pauses; the 403 fails at the first one 2 s after the first 403.
+        for random in [0.0, 0.5, 1.0] {
+            let mut backoff = Backoff::default();
+            let mut now = Instant::now();
+            let first = now;
+            let mut answers = 1;
+            while !backoff.gives_up(&forbidden(), now) {
+                backoff.failures += 1;
+                now += retry_delay(backoff.failures, None, random);
+                answers += 1;
+            }
+            let took = now - first;
+            assert!(took >= FORBIDDEN_FOR && took <= Duration::from_millis(5_200), "{took:?} at {random}");
+            assert!((5..=6).contains(&answers), "{answers} answers at {random}");
+        }
+    }
+
+    #[test]
+    fn behind_compares_numbers_when_both_are() {
+        assert!(is_behind(Some("220"), "373"));
+        assert!(!is_behind(Some("373"), "373"));
+        assert!(!is_behind(Some("1000"), "999"), "numerically, not as text");
+        assert!(is_behind(Some("abc"), "abd"), "opaque versions: any difference");
+        assert!(!is_behind(Some("abc"), "abc"));
+        assert!(is_behind(Some("12"), "x9"));
+        assert!(is_behind(None, "5"));
+    }
+
+    #[test]
+    fn watch_timeouts_are_jittered_between_the_base_and_twice_it() {
+        let base = Duration::from_secs(60);
+        assert_eq!(jittered_timeout(base, 0.0), base);
+        assert_eq!(jittered_timeout(base, 0.5), Duration::from_secs(90));
+        assert_eq!(jittered_timeout(base, 1.0), Duration::from_secs(120));
+        assert_eq!(jittered_timeout(Duration::from_secs(1), 0.99), Duration::from_secs(1), "whole seconds");
+        for _ in 0..100 {
+            let timeout = jittered_timeout(base, random_fraction());
+            assert!(timeout >= base && timeout <= 2 * base, "{timeout:?}");
+        }
     }
 }

@@ -38,7 +38,8 @@ pub struct Options {
     pub peers: Vec<String>,
     /// `--shutdown-timeout`: the Pod's terminationGracePeriodSeconds when `None`, else 30 s.
     pub shutdown_timeout: Option<Duration>,
-    /// `--watch-timeout`: how long one watch request lasts; a stream still open after twice that is dropped.
+    /// `--watch-timeout`: the base of one watch request's length (1 to 2 times this, jittered); a stream still open
+    /// after twice its length is dropped.
     pub watch_timeout: Duration,
     /// `--token-refresh`: a cached token older than this is read from its file again before the next request.
     pub token_refresh: Duration,

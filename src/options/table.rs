@@ -219,10 +219,15 @@ pub static OPTIONS: [Spec; 27] = [
         Ok(())
     })
     .default_described("the Pod's terminationGracePeriodSeconds, else 30s"),
-    Spec::new("watch-timeout", Kind::One("DURATION"), "length of one watch request", |o, v| {
-        o.watch_timeout = parse_watch_timeout(v).ok_or(WATCH_TIMEOUT_EXPECTED)?;
-        Ok(())
-    })
+    Spec::new(
+        "watch-timeout",
+        Kind::One("DURATION"),
+        "length of one watch request: this times a random 1 to 2 (60s: 60 to 120s), so Pods do not watch in step",
+        |o, v| {
+            o.watch_timeout = parse_watch_timeout(v).ok_or(WATCH_TIMEOUT_EXPECTED)?;
+            Ok(())
+        },
+    )
     .default("60s"),
     Spec::new("token-refresh", Kind::One("DURATION"), "re-read the token file when older than this", |o, v| {
         o.token_refresh = duration(v)?;

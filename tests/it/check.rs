@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::lifecycle::job_pod;
 use crate::support::apiserver::{ApiServer, Fault, Route};
+use crate::support::machine;
 use crate::support::proa::{Finished, Proa};
 use crate::support::sidecar::Sidecar;
 
@@ -142,4 +143,36 @@ fn no_api_mode_checks_each_endpoint_once() {
     unready.set_ready();
     let done = Proa::bare().args(["--check", "--wait-http", &unready.url("/ready")]).spawn().wait(BOUND);
     assert_eq!(done.code(), 0, "{}", done.stdout);
+}
+
+#[test]
+fn under_kubectl_exec_the_check_judges_pid_1s_command_line() {
+    if !machine::pid_namespaces("under_kubectl_exec_the_check_judges_pid_1s_command_line") {
+        return;
+    }
+    // The main container runs `/proa -p URL -- bash -c SCRIPT` as PID 1, with PROA_SHUTDOWN_TIMEOUT in its
+    // environment, next to a regular sidecar `proxy` that is not ready yet, so PID 1 keeps waiting.
+    let quit = "http://127.0.0.1:15000/quitquitquit";
+    let script = "exit 0";
+    let mut pod = job_pod(&["proxy"], &[], "Never");
+    pod["spec"]["containers"][0]["command"] = serde_json::json!(["/proa", "-p", quit, "--", "bash", "-c", script]);
+    let api = ApiServer::start(pod);
+    let main = Proa::new(&api)
+        .env("PROA_SHUTDOWN_TIMEOUT", "17s")
+        .pid1()
+        .args(["-p", quit, "--", "bash", "-c", script])
+        .spawn();
+    api.wait_open_watches(1, BOUND);
+    // `kubectl exec POD -c main -- /proa --check`: no flags, and the container's environment without PID 1's extra.
+    let done = Proa::new(&api).exec_into(main.proa_pid()).args(["--check"]).spawn().wait(BOUND);
+    assert_eq!(done.code(), 0, "stdout:\n{}\nstderr:\n{}", done.stdout, done.stderr);
+    assert!(done.stdout.lines().all(|l| l.starts_with("ok    ")), "{}", done.stdout);
+    let judged = line(&done, "judging the command line of PID 1");
+    assert!(judged.ends_with(&format!("proa -p {quit} -- bash -c {script} (with PID 1's environment)")), "{judged}");
+    line(&done, "own container main (found from the command line of PID 1)");
+    line(&done, "waits for container proxy (regular sidecar");
+    line(&done, &format!("shutdown POST {quit}: sent"));
+    line(&done, "sidecars awaited within 17s");
+    main.signal(libc::SIGTERM);
+    assert_eq!(main.wait(BOUND).code(), 143);
 }

@@ -59,3 +59,32 @@ fn kill_flags_need_a_build_with_the_kill_feature() {
     assert_eq!(done.code(), 125);
     assert!(done.stderr.starts_with("proa: ERROR --kill needs a proa built with the kill feature"), "{}", done.stderr);
 }
+
+#[test]
+fn a_broken_stderr_never_keeps_the_program_from_running() {
+    // The warning about a bad RUST_LOG directive is the first thing proa writes; stderr is a closed pipe.
+    let api = crate::support::apiserver::ApiServer::start(crate::lifecycle::job_pod(&[], &[], "Never"));
+    let done = Proa::new(&api)
+        .env("RUST_LOG", "proa=chatty")
+        .stderr_broken()
+        .args(["--", "bash", "-c", "echo ran; exit 3"])
+        .spawn()
+        .wait(BOUND);
+    assert_eq!((done.code(), done.stdout.as_str()), (3, "ran\n"));
+}
+
+#[test]
+fn a_usage_error_on_a_broken_stderr_still_reaches_the_termination_log() {
+    let log = std::env::temp_dir().join(format!("proa-it-broken-stderr-{}", std::process::id()));
+    std::fs::write(&log, "").unwrap();
+    let done = Proa::bare()
+        .env("PROA_TERMINATION_LOG", log.to_str().unwrap())
+        .stderr_broken()
+        .args(["--ready-timeout", "soon", "--", "true"])
+        .spawn()
+        .wait(BOUND);
+    assert_eq!(done.code(), 125);
+    let message = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(message.starts_with("invalid --ready-timeout \"soon\""), "{message:?}");
+}

@@ -224,17 +224,96 @@ fn an_old_token_is_reread_before_the_next_request() {
 }
 
 #[test]
-fn forbidden_get_is_125_at_once_and_names_the_role_rule() {
+fn a_forbidden_get_that_persists_is_125_within_seconds_and_names_the_role_rule() {
     let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
-    api.push_fault(Route::Get, Fault::Status(403));
+    api.keep_failing(Route::Get, Fault::Status(403));
     let done = Proa::new(&api).args(["--", "true"]).spawn().wait(BOUND);
-    assert_eq!(done.code(), 125);
-    assert!(done.elapsed < Duration::from_secs(2), "{:?}", done.elapsed);
-    let error = done.stderr.lines().find(|l| l.contains("ERROR")).expect("an error line");
+    assert_eq!(done.code(), 125, "{}", done.stderr);
+    // 403s for 2 s in a row are fatal: with the backoff's pauses, the 5th or 6th answer, at most 5.2 s after the
+    // first.
+    let gets: Vec<Request> = api.requests().into_iter().filter(|r| r.route == Some(Route::Get)).collect();
+    assert!((5..=6).contains(&gets.len()), "{}", api.request_log());
+    let span = gets[gets.len() - 1].at - gets[0].at;
+    assert!(span >= Duration::from_secs(2) && span < Duration::from_millis(5_500), "{span:?}");
+    assert!(done.elapsed < Duration::from_secs(7), "{:?}", done.elapsed);
+    let errors: Vec<&str> = done.stderr.lines().filter(|l| l.contains("ERROR")).collect();
     assert_eq!(
-        error,
-        r#"proa: ERROR API server answered 403: the service account may not get pods in namespace "jobs"; grant a Role rule {apiGroups: [""], resources: ["pods"], verbs: ["get", "watch"]} bound to it"#
+        errors,
+        [
+            r#"proa: ERROR API server answered 403: the service account may not get pods in namespace "jobs"; grant a Role rule {apiGroups: [""], resources: ["pods"], verbs: ["get", "watch"]} bound to it"#
+        ]
     );
+}
+
+#[test]
+fn a_restarted_api_servers_first_403s_are_retried() {
+    // For a moment after it starts, a kube-apiserver answers 403 while its RBAC caches are empty: at proa's first
+    // GET, and at a reconnect of its watch.
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    for _ in 0..2 {
+        api.push_fault(Route::Get, Fault::Status(403));
+    }
+    let mut marker = Marker::start();
+    let proa = waiting_proa(&api, &marker, &[]);
+    api.wait_open_watches(1, BOUND);
+    for _ in 0..3 {
+        api.push_fault(Route::Watch, Fault::Status(403));
+    }
+    api.end_watches();
+    let watches = wait_for_watches(&api, 5);
+    let stderr = becomes_ready_and_finishes(&api, &mut marker, proa);
+    let statuses = |route| -> Vec<u16> {
+        api.requests().iter().filter(|r| r.route == Some(route)).map(|r| r.status).collect::<Vec<_>>()
+    };
+    assert_eq!(statuses(Route::Get)[..3], [403, 403, 200], "{}", api.request_log());
+    assert_eq!(statuses(Route::Watch)[..5], [200, 403, 403, 403, 200], "{}", api.request_log());
+    assert_eq!(watches[4].resource_version(), Some("100"), "resumed where it was: {}", api.request_log());
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+    assert!(stderr.contains("API server answered 403"), "each retry is a warning: {stderr}");
+}
+
+#[test]
+fn a_watch_from_a_version_the_server_has_not_reached_relists() {
+    // etcd restored from an older copy: proa holds resourceVersion 101, the server is back at 100; it accepts a
+    // watch from 101 and says nothing until timeoutSeconds.
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    let mut marker = Marker::start();
+    let proa = waiting_proa(&api, &marker, &["--watch-timeout", "1s"]);
+    api.wait_open_watches(1, BOUND);
+    api.set_waiting("envoy", "ContainerCreating");
+    api.restore(100);
+    api.end_watches();
+    let ahead = api.wait_for_request(BOUND, |r| r.route == Some(Route::Watch) && r.resource_version() == Some("101"));
+    let check = api.wait_for_request(BOUND, |r| r.route == Some(Route::Get) && r.at > ahead.at);
+    let relist = api.wait_for_request(BOUND, |r| {
+        r.route == Some(Route::Watch) && r.at > check.at && r.resource_version().is_none()
+    });
+    // The stream from 101 lasted its timeoutSeconds (1 s) before proa read the Pod, saw 100 < 101, and relisted.
+    let waited = check.at - ahead.at;
+    assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(4), "{waited:?}\n{}", api.request_log());
+    assert!(relist.at - check.at < Duration::from_secs(1), "{}", api.request_log());
+    let stderr = becomes_ready_and_finishes(&api, &mut marker, proa);
+    assert!(stderr.contains("the pod's resourceVersion 100 is behind 101"), "{stderr}");
+}
+
+#[test]
+fn a_token_with_a_byte_order_mark_is_125_naming_the_file() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    let proa = Proa::new(&api);
+    let token = api.service_account_dir().join("token");
+    std::fs::write(&token, format!("\u{feff}{}\n", api.token())).unwrap();
+    let done = proa.args(["--", "true"]).spawn().wait(BOUND);
+    assert_eq!(done.code(), 125, "{}", done.stderr);
+    let errors: Vec<&str> = done.stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(
+        errors,
+        [format!(
+            "proa: ERROR {} holds byte 0xEF at position 1, which no HTTP header may carry: write the token alone, in printable ASCII, as the kubelet does (no byte-order mark)",
+            token.display()
+        )]
+    );
+    assert!(!done.stderr.contains(&api.token()), "never the token");
+    assert_eq!(api.requests().len(), 0, "{}", api.request_log());
 }
 
 #[test]

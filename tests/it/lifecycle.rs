@@ -232,11 +232,12 @@ fn h_a_closed_watch_resumes_from_the_last_resource_version() {
 #[test]
 fn i_forbidden_watch_is_125_and_names_the_permission() {
     let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
-    api.push_fault(Route::Watch, Fault::Status(403));
+    api.keep_failing(Route::Watch, Fault::Status(403));
     let mut marker = Marker::start();
     let done = Proa::new(&api).args(bash(marker.say("started"))).spawn().wait(BOUND);
     assert_eq!(done.code(), 125, "{}", done.stderr);
-    assert!(done.elapsed < Duration::from_secs(2), "took {:?}", done.elapsed);
+    // Fatal once 403s have come for 2 s in a row (a restarting API server answers 403 for a moment).
+    assert!(done.elapsed < Duration::from_secs(7), "took {:?}", done.elapsed);
     assert!(done.stderr.contains("may not watch pods in namespace \"jobs\""), "{}", done.stderr);
     assert!(done.stderr.contains(r#"verbs: ["get", "watch"]"#), "{}", done.stderr);
     assert!(marker.all().is_empty());

@@ -193,3 +193,75 @@ fn a_quit_after_the_kubelets_sigterm_neither_signals_again_nor_hides_the_code() 
     assert_eq!(marker.all().iter().filter(|m| m.text == "term").count(), 1, "one SIGTERM");
     assert!(!done.stderr.contains("SIGKILL"), "{}", done.stderr);
 }
+
+/// A main proa whose shutdown action is `POST http://127.0.0.1:PORT/quitquitquit` for the ready sidecar `logger`,
+/// running `exit 7`.
+fn main_proa_stopping_logger(port: u16) -> (ApiServer, Running) {
+    let quit = format!("logger=http://127.0.0.1:{port}/quitquitquit");
+    let mut pod = job_pod(&["logger"], &[], "Never");
+    pod["status"]["containerStatuses"][1] = json!({"name": "logger", "ready": true, "state": {"running": {}}});
+    let api = ApiServer::start(pod);
+    let main = Proa::new(&api).args(["-p", quit.as_str()]).args(bash("exit 7".into())).spawn();
+    (api, main)
+}
+
+#[test]
+fn thirty_two_idle_connections_do_not_keep_out_the_main_proas_request() {
+    let (port, mut marker) = (free_port(), Marker::start());
+    let logger = sidecar_proa(port, &[], &mut marker, "exec sleep 600");
+    // As many connections as the endpoint serves at once, all silent: the oldest makes way for a new one.
+    let idle: Vec<TcpStream> = (0..32).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    let (api, main) = main_proa_stopping_logger(port);
+    let logger = logger.wait(BOUND);
+    assert_eq!(logger.code(), 0, "{}", logger.stderr);
+    api.set_terminated("logger", 0);
+    let main = main.wait(BOUND);
+    assert_eq!(main.code(), 7, "{}", main.stderr);
+    let answered = format!("shutdown POST http://127.0.0.1:{port}/quitquitquit: answered 200");
+    assert!(main.stderr.contains(&answered), "{}", main.stderr);
+    assert!(!main.stderr.contains("(attempt 1 of"), "answered at the first attempt: {}", main.stderr);
+    drop(idle);
+}
+
+#[test]
+fn a_shutdown_request_closed_unanswered_is_sent_again() {
+    // A quit endpoint that closes the first connection without an answer, as one with every place taken did, and
+    // answers the next.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for answer in [false, true] {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(BOUND)).unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "the request ended early");
+                head.extend_from_slice(&buf[..n]);
+            }
+            let line = String::from_utf8_lossy(&head).lines().next().unwrap_or("").to_string();
+            if answer {
+                stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+            }
+            let _ = tx.send((Instant::now(), line));
+        }
+    });
+    let (api, main) = main_proa_stopping_logger(port);
+    let seen: Vec<(Instant, String)> = (0..2)
+        .map(|i| {
+            seen.recv_timeout(BOUND)
+                .unwrap_or_else(|_| panic!("request {} never came; proa's log:\n{}", i + 1, main.stderr()))
+        })
+        .collect();
+    api.set_terminated("logger", 0);
+    let main = main.wait(BOUND);
+    assert_eq!(main.code(), 7, "{}", main.stderr);
+    assert_eq!(seen[0].1, "POST /quitquitquit HTTP/1.1");
+    assert_eq!(seen[1].1, "POST /quitquitquit HTTP/1.1");
+    assert!(seen[1].0 - seen[0].0 >= Duration::from_millis(250), "after the first pause: {:?}", seen[1].0 - seen[0].0);
+    assert!(main.stderr.contains("connection closed before an answer (attempt 1 of 4)"), "{}", main.stderr);
+    let answered = format!("shutdown POST http://127.0.0.1:{port}/quitquitquit: answered 200");
+    assert!(main.stderr.contains(&answered), "{}", main.stderr);
+}

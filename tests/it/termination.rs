@@ -62,7 +62,7 @@ fn ready_timeout_writes_its_reason() {
 fn an_api_refusal_writes_its_reason() {
     let log = TerminationLog::new("125");
     let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
-    api.push_fault(Route::Get, Fault::Status(403));
+    api.keep_failing(Route::Get, Fault::Status(403));
     let done = Proa::new(&api).env("PROA_TERMINATION_LOG", log.path()).args(bash("exit 0".into())).spawn().wait(BOUND);
     assert_eq!(done.code(), 125, "{}", done.stderr);
     assert_message_is_the_logged_error(&log, &done, "API server answered 403: the service account may not get pods");

@@ -144,6 +144,11 @@ struct State {
     /// The oldest resourceVersion a watch can resume from; older ones get `410 Expired`.
     window_start: u64,
     faults: Vec<(Route, Fault)>,
+    /// Whether [`ApiServer::restore`] turned the server back: only then is a watch from a resourceVersion it has
+    /// not reached sent nothing (else tests may hand out versions of their own, in raw bookmarks).
+    restored: bool,
+    /// Faults answered to every request of their route, after the queued ones, until cleared.
+    lasting: Vec<(Route, Fault)>,
     /// Verbs an access review answers `allowed: false` for (see [`ApiServer::deny`]).
     denied: Vec<String>,
     requests: Vec<Request>,
@@ -161,6 +166,8 @@ struct WatchHandle {
     tx: Sender<StreamMsg>,
     wake: UnixStream,
     bookmarks: bool,
+    /// From a resourceVersion the server had not reached (see [`ApiServer::restore`]): it is sent nothing.
+    ahead: bool,
 }
 
 enum StreamMsg {
@@ -392,6 +399,8 @@ impl ApiServer {
                 history: VecDeque::new(),
                 window_start: FIRST_RESOURCE_VERSION,
                 faults: Vec::new(),
+                lasting: Vec::new(),
+                restored: false,
                 denied: Vec::new(),
                 requests: Vec::new(),
                 watches: HashMap::new(),
@@ -526,7 +535,7 @@ impl ApiServer {
             st.deleted = false;
             let line = event_line("MODIFIED", &st.pod);
             st.record(rv, line.clone());
-            (visible, st.broadcast(|_| true, |ack| StreamMsg::Event(line.clone(), ack)))
+            (visible, st.broadcast(|h| !h.ahead, |ack| StreamMsg::Event(line.clone(), ack)))
         };
         await_acks(acks);
         visible
@@ -543,7 +552,7 @@ impl ApiServer {
             st.deleted = true;
             let line = event_line("DELETED", &st.pod);
             st.record(rv, line.clone());
-            (visible, st.broadcast(|_| true, |ack| StreamMsg::Event(line.clone(), ack)))
+            (visible, st.broadcast(|h| !h.ahead, |ack| StreamMsg::Event(line.clone(), ack)))
         };
         await_acks(acks);
         visible
@@ -561,7 +570,7 @@ impl ApiServer {
             st.deleted = false;
             let line = event_line("ADDED", &st.pod);
             st.record(rv, line.clone());
-            (visible, st.broadcast(|_| true, |ack| StreamMsg::Event(line.clone(), ack)))
+            (visible, st.broadcast(|h| !h.ahead, |ack| StreamMsg::Event(line.clone(), ack)))
         };
         await_acks(acks);
         visible
@@ -636,7 +645,7 @@ impl ApiServer {
             let mut st = self.shared.lock();
             let rv = st.next_rv();
             let line = bookmark_line(rv, false);
-            st.broadcast(|h| h.bookmarks, |ack| StreamMsg::Event(line.clone(), ack))
+            st.broadcast(|h| h.bookmarks && !h.ahead, |ack| StreamMsg::Event(line.clone(), ack))
         };
         await_acks(acks);
     }
@@ -653,7 +662,7 @@ impl ApiServer {
     /// (or the stream went away).
     pub fn send_raw(&self, line: &str) {
         let line: Arc<str> = line.into();
-        let acks = self.shared.lock().broadcast(|_| true, |ack| StreamMsg::Event(line.clone(), ack));
+        let acks = self.shared.lock().broadcast(|h| !h.ahead, |ack| StreamMsg::Event(line.clone(), ack));
         await_acks(acks);
     }
 
@@ -662,6 +671,19 @@ impl ApiServer {
         let mut st = self.shared.lock();
         st.history.clear();
         st.window_start = st.rv;
+    }
+
+    /// Turns the server back to an older copy of its storage, as when etcd is restored from a backup: the Pod keeps
+    /// its state, but its resourceVersion and the server's go back to `rv`, and the history after it is lost. A watch
+    /// from a resourceVersion the server has not reached is then accepted and sent nothing (no events, no
+    /// bookmarks) until timeoutSeconds ends it, as a real kube-apiserver was measured to do.
+    pub fn restore(&self, rv: u64) {
+        let mut st = self.shared.lock();
+        st.rv = rv;
+        st.set_pod_rv(rv);
+        st.history.retain(|e| e.rv <= rv);
+        st.window_start = st.window_start.min(rv);
+        st.restored = true;
     }
 
     /// Makes access reviews for `verb` answer `allowed: false` with a reason, as RBAC does without a matching rule.
@@ -676,6 +698,18 @@ impl ApiServer {
             "Fault::ErrorEvent, Cut and Silent only apply to Route::Watch"
         );
         self.shared.lock().faults.push((route, fault));
+    }
+
+    /// Answers every request of that route with `fault` (after any queued ones) until [`ApiServer::stop_failing`]:
+    /// a refusal that persists.
+    pub fn keep_failing(&self, route: Route, fault: Fault) {
+        assert!(matches!(fault, Fault::Status(_) | Fault::RetryAfter(..) | Fault::Redirect(..)), "answers only");
+        self.shared.lock().lasting.push((route, fault));
+    }
+
+    /// Ends [`ApiServer::keep_failing`] for that route.
+    pub fn stop_failing(&self, route: Route) {
+        self.shared.lock().lasting.retain(|(r, _)| *r != route);
     }
 
     /// Faults still queued.
@@ -886,6 +920,7 @@ fn decide(shared: &Shared, head: &Head, body: &[u8], connection: u64) -> Reply {
         json_reply(401, "Unauthorized")
     } else if let Some(route) = route {
         let fault = st.faults.iter().position(|(r, _)| *r == route).map(|i| st.faults.remove(i).1);
+        let fault = fault.or_else(|| st.lasting.iter().find(|(r, _)| *r == route).map(|(_, f)| f.clone()));
         match fault {
             Some(fault) => fault_reply(shared, route, fault, &st),
             None => match route {
@@ -1014,6 +1049,7 @@ fn watch_reply(st: &mut State, query: &BTreeMap<String, String>) -> Reply {
             Err(_) => return bad(format!("invalid timeoutSeconds {s:?}")),
         },
     };
+    let mut ahead = false;
     let initial = match query.get("resourceVersion").map(String::as_str) {
         // "0" means "any version" in Kubernetes: like none, start from the current state.
         // kube-apiserver 1.36 ends those initial events with an annotated BOOKMARK when bookmarks were asked for.
@@ -1035,6 +1071,7 @@ fn watch_reply(st: &mut State, query: &BTreeMap<String, String>) -> Reply {
                 let message = format!("too old resource version: {from} ({})", st.rv);
                 return Reply::Events(vec![event_line("ERROR", &status_object(410, &message))]);
             }
+            ahead = st.restored && from > st.rv;
             st.history.iter().filter(|e| e.rv > from).map(|e| e.line.clone()).collect()
         }
     };
@@ -1055,7 +1092,12 @@ fn watch_reply(st: &mut State, query: &BTreeMap<String, String>) -> Reply {
     let id = st.next_id;
     st.watches.insert(
         id,
-        WatchHandle { tx, wake, bookmarks: query.get("allowWatchBookmarks").map(String::as_str) == Some("true") },
+        WatchHandle {
+            tx,
+            wake,
+            bookmarks: query.get("allowWatchBookmarks").map(String::as_str) == Some("true"),
+            ahead,
+        },
     );
     Reply::Watch(Box::new(LiveWatch { id, initial, rx, wake: wake_rx, deadline }))
 }

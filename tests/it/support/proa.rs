@@ -6,7 +6,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
-use std::os::fd::OwnedFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -24,6 +24,8 @@ pub struct Proa {
     stdin: Option<OwnedFd>,
     /// Kill proa if the test drops it unwaited (a failed assertion): see [`Proa::with_env`].
     kill_on_drop: bool,
+    /// See [`Proa::stderr_broken`].
+    stderr_broken: bool,
 }
 
 /// How `unshare` makes a new PID namespace with its own /proc; `--kill-child` ends the namespace with it.
@@ -65,7 +67,7 @@ impl Proa {
         // Where proa's own failures are written unless a test says otherwise: never the machine's
         // /dev/termination-log, which exists when the tests themselves run in a Pod.
         command.env("PROA_TERMINATION_LOG", "/dev/null");
-        Proa { command, stdin: None, kill_on_drop: false }
+        Proa { command, stdin: None, kill_on_drop: false, stderr_broken: false }
     }
 
     /// `chroot ROOT /proa`: the binary at `ROOT/proa`, run inside `ROOT` as in a FROM-scratch image, with an empty
@@ -78,7 +80,7 @@ impl Proa {
     pub fn chroot_at(root: &std::path::Path, exe: &str) -> Proa {
         let mut command = Command::new(chroot_binary());
         command.arg(root).arg(exe).env_clear().env("RUST_LOG", "debug");
-        Proa { command, stdin: None, kill_on_drop: false }
+        Proa { command, stdin: None, kill_on_drop: false, stderr_broken: false }
     }
 
     pub fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Proa {
@@ -104,8 +106,22 @@ impl Proa {
         self.wrapped(UNSHARE.iter().chain(&init).map(OsString::from))
     }
 
+    /// Runs proa inside the PID and mount namespaces of the process `pid` (as the test sees it), as `kubectl exec`
+    /// runs a command in a running container: its /proc is that namespace's.
+    pub fn exec_into(self, pid: i32) -> Proa {
+        let target = pid.to_string();
+        self.wrapped_by(
+            "nsenter",
+            ["--target", target.as_str(), "--pid", "--mount", "--"].map(OsString::from).into_iter(),
+        )
+    }
+
     fn wrapped(self, prefix: impl Iterator<Item = OsString>) -> Proa {
-        let mut command = Command::new("unshare");
+        self.wrapped_by("unshare", prefix)
+    }
+
+    fn wrapped_by(self, wrapper: &str, prefix: impl Iterator<Item = OsString>) -> Proa {
+        let mut command = Command::new(wrapper);
         command.args(prefix).arg(self.command.get_program()).args(self.command.get_args());
         command.env_clear();
         for (key, value) in self.command.get_envs() {
@@ -113,7 +129,7 @@ impl Proa {
                 command.env(key, value);
             }
         }
-        Proa { command, stdin: self.stdin, kill_on_drop: self.kill_on_drop }
+        Proa { command, stdin: self.stdin, kill_on_drop: self.kill_on_drop, stderr_broken: self.stderr_broken }
     }
 
     /// Starts proa in a new session whose controlling terminal is `tty` (a pseudo-terminal's secondary side),
@@ -144,23 +160,46 @@ impl Proa {
         self
     }
 
+    /// Starts proa with its stderr a pipe nobody reads any more: every write to it fails (EPIPE).
+    pub fn stderr_broken(mut self) -> Proa {
+        self.stderr_broken = true;
+        self
+    }
+
     pub fn spawn(mut self) -> Running {
         let started = Instant::now();
         let stdin = match self.stdin.take() {
             Some(fd) => Stdio::from(fd),
             None => Stdio::null(),
         };
-        let mut child = self
-            .command
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the proa binary runs");
         let (eof_tx, eof) = mpsc::channel();
+        let stderr = match self.stderr_broken {
+            false => Stdio::piped(),
+            true => {
+                let mut fds = [0; 2];
+                // SAFETY: pipe2(2) writes two new descriptors into `fds`.
+                assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0, "a pipe");
+                // SAFETY: both descriptors were just created, and nothing else owns them.
+                let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+                drop(reader);
+                Stdio::from(writer)
+            }
+        };
+        let mut child =
+            self.command.stdin(stdin).stdout(Stdio::piped()).stderr(stderr).spawn().expect("the proa binary runs");
         let stdout = collect(child.stdout.take().expect("piped"), eof_tx.clone());
-        let stderr = collect(child.stderr.take().expect("piped"), eof_tx);
-        Running { child: Some(child), started, stdout, stderr, eof, kill_on_drop: self.kill_on_drop }
+        let stderr = match child.stderr.take() {
+            Some(pipe) => collect(pipe, eof_tx),
+            None => collect(std::io::empty(), eof_tx),
+        };
+        Running {
+            child: Some(child),
+            started,
+            stdout,
+            stderr,
+            eof,
+            kill_on_drop: self.kill_on_drop,
+        }
     }
 }
 
