@@ -53,6 +53,7 @@ pub fn grace_within(grace: Duration, time_left: Duration) -> Duration {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub pid: i32,
+    /// `procs::printable` of its name.
     pub name: String,
 }
 
@@ -138,7 +139,9 @@ impl std::error::Error for KillError {}
 pub fn check_kill_all() -> Result<(), KillError> {
     let processes = scan().map_err(KillError::Proc)?;
     if let Some(sign) = procs::host_namespace_sign(&processes) {
-        return Err(KillError::HostNamespace { sign: format!("{} (pid {})", sign.stat.comm, sign.pid()) });
+        return Err(KillError::HostNamespace {
+            sign: format!("{} (pid {})", procs::printable(&sign.stat.comm), sign.pid()),
+        });
     }
     if std::process::id() == 1 {
         log::warn!(
@@ -179,7 +182,8 @@ pub fn perform(kill: &Kill) -> Result<Report, KillError> {
     Ok(Report { signal: kill.signal, signalled, refused, forced, grace: kill.grace, took: started.elapsed() })
 }
 
-/// Every process visible in /proc now; those that exit while being read are left out.
+/// Every process visible in /proc now; those that exit while being read are left out. Read as bytes: a name
+/// need not be UTF-8 (see `procs::Stat::comm`).
 fn scan() -> io::Result<Vec<Process>> {
     let mut processes = Vec::new();
     for entry in fs::read_dir(PROC)? {
@@ -190,13 +194,20 @@ fn scan() -> io::Result<Vec<Process>> {
         // command name, which is what /proc/PID/comm holds too.
         let exe = fs::read_link(entry.path().join("exe")).ok();
         let name = exe.and_then(|exe| procs::exe_name(&exe)).unwrap_or_else(|| stat.comm.clone());
-        processes.push(Process { stat, name });
+        let exited = has_exited(&stat);
+        processes.push(Process { stat, name, exited });
     }
     Ok(processes)
 }
 
 fn read_stat(pid: i32) -> Option<Stat> {
-    procs::parse_stat(&fs::read_to_string(Path::new(PROC).join(pid.to_string()).join("stat")).ok()?)
+    procs::parse_stat(&fs::read(Path::new(PROC).join(pid.to_string()).join("stat")).ok()?)
+}
+
+/// `procs::has_exited`, reading `/proc/PID/status` only for a process whose main thread has exited.
+fn has_exited(stat: &Stat) -> bool {
+    let status = || fs::read(Path::new(PROC).join(stat.pid.to_string()).join("status")).ok();
+    procs::has_exited(stat, matches!(stat.state, 'Z' | 'X').then(status).flatten().as_deref())
 }
 
 /// A target held by a pidfd (see `crate::pidfd`), with the start time that tells it from a later process that got
@@ -211,7 +222,7 @@ impl Handle {
     /// `None` when the process is gone, or its pid already names another process.
     fn open(process: &Process) -> Option<Handle> {
         let handle = Handle {
-            target: Target { pid: process.pid(), name: process.name.clone() },
+            target: Target { pid: process.pid(), name: procs::printable(&process.name) },
             start_time: process.stat.start_time,
             process: Pidfd::open(process.pid())?,
         };
@@ -223,9 +234,9 @@ impl Handle {
         self.process.signal(signal)
     }
 
-    /// Whether the process still runs: listed, not a zombie, and started when it did.
+    /// Whether the process still runs: listed, started when it did, and with a live thread.
     fn is_running(&self) -> bool {
-        read_stat(self.target.pid).is_some_and(|stat| stat.state != 'Z' && stat.start_time == self.start_time)
+        read_stat(self.target.pid).is_some_and(|stat| stat.start_time == self.start_time && !has_exited(&stat))
     }
 }
 

@@ -1,8 +1,9 @@
-//! What this machine offers the tests that need more than a process: PID namespaces (`unshare`) and nginx.
+//! What this machine offers the tests that need more than a process: PID namespaces (`unshare`), nginx, a C
+//! compiler and the static binary of `make static`.
 //! Where one is missing, a test must not pass silently: with `CI` set (CI runs as root on a fresh Debian
 //! machine, where `make test` installs what is needed) it fails; elsewhere it prints a loud skip.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
@@ -31,6 +32,42 @@ pub fn nginx(test: &str) -> Option<PathBuf> {
         present(test, "nginx", Err("it is not installed (apt-get install nginx)".into()));
     }
     found
+}
+
+/// Compiles the C program `source` (with `-pthread`) to `dir/name`, where a C compiler (`cc`) is installed.
+pub fn c_program(test: &str, dir: &Path, name: &str, source: &str) -> Option<PathBuf> {
+    let (file, program) = (dir.join(format!("{name}.c")), dir.join(name));
+    std::fs::write(&file, source).expect("write the C source");
+    let output = match Command::new("cc").arg("-pthread").arg("-o").arg(&program).arg(&file).output() {
+        Ok(output) => output,
+        Err(err) => {
+            present(test, "a C compiler", Err(format!("cannot run cc: {err} (apt-get install gcc)")));
+            return None;
+        }
+    };
+    assert!(output.status.success(), "cc {}: {}", file.display(), String::from_utf8_lossy(&output.stderr));
+    Some(program)
+}
+
+/// The static musl binary `make static` built (`PROA_STATIC_BIN`, which `make test` sets).
+pub fn static_binary(test: &str) -> Option<PathBuf> {
+    let Some(path) = std::env::var_os("PROA_STATIC_BIN") else {
+        present(test, "the static binary", Err("PROA_STATIC_BIN is not set; `make test` sets it".into()));
+        return None;
+    };
+    let path = PathBuf::from(path);
+    assert!(path.is_file(), "PROA_STATIC_BIN={} is not a file: run make static", path.display());
+    Some(path)
+}
+
+/// The file `name` runs as, found on PATH (`bash`: `/usr/bin/bash`), symbolic links resolved.
+pub fn on_path(name: &str) -> PathBuf {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .map(|dir| Path::new(dir).join(name))
+        .find(|candidate| candidate.is_file())
+        .and_then(|found| found.canonicalize().ok())
+        .unwrap_or_else(|| panic!("{name} is not on PATH ({path})"))
 }
 
 fn present(test: &str, what: &str, result: Result<(), String>) -> bool {
