@@ -310,18 +310,27 @@ fn commands(listing: &str) -> Vec<String> {
 
 #[test]
 fn kill_all_refuses_the_hosts_process_namespace_before_anything_runs() {
+    refuses_the_hosts_process_namespace(&["--kill-all"], "--kill-all");
+}
+
+/// Issue 18, item 15: only `--kill-all` was refused, and `--kill sleep` signalled every sleep of the node.
+#[test]
+fn kill_named_refuses_the_hosts_process_namespace_before_anything_runs() {
+    refuses_the_hosts_process_namespace(&["--kill", "sleep", "-k", "nginx"], "--kill sleep, --kill nginx");
+}
+
+/// proa with the kill flags `args` in the test's own PID namespace: where kernel threads show, that is the host's,
+/// and proa must exit 125 naming `actions` before it runs anything or asks the API.
+fn refuses_the_hosts_process_namespace(args: &[&str], actions: &str) {
     let api = ApiServer::start(job_pod(&[], &[], "Never"));
     let mut marker = Marker::start();
-    let done = Proa::new(&api).args(["--kill-all"]).args(bash(marker.say("started"))).spawn().wait(BOUND);
+    let done = Proa::new(&api).args(args).args(bash(marker.say("started"))).spawn().wait(BOUND);
     // What the test itself sees decides what proa must do: kernel threads mean the host's namespace.
     let host = procs::all().iter().any(|p| p.pid == 2 && p.comm == "kthreadd");
     if host {
         assert_eq!(done.code(), 125, "{}", done.stderr);
-        assert!(
-            done.stderr.contains("--kill-all refused: the kernel thread kthreadd (pid 2) is visible"),
-            "{}",
-            done.stderr
-        );
+        let refusal = format!("ERROR {actions} refused: the kernel thread kthreadd (pid 2) is visible");
+        assert!(done.stderr.contains(&refusal), "{}", done.stderr);
         assert!(marker.all().is_empty(), "the program must never run");
         assert!(api.requests().is_empty(), "no API request before the refusal: {:?}", api.requests());
     } else {
