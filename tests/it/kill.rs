@@ -266,7 +266,7 @@ fn kill_signals_a_process_whose_main_thread_has_exited() {
         return;
     }
     let dir = TempDir::new("kill-headless");
-    let Some(headless) = machine::c_program(test, dir.path(), "headless", HEADLESS_C) else { return };
+    let Some(headless) = machine::c_program(test, dir.path(), "headless", &["-pthread"], HEADLESS_C) else { return };
     let mut marker = Marker::start();
     let fifo = dir.join("up");
     // The init starts proa once the sidecar's main thread has exited; the program checks that it still shows so.

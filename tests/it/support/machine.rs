@@ -34,11 +34,12 @@ pub fn nginx(test: &str) -> Option<PathBuf> {
     found
 }
 
-/// Compiles the C program `source` (with `-pthread`) to `dir/name`, where a C compiler (`cc`) is installed.
-pub fn c_program(test: &str, dir: &Path, name: &str, source: &str) -> Option<PathBuf> {
+/// Compiles the C source `source` to `dir/name` with `cc FLAGS` (`-pthread`; `-shared -fPIC` for a library),
+/// where a C compiler is installed.
+pub fn c_program(test: &str, dir: &Path, name: &str, flags: &[&str], source: &str) -> Option<PathBuf> {
     let (file, program) = (dir.join(format!("{name}.c")), dir.join(name));
     std::fs::write(&file, source).expect("write the C source");
-    let output = match Command::new("cc").arg("-pthread").arg("-o").arg(&program).arg(&file).output() {
+    let output = match Command::new("cc").args(flags).arg("-o").arg(&program).arg(&file).output() {
         Ok(output) => output,
         Err(err) => {
             present(test, "a C compiler", Err(format!("cannot run cc: {err} (apt-get install gcc)")));

@@ -4,6 +4,7 @@
 //! listener the wrapped programs write lines to (bash's /dev/tcp), so tests know when and what a program did.
 
 use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
@@ -22,6 +23,8 @@ use super::procs;
 pub struct Proa {
     command: Command,
     stdin: Option<OwnedFd>,
+    /// With `terminal_output`: proa's stderr (the terminal) and the terminal's other side, read as its stderr.
+    terminal_stderr: Option<(OwnedFd, File)>,
 }
 
 /// How `unshare` makes a new PID namespace with its own /proc; `--kill-child` ends the namespace with it.
@@ -37,14 +40,19 @@ impl Proa {
 
     /// proa with no cluster environment at all.
     pub fn bare() -> Proa {
-        let mut command = Command::new(proa_binary());
+        Proa::bare_at(proa_binary())
+    }
+
+    /// Like [`Proa::bare`], with another binary than the one under test (`make static`'s, say).
+    pub fn bare_at(binary: impl AsRef<OsStr>) -> Proa {
+        let mut command = Command::new(binary);
         command.env_clear();
         command.env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()));
         command.env("RUST_LOG", "debug");
         // Where proa's own failures are written unless a test says otherwise: never the machine's
         // /dev/termination-log, which exists when the tests themselves run in a Pod.
         command.env("PROA_TERMINATION_LOG", "/dev/null");
-        Proa { command, stdin: None }
+        Proa { command, stdin: None, terminal_stderr: None }
     }
 
     /// `chroot ROOT /proa`: the binary at `ROOT/proa`, run inside `ROOT` as in a FROM-scratch image, with an empty
@@ -57,7 +65,7 @@ impl Proa {
     pub fn chroot_at(root: &std::path::Path, exe: &str) -> Proa {
         let mut command = Command::new(chroot_binary());
         command.arg(root).arg(exe).env_clear().env("RUST_LOG", "debug");
-        Proa { command, stdin: None }
+        Proa { command, stdin: None, terminal_stderr: None }
     }
 
     pub fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Proa {
@@ -83,8 +91,20 @@ impl Proa {
         self.wrapped(UNSHARE.iter().chain(&init).map(OsString::from))
     }
 
+    /// Runs proa from bash with job control (`set -m`), as an interactive shell does: in a process group of its
+    /// own, in the foreground of the terminal (see [`Proa::terminal`]). The exit code is proa's, or 128+N where
+    /// signal N stopped proa (bash then says `Stopped` and moves on).
+    pub fn under_job_control(self) -> Proa {
+        let shell = ["-c", "set -m; \"$@\"; exit $?", "shell"];
+        self.wrapped_by("bash", shell.iter().map(OsString::from))
+    }
+
     fn wrapped(self, prefix: impl Iterator<Item = OsString>) -> Proa {
-        let mut command = Command::new("unshare");
+        self.wrapped_by("unshare", prefix)
+    }
+
+    fn wrapped_by(self, wrapper: &str, prefix: impl Iterator<Item = OsString>) -> Proa {
+        let mut command = Command::new(wrapper);
         command.args(prefix).arg(self.command.get_program()).args(self.command.get_args());
         command.env_clear();
         for (key, value) in self.command.get_envs() {
@@ -92,7 +112,7 @@ impl Proa {
                 command.env(key, value);
             }
         }
-        Proa { command, stdin: self.stdin }
+        Proa { command, stdin: self.stdin, terminal_stderr: self.terminal_stderr }
     }
 
     /// Starts proa in a new session whose controlling terminal is `tty` (a pseudo-terminal's secondary side),
@@ -109,6 +129,13 @@ impl Proa {
             });
         }
         self
+    }
+
+    /// Like [`Proa::terminal`], with proa's stderr on the terminal too, as a shell or `docker run -it` has it.
+    /// `primary` is the terminal's other side: what proa writes there is `stderr()` and `Finished::stderr`.
+    pub fn terminal_output(mut self, tty: OwnedFd, primary: File) -> Proa {
+        self.terminal_stderr = Some((tty.try_clone().expect("dup the terminal"), primary));
+        self.terminal(tty)
     }
 
     /// Starts proa with SIGCHLD ignored, as a careless parent may leave it: the ignored disposition is inherited.
@@ -129,16 +156,20 @@ impl Proa {
             Some(fd) => Stdio::from(fd),
             None => Stdio::null(),
         };
-        let mut child = self
-            .command
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the proa binary runs");
+        let (stderr, primary) = match self.terminal_stderr.take() {
+            Some((tty, primary)) => (Stdio::from(tty), Some(primary)),
+            None => (Stdio::piped(), None),
+        };
+        let mut child =
+            self.command.stdin(stdin).stdout(Stdio::piped()).stderr(stderr).spawn().expect("the proa binary runs");
+        // The terminal's other side reads until every process has closed the terminal, as a pipe would.
+        drop(self.command);
         let (eof_tx, eof) = mpsc::channel();
         let stdout = collect(child.stdout.take().expect("piped"), eof_tx.clone());
-        let stderr = collect(child.stderr.take().expect("piped"), eof_tx);
+        let stderr = match primary {
+            Some(primary) => collect(primary, eof_tx),
+            None => collect(child.stderr.take().expect("piped"), eof_tx),
+        };
         Running { child, started, stdout, stderr, eof }
     }
 }
