@@ -4,10 +4,13 @@
 //! program while it runs, as tini does. Uses `unsafe` for the libc calls std does not offer.
 #![allow(unsafe_code)] // waitpid, prctl, tcsetpgrp: std has no safe equivalent
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::io::{self, IsTerminal};
+use std::fs::File;
+use std::io::{self, IsTerminal, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
@@ -38,17 +41,18 @@ pub enum SpawnError {
     /// Found, but what it needs to run is missing: a script's `#!` interpreter, or the loader of a binary built for
     /// another libc (a glibc binary in a musl or scratch image). Exit 126.
     NoInterpreter { program: String },
-    /// proa could not start the thread that reaps the program (a pids limit): the program was not started. Exit 125.
-    NoThread(io::Error),
+    /// proa could not start a process at all, whatever the program: fork failed (EAGAIN: the container's or the
+    /// user's process limit; ENOMEM), or another error that says nothing of the program. Exit 125.
+    Failed { program: String, err: io::Error },
 }
 
 impl SpawnError {
-    /// The exit code a shell would give.
+    /// The exit code a shell would give; 125 where proa failed before the program ran.
     pub fn code(&self) -> u8 {
         match self {
             SpawnError::NotFound { .. } => exit::NOT_FOUND,
             SpawnError::NotExecutable { .. } | SpawnError::NoInterpreter { .. } => exit::NOT_EXECUTABLE,
-            SpawnError::NoThread(_) => exit::PROA_FAILED,
+            SpawnError::Failed { .. } => exit::PROA_FAILED,
         }
     }
 }
@@ -57,17 +61,20 @@ impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SpawnError::NotFound { program } => write!(f, "cannot run {program}: not found (check the path or PATH)"),
+            SpawnError::NotExecutable { program, err } if err.raw_os_error() == Some(libc::ENOEXEC) => write!(
+                f,
+                "cannot run {program}: {err}: a binary for another machine, or a script without a #! line and no /bin/sh to run it"
+            ),
             SpawnError::NotExecutable { program, err } => write!(f, "cannot run {program}: {err}"),
             SpawnError::NoInterpreter { program } => write!(
                 f,
                 "cannot run {program}: it exists, but its interpreter (#! line) or loader is missing (a binary built for another libc?)"
             ),
-            SpawnError::NoThread(err) => {
-                write!(
-                    f,
-                    "cannot start the thread that would reap the program ({err}): not starting it; raise the pids limit"
-                )
-            }
+            SpawnError::Failed { program, err } if err.raw_os_error() == Some(libc::EAGAIN) => write!(
+                f,
+                "cannot start {program}: {err}: the process limit is reached (the container's pids limit, or RLIMIT_NPROC)"
+            ),
+            SpawnError::Failed { program, err } => write!(f, "cannot start {program}: {err}"),
         }
     }
 }
@@ -83,14 +90,28 @@ pub struct Program {
     pub has_terminal: bool,
 }
 
+/// What the terminal sends a background process group that reads it (SIGTTIN), or writes to it under
+/// `stty tostop` (SIGTTOU): ignored by proa, at their default action in the program.
+const JOB_CONTROL_SIGNALS: [i32; 2] = [libc::SIGTTOU, libc::SIGTTIN];
+
+/// The shell that runs a script without a `#!` line, as POSIX `execvp` does.
+const SHELL: &str = "/bin/sh";
+
 /// Makes proa fit to reap, before any thread starts. SIGCHLD goes back to its default action: inherited as
 /// ignored, it would make the kernel discard the program's exit status (and std does not reset it for the
-/// program either). Unless proa is PID 1, it becomes a child subreaper (as `tini -s`), so that the program's
-/// orphans are re-parented to proa, not to the namespace's PID 1: proa reaps them, and `--kill-all` knows them
-/// as the program's.
+/// program either). SIGTTOU and SIGTTIN are ignored, as tini does: once the program has the terminal, proa is in
+/// the background, and its log lines to that terminal would stop it under `stty tostop` (the program gets their
+/// default actions back, see `spawn_program`). Unless proa is PID 1, it becomes a child subreaper (as `tini -s`),
+/// so that the program's orphans are re-parented to proa, not to the namespace's PID 1: proa reaps them, and
+/// `--kill-all` knows them as the program's.
 pub fn become_reaper() {
-    // SAFETY: signal(2) with SIG_DFL installs no handler; no other thread exists yet.
-    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+    // SAFETY: signal(2) with SIG_DFL or SIG_IGN installs no handler; no other thread exists yet.
+    unsafe {
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        for signal in JOB_CONTROL_SIGNALS {
+            libc::signal(signal, libc::SIG_IGN);
+        }
+    }
     if std::process::id() == 1 {
         debug!("running as PID 1: orphaned processes are reaped");
         return;
@@ -109,50 +130,135 @@ pub fn become_reaper() {
 /// When proa is in the foreground of a terminal on stdin (`docker run -it`, a Pod with `tty: true`, a shell),
 /// the program gets its own process group and the terminal's foreground (tini's `isolate_child`): the
 /// terminal's SIGINT (Ctrl-C), SIGQUIT and SIGTSTP then reach the program once, directly, and not a second time
-/// as proa forwards them. Otherwise the program stays in proa's process group.
+/// as proa forwards them. Otherwise the program stays in proa's process group. A file without `#!` that is no
+/// binary either is run by `/bin/sh` (`script_argv`), as POSIX `execvp` and shells do; std's spawn does not.
 pub fn spawn_program(program: &OsString, args: &[OsString]) -> Result<Program, SpawnError> {
     let name = program.to_string_lossy().into_owned();
-    let mut command = Command::new(program);
-    command.args(args);
     let has_terminal = owns_terminal();
-    if has_terminal {
-        command.process_group(0);
-        // SAFETY: the closure runs in the forked child before exec; `take_terminal` only makes
-        // async-signal-safe calls (pthread_sigmask, getpgrp, tcsetpgrp) and allocates nothing.
-        unsafe { command.pre_exec(take_terminal) };
-    }
-    match command.spawn() {
+    let spawned = command(program, args, has_terminal).spawn().or_else(|err| match script_argv(program, args, &err) {
+        Some(argv) => command(SHELL.as_ref(), &argv, has_terminal).spawn(),
+        None => Err(err),
+    });
+    match spawned {
         // Dropping `Child` neither waits nor kills: the reaper owns the pid from here on.
         Ok(child) => Ok(Program { pid: child.id(), has_terminal }),
         Err(err) => Err(spawn_error(program, name, err)),
     }
 }
 
-/// What a failed exec means, as a shell would say it: ENOENT for a file that exists is its interpreter or loader.
+/// The command that starts `program`: in its own process group with the terminal where `has_terminal`, and
+/// with SIGTTOU and SIGTTIN at their default actions (proa ignores them, and an ignored signal stays ignored
+/// across exec).
+fn command(program: &OsStr, args: &[OsString], has_terminal: bool) -> Command {
+    let mut command = Command::new(program);
+    command.args(args);
+    if has_terminal {
+        command.process_group(0);
+        // SAFETY: the closure runs in the forked child before exec; `take_terminal` only makes
+        // async-signal-safe calls (pthread_sigmask, getpgrp, tcsetpgrp) and allocates nothing.
+        unsafe { command.pre_exec(take_terminal) };
+    }
+    // SAFETY: the closure runs in the forked child before exec; `default_job_control` only calls signal(2),
+    // which is async-signal-safe, and allocates nothing.
+    unsafe { command.pre_exec(default_job_control) };
+    command
+}
+
+/// In the program's process, before exec: SIGTTOU and SIGTTIN back to their default actions.
+fn default_job_control() -> io::Result<()> {
+    for signal in JOB_CONTROL_SIGNALS {
+        // SAFETY: signal(2) with SIG_DFL installs no handler and touches no memory of ours.
+        if unsafe { libc::signal(signal, libc::SIG_DFL) } == libc::SIG_ERR {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// What a failed exec means, as a shell would say it: ENOENT for a file that exists is its interpreter or loader;
+/// the errors with which exec refuses the file are 126; any other (fork's EAGAIN or ENOMEM) is proa's failure.
 fn spawn_error(program: &OsString, name: String, err: io::Error) -> SpawnError {
-    match err.kind() {
-        io::ErrorKind::NotFound if exists(program) => SpawnError::NoInterpreter { program: name },
-        io::ErrorKind::NotFound => SpawnError::NotFound { program: name },
-        _ => SpawnError::NotExecutable { program: name, err },
+    match err.raw_os_error() {
+        Some(libc::ENOENT) if exists(program) => SpawnError::NoInterpreter { program: name },
+        Some(libc::ENOENT) => SpawnError::NotFound { program: name },
+        Some(errno) if REFUSES_THE_FILE.contains(&errno) => SpawnError::NotExecutable { program: name, err },
+        _ => SpawnError::Failed { program: name, err },
     }
 }
 
+/// The errors with which execve(2) refuses the file itself (execve(2), ERRORS): the program is not executable,
+/// 126. EAGAIN, ENOMEM, EMFILE and the like say nothing of the program.
+const REFUSES_THE_FILE: [i32; 11] = [
+    libc::EACCES,
+    libc::EPERM,
+    libc::ENOEXEC,
+    libc::ETXTBSY,
+    libc::EISDIR,
+    libc::ELOOP,
+    libc::ENAMETOOLONG,
+    libc::ENOTDIR,
+    libc::E2BIG,
+    libc::EINVAL,
+    libc::ELIBBAD,
+];
+
 /// Whether `program` names a file: a path, or a name found on PATH.
-fn exists(program: &OsString) -> bool {
-    let path = std::path::Path::new(program);
+fn exists(program: &OsStr) -> bool {
+    resolve(program, Path::is_file).is_some()
+}
+
+/// The file `program` names: itself when it holds a `/`, else the first file on PATH that `accept`s.
+fn resolve(program: &OsStr, accept: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    let path = Path::new(program);
     if program.as_encoded_bytes().contains(&b'/') {
-        return path.exists();
+        return accept(path).then(|| path.to_path_buf());
     }
     let dirs = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&dirs).any(|dir| dir.join(path).is_file())
+    std::env::split_paths(&dirs).map(|dir| dir.join(path)).find(|file| accept(file))
+}
+
+/// When exec failed with ENOEXEC: the arguments of `/bin/sh` that run `program` as a shell script (the file exec
+/// tried, then `args`), as POSIX `execvp` and shells do. glibc's `execvp` does it, musl's does not, and
+/// posix_spawn never does, so proa does it itself. `None` for any other error, a binary (for another machine:
+/// `looks_binary`), or where there is no /bin/sh (a scratch image).
+fn script_argv(program: &OsStr, args: &[OsString], err: &io::Error) -> Option<Vec<OsString>> {
+    if err.raw_os_error() != Some(libc::ENOEXEC) || !Path::new(SHELL).is_file() {
+        return None;
+    }
+    let file = resolve(program, is_executable)?;
+    let mut head = Vec::with_capacity(SCRIPT_HEAD_BYTES);
+    File::open(&file).ok()?.take(SCRIPT_HEAD_BYTES as u64).read_to_end(&mut head).ok()?;
+    if looks_binary(&head) {
+        return None;
+    }
+    Some(std::iter::once(file.into_os_string()).chain(args.iter().cloned()).collect())
+}
+
+/// How much of a file `looks_binary` reads (bash reads as much).
+const SCRIPT_HEAD_BYTES: usize = 80;
+
+/// Whether a file that exec refused is a binary, not a script: an ELF header (for another machine), or a NUL
+/// byte in its first line, as bash decides.
+fn looks_binary(head: &[u8]) -> bool {
+    let first_line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    head.starts_with(b"\x7fELF") || first_line.contains(&0)
+}
+
+/// A regular file with an execute bit: what exec found on PATH.
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
 /// Replaces proa with the program (`PROA_DISABLE=true`): same pid, stdio, environment and working directory, and
-/// no handlers of proa's. Returns only when the exec failed.
+/// no handlers of proa's; a script without `#!` by `/bin/sh`, as `spawn_program` does. Returns only when the exec
+/// failed.
 pub fn exec_program(program: &OsString, args: &[OsString]) -> SpawnError {
-    use std::os::unix::process::CommandExt;
+    let name = program.to_string_lossy().into_owned();
     let err = Command::new(program).args(args).exec();
-    spawn_error(program, program.to_string_lossy().into_owned(), err)
+    match script_argv(program, args, &err) {
+        Some(argv) => spawn_error(program, name, Command::new(SHELL).args(argv).exec()),
+        None => spawn_error(program, name, err),
+    }
 }
 
 /// Whether stdin is a terminal whose foreground process group is proa's. In the background (`proa … &`) proa
@@ -288,4 +394,61 @@ pub fn signal_name(signal: i32) -> String {
         other => return format!("signal {other}"),
     };
     name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(errno: i32) -> SpawnError {
+        let program = OsString::from("/no/such/dir/job");
+        spawn_error(&program, "/no/such/dir/job".into(), io::Error::from_raw_os_error(errno))
+    }
+
+    /// Issue 18, item 12a: a fork that failed with EAGAIN exited 126, "not executable"; the program was never
+    /// looked at, so it is proa that failed (125), and the message says why.
+    #[test]
+    fn a_failed_fork_is_proas_failure_not_the_programs() {
+        let eagain = error(libc::EAGAIN);
+        assert_eq!(eagain.code(), exit::PROA_FAILED);
+        assert_eq!(
+            eagain.to_string(),
+            "cannot start /no/such/dir/job: Resource temporarily unavailable (os error 11): the process limit is reached (the container's pids limit, or RLIMIT_NPROC)"
+        );
+        for errno in [libc::ENOMEM, libc::EMFILE, libc::ENFILE] {
+            assert_eq!(error(errno).code(), exit::PROA_FAILED, "{}", error(errno));
+        }
+    }
+
+    #[test]
+    fn exec_refusing_the_file_is_126_and_a_missing_file_127() {
+        for errno in REFUSES_THE_FILE {
+            assert_eq!(error(errno).code(), exit::NOT_EXECUTABLE, "{}", error(errno));
+        }
+        assert_eq!(error(libc::EACCES).to_string(), "cannot run /no/such/dir/job: Permission denied (os error 13)");
+        assert_eq!(
+            error(libc::ENOEXEC).to_string(),
+            "cannot run /no/such/dir/job: Exec format error (os error 8): a binary for another machine, or a script without a #! line and no /bin/sh to run it"
+        );
+        assert_eq!(error(libc::ENOENT).code(), exit::NOT_FOUND);
+        let shell = OsString::from("/bin/sh");
+        let interpreter = spawn_error(&shell, "/bin/sh".into(), io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(interpreter.code(), exit::NOT_EXECUTABLE, "it exists: its interpreter is missing");
+    }
+
+    #[test]
+    fn binaries_are_told_from_scripts_without_a_shebang() {
+        assert!(looks_binary(b"\x7fELF\x02\x01\x01\0\0\0"));
+        assert!(looks_binary(b"MZ\x90\0\x03"), "a NUL in the first line");
+        assert!(!looks_binary(b"echo hello\nexit 3\n"));
+        assert!(!looks_binary(b"set -e\n\0"), "a NUL after the first line");
+        assert!(!looks_binary(b""));
+    }
+
+    #[test]
+    fn paths_resolve_to_themselves_and_names_on_path() {
+        assert_eq!(resolve(OsStr::new("/bin/sh"), |_| true), Some(PathBuf::from("/bin/sh")));
+        assert_eq!(resolve(OsStr::new("./x"), |_| false), None);
+        assert!(resolve(OsStr::new("sh"), is_executable).is_some_and(|sh| sh.is_absolute()));
+    }
 }

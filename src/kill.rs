@@ -1,6 +1,6 @@
 //! The `kill` feature's shutdown actions (`--kill NAME`, `--kill-all`): list /proc, send the kill signal, wait
 //! up to the grace for the targets to exit (pidfds and poll(2): no polling loop), then SIGKILL what is left.
-//! Runs on a shutdown action thread, plus the start-up check that refuses `--kill-all` in the host's PID
+//! Runs on a shutdown action thread, plus the start-up check that refuses every kill action in the host's PID
 //! namespace. `procs.rs` makes every decision; this file only reads /proc and makes the system calls.
 #![allow(unsafe_code)] // poll(2): std has no safe equivalent
 
@@ -36,10 +36,7 @@ pub struct Kill {
 
 impl fmt::Display for Kill {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.rule {
-            Rule::Named(name) => write!(f, "--kill {name}"),
-            Rule::All => write!(f, "--kill-all"),
-        }
+        write!(f, "{}", flag(&self.rule))
     }
 }
 
@@ -53,6 +50,7 @@ pub fn grace_within(grace: Duration, time_left: Duration) -> Duration {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub pid: i32,
+    /// `procs::printable` of its name.
     pub name: String,
 }
 
@@ -115,17 +113,23 @@ impl fmt::Display for Report {
 pub enum KillError {
     /// /proc cannot be listed. At start-up exit 125; at shutdown the action fails (logged, the code stands).
     Proc(io::Error),
-    /// `--kill-all` where kernel threads are visible: the host's PID namespace (`hostPID: true`). Exit 125.
-    HostNamespace { sign: String },
+    /// A kill action (`actions`: the flags, as given) where kernel threads are visible: the host's PID namespace
+    /// (`hostPID: true`), where it would signal processes outside the Pod. `all`: `--kill-all` is among them.
+    /// Exit 125.
+    HostNamespace { actions: String, all: bool, sign: String },
 }
 
 impl fmt::Display for KillError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KillError::Proc(err) => write!(f, "cannot list processes in {PROC}: {err}"),
-            KillError::HostNamespace { sign } => write!(
+            KillError::HostNamespace { actions, all, sign } => write!(
                 f,
-                "--kill-all refused: the kernel thread {sign} is visible, so this is the host's process namespace (hostPID) and every process of the node would be stopped; use it in a Pod with shareProcessNamespace: true, or name the processes with --kill"
+                "{actions} refused: the kernel thread {sign} is visible, so this is the host's process namespace (hostPID) and {}; use it in a Pod with shareProcessNamespace: true, without hostPID: true",
+                match all {
+                    true => "every process of the node would be stopped",
+                    false => "processes of that name outside the Pod would be stopped too",
+                }
             ),
         }
     }
@@ -133,16 +137,30 @@ impl fmt::Display for KillError {
 
 impl std::error::Error for KillError {}
 
-/// The start-up check for `--kill-all`, before anything runs: refuses the host's PID namespace, and warns
-/// when proa is PID 1, since then no other container's process can be visible.
-pub fn check_kill_all() -> Result<(), KillError> {
+/// The flag a rule comes from, as a user writes it: `--kill nginx`, `--kill-all`.
+fn flag(rule: &Rule) -> String {
+    match rule {
+        Rule::Named(name) => format!("--kill {name}"),
+        Rule::All => "--kill-all".to_string(),
+    }
+}
+
+/// The start-up check for kill actions (`rules`; none: nothing to check), before anything runs: refuses the host's
+/// PID namespace for every one of them, and warns when proa is PID 1, since then no other container's process can
+/// be visible.
+pub fn check(rules: &[Rule]) -> Result<(), KillError> {
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let actions = rules.iter().map(flag).collect::<Vec<_>>().join(", ");
     let processes = scan().map_err(KillError::Proc)?;
     if let Some(sign) = procs::host_namespace_sign(&processes) {
-        return Err(KillError::HostNamespace { sign: format!("{} (pid {})", sign.stat.comm, sign.pid()) });
+        let sign = format!("{} (pid {})", procs::printable(&sign.stat.comm), sign.pid());
+        return Err(KillError::HostNamespace { actions, all: rules.contains(&Rule::All), sign });
     }
     if std::process::id() == 1 {
         log::warn!(
-            "--kill-all: proa is PID 1, so no other container's process is visible and there is nothing to stop; set shareProcessNamespace: true in the Pod"
+            "{actions}: proa is PID 1, so no other container's process is visible and there is nothing to stop; set shareProcessNamespace: true in the Pod"
         );
     }
     Ok(())
@@ -179,7 +197,8 @@ pub fn perform(kill: &Kill) -> Result<Report, KillError> {
     Ok(Report { signal: kill.signal, signalled, refused, forced, grace: kill.grace, took: started.elapsed() })
 }
 
-/// Every process visible in /proc now; those that exit while being read are left out.
+/// Every process visible in /proc now; those that exit while being read are left out. Read as bytes: a name
+/// need not be UTF-8 (see `procs::Stat::comm`).
 fn scan() -> io::Result<Vec<Process>> {
     let mut processes = Vec::new();
     for entry in fs::read_dir(PROC)? {
@@ -190,13 +209,20 @@ fn scan() -> io::Result<Vec<Process>> {
         // command name, which is what /proc/PID/comm holds too.
         let exe = fs::read_link(entry.path().join("exe")).ok();
         let name = exe.and_then(|exe| procs::exe_name(&exe)).unwrap_or_else(|| stat.comm.clone());
-        processes.push(Process { stat, name });
+        let exited = has_exited(&stat);
+        processes.push(Process { stat, name, exited });
     }
     Ok(processes)
 }
 
 fn read_stat(pid: i32) -> Option<Stat> {
-    procs::parse_stat(&fs::read_to_string(Path::new(PROC).join(pid.to_string()).join("stat")).ok()?)
+    procs::parse_stat(&fs::read(Path::new(PROC).join(pid.to_string()).join("stat")).ok()?)
+}
+
+/// `procs::has_exited`, reading `/proc/PID/status` only for a process whose main thread has exited.
+fn has_exited(stat: &Stat) -> bool {
+    let status = || fs::read(Path::new(PROC).join(stat.pid.to_string()).join("status")).ok();
+    procs::has_exited(stat, matches!(stat.state, 'Z' | 'X').then(status).flatten().as_deref())
 }
 
 /// A target held by a pidfd (see `crate::pidfd`), with the start time that tells it from a later process that got
@@ -211,7 +237,7 @@ impl Handle {
     /// `None` when the process is gone, or its pid already names another process.
     fn open(process: &Process) -> Option<Handle> {
         let handle = Handle {
-            target: Target { pid: process.pid(), name: process.name.clone() },
+            target: Target { pid: process.pid(), name: procs::printable(&process.name) },
             start_time: process.stat.start_time,
             process: Pidfd::open(process.pid())?,
         };
@@ -223,9 +249,9 @@ impl Handle {
         self.process.signal(signal)
     }
 
-    /// Whether the process still runs: listed, not a zombie, and started when it did.
+    /// Whether the process still runs: listed, started when it did, and with a live thread.
     fn is_running(&self) -> bool {
-        read_stat(self.target.pid).is_some_and(|stat| stat.state != 'Z' && stat.start_time == self.start_time)
+        read_stat(self.target.pid).is_some_and(|stat| stat.start_time == self.start_time && !has_exited(&stat))
     }
 }
 
@@ -310,6 +336,20 @@ mod tests {
         let nothing = report(vec![], vec![]);
         assert!(!nothing.is_clean());
         assert_eq!(nothing.to_string(), "found no process to signal: does the Pod set shareProcessNamespace: true?");
+    }
+
+    /// Issue 18, item 15: `--kill NAME` is refused in the host's namespace as `--kill-all` is.
+    #[test]
+    fn the_host_namespace_refusal_names_the_actions() {
+        let sign = "kthreadd (pid 2)".to_string();
+        let named = KillError::HostNamespace { actions: "--kill nginx, --kill envoy".into(), all: false, sign };
+        assert_eq!(
+            named.to_string(),
+            "--kill nginx, --kill envoy refused: the kernel thread kthreadd (pid 2) is visible, so this is the host's process namespace (hostPID) and processes of that name outside the Pod would be stopped too; use it in a Pod with shareProcessNamespace: true, without hostPID: true"
+        );
+        let all = KillError::HostNamespace { actions: "--kill-all".into(), all: true, sign: "kthreadd (pid 2)".into() };
+        assert!(all.to_string().starts_with("--kill-all refused: the kernel thread kthreadd (pid 2) is visible"));
+        assert!(all.to_string().contains("every process of the node would be stopped"));
     }
 
     #[test]

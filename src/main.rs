@@ -93,11 +93,10 @@ fn main() -> ExitCode {
         Ok(channel) => channel,
         Err(reason) => return ExitCode::from(lifecycle::fail(None, &options, exit::PROA_FAILED, &reason)),
     };
+    // Every kill action is refused in the node's PID namespace, before anything runs.
     #[cfg(feature = "kill")]
-    if options.kill.all {
-        if let Err(err) = kill::check_kill_all() {
-            return ExitCode::from(lifecycle::fail(Some(&channel), &options, exit::PROA_FAILED, &err.to_string()));
-        }
+    if let Err(err) = kill::check(&options.kill_rules()) {
+        return ExitCode::from(lifecycle::fail(Some(&channel), &options, exit::PROA_FAILED, &err.to_string()));
     }
     let in_cluster = env("KUBERNETES_SERVICE_HOST").is_some_and(|host| !host.trim().is_empty());
     let source = match (options.serve_quit, options.no_api_endpoints(in_cluster)) {

@@ -1,16 +1,20 @@
-//! The process table as the `kill` feature reads it, in pure functions over text: `/proc/PID/stat` lines,
-//! whether the PID namespace is the host's, and which processes a kill rule targets.
-//! No I/O: `kill.rs` reads /proc and passes the text in, so every decision here is tested on fixture text.
+//! The process table as the `kill` feature reads it, in pure functions over bytes: `/proc/PID/stat` lines,
+//! `Threads:` in `/proc/PID/status`, whether the PID namespace is the host's, and which processes a kill rule
+//! targets. No I/O: `kill.rs` reads /proc and passes the bytes in, so every decision here is tested on fixtures.
+//! Names are bytes, never text: a process may name itself anything (`prctl(PR_SET_NAME)`, /proc/PID/comm).
 
+use std::fmt::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// The fields of one `/proc/PID/stat` line that proa uses (proc(5)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stat {
     pub pid: i32,
-    /// The command name, at most 15 bytes; the same text as `/proc/PID/comm`.
-    pub comm: String,
-    /// `R`, `S`, `D`, `T`, `Z` (zombie: exited, not reaped yet), …
+    /// The command name, at most 15 bytes; the same bytes as `/proc/PID/comm`. Not always UTF-8: a process sets
+    /// it to any bytes it likes, and the kernel cuts a long executable name at 15 bytes, even inside a character.
+    pub comm: Vec<u8>,
+    /// `R`, `S`, `D`, `T`, `Z` (zombie: the main thread exited; see `has_exited`), …
     pub state: char,
     pub ppid: i32,
     /// The kernel's `PF_*` flags.
@@ -23,18 +27,20 @@ pub struct Stat {
 /// `PF_KTHREAD` in `Stat::flags`: a kernel thread. Only the host's PID namespace shows them.
 const PF_KTHREAD: u64 = 0x0020_0000;
 
-/// Parses one `/proc/PID/stat` line. The command name sits in parentheses and may itself hold spaces and
-/// parentheses (`12 (my (odd) cmd) S 1 …`), so it ends at the last `)`.
-pub fn parse_stat(line: &str) -> Option<Stat> {
-    let (pid, rest) = line.split_once(" (")?;
-    let (comm, fields) = rest.rsplit_once(") ")?;
+/// Parses one `/proc/PID/stat` line. The command name sits in parentheses and may itself hold spaces,
+/// parentheses and bytes that are not UTF-8 (`12 (my (odd) cmd) S 1 …`), so it ends at the last `) `.
+pub fn parse_stat(line: &[u8]) -> Option<Stat> {
+    let open = line.windows(2).position(|w| w == b" (")?;
+    let (pid, rest) = (&line[..open], &line[open + 2..]);
+    let close = rest.windows(2).rposition(|w| w == b") ")?;
+    let (comm, fields) = (&rest[..close], std::str::from_utf8(&rest[close + 2..]).ok()?);
     // After the name: 3 state, 4 ppid, 5 pgrp, 6 session, 7 tty_nr, 8 tpgid, 9 flags, … 22 starttime.
     let fields: Vec<&str> = fields.split_ascii_whitespace().collect();
     let field = |n: usize| fields.get(n - 3).copied();
     let mut state = field(3)?.chars();
     let stat = Stat {
-        pid: pid.trim().parse().ok()?,
-        comm: comm.to_string(),
+        pid: std::str::from_utf8(pid).ok()?.trim().parse().ok()?,
+        comm: comm.to_vec(),
         state: state.next()?,
         ppid: field(4)?.parse().ok()?,
         flags: field(9)?.parse().ok()?,
@@ -43,11 +49,47 @@ pub fn parse_stat(line: &str) -> Option<Stat> {
     state.next().is_none().then_some(stat)
 }
 
-/// The name `--kill` matches: the file name of the executable (`readlink /proc/PID/exe`). A deleted or
+/// The number of threads in `/proc/PID/status` (`Threads:`). A main thread that has exited still counts while
+/// another thread runs (the kernel releases it with the last one).
+pub fn parse_threads(status: &[u8]) -> Option<u32> {
+    let line = status.split(|&b| b == b'\n').find_map(|line| line.strip_prefix(b"Threads:"))?;
+    std::str::from_utf8(line).ok()?.trim().parse().ok()
+}
+
+/// Whether a process has exited (a zombie, which only its parent's wait would remove), from its stat and its
+/// status (`None`: unreadable, so gone). `Z` alone is not enough: it is the main thread's state, and a program
+/// whose main thread called `pthread_exit` runs on in its other threads (`Threads:` counts them too).
+pub fn has_exited(stat: &Stat, status: Option<&[u8]>) -> bool {
+    match stat.state {
+        'Z' | 'X' => status.and_then(parse_threads).is_none_or(|threads| threads <= 1),
+        _ => false,
+    }
+}
+
+/// The name `--kill` matches: the file name of the executable (`readlink /proc/PID/exe`), as bytes. A deleted or
 /// replaced binary reads as `/usr/sbin/nginx (deleted)`, which is still nginx.
-pub fn exe_name(exe: &Path) -> Option<String> {
-    let name = exe.file_name()?.to_str()?;
-    Some(name.strip_suffix(" (deleted)").unwrap_or(name).to_string())
+pub fn exe_name(exe: &Path) -> Option<Vec<u8>> {
+    let name = exe.file_name()?.as_bytes();
+    Some(name.strip_suffix(b" (deleted)").unwrap_or(name).to_vec())
+}
+
+/// A name for logs: its UTF-8 as it is, any other byte and control characters escaped (`\xff`, `\n`), so that a
+/// log line stays one line and says which bytes the name holds.
+pub fn printable(name: &[u8]) -> String {
+    let mut text = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c.is_control() {
+                true => text.extend(c.escape_default()),
+                false => text.push(c),
+            }
+        }
+        for byte in chunk.invalid() {
+            // Writing to a String cannot fail.
+            let _ = write!(text, "\\x{byte:02x}");
+        }
+    }
+    text
 }
 
 /// One visible process.
@@ -55,7 +97,9 @@ pub fn exe_name(exe: &Path) -> Option<String> {
 pub struct Process {
     pub stat: Stat,
     /// `exe_name`, or `comm` where the executable is unreadable (another user's process, a kernel thread).
-    pub name: String,
+    pub name: Vec<u8>,
+    /// `has_exited`: every thread has exited, so there is nothing left to signal.
+    pub exited: bool,
 }
 
 impl Process {
@@ -66,11 +110,11 @@ impl Process {
 
 /// Whether a process is a kernel thread: flagged `PF_KTHREAD`, or kthreadd itself (pid 2).
 pub fn is_kernel_thread(stat: &Stat) -> bool {
-    stat.flags & PF_KTHREAD != 0 || (stat.pid == 2 && stat.comm == "kthreadd")
+    stat.flags & PF_KTHREAD != 0 || (stat.pid == 2 && stat.comm == b"kthreadd")
 }
 
 /// A kernel thread, if any is visible: then this is the host's PID namespace (a Pod with `hostPID: true`),
-/// where `--kill-all` would stop every process of the node.
+/// where `--kill-all` would stop every process of the node, and `--kill NAME` processes outside the Pod.
 pub fn host_namespace_sign(processes: &[Process]) -> Option<&Process> {
     processes.iter().find(|p| is_kernel_thread(&p.stat))
 }
@@ -78,7 +122,7 @@ pub fn host_namespace_sign(processes: &[Process]) -> Option<&Process> {
 /// Which processes a kill action signals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rule {
-    /// `--kill NAME`: those whose `Process::name` is NAME.
+    /// `--kill NAME`: those whose `Process::name` is NAME, byte for byte.
     Named(String),
     /// `--kill-all`: every one.
     All,
@@ -86,14 +130,14 @@ pub enum Rule {
 
 /// The processes `rule` targets, by pid. Never proa itself, its ancestors (a shell that started it: proa's own
 /// container), its descendants (the program's tree, orphans included, since proa adopts them), PID 1 (the Pod's
-/// pause process, or the container's init), kernel threads or zombies (they are already dead).
+/// pause process, or the container's init), kernel threads or exited processes (zombies).
 pub fn targets<'a>(processes: &'a [Process], own: i32, rule: &Rule) -> Vec<&'a Process> {
     let spared = spared(processes, own);
     let mut targets: Vec<&Process> = processes
         .iter()
-        .filter(|p| !spared.contains(&p.pid()) && p.stat.state != 'Z' && !is_kernel_thread(&p.stat))
+        .filter(|p| !spared.contains(&p.pid()) && !p.exited && !is_kernel_thread(&p.stat))
         .filter(|p| match rule {
-            Rule::Named(name) => &p.name == name,
+            Rule::Named(name) => p.name == name.as_bytes(),
             Rule::All => true,
         })
         .collect();
@@ -127,16 +171,19 @@ fn spared(processes: &[Process], own: i32) -> Vec<i32> {
 mod tests {
     use super::*;
 
-    /// A stat line as the kernel writes it, fields 3 to 22 and a few after.
-    fn line(pid: i32, comm: &str, state: char, ppid: i32, flags: u64) -> String {
-        format!(
-            "{pid} ({comm}) {state} {ppid} {pid} {pid} 0 -1 {flags} 120 0 0 0 3 1 0 0 20 0 1 0 {} 1000 200",
-            5000 + pid
-        )
+    /// A stat line as the kernel writes it, fields 3 to 22 and a few after, with any bytes as the name.
+    fn line(pid: i32, comm: &[u8], state: char, ppid: i32, flags: u64) -> Vec<u8> {
+        let rest =
+            format!(") {state} {ppid} {pid} {pid} 0 -1 {flags} 120 0 0 0 3 1 0 0 20 0 1 0 {} 1000 200", 5000 + pid);
+        [format!("{pid} (").as_bytes(), comm, rest.as_bytes()].concat()
+    }
+
+    fn stat(pid: i32, comm: &str, state: char, ppid: i32, flags: u64) -> Stat {
+        parse_stat(&line(pid, comm.as_bytes(), state, ppid, flags)).unwrap()
     }
 
     fn process(pid: i32, name: &str, ppid: i32) -> Process {
-        Process { stat: parse_stat(&line(pid, name, 'S', ppid, 4194560)).unwrap(), name: name.to_string() }
+        Process { stat: stat(pid, name, 'S', ppid, 4194560), name: name.into(), exited: false }
     }
 
     fn pids(targets: Vec<&Process>) -> Vec<i32> {
@@ -145,52 +192,103 @@ mod tests {
 
     #[test]
     fn stat_of_a_plain_process() {
-        let stat = parse_stat("1234 (nginx) S 1 1234 1234 0 -1 4194560 96 0 0 0 0 0 0 0 20 0 1 0 271828 11440128 312 18446744073709551615 1 1 0 0 0 0 0 4096 134234626 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n").unwrap();
+        let stat = parse_stat(b"1234 (nginx) S 1 1234 1234 0 -1 4194560 96 0 0 0 0 0 0 0 20 0 1 0 271828 11440128 312 18446744073709551615 1 1 0 0 0 0 0 4096 134234626 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n").unwrap();
         assert_eq!(
             stat,
-            Stat { pid: 1234, comm: "nginx".into(), state: 'S', ppid: 1, flags: 4194560, start_time: 271828 }
+            Stat { pid: 1234, comm: b"nginx".to_vec(), state: 'S', ppid: 1, flags: 4194560, start_time: 271828 }
         );
     }
 
     #[test]
     fn stat_name_with_spaces_and_parentheses() {
-        let stat = parse_stat(&line(77, "tmux: server) (x", 'R', 3, 0)).unwrap();
-        assert_eq!((stat.comm.as_str(), stat.state, stat.ppid), ("tmux: server) (x", 'R', 3));
-        let stat = parse_stat(&line(78, ") ", 'Z', 1, 0)).unwrap();
-        assert_eq!((stat.comm.as_str(), stat.state), (") ", 'Z'));
-        let stat = parse_stat(&line(79, "", 'S', 1, 0)).unwrap();
-        assert_eq!(stat.comm, "");
+        let stat = stat(77, "tmux: server) (x", 'R', 3, 0);
+        assert_eq!((stat.comm.as_slice(), stat.state, stat.ppid), (&b"tmux: server) (x"[..], 'R', 3));
+        let stat = parse_stat(&line(78, b") ", 'Z', 1, 0)).unwrap();
+        assert_eq!((stat.comm.as_slice(), stat.state), (&b") "[..], 'Z'));
+        let stat = parse_stat(&line(79, b"", 'S', 1, 0)).unwrap();
+        assert_eq!(stat.comm, b"");
+    }
+
+    /// Issue 18, items 13 and 18: `printf '\xff\xfe' > /proc/self/comm`, or an executable name cut at 15 bytes
+    /// inside a character, made the whole line unreadable as text, so the process was never listed.
+    #[test]
+    fn stat_name_that_is_not_utf8() {
+        let stat = parse_stat(&line(80, b"\xff\xfe", 'S', 1, 0)).unwrap();
+        assert_eq!((stat.pid, stat.comm.as_slice(), stat.ppid), (80, &b"\xff\xfe"[..], 1));
+        // "nginx-журнал" (18 bytes) as the kernel keeps it: 15 bytes, the last one half of a character.
+        let cut = &"nginx-журнал".as_bytes()[..15];
+        assert_eq!(parse_stat(&line(81, cut, 'S', 1, 0)).unwrap().comm, cut);
+        let stat = parse_stat(&line(82, b"a\n) b\x80", 'R', 2, 0)).unwrap();
+        assert_eq!((stat.comm.as_slice(), stat.state, stat.ppid), (&b"a\n) b\x80"[..], 'R', 2));
     }
 
     #[test]
     fn stat_that_is_cut_short_or_malformed() {
-        assert_eq!(parse_stat(""), None);
-        assert_eq!(parse_stat("12 (sh) S 1 12 12 0 -1 0"), None, "no start time");
-        assert_eq!(parse_stat("12 sh S 1"), None);
-        assert_eq!(parse_stat(&line(12, "sh", 'S', 1, 0).replace(" S ", " SS ")), None);
-        assert_eq!(parse_stat(&line(12, "sh", 'S', 1, 0).replace(" 1 12 ", " x 12 ")), None);
+        assert_eq!(parse_stat(b""), None);
+        assert_eq!(parse_stat(b"12 (sh) S 1 12 12 0 -1 0"), None, "no start time");
+        assert_eq!(parse_stat(b"12 sh S 1"), None);
+        let good = String::from_utf8(line(12, b"sh", 'S', 1, 0)).unwrap();
+        assert_eq!(parse_stat(good.replace(" S ", " SS ").as_bytes()), None);
+        assert_eq!(parse_stat(good.replace(" 1 12 ", " x 12 ").as_bytes()), None);
+        assert_eq!(parse_stat(&[b"\xff", &line(12, b"sh", 'S', 1, 0)[2..]].concat()), None, "a pid of bytes");
+    }
+
+    #[test]
+    fn threads_from_status() {
+        let status =
+            b"Name:\t\xff\xfe\nUmask:\t0022\nState:\tZ (zombie)\nTgid:\t7\nPid:\t7\nThreads:\t3\nSigQ:\t0/63\n";
+        assert_eq!(parse_threads(status), Some(3));
+        assert_eq!(parse_threads(b"Name:\tsh\nThreads:\t1\n"), Some(1));
+        assert_eq!(parse_threads(b"Name:\tsh\nThreads:\tmany\n"), None);
+        assert_eq!(parse_threads(b"Name:\tThreads: 2\n"), None, "only a line of its own");
+    }
+
+    /// Issue 18, item 14: a program whose main thread called `pthread_exit` shows `Z` while its other threads run.
+    #[test]
+    fn only_a_process_without_a_live_thread_has_exited() {
+        let zombie = stat(7, "headless", 'Z', 1, 0);
+        assert!(!has_exited(&zombie, Some(b"State:\tZ (zombie)\nThreads:\t2\n")), "a worker thread runs on");
+        assert!(has_exited(&zombie, Some(b"State:\tZ (zombie)\nThreads:\t1\n")));
+        assert!(has_exited(&zombie, None), "gone since the listing");
+        assert!(has_exited(&zombie, Some(b"State:\tZ (zombie)\n")), "no count: the state decides");
+        assert!(has_exited(&stat(7, "x", 'X', 1, 0), Some(b"Threads:\t1\n")));
+        for state in ['R', 'S', 'D', 'T', 't', 'I'] {
+            assert!(!has_exited(&stat(7, "sh", state, 1, 0), None), "{state}");
+        }
     }
 
     #[test]
     fn exe_names() {
-        assert_eq!(exe_name(Path::new("/usr/sbin/nginx")).as_deref(), Some("nginx"));
-        assert_eq!(exe_name(Path::new("/usr/sbin/nginx (deleted)")).as_deref(), Some("nginx"));
+        assert_eq!(exe_name(Path::new("/usr/sbin/nginx")).as_deref(), Some(&b"nginx"[..]));
+        assert_eq!(exe_name(Path::new("/usr/sbin/nginx (deleted)")).as_deref(), Some(&b"nginx"[..]));
         assert_eq!(exe_name(Path::new("/")), None);
+        let latin1 = std::ffi::OsStr::from_bytes(b"/opt/caf\xe9/proxy\xe9");
+        assert_eq!(exe_name(Path::new(latin1)).as_deref(), Some(&b"proxy\xe9"[..]));
+    }
+
+    #[test]
+    fn printable_names_stay_on_one_line() {
+        assert_eq!(printable(b"nginx"), "nginx");
+        assert_eq!(printable("журнал".as_bytes()), "журнал");
+        assert_eq!(printable(b"\xff\xfe"), r"\xff\xfe");
+        assert_eq!(printable(&"nginx-журнал".as_bytes()[..15]), r"nginx-журн\xd0");
+        assert_eq!(printable(b"a\nb\tc"), r"a\nb\tc");
     }
 
     #[test]
     fn kernel_threads_mark_the_host_namespace() {
-        let kthreadd = parse_stat(&line(2, "kthreadd", 'S', 0, 2129984)).unwrap();
-        let worker = parse_stat(&line(9, "kworker/0:0-events", 'I', 2, 69238880)).unwrap();
+        let kthreadd = stat(2, "kthreadd", 'S', 0, 2129984);
+        let worker = stat(9, "kworker/0:0-events", 'I', 2, 69238880);
         assert!(is_kernel_thread(&kthreadd) && is_kernel_thread(&worker));
         let in_a_pod = [process(1, "pause", 0), process(2, "proa", 0), process(3, "bash", 2)];
         assert_eq!(host_namespace_sign(&in_a_pod), None, "a child of pid 2 is no kernel thread in a Pod");
-        let host = [process(1, "systemd", 0), Process { stat: worker, name: "kworker/0:0-events".into() }];
+        let host =
+            [process(1, "systemd", 0), Process { stat: worker, name: b"kworker/0:0-events".to_vec(), exited: false }];
         assert_eq!(host_namespace_sign(&host).map(Process::pid), Some(9));
         // Without flags (an unusual kernel), kthreadd still gives it away.
         let mut unflagged = vec![process(1, "init", 0), process(2, "kthreadd", 0), process(3, "rcu_gp", 2)];
         assert_eq!(host_namespace_sign(&unflagged).map(Process::pid), Some(2));
-        unflagged[1].stat.comm = "sh".into();
+        unflagged[1].stat.comm = b"sh".to_vec();
         assert_eq!(host_namespace_sign(&unflagged), None);
     }
 
@@ -207,7 +305,7 @@ mod tests {
             process(13, "sleep", 12),
             process(14, "sleep", 11),
             process(15, "envoy", 0),
-            Process { stat: parse_stat(&line(16, "envoy", 'Z', 15, 0)).unwrap(), name: "envoy".into() },
+            Process { stat: stat(16, "envoy", 'Z', 15, 0), name: b"envoy".to_vec(), exited: true },
         ]
     }
 
@@ -224,6 +322,30 @@ mod tests {
         assert_eq!(pids(targets(&pod, 11, &Rule::Named("sleep".into()))), [] as [i32; 0], "the program's tree");
         assert_eq!(pids(targets(&pod, 11, &Rule::Named("pause".into()))), [] as [i32; 0]);
         assert_eq!(pids(targets(&pod, 11, &Rule::Named("ngin".into()))), [] as [i32; 0]);
+    }
+
+    /// Items 13 and 18: the name that matches is the executable's, whatever bytes `comm` holds; and a process with
+    /// such a `comm` inside the program's tree is listed, so the walk that spares the tree goes through it.
+    #[test]
+    fn names_that_are_not_utf8_are_listed_matched_and_walked_through() {
+        let mut pod = shared_pod();
+        pod[1].stat.comm = b"\xff\xfe".to_vec();
+        pod[7].stat.comm = b"\xff\xfe".to_vec();
+        assert_eq!(pids(targets(&pod, 11, &Rule::Named("nginx".into()))), [7, 8, 9]);
+        assert_eq!(pids(targets(&pod, 11, &Rule::All)), [7, 8, 9, 15], "13, under the program, is spared");
+        pod[9].name = "журнал".into();
+        assert_eq!(pids(targets(&pod, 11, &Rule::Named("журнал".into()))), [15]);
+        pod[9].name = b"\xff".to_vec();
+        assert_eq!(pids(targets(&pod, 11, &Rule::Named("\u{ff}".into()))), [] as [i32; 0], "bytes, not chars");
+    }
+
+    /// Item 14: a process whose main thread exited while others run is a target; one with no thread left is not.
+    #[test]
+    fn a_running_process_with_an_exited_main_thread_is_a_target() {
+        let mut pod = shared_pod();
+        pod[10].exited = false;
+        assert_eq!(pids(targets(&pod, 11, &Rule::All)), [7, 8, 9, 15, 16]);
+        assert_eq!(pids(targets(&pod, 11, &Rule::Named("envoy".into()))), [15, 16]);
     }
 
     #[test]

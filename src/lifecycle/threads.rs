@@ -166,8 +166,8 @@ impl World for Threads {
 
     fn start_program(&mut self) -> Result<(), SpawnError> {
         let tx = self.tx.clone();
-        let reaper =
-            child::start_reaper(move |exit| tx.send(Event::Child(exit)).is_ok()).map_err(SpawnError::NoThread)?;
+        let reaper = child::start_reaper(move |exit| tx.send(Event::Child(exit)).is_ok())
+            .map_err(|err| SpawnError::Failed { program: self.options.program.to_string_lossy().into_owned(), err })?;
         let spawned = child::spawn_program(&self.options.program, &self.options.args)?;
         log::info!("started {} (pid {})", self.options.program.to_string_lossy(), spawned.pid);
         self.program = libc::pid_t::try_from(spawned.pid).ok().and_then(Pidfd::open);

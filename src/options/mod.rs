@@ -184,18 +184,25 @@ impl Options {
         get.chain(post).chain(presets).chain(self.kill_actions(time_left)).collect()
     }
 
+    /// Which processes the kill actions signal: one rule per `--kill NAME`, or `--kill-all`'s alone; none
+    /// without either.
+    #[cfg(feature = "kill")]
+    pub fn kill_rules(&self) -> Vec<crate::procs::Rule> {
+        use crate::procs::Rule;
+        match self.kill.all {
+            true => vec![Rule::All],
+            false => self.kill.names.iter().cloned().map(Rule::Named).collect(),
+        }
+    }
+
     /// One action per `--kill NAME`, or one for `--kill-all`.
     #[cfg(feature = "kill")]
     fn kill_actions(&self, time_left: Duration) -> Vec<Action> {
         use crate::kill::{self, Kill};
-        use crate::procs::Rule;
         let settings = &self.kill;
         let grace = kill::grace_within(settings.grace, time_left);
-        let rules = match settings.all {
-            true => vec![Rule::All],
-            false => settings.names.iter().cloned().map(Rule::Named).collect(),
-        };
-        rules.into_iter().map(|rule| Action::Kill(Kill { rule, signal: settings.signal, grace })).collect()
+        let rules = self.kill_rules().into_iter();
+        rules.map(|rule| Action::Kill(Kill { rule, signal: settings.signal, grace })).collect()
     }
 
     #[cfg(not(feature = "kill"))]

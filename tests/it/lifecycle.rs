@@ -178,9 +178,14 @@ fn f_killed_program_is_137_and_missing_program_is_127() {
     assert_eq!(done.code(), 127, "{}", done.stderr);
     assert!(done.stderr.contains("cannot run /no/such/program: not found"), "{}", done.stderr);
 
+    // A file without any execute bit cannot be run, not even by root. (One with an execute bit but no #! line is
+    // a script for /bin/sh: see off_switch.rs.)
+    let dir = crate::support::temp::TempDir::new("not-executable");
+    let plain = dir.write("plain", "echo should not run\n", 0o644);
     let api = ApiServer::start(job_pod(&[], &[], "Never"));
-    let done = Proa::new(&api).args(["--", "/etc/hostname"]).spawn().wait(BOUND);
+    let done = Proa::new(&api).args([std::ffi::OsStr::new("--"), plain.as_os_str()]).spawn().wait(BOUND);
     assert_eq!(done.code(), 126, "{}", done.stderr);
+    assert_eq!(done.stdout, "");
 
     // It exists, but its #! interpreter does not (as with a glibc binary in a musl image): 126, as a shell says,
     // and a message that does not claim the program is missing.
@@ -192,6 +197,52 @@ fn f_killed_program_is_137_and_missing_program_is_127() {
     std::fs::remove_file(&script).unwrap();
     assert_eq!(done.code(), 126, "{}", done.stderr);
     assert!(done.stderr.contains("it exists, but its interpreter (#! line) or loader is missing"), "{}", done.stderr);
+}
+
+/// fork(2) and posix_spawn(3), failing as they do at the process limit (EAGAIN), preloaded into proa.
+const FORK_FAILS_C: &str = r#"#include <errno.h>
+#include <spawn.h>
+#include <unistd.h>
+
+pid_t fork(void) {
+    errno = EAGAIN;
+    return -1;
+}
+
+int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *actions,
+                const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
+    return EAGAIN;
+}
+
+int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *actions,
+                 const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
+    return EAGAIN;
+}
+"#;
+
+/// Issue 18, item 12a: a fork that failed with EAGAIN (the container's pids limit) exited 126, "not executable",
+/// though the program was never even looked at. proa failed before the program ran: 125, with the reason.
+/// The failure is made with LD_PRELOAD, which reaches the glibc-linked binary under test (std starts the program
+/// through glibc's fork, or its posix_spawn).
+#[test]
+fn f_a_fork_that_fails_is_proas_failure_125() {
+    let test = "f_a_fork_that_fails_is_proas_failure_125";
+    let dir = crate::support::temp::TempDir::new("fork-fails");
+    let flags = ["-shared", "-fPIC"];
+    let Some(library) = crate::support::machine::c_program(test, dir.path(), "fork-fails.so", &flags, FORK_FAILS_C)
+    else {
+        return;
+    };
+    let api = ApiServer::start(job_pod(&[], &[], "Never"));
+    let done = Proa::new(&api).env("LD_PRELOAD", library.to_str().unwrap()).args(["--", "true"]).spawn().wait(BOUND);
+    assert_eq!(done.code(), 125, "{}", done.stderr);
+    assert!(
+        done.stderr.contains(
+            "ERROR cannot start true: Resource temporarily unavailable (os error 11): the process limit is reached"
+        ),
+        "{}",
+        done.stderr
+    );
 }
 
 #[test]

@@ -159,3 +159,38 @@ fn ctrl_c_reaches_the_program_once_and_proa_once_the_program_has_exited() {
     assert!(done.stderr.contains("got SIGINT while shutting down"), "{}", done.stderr);
     assert!(!done.stderr.contains("forwarding SIGINT"), "{}", done.stderr);
 }
+
+/// Sets `stty tostop` on the terminal: a background process group that writes to it gets SIGTTOU.
+fn tostop(tty: &OwnedFd) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `termios` is plain data that tcgetattr fills before tcsetattr reads it; the descriptor is open.
+    unsafe {
+        let mut termios = std::mem::zeroed::<libc::termios>();
+        assert_eq!(libc::tcgetattr(tty.as_raw_fd(), &mut termios), 0, "tcgetattr");
+        termios.c_lflag |= libc::TOSTOP;
+        assert_eq!(libc::tcsetattr(tty.as_raw_fd(), libc::TCSANOW, &termios), 0, "tcsetattr");
+    }
+}
+
+/// Issue 18, item 16: proa gave the terminal to the program's process group, then wrote its own log lines to that
+/// terminal from the background; under `stty tostop` the kernel stopped proa with SIGTTOU (the shell said
+/// `Stopped`, exit 150 instead of the program's 3). proa ignores SIGTTOU and SIGTTIN (as tini does), and the
+/// program gets their default actions back. proa runs from a shell with job control, as in the report: without a
+/// parent in its session, its process group would be orphaned, where the kernel fails the write (EIO) instead.
+#[test]
+fn proa_logs_to_its_terminal_from_the_background_and_the_program_keeps_job_control() {
+    let api = ApiServer::start(job_pod(&[], &[], "Never"));
+    let (primary, tty) = pty();
+    tostop(&tty);
+    // The signals a child of the program ignores, as it inherited them: bash leaves them as it got them.
+    let program = bash("grep SigIgn: /proc/self/status; exit 3".into());
+    let done = Proa::new(&api).args(program).under_job_control().terminal_output(tty, primary).spawn().wait(BOUND);
+    assert_eq!(done.code(), 3, "{}", done.stderr);
+    assert!(done.stderr.contains("INFO started bash (pid "), "{}", done.stderr);
+    assert!(done.stderr.contains("INFO program exited with code 3"), "{}", done.stderr);
+    let mask = done.stdout.trim().strip_prefix("SigIgn:").map(str::trim).expect("grep's SigIgn line");
+    let ignored = u64::from_str_radix(mask, 16).expect("a hex mask");
+    for (signal, name) in [(libc::SIGTTOU, "SIGTTOU"), (libc::SIGTTIN, "SIGTTIN")] {
+        assert_eq!(ignored & 1 << (signal - 1), 0, "the program inherited {name} ignored: SigIgn {mask}");
+    }
+}

@@ -1,9 +1,9 @@
-//! What this machine offers the tests that need more than a process: PID namespaces (`unshare`), nginx, and a
-//! real API server's binaries (envtest's assets).
+//! What this machine offers the tests that need more than a process: PID namespaces (`unshare`), nginx, a C
+//! compiler, the static binary of `make static` and a real API server's binaries (envtest's assets).
 //! Where one is missing, a test must not pass silently: with `CI` set (CI runs as root on a fresh Debian
 //! machine, where `make test` installs what is needed) it fails; elsewhere it prints a loud skip.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
@@ -40,6 +40,43 @@ pub fn envtest_assets(test: &str) -> Option<PathBuf> {
     let found = FOUND.get_or_init(super::envtest::assets_dir).clone();
     let dir = found.as_ref().ok().cloned();
     present(test, "etcd and kube-apiserver", found.map(|_| ())).then_some(dir).flatten()
+}
+
+/// Compiles the C source `source` to `dir/name` with `cc FLAGS` (`-pthread`; `-shared -fPIC` for a library),
+/// where a C compiler is installed.
+pub fn c_program(test: &str, dir: &Path, name: &str, flags: &[&str], source: &str) -> Option<PathBuf> {
+    let (file, program) = (dir.join(format!("{name}.c")), dir.join(name));
+    std::fs::write(&file, source).expect("write the C source");
+    let output = match Command::new("cc").args(flags).arg("-o").arg(&program).arg(&file).output() {
+        Ok(output) => output,
+        Err(err) => {
+            present(test, "a C compiler", Err(format!("cannot run cc: {err} (apt-get install gcc)")));
+            return None;
+        }
+    };
+    assert!(output.status.success(), "cc {}: {}", file.display(), String::from_utf8_lossy(&output.stderr));
+    Some(program)
+}
+
+/// The static musl binary `make static` built (`PROA_STATIC_BIN`, which `make test` sets).
+pub fn static_binary(test: &str) -> Option<PathBuf> {
+    let Some(path) = std::env::var_os("PROA_STATIC_BIN") else {
+        present(test, "the static binary", Err("PROA_STATIC_BIN is not set; `make test` sets it".into()));
+        return None;
+    };
+    let path = PathBuf::from(path);
+    assert!(path.is_file(), "PROA_STATIC_BIN={} is not a file: run make static", path.display());
+    Some(path)
+}
+
+/// The file `name` runs as, found on PATH (`bash`: `/usr/bin/bash`), symbolic links resolved.
+pub fn on_path(name: &str) -> PathBuf {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .map(|dir| Path::new(dir).join(name))
+        .find(|candidate| candidate.is_file())
+        .and_then(|found| found.canonicalize().ok())
+        .unwrap_or_else(|| panic!("{name} is not on PATH ({path})"))
 }
 
 fn present(test: &str, what: &str, result: Result<(), String>) -> bool {

@@ -16,6 +16,7 @@ pub mod proa;
 pub mod procs;
 pub mod server;
 pub mod sidecar;
+pub mod temp;
 pub mod tls;
 
 pub use apiserver::{ApiServer, Fault, Request, Route};

@@ -4,6 +4,7 @@
 //! listener the wrapped programs write lines to (bash's /dev/tcp), so tests know when and what a program did.
 
 use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -26,6 +27,8 @@ pub struct Proa {
     kill_on_drop: bool,
     /// See [`Proa::stderr_broken`].
     stderr_broken: bool,
+    /// With `terminal_output`: proa's stderr (the terminal) and the terminal's other side, read as its stderr.
+    terminal_stderr: Option<(OwnedFd, File)>,
 }
 
 /// How `unshare` makes a new PID namespace with its own /proc; `--kill-child` ends the namespace with it.
@@ -60,14 +63,19 @@ impl Proa {
 
     /// proa with no cluster environment at all.
     pub fn bare() -> Proa {
-        let mut command = Command::new(proa_binary());
+        Proa::bare_at(proa_binary())
+    }
+
+    /// Like [`Proa::bare`], with another binary than the one under test (`make static`'s, say).
+    pub fn bare_at(binary: impl AsRef<OsStr>) -> Proa {
+        let mut command = Command::new(binary);
         command.env_clear();
         command.env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()));
         command.env("RUST_LOG", "debug");
         // Where proa's own failures are written unless a test says otherwise: never the machine's
         // /dev/termination-log, which exists when the tests themselves run in a Pod.
         command.env("PROA_TERMINATION_LOG", "/dev/null");
-        Proa { command, stdin: None, kill_on_drop: false, stderr_broken: false }
+        Proa { command, stdin: None, kill_on_drop: false, stderr_broken: false, terminal_stderr: None }
     }
 
     /// `chroot ROOT /proa`: the binary at `ROOT/proa`, run inside `ROOT` as in a FROM-scratch image, with an empty
@@ -80,7 +88,7 @@ impl Proa {
     pub fn chroot_at(root: &std::path::Path, exe: &str) -> Proa {
         let mut command = Command::new(chroot_binary());
         command.arg(root).arg(exe).env_clear().env("RUST_LOG", "debug");
-        Proa { command, stdin: None, kill_on_drop: false, stderr_broken: false }
+        Proa { command, stdin: None, kill_on_drop: false, stderr_broken: false, terminal_stderr: None }
     }
 
     pub fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Proa {
@@ -116,6 +124,14 @@ impl Proa {
         )
     }
 
+    /// Runs proa from bash with job control (`set -m`), as an interactive shell does: in a process group of its
+    /// own, in the foreground of the terminal (see [`Proa::terminal`]). The exit code is proa's, or 128+N where
+    /// signal N stopped proa (bash then says `Stopped` and moves on).
+    pub fn under_job_control(self) -> Proa {
+        let shell = ["-c", "set -m; \"$@\"; exit $?", "shell"];
+        self.wrapped_by("bash", shell.iter().map(OsString::from))
+    }
+
     fn wrapped(self, prefix: impl Iterator<Item = OsString>) -> Proa {
         self.wrapped_by("unshare", prefix)
     }
@@ -129,7 +145,13 @@ impl Proa {
                 command.env(key, value);
             }
         }
-        Proa { command, stdin: self.stdin, kill_on_drop: self.kill_on_drop, stderr_broken: self.stderr_broken }
+        Proa {
+            command,
+            stdin: self.stdin,
+            kill_on_drop: self.kill_on_drop,
+            stderr_broken: self.stderr_broken,
+            terminal_stderr: self.terminal_stderr,
+        }
     }
 
     /// Starts proa in a new session whose controlling terminal is `tty` (a pseudo-terminal's secondary side),
@@ -146,6 +168,13 @@ impl Proa {
             });
         }
         self
+    }
+
+    /// Like [`Proa::terminal`], with proa's stderr on the terminal too, as a shell or `docker run -it` has it.
+    /// `primary` is the terminal's other side: what proa writes there is `stderr()` and `Finished::stderr`.
+    pub fn terminal_output(mut self, tty: OwnedFd, primary: File) -> Proa {
+        self.terminal_stderr = Some((tty.try_clone().expect("dup the terminal"), primary));
+        self.terminal(tty)
     }
 
     /// Starts proa with SIGCHLD ignored, as a careless parent may leave it: the ignored disposition is inherited.
@@ -173,33 +202,30 @@ impl Proa {
             None => Stdio::null(),
         };
         let (eof_tx, eof) = mpsc::channel();
-        let stderr = match self.stderr_broken {
-            false => Stdio::piped(),
-            true => {
+        let (stderr, primary) = match (self.terminal_stderr.take(), self.stderr_broken) {
+            (Some((tty, primary)), _) => (Stdio::from(tty), Some(primary)),
+            (None, false) => (Stdio::piped(), None),
+            (None, true) => {
                 let mut fds = [0; 2];
                 // SAFETY: pipe2(2) writes two new descriptors into `fds`.
                 assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0, "a pipe");
                 // SAFETY: both descriptors were just created, and nothing else owns them.
                 let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
                 drop(reader);
-                Stdio::from(writer)
+                (Stdio::from(writer), None)
             }
         };
         let mut child =
             self.command.stdin(stdin).stdout(Stdio::piped()).stderr(stderr).spawn().expect("the proa binary runs");
+        // The terminal's other side reads until every process has closed the terminal, as a pipe would.
+        drop(self.command);
         let stdout = collect(child.stdout.take().expect("piped"), eof_tx.clone());
-        let stderr = match child.stderr.take() {
-            Some(pipe) => collect(pipe, eof_tx),
-            None => collect(std::io::empty(), eof_tx),
+        let stderr = match (primary, child.stderr.take()) {
+            (Some(primary), _) => collect(primary, eof_tx),
+            (None, Some(pipe)) => collect(pipe, eof_tx),
+            (None, None) => collect(std::io::empty(), eof_tx),
         };
-        Running {
-            child: Some(child),
-            started,
-            stdout,
-            stderr,
-            eof,
-            kill_on_drop: self.kill_on_drop,
-        }
+        Running { child: Some(child), started, stdout, stderr, eof, kill_on_drop: self.kill_on_drop }
     }
 }
 

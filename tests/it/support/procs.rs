@@ -10,6 +10,7 @@ pub struct Process {
     pub ppid: i32,
     /// `R`, `S`, `D`, `Z` (zombie: exited, not yet reaped), …
     pub state: char,
+    /// The command name, any bytes that are not UTF-8 replaced (a process may name itself anything).
     pub comm: String,
 }
 
@@ -29,7 +30,7 @@ pub fn all() -> Vec<Process> {
     dir.filter_map(|entry| {
         let name = entry.ok()?.file_name();
         name.to_str()?.parse::<i32>().ok()?;
-        parse_stat(&std::fs::read_to_string(format!("/proc/{}/stat", name.to_str()?)).ok()?)
+        parse_stat(&String::from_utf8_lossy(&std::fs::read(format!("/proc/{}/stat", name.to_str()?)).ok()?))
     })
     .collect()
 }
@@ -60,7 +61,7 @@ pub fn exe(pid: i32) -> Option<PathBuf> {
 
 /// `pid` as its own (innermost) PID namespace numbers it: the last field of `NSpid:` in /proc/PID/status.
 pub fn ns_pid(pid: i32) -> Option<i32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let status = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/status")).ok()?).into_owned();
     let line = status.lines().find_map(|line| line.strip_prefix("NSpid:"))?;
     line.split_whitespace().last()?.parse().ok()
 }
