@@ -13,8 +13,9 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 STATIC_DIR := $(TARGET_DIR)/static
 STATIC_TARGETS := x86_64-unknown-linux-musl aarch64-unknown-linux-musl
 ## The budget for the default x86_64 binary: its size after issue 14 (1,597,912 bytes, under the 1.6 MB aimed for)
-## plus 5%.
-STATIC_MAX_BYTES := 1677800
+## plus 5%, raised once for issue 18's fixes (real bookmarks, persistent 403s, watches from versions not reached,
+## names as bytes, /bin/sh on ENOEXEC, peers checked at start: 1,681,816 bytes) to leave the same kind of room.
+STATIC_MAX_BYTES := 1700000
 ## Size (issue 14), on the stable toolchain: the toolchain's own lld (rust-lld, found by gcc through -B and -fuse-ld)
 ## folds identical functions (--icf=all); no .eh_frame_hdr at link, and objcopy then drops .eh_frame and
 ## .gcc_except_table, the unwind tables that panic = "abort" never reads; the registry's path prefix is cut from

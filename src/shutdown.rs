@@ -181,34 +181,40 @@ pub fn spawn_actions(
     actions
         .into_iter()
         .filter_map(|action| {
-            let (agent, report, reported) = (agent.clone(), report.clone(), report.clone());
-            let failed = action.clone();
+            let (agent_for_thread, report_for_thread, kept) = (agent.clone(), report.clone(), action.clone());
             let spawned = thread::Builder::new().name("shutdown".into()).spawn(move || {
                 crate::crash::inject("shutdown");
-                let result = match &action {
-                    Action::Get(target) => request(&action, deadline, |timeout| {
-                        agent.get(&target.url).config().timeout_global(Some(timeout)).build().call()
-                    }),
-                    Action::Post(target) => request(&action, deadline, |timeout| {
-                        agent.post(&target.url).config().timeout_global(Some(timeout)).build().send_empty()
-                    }),
-                    #[cfg(feature = "kill")]
-                    Action::Kill(kill) => {
-                        crate::kill::perform(kill).map(Done::Killed).map_err(|err| ActionError::Failed(err.to_string()))
-                    }
-                };
-                report(Outcome { action, result });
+                report_for_thread(perform(&agent_for_thread, action, deadline));
             });
-            // Out of threads (a pids limit, thousands of URLs): this action fails, the others still go.
+            // Out of threads (a pids limit, thousands of URLs): this action is sent from here, within the same
+            // deadline, so that it is still attempted; the others go on in their threads.
             match spawned {
                 Ok(handle) => Some(handle),
                 Err(err) => {
-                    reported(Outcome { action: failed, result: Err(ActionError::Failed(err.to_string())) });
+                    log::warn!("cannot start a thread for the shutdown action {kept} ({err}): sending it from here");
+                    report(perform(&agent, kept, deadline));
                     None
                 }
             }
         })
         .collect()
+}
+
+/// Carries out one action, within `deadline`.
+fn perform(agent: &ureq::Agent, action: Action, deadline: Instant) -> Outcome {
+    let result = match &action {
+        Action::Get(target) => request(&action, deadline, |timeout| {
+            agent.get(&target.url).config().timeout_global(Some(timeout)).build().call()
+        }),
+        Action::Post(target) => request(&action, deadline, |timeout| {
+            agent.post(&target.url).config().timeout_global(Some(timeout)).build().send_empty()
+        }),
+        #[cfg(feature = "kill")]
+        Action::Kill(kill) => {
+            crate::kill::perform(kill).map(Done::Killed).map_err(|err| ActionError::Failed(err.to_string()))
+        }
+    };
+    Outcome { action, result }
 }
 
 /// Sends one HTTP request (`send`, given the attempt's timeout), retrying while the connection is refused, closed

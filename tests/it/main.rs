@@ -23,3 +23,4 @@ mod scratch;
 mod serve_quit;
 mod signals;
 mod termination;
+mod threads;

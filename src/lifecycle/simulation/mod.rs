@@ -46,7 +46,7 @@ fn config(s: &Scenario) -> Config {
                 container: a.container.clone(),
             })
             .collect(),
-        peers: s.peers.iter().filter(|p| p.explicit).map(|p| p.name.clone()).collect(),
+        peers: s.peer_flags(),
         mode,
     }
 }
@@ -129,6 +129,9 @@ fn never_early(s: &Scenario, r: &Record) -> Result<(), String> {
         };
     }
     let before_start = &r.delivered[..r.snapshots_before_start];
+    if s.peers_refused() && !before_start.is_empty() {
+        return Err("started the program although its --peer was refused".into());
+    }
     if before_start.iter().any(|(_, pod, deleted)| is_gone(pod, *deleted)) {
         return Err("started the program after the Pod was seen deleted or replaced".into());
     }
@@ -157,7 +160,8 @@ fn exit_code(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
         127 => r.spawn_failed,
         124 => s.ready_timeout.is_some_and(|t| end.at >= t) && !s.run_on_ready_timeout,
         125 => {
-            r.api_failed_at.or(r.not_found_at).is_some_and(before_exit)
+            (s.peers_refused() && delivered_before(r, end.at).next().is_some())
+                || r.api_failed_at.or(r.not_found_at).is_some_and(before_exit)
                 || delivered_before(r, end.at).any(|(_, pod, _)| shows_dead(s, pod).is_some())
         }
         143 => {
@@ -232,7 +236,7 @@ fn actions(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
 /// when `--on-ready-timeout run` starts it first); a read after a stop signal changes nothing of them.
 /// Counted in snapshots received, not by the clock: a stopped watcher's straggler may come at the same instant.
 fn knew_the_pod(s: &Scenario, r: &Record, decided: Duration) -> bool {
-    !s.no_api && !known_when_deciding(r, decided).is_empty()
+    !s.no_api && !s.peers_refused() && !known_when_deciding(r, decided).is_empty()
 }
 
 /// The snapshots the owner had received when it fixed its facts: before it started the program, else before it
@@ -378,8 +382,11 @@ fn in_time(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
         return Err(format!("not the stopper, yet exited at {:?}, after its program at {decision:?}", end.at));
     }
     // The shutdown timeout proa could know: the flag, else the spec's grace once it read the Pod, else 30 s.
-    let spec_grace =
-        known_when_deciding(r, decision).first().map(|(_, pod, _)| pod.spec.termination_grace_period_seconds);
+    // A Pod whose --peer was refused taught proa nothing: it never took in the first snapshot.
+    let spec_grace = known_when_deciding(r, decision)
+        .first()
+        .filter(|_| !s.peers_refused())
+        .map(|(_, pod, _)| pod.spec.termination_grace_period_seconds);
     let seconds = |g: Option<i64>| g.map(|g| Duration::from_secs(u64::try_from(g).unwrap_or(0)));
     let timeout = s
         .shutdown_timeout
@@ -425,7 +432,8 @@ fn in_time(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
 /// API, a stop or a gone Pod, whichever the owner learnt first.
 fn wait_ended(s: &Scenario, r: &Record, end: &Ending) -> Option<Duration> {
     let dead = r.delivered.iter().find(|(_, pod, _)| shows_dead(s, pod).is_some()).map(|(at, _, _)| *at);
-    let causes = [s.ready_timeout, dead, r.api_failed_at, r.not_found_at, stopped_at(r)];
+    let refused = r.delivered.first().filter(|_| s.peers_refused()).map(|(at, _, _)| *at);
+    let causes = [s.ready_timeout, dead, r.api_failed_at, r.not_found_at, stopped_at(r), refused];
     causes.into_iter().flatten().filter(|at| *at <= end.at).min()
 }
 

@@ -112,8 +112,24 @@ pub struct PeerPlan {
     pub runs_proa: bool,
     /// Given as `--peer` (else found because it runs proa).
     pub explicit: bool,
-    pub exits_at: Duration,
+    /// When it ends; `None`: it never does (the Pod's deletion ends the timeline).
+    pub exits_at: Option<Duration>,
     pub exit_code: i32,
+    /// Under OnFailure: it fails once first (exit 1), is restarted, and ends `exit_code` later.
+    pub fails_first: bool,
+}
+
+/// A `--peer` that cannot be a main container proa waits for, or that is proa's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OddPeer {
+    /// Names a container the Pod lacks: 125 at start.
+    Absent,
+    /// Names proa's own container: ignored.
+    Own,
+    /// Names a native sidecar: 125 at start.
+    Native,
+    /// Names the regular sidecar a named shutdown action stops: 125 at start.
+    Target,
 }
 
 /// One timeline's whole setup.
@@ -124,6 +140,7 @@ pub struct Scenario {
     pub ready_timeout: Option<Duration>,
     pub run_on_ready_timeout: bool,
     pub peers: Vec<PeerPlan>,
+    pub odd_peer: Option<OddPeer>,
     pub shutdown_timeout: Option<Duration>,
     pub always_shutdown: bool,
     pub container_flag: bool,
@@ -184,7 +201,7 @@ impl Scenario {
         let stoppable = sidecars.len() as u64;
         let mut names: Vec<String> = sidecars.iter().chain(&natives).map(|p| p.name.clone()).collect();
         names.push("absent-proxy".into());
-        let actions = (0..r.below(4))
+        let actions: Vec<ActionPlan> = (0..r.below(4))
             .map(|_| ActionPlan {
                 container: r.chance(40).then(|| r.pick(&names)),
                 endpoint: match r.below(10) {
@@ -224,11 +241,33 @@ impl Scenario {
                         name: format!("{}-{i}", r.pick(&["aux", "zed"])),
                         runs_proa,
                         explicit: !runs_proa || r.chance(30),
-                        exits_at: r.millis(0, 30_000),
+                        exits_at: (!r.chance(10)).then(|| r.millis(0, 30_000)),
                         exit_code: if pod_policy == "Never" { r.pick(&[0, 1]) } else { 0 },
+                        fails_first: pod_policy == "OnFailure" && r.chance(30),
                     }
                 })
                 .collect(),
+        };
+        let odd_peer = match r.below(25) {
+            0 => Some(OddPeer::Absent),
+            1 => Some(OddPeer::Own),
+            2 if !natives.is_empty() => Some(OddPeer::Native),
+            3 if actions.iter().any(|a| a.container.as_deref() == Some("sidecar-0")) => Some(OddPeer::Target),
+            _ => None,
+        };
+        // A peer that never ends keeps the stopper waiting until the Pod goes: the Pod is deleted then.
+        let never_ends = peers.iter().any(|p| p.exits_at.is_none());
+        let deletion = match (deletion, never_ends) {
+            (None, true) => Some(Deletion {
+                at: r.millis(20_000, 60_000),
+                forced: false,
+                grace_override: None,
+                sigterm_lag: r.millis(0, 1500),
+                prestop: Duration::ZERO,
+                replacement_after: None,
+                deleted_event_lost: false,
+            }),
+            (deletion, _) => deletion,
         };
         let program_args = match entrypoint_form && r.chance(70) {
             true => vec!["--verbose".to_string()],
@@ -240,6 +279,7 @@ impl Scenario {
             ready_timeout: r.chance(40).then(|| Duration::from_millis(r.pick(&[0, 500, 3000, 10_000, 60_000]))),
             run_on_ready_timeout: r.chance(30),
             peers,
+            odd_peer,
             shutdown_timeout: match r.below(6) {
                 0 => Some(Duration::ZERO),
                 1 => Some(Duration::from_secs(2)),
@@ -275,6 +315,22 @@ impl Scenario {
         args.push("prog".into());
         args.extend(self.program_args.iter().cloned());
         args
+    }
+
+    /// The `--peer` names the command line gives: the explicit peers, and the odd one.
+    pub fn peer_flags(&self) -> Vec<String> {
+        let odd = self.odd_peer.map(|odd| match odd {
+            OddPeer::Absent => "ghost".to_string(),
+            OddPeer::Own => "job".to_string(),
+            OddPeer::Native => self.natives[0].name.clone(),
+            OddPeer::Target => "sidecar-0".to_string(),
+        });
+        self.peers.iter().filter(|p| p.explicit).map(|p| p.name.clone()).chain(odd).collect()
+    }
+
+    /// Whether the peers given make proa fail at its first read of the Pod (125, the program never runs).
+    pub fn peers_refused(&self) -> bool {
+        matches!(self.odd_peer, Some(OddPeer::Absent | OddPeer::Native | OddPeer::Target))
     }
 
     /// Whether this proa stops the sidecars: no peer that runs proa comes before its container `job` by name.

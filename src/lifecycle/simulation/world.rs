@@ -35,6 +35,8 @@ enum Happening {
     Stops(usize),
     /// A peer main container ends.
     PeerExits(usize),
+    /// A peer that failed is restarted by the kubelet (OnFailure).
+    PeerRestarts(usize),
     Deletion,
     Replacement,
     Sigterm,
@@ -109,6 +111,8 @@ pub struct Sim<'a> {
     endpoints_gone_at: Option<Duration>,
     api_broken: bool,
     program_running: bool,
+    /// The peers that have failed once already (`PeerPlan::fails_first`).
+    peers_failed: Vec<bool>,
     pub record: Record,
     steps: usize,
 }
@@ -134,6 +138,7 @@ impl<'a> Sim<'a> {
             endpoints_gone_at: None,
             api_broken: false,
             program_running: false,
+            peers_failed: vec![false; scenario.peers.len()],
             record: Record::default(),
             steps: 0,
         };
@@ -155,7 +160,9 @@ impl<'a> Sim<'a> {
             sim.at(at, Happening::ApiFailure);
         }
         for (i, peer) in scenario.peers.iter().enumerate() {
-            sim.at(peer.exits_at, Happening::PeerExits(i));
+            if let Some(at) = peer.exits_at {
+                sim.at(at, Happening::PeerExits(i));
+            }
         }
         sim
     }
@@ -270,14 +277,34 @@ impl<'a> Sim<'a> {
                 if self.frozen || self.deleted {
                     return None;
                 }
-                let state = format!(r#"{{"terminated":{{"exitCode":{},"reason":"Completed"}}}}"#, peer.exit_code);
+                let fails = peer.fails_first && !self.peers_failed[i];
+                let code = if fails { 1 } else { peer.exit_code };
+                if fails {
+                    self.peers_failed[i] = true;
+                    let takes = self.rng.millis(10, 3000);
+                    self.after(takes, Happening::PeerRestarts(i));
+                }
+                let state = format!(r#"{{"terminated":{{"exitCode":{code},"reason":"Completed"}}}}"#);
                 let status = self.pod.status.container_statuses.iter_mut().find(|s| s.name == peer.name);
                 if let Some(status) = status {
                     status.state = serde_json::from_str(&state).expect("a valid state");
                     status.ready = false;
                 }
-                self.trace(format!("peer {} exits {}", peer.name, peer.exit_code));
+                self.trace(format!("peer {} exits {code}", peer.name));
                 self.publish(false);
+            }
+            Happening::PeerRestarts(i) => {
+                if self.frozen || self.deleted {
+                    return None;
+                }
+                let name = self.scenario.peers[i].name.clone();
+                if let Some(status) = self.pod.status.container_statuses.iter_mut().find(|s| s.name == name) {
+                    status.state = serde_json::from_str(r#"{"running":{}}"#).expect("a valid state");
+                }
+                self.trace(format!("peer {name} restarted"));
+                self.publish(false);
+                let runs = self.rng.millis(0, 10_000);
+                self.after(runs, Happening::PeerExits(i));
             }
             Happening::Deletion => self.delete(),
             Happening::Replacement => {

@@ -89,3 +89,39 @@ fn present(test: &str, what: &str, result: Result<(), String>) -> bool {
         }
     }
 }
+
+/// A pids cgroup of its own with room for `max` tasks (threads count), removed when dropped: how a test makes a
+/// thread or a fork fail the way a Pod's pids limit does. cgroup v1's `pids` hierarchy, else v2's root.
+pub fn pids_cgroup(test: &str, max: u32) -> Option<PidsCgroup> {
+    static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let v2 = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").is_ok_and(|c| c.contains("pids"));
+    let root = if v2 { Path::new("/sys/fs/cgroup") } else { Path::new("/sys/fs/cgroup/pids") };
+    let dir = root.join(format!("proa-it-{}-{n}", std::process::id()));
+    let made = std::fs::create_dir(&dir)
+        .and_then(|()| std::fs::write(dir.join("pids.max"), max.to_string()))
+        .map_err(|err| format!("cannot make a pids cgroup under {}: {err}", root.display()));
+    if made.is_err() {
+        _ = std::fs::remove_dir(&dir);
+    }
+    present(test, "a pids cgroup (root, cgroup v1 pids or v2)", made).then_some(PidsCgroup { dir })
+}
+
+/// See [`pids_cgroup`].
+pub struct PidsCgroup {
+    dir: PathBuf,
+}
+
+impl PidsCgroup {
+    /// The file a process writes its pid to, to move into the cgroup.
+    pub fn procs(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        // Empty once the processes the test ran in it have exited, which the test waited for.
+        _ = std::fs::remove_dir(&self.dir);
+    }
+}

@@ -132,6 +132,12 @@ impl Proa {
         self.wrapped_by("bash", shell.iter().map(OsString::from))
     }
 
+    /// Runs proa inside a cgroup: a shell writes its pid to `procs` (the cgroup's `cgroup.procs`), then execs proa.
+    pub fn in_cgroup(self, procs: &std::path::Path) -> Proa {
+        let script = format!("echo $$ > '{}' && exec \"$@\"", procs.display());
+        self.wrapped_by("sh", [OsString::from("-c"), script.into(), "sh".into()].into_iter())
+    }
+
     fn wrapped(self, prefix: impl Iterator<Item = OsString>) -> Proa {
         self.wrapped_by("unshare", prefix)
     }
