@@ -572,7 +572,7 @@ fn a_refused_action_counts_as_answered() {
     assert_eq!((state, commands), (State::Done { code: 0 }, vec![Command::Exit(0)]));
 }
 
-// Issue 12: named actions, --on-ready-timeout run, peers.
+// Shut down: named actions, --on-ready-timeout run, peers.
 
 /// The ready fixture with named actions: envoy (regular), cloud-sql-proxy (native), istio-proxy (absent), unnamed.
 fn named_actions() -> Config {

@@ -1,4 +1,4 @@
-//! Issue 7, `proa --check`: run inside the Pod, it reports line by line on stdout (ok / FAIL) whether proa could do
+//! `proa --check` (DESIGN.md "Other roles"): run inside the Pod, it reports line by line on stdout (ok / FAIL) whether proa could do
 //! its job, against the test API server: configuration, connection and TLS, token, RBAC through
 //! SelfSubjectAccessReviews, the containers it would wait for, and the restart policy. Exit 0 or 125.
 

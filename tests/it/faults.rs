@@ -1,4 +1,4 @@
-//! Issue 3: nothing the API server or the network does makes proa hang, spin, run the program early, or lose
+//! Wait, against a misbehaving API server (DESIGN.md "In-cluster configuration"): nothing the API server or the network does makes proa hang, spin, run the program early, or lose
 //! its exit code. Each test drives the test API server's fault injection against the real binary.
 
 use std::io;

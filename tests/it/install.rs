@@ -1,4 +1,4 @@
-//! Issue 13, `proa --install DIR`: the FROM-scratch image's way into any other image. The copy is byte-identical,
+//! `proa --install DIR` (DESIGN.md "Other roles"): the FROM-scratch image's way into any other image. The copy is byte-identical,
 //! 0755 whatever the umask, replaces a running copy, and runs; a directory it cannot use is a 125 that says why.
 //! (`scratch.rs` installs inside an empty root and runs a whole lifecycle with the copy.)
 

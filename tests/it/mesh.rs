@@ -1,4 +1,4 @@
-//! Issue 12: native sidecars and mixed fleets. A shutdown action names its container; one for a native sidecar, or
+//! Shut down, named actions (DESIGN.md step 4): native sidecars and mixed fleets. A shutdown action names its container; one for a native sidecar, or
 //! for a container the Pod lacks, is never sent. `--on-ready-timeout run` runs the program when a sidecar never
 //! gets ready, with and without the API.
 

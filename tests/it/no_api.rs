@@ -1,4 +1,4 @@
-//! Issue 7, no-API mode and presets: `--wait-http`, `--wait-tcp` and `--sidecar` against real listeners. The program
+//! Wait without the API (no-API mode) and presets: `--wait-http`, `--wait-tcp` and `--sidecar` against real listeners. The program
 //! starts only once every endpoint is ready; after it, the shutdown actions go out and proa exits once the endpoints
 //! stop answering, or at `--shutdown-timeout`. The Kubernetes API is never asked.
 

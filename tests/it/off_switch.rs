@@ -1,4 +1,4 @@
-//! Issue 7, the off switch: `PROA_DISABLE=true` makes proa replace itself with the program (exec), so one image
+//! The off switch: `PROA_DISABLE=true` makes proa replace itself with the program (exec), so one image
 //! serves meshed and unmeshed deployments: no wait, no shutdown, no API request, the program's pid and code.
 
 use std::ffi::OsStr;

@@ -1,4 +1,4 @@
-//! Issue 12: several main containers. Peers are not waited for; among proa's own container and the others that
+//! Shut down with peers (DESIGN.md step 4, `--peer`): several main containers. Peers are not waited for; among proa's own container and the others that
 //! run proa, only the first by name stops the sidecars, and only once every peer has terminated.
 
 use std::time::Duration;

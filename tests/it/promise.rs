@@ -1,5 +1,5 @@
-//! Issue 10: the promise under adversarial input. One regression test per defect an adversarial review found
-//! (numbered as in the issue), each running the real binary against the test API server with real sidecars and
+//! The promise under adversarial input (every step of DESIGN.md). One regression test per defect an adversarial
+//! review found (issue 10), each running the real binary against the test API server with real sidecars and
 //! programs. The seeded simulation (`src/lifecycle/simulation`) looks for more of the same class.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,7 +23,7 @@ fn ready_pod(grace: Value) -> Value {
 }
 
 #[test]
-fn d01_a_grace_period_of_zero_still_sends_every_shutdown_request() {
+fn a_grace_period_of_zero_still_sends_every_shutdown_request() {
     let api = ApiServer::start(ready_pod(json!(0)));
     let sidecar = Sidecar::start();
     let done =
@@ -33,7 +33,7 @@ fn d01_a_grace_period_of_zero_still_sends_every_shutdown_request() {
 }
 
 #[test]
-fn d01_a_shutdown_timeout_of_zero_retries_a_refusing_sidecar_within_the_actions_budget() {
+fn a_shutdown_timeout_of_zero_retries_a_refusing_sidecar_within_the_actions_budget() {
     let api = ApiServer::start(ready_pod(json!(30)));
     let port = ClosedPort::reserve();
     let url = format!("http://{}/quitquitquit", port.address());
@@ -52,7 +52,7 @@ fn d01_a_shutdown_timeout_of_zero_retries_a_refusing_sidecar_within_the_actions_
 }
 
 #[test]
-fn d02_a_shutdown_endpoint_that_redirects_is_not_followed() {
+fn a_shutdown_endpoint_that_redirects_is_not_followed() {
     let api = ApiServer::start(ready_pod(json!(30)));
     let redirecting = Sidecar::start_redirecting("https://example.invalid/quitquitquit");
     let done = Proa::new(&api)
@@ -70,7 +70,7 @@ fn d02_a_shutdown_endpoint_that_redirects_is_not_followed() {
 }
 
 #[test]
-fn d02_a_panic_in_any_thread_keeps_the_programs_code() {
+fn a_panic_in_any_thread_keeps_the_programs_code() {
     // Debug builds panic on purpose where PROA_TEST_PANIC says: a shutdown thread, after the program exited 7.
     let api = ApiServer::start(ready_pod(json!(30)));
     let sidecar = Sidecar::start();
@@ -90,7 +90,7 @@ fn d02_a_panic_in_any_thread_keeps_the_programs_code() {
 }
 
 #[test]
-fn d03_a_sidecar_whose_args_end_like_proas_is_not_taken_for_proas_container() {
+fn a_sidecar_whose_args_end_like_proas_is_not_taken_for_proas_container() {
     // proa's container gives no command (the image's ENTRYPOINT runs proa); envoy's args end like proa's own.
     let mut pod = job_pod(&["envoy"], &[], "Never");
     pod["spec"]["containers"][0] = json!({"name": "main"});
@@ -109,7 +109,7 @@ fn d03_a_sidecar_whose_args_end_like_proas_is_not_taken_for_proas_container() {
 }
 
 #[test]
-fn d04_after_sigterm_proa_exits_with_the_programs_code_as_soon_as_it_exits() {
+fn after_sigterm_proa_exits_with_the_programs_code_as_soon_as_it_exits() {
     // A 6 s grace; the program takes 3 s to clean up after SIGTERM. The kubelet (1.36) reports no container
     // terminated until all have stopped, so envoy's status never changes.
     let api = ApiServer::start(ready_pod(json!(6)));
@@ -141,7 +141,7 @@ fn d04_after_sigterm_proa_exits_with_the_programs_code_as_soon_as_it_exits() {
 }
 
 #[test]
-fn d04_a_sigterm_while_waiting_exits_143_within_the_grace_period() {
+fn a_sigterm_while_waiting_exits_143_within_the_grace_period() {
     // The kubelet's SIGTERM while proa waits; the shutdown endpoint never answers. proa never waits past the
     // 6 s grace (less its margin), where the kubelet would SIGKILL it and lose the code.
     let mut pod = job_pod(&["envoy"], &[], "Never");
@@ -160,7 +160,7 @@ fn d04_a_sigterm_while_waiting_exits_143_within_the_grace_period() {
 }
 
 #[test]
-fn d05_a_sidecar_dead_in_the_first_read_ends_proa_at_once() {
+fn a_sidecar_dead_in_the_first_read_ends_proa_at_once() {
     let mut pod = job_pod(&["envoy", "proxy"], &[], "Never");
     pod["status"]["containerStatuses"][1] =
         json!({"name": "envoy", "ready": false, "state": {"terminated": {"exitCode": 1, "reason": "Error"}}});
@@ -179,7 +179,7 @@ fn d05_a_sidecar_dead_in_the_first_read_ends_proa_at_once() {
 }
 
 #[test]
-fn d06_a_redirect_from_the_api_server_is_never_followed() {
+fn a_redirect_from_the_api_server_is_never_followed() {
     let api = ApiServer::start(ready_pod(json!(30)));
     let elsewhere = Sidecar::start();
     for _ in 0..3 {
@@ -203,7 +203,7 @@ fn huge_pod() -> Value {
 }
 
 #[test]
-fn d07_a_9_mb_pod_is_read_by_get_and_by_watch_in_bounded_memory() {
+fn a_9_mb_pod_is_read_by_get_and_by_watch_in_bounded_memory() {
     let api = ApiServer::start(huge_pod());
     let mut marker = Marker::start();
     let proa = Proa::new(&api).args(bash(marker.say("started"))).spawn();
@@ -219,7 +219,7 @@ fn d07_a_9_mb_pod_is_read_by_get_and_by_watch_in_bounded_memory() {
 }
 
 #[test]
-fn d08_a_grace_period_near_i64_max_is_capped_not_a_panic() {
+fn a_grace_period_near_i64_max_is_capped_not_a_panic() {
     let api = ApiServer::start(ready_pod(json!(i64::MAX)));
     let sidecar = Sidecar::start();
     let proa = Proa::new(&api).args(["-p", &sidecar.url("/quit")]).args(bash("exit 9".into())).spawn();
@@ -231,7 +231,7 @@ fn d08_a_grace_period_near_i64_max_is_capped_not_a_panic() {
 }
 
 #[test]
-fn d09_malformed_environment_is_125_naming_the_variable() {
+fn malformed_environment_is_125_naming_the_variable() {
     let api = ApiServer::start(ready_pod(json!(30)));
     for (var, value) in
         [("KUBERNETES_SERVICE_PORT", "443x"), ("POD_NAME", "job abc"), ("KUBERNETES_SERVICE_HOST", "api server")]
@@ -245,7 +245,7 @@ fn d09_malformed_environment_is_125_naming_the_variable() {
 }
 
 #[test]
-fn d10_a_deleted_pod_and_its_replacement_never_start_the_program() {
+fn a_deleted_pod_and_its_replacement_never_start_the_program() {
     for missed_the_deletion in [false, true] {
         let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
         let mut marker = Marker::start();
@@ -265,7 +265,7 @@ fn d10_a_deleted_pod_and_its_replacement_never_start_the_program() {
 }
 
 #[test]
-fn d11_a_sidecar_that_restarts_itself_is_not_dead_in_a_never_pod() {
+fn a_sidecar_that_restarts_itself_is_not_dead_in_a_never_pod() {
     let mut pod = job_pod(&["envoy"], &[], "Never");
     pod["spec"]["containers"][1]["restartPolicy"] = json!("Always");
     pod["status"]["containerStatuses"][1] =
@@ -281,7 +281,7 @@ fn d11_a_sidecar_that_restarts_itself_is_not_dead_in_a_never_pod() {
 }
 
 #[test]
-fn d11_proas_own_container_restarting_on_failure_keeps_its_sidecars() {
+fn proas_own_container_restarting_on_failure_keeps_its_sidecars() {
     let mut pod = ready_pod(json!(30));
     pod["spec"]["containers"][0]["restartPolicy"] = json!("OnFailure");
     let api = ApiServer::start(pod);
@@ -293,7 +293,7 @@ fn d11_proas_own_container_restarting_on_failure_keeps_its_sidecars() {
 }
 
 #[test]
-fn d12_retry_after_zero_still_backs_off() {
+fn retry_after_zero_still_backs_off() {
     let api = ApiServer::start(job_pod(&[], &[], "Never"));
     for _ in 0..4 {
         api.push_fault(Route::Get, Fault::RetryAfter(429, 0));
@@ -309,7 +309,7 @@ fn d12_retry_after_zero_still_backs_off() {
 }
 
 #[test]
-fn d13_credentials_in_urls_are_never_shown() {
+fn credentials_in_urls_are_never_shown() {
     let api = ApiServer::start(ready_pod(json!(30)));
     let refused = ClosedPort::reserve();
     let url = format!("http://user:s3cret@{}/quit", refused.address());
@@ -336,7 +336,7 @@ fn d13_credentials_in_urls_are_never_shown() {
 }
 
 #[test]
-fn d14_one_token_holder_serves_the_shutdown_watch_too() {
+fn one_token_holder_serves_the_shutdown_watch_too() {
     let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
     let mut marker = Marker::start();
     let proa = Proa::new(&api).args(bash(format!("{}; exit 0", marker.say("started")))).spawn();

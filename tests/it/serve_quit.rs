@@ -1,4 +1,4 @@
-//! Issue 13, proa on the sidecar's side: `--serve-quit HOST:PORT -- SIDECAR` runs the sidecar at once and stops it
+//! proa on the sidecar's side (DESIGN.md "Other roles"): `--serve-quit HOST:PORT -- SIDECAR` runs the sidecar at once and stops it
 //! when `POST /quitquitquit` comes: its stop signal, then SIGKILL after `--kill-grace`; proa then exits 0. A sidecar
 //! that ends on its own, or of the kubelet's SIGTERM, keeps its code. With real sidecar processes, real HTTP
 //! requests, and, last, a main proa that stops a sidecar proa through the test API server.

@@ -1,4 +1,4 @@
-//! Issue 7, the termination message: when proa itself fails (124, 125), the reason it logged goes, as one line,
+//! Exit, the termination message: when proa itself fails (124, 125), the reason it logged goes, as one line,
 //! to the termination log that `kubectl describe pod` shows; a program's own failure writes nothing there.
 
 use std::path::PathBuf;

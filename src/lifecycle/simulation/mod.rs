@@ -83,15 +83,17 @@ fn check(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
     if r.hang {
         return Err("hang: the owner waited with no event and no deadline to wake it".into());
     }
-    if let Some(killed) = r.killed_at {
-        return match killed_excused(s, r, killed) {
-            true => Ok(()),
-            false => Err(format!("the kubelet's SIGKILL at {killed:?} came before proa exited")),
-        };
-    }
     never_early(s, r)?;
+    // Killed by the kubelet, proa has no exit code and no time of its own; what it did before still counts.
+    if let Some(killed) = r.killed_at {
+        if !killed_excused(s, r, killed) {
+            return Err(format!("the kubelet's SIGKILL at {killed:?} came before proa exited"));
+        }
+        return actions_allowed(s, r, end);
+    }
     exit_code(s, r, end)?;
-    actions(s, r, end)?;
+    actions_allowed(s, r, end)?;
+    actions_all_sent(s, r, end)?;
     in_time(s, r, end)
 }
 
@@ -185,15 +187,11 @@ fn shows_dead(s: &Scenario, pod: &Pod) -> Option<String> {
     })
 }
 
-/// When the kubelet will not restart proa's container (or nobody knows), every action is attempted at least once
-/// before proa exits, unless the kubelet's grace period ran out first; otherwise none is sent.
-fn actions(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
-    // What proa knew of the Pod when it decided: the first snapshot came before it ordered the actions (a read
-    // after a stop signal, once shutdown has begun, changes nothing of that).
-    let decided = r.shutdown_ordered.unwrap_or(end.at);
-    let policy_known = knew_the_pod(s, r, decided);
-    let restarted = policy_known && s.restarts(s.own_policy, i32::from(end.code));
-    if (restarted && !s.always_shutdown) || (policy_known && !s.is_stopper()) {
+/// When the kubelet will restart proa's container, or another proa stops the sidecars, no action is sent; in the
+/// Pod, none for a native sidecar or a container it lacks; and the stopper sends nothing while a peer still runs,
+/// unless the Pod is stopping.
+fn actions_allowed(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
+    let Some(should) = actions_due(s, r, end) else {
         return match r.attempts.is_empty() {
             true => Ok(()),
             false => Err(format!(
@@ -202,23 +200,11 @@ fn actions(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
                 s.is_stopper()
             )),
         };
-    }
-    // Without the Pod, every action goes; in it, none for a native sidecar or a container it lacks.
-    let should: Vec<usize> =
-        (0..s.actions.len()).filter(|&i| !policy_known || s.sends(s.actions[i].container.as_deref())).collect();
+    };
     if let Some((i, _)) = r.attempts.iter().find(|(i, _)| !should.contains(i)) {
         return Err(format!("sent action {i}, for {:?}, which this Pod must not get", s.actions[*i].container));
     }
-    let sent = |i: &usize| r.attempts.iter().any(|(sent, _)| sent == i);
-    if should.iter().any(|i| !sent(i)) && !at_hard_deadline(s, r, end) {
-        return Err(format!("exited with {} of {} shutdown actions never sent", r.attempts.len(), should.len()));
-    }
-    if let Some((_, late)) = r.attempts.iter().find(|(_, attempt)| *attempt > end.at) {
-        if !at_hard_deadline(s, r, end) {
-            return Err(format!("exited before the attempt due at {late:?}"));
-        }
-    }
-    // The stopper sends nothing while a peer still runs, unless the Pod is stopping.
+    let policy_known = knew_the_pod(s, r, r.shutdown_ordered.unwrap_or(end.at));
     let first = r.attempts.iter().map(|(_, at)| *at).min();
     match (first, peers_done_at(s, r)) {
         (Some(first), done) if !s.peers.is_empty() && policy_known => {
@@ -230,6 +216,36 @@ fn actions(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
         }
         _ => Ok(()),
     }
+}
+
+/// Every action due is attempted at least once before proa exits, unless the kubelet's grace ran out first.
+fn actions_all_sent(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
+    let Some(should) = actions_due(s, r, end) else { return Ok(()) };
+    let sent = |i: &usize| r.attempts.iter().any(|(sent, _)| sent == i);
+    if should.iter().any(|i| !sent(i)) && !at_hard_deadline(s, r, end) {
+        return Err(format!("exited with {} of {} shutdown actions never sent", r.attempts.len(), should.len()));
+    }
+    if let Some((_, late)) = r.attempts.iter().find(|(_, attempt)| *attempt > end.at) {
+        if !at_hard_deadline(s, r, end) {
+            return Err(format!("exited before the attempt due at {late:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// The actions proa must send, by number; `None` when it must send none (its container will be restarted, or
+/// another proa stops the sidecars). Without the Pod, every action goes.
+fn actions_due(s: &Scenario, r: &Record, end: &Ending) -> Option<Vec<usize>> {
+    // What proa knew of the Pod when it decided: the first snapshot came before it ordered the actions (a read
+    // after a stop signal, once shutdown has begun, changes nothing of that).
+    let decided = r.shutdown_ordered.unwrap_or(end.at);
+    let policy_known = knew_the_pod(s, r, decided);
+    let code = r.program_exit.map_or(end.code, |(_, code)| code);
+    let restarted = policy_known && s.restarts(s.own_policy, i32::from(code));
+    if (restarted && !s.always_shutdown) || (policy_known && !s.is_stopper()) {
+        return None;
+    }
+    Some((0..s.actions.len()).filter(|&i| !policy_known || s.sends(s.actions[i].container.as_deref())).collect())
 }
 
 /// Whether proa's facts came from the Pod by `decided`: only the wait reads them (before the program starts, even
