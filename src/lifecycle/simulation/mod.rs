@@ -25,9 +25,10 @@ const EPSILON: Duration = Duration::from_millis(1);
 
 /// The lifecycle settings a scenario's command line gives.
 fn config(s: &Scenario) -> Config {
-    let mode = match s.no_api {
-        true => Mode::Endpoints(vec![ProbeEndpoint::Http("http://127.0.0.1:15021/healthz/ready".into())]),
-        false => Mode::Pod,
+    let mode = match (&s.sidecar_role, s.no_api) {
+        (Some(role), _) => Mode::Sidecar { signal: role.signal, grace: role.grace },
+        (None, true) => Mode::Endpoints(vec![ProbeEndpoint::Http("http://127.0.0.1:15021/healthz/ready".into())]),
+        (None, false) => Mode::Pod,
     };
     Config {
         container: s.container_flag.then(|| "job".to_string()),
@@ -83,6 +84,9 @@ fn check(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
     if r.hang {
         return Err("hang: the owner waited with no event and no deadline to wake it".into());
     }
+    if s.sidecar_role.is_some() {
+        return sidecar_role(s, r, end);
+    }
     never_early(s, r)?;
     // Killed by the kubelet, proa has no exit code and no time of its own; what it did before still counts.
     if let Some(killed) = r.killed_at {
@@ -95,6 +99,44 @@ fn check(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
     actions_allowed(s, r, end)?;
     actions_all_sent(s, r, end)?;
     in_time(s, r, end)
+}
+
+/// `--serve-quit`: the sidecar runs at once; a quit request (not after the kubelet's SIGTERM) stops it with the
+/// kill signal, then SIGKILL after the kill grace, and proa exits 0; otherwise proa exits with the sidecar's code,
+/// as soon as it exits. Nothing is sent, nothing is watched.
+fn sidecar_role(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
+    let role = s.sidecar_role.as_ref().expect("a sidecar's timeline");
+    if r.program_started != Some(Duration::ZERO) {
+        return Err(format!("the sidecar started at {:?}, not at once", r.program_started));
+    }
+    if !r.attempts.is_empty() || !r.delivered.is_empty() {
+        return Err("a sidecar's proa sent shutdown actions or watched the Pod".into());
+    }
+    if r.spawn_failed {
+        return match end.code {
+            127 => Ok(()),
+            other => Err(format!("the sidecar could not start, yet proa exited {other}")),
+        };
+    }
+    let Some((exited, code)) = r.program_exit else { return Err("exited while the sidecar still ran".into()) };
+    let before_exit = |at: &Duration| *at <= exited;
+    let first_stop = r.stops.iter().map(|(at, _)| *at).find(before_exit);
+    // A quit request counts when it came before the sidecar exited and before any stop signal.
+    let quit = r.quit_first.filter(before_exit);
+    let expected = if quit.is_some() { 0 } else { code };
+    if end.code != expected {
+        return Err(format!("exited {} where {expected} was due (sidecar exited {code}, quit {quit:?})", end.code));
+    }
+    if end.at > exited + EPSILON {
+        return Err(format!("exited at {:?}, after the sidecar at {exited:?}", end.at));
+    }
+    if let Some(quit) = quit {
+        let killed_by = quit + role.grace.min(MAX_WAIT) + EPSILON;
+        if exited > killed_by && first_stop.is_none_or(|stop| stop > killed_by) {
+            return Err(format!("quit at {quit:?}: the sidecar still ran at {exited:?}, past --kill-grace"));
+        }
+    }
+    Ok(())
 }
 
 fn waited_truth(s: &Scenario) -> Vec<(String, bool)> {
@@ -477,7 +519,7 @@ fn simulation_keeps_the_promise_on_every_timeline() {
 fn the_generator_covers_the_faults_it_is_for() {
     // Over the default run, every kind of fault occurs many times: a simulation that never reaches them tests
     // nothing.
-    let mut seen = [0u32; 8];
+    let mut seen = [0u32; 13];
     for seed in 0x5EED_0000..0x5EED_0000 + 2000 {
         let s = Scenario::generate(seed);
         let counts = [
@@ -491,6 +533,11 @@ fn the_generator_covers_the_faults_it_is_for() {
                 && s.sidecars.iter().any(|p| p.args.ends_with(&["--verbose".to_string()])),
             s.own_policy.is_some() || s.sidecars.iter().any(|p| p.policy.is_some()),
             s.actions.iter().any(|a| a.endpoint == scenario::Endpoint::Redirects),
+            s.stragglers && s.ready_timeout.is_some() && s.run_on_ready_timeout,
+            s.peers_refused(),
+            s.peers.iter().any(|p| p.fails_first) || s.peers.iter().any(|p| p.exits_at.is_none()),
+            s.sidecar_role.as_ref().is_some_and(|role| role.quit_at.is_some() && role.sigterm_at.is_some()),
+            s.sidecar_role.as_ref().is_some_and(|role| role.quit_at.is_some() && role.signal == libc::SIGKILL),
         ];
         for (count, hit) in seen.iter_mut().zip(counts) {
             *count += u32::from(hit);

@@ -132,11 +132,25 @@ pub enum OddPeer {
     Target,
 }
 
+/// `proa --serve-quit`: proa runs a sidecar at once and stops it on a quit request.
+#[derive(Debug, Clone)]
+pub struct SidecarRole {
+    /// `--kill-signal` and `--kill-grace`.
+    pub signal: i32,
+    pub grace: Duration,
+    /// When the main container's proa asks it to quit, if it does.
+    pub quit_at: Option<Duration>,
+    /// When the kubelet sends SIGTERM (the Pod is stopping), if it does.
+    pub sigterm_at: Option<Duration>,
+}
+
 /// One timeline's whole setup.
 #[derive(Debug, Clone)]
 pub struct Scenario {
     pub seed: u64,
     pub no_api: bool,
+    /// `--serve-quit`: this proa is a sidecar's entrypoint (no Pod, no actions).
+    pub sidecar_role: Option<SidecarRole>,
     pub ready_timeout: Option<Duration>,
     pub run_on_ready_timeout: bool,
     pub peers: Vec<PeerPlan>,
@@ -273,9 +287,15 @@ impl Scenario {
             true => vec!["--verbose".to_string()],
             false => r.pick(&SIDECAR_ARGS).iter().map(|a| a.to_string()).collect(),
         };
-        Scenario {
+        let mut scenario = Scenario {
             seed,
             no_api: r.chance(15),
+            sidecar_role: r.chance(10).then(|| SidecarRole {
+                signal: r.pick(&[libc::SIGTERM, libc::SIGTERM, libc::SIGINT, libc::SIGKILL]),
+                grace: Duration::from_millis(r.pick(&[0, 500, 3000, 10_000])),
+                quit_at: r.chance(80).then(|| r.millis(0, 15_000)),
+                sigterm_at: r.chance(40).then(|| r.millis(0, 15_000)),
+            }),
             ready_timeout: r.chance(40).then(|| Duration::from_millis(r.pick(&[0, 500, 3000, 10_000, 60_000]))),
             run_on_ready_timeout: r.chance(30),
             peers,
@@ -306,7 +326,13 @@ impl Scenario {
             sidecar_stop_takes: r.millis(0, 3000),
             endpoints_ready_at: r.millis(0, 5000),
             endpoints_keep_answering: r.chance(20),
+        };
+        // A sidecar's proa reads no Pod: the kubelet reaches it only by its SIGTERM.
+        if scenario.sidecar_role.is_some() {
+            scenario.deletion = None;
+            scenario.api_failure_at = None;
         }
+        scenario
     }
 
     /// proa's own arguments, as `Options::own_args` holds them.

@@ -47,6 +47,8 @@ enum Happening {
     ProgramExit(u8),
     Outcome(Outcome),
     Probe(u64, ProbeUpdate),
+    /// The main container's proa asks this sidecar's proa to quit (`--serve-quit`).
+    Quit,
 }
 
 /// What the owner was told and did, with the virtual time of each.
@@ -73,6 +75,8 @@ pub struct Record {
     /// When each action's outcome reached the owner.
     pub reports: Vec<Duration>,
     pub endpoints_reached_ready: Option<Duration>,
+    /// When a quit request reached the owner before any stop signal (`--serve-quit`).
+    pub quit_first: Option<Duration>,
     /// When the kubelet's SIGKILL came, had proa not exited by then.
     pub killed_at: Option<Duration>,
     /// The owner waited with nothing that could ever wake it.
@@ -155,6 +159,14 @@ impl<'a> Sim<'a> {
         }
         for &(at, signal) in &scenario.signals {
             sim.at(at, Happening::Signal(signal));
+        }
+        if let Some(role) = &scenario.sidecar_role {
+            if let Some(at) = role.quit_at {
+                sim.at(at, Happening::Quit);
+            }
+            if let Some(at) = role.sigterm_at {
+                sim.at(at, Happening::Sigterm);
+            }
         }
         if let Some(at) = scenario.api_failure_at {
             sim.at(at, Happening::ApiFailure);
@@ -336,6 +348,13 @@ impl<'a> Sim<'a> {
                 self.send_to_watcher(Update::Failed(forbidden()));
             }
             Happening::Deliver(generation, update) => return self.deliver(generation, update),
+            Happening::Quit => {
+                self.trace("a quit request");
+                if self.record.stops.is_empty() {
+                    self.record.quit_first.get_or_insert(self.now);
+                }
+                return Some(Event::Quit);
+            }
             Happening::ProgramExit(code) => {
                 if !self.program_running {
                     return None;
@@ -554,6 +573,9 @@ impl World for Sim<'_> {
 
     fn forward(&mut self, signal: i32) {
         self.trace(format!("proa forwards signal {signal}"));
+        if self.program_running && signal == libc::SIGKILL {
+            return self.after(Duration::ZERO, Happening::ProgramExit(crate::exit::signal_code(signal)));
+        }
         if !self.program_running || !crate::signals::is_stop_request(signal) {
             return;
         }
