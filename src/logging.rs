@@ -1,13 +1,14 @@
-//! The logger: one line per record on stderr, `proa: LEVEL message` or one JSON object, level from `RUST_LOG`
-//! (default: info for proa, warn for its libraries). stdout belongs to the program, so proa never writes logs there.
-//! A bare level (`RUST_LOG=debug`) applies to proa only, so its debug log is not buried under the TLS library's;
-//! module directives (`RUST_LOG=ureq=debug,proa=trace`, a bare level among them for the rest) are used as written.
-//! A few lines of its own rather than env_logger: the same behaviour in a fraction of the binary.
+//! The logger: env_logger with a format of proa's own, one line per record on stderr, `proa: LEVEL message` or one
+//! JSON object. stdout belongs to the program, so proa never writes logs there. Levels come from `RUST_LOG` in
+//! env_logger's syntax (default: info for proa, warn for its libraries); a bare level (`RUST_LOG=debug`) applies to
+//! proa only, so its debug log is not buried under the TLS library's. Nothing here may panic: a failed write to stderr
+//! is dropped (env_logger ignores it too), and an invalid `RUST_LOG` is ignored with a warning, never printed by
+//! env_filter's own `eprintln!`.
 
 use std::io::Write;
 use std::time::SystemTime;
 
-use log::{LevelFilter, Log, Metadata, Record};
+use log::{LevelFilter, Record};
 
 use crate::{clock, lines};
 
@@ -20,82 +21,18 @@ pub enum LogFormat {
     Json,
 }
 
-/// The levels by module: the longest matching module wins, else `default`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Filter {
-    default: LevelFilter,
-    modules: Vec<(String, LevelFilter)>,
-}
-
-impl Filter {
-    /// From `RUST_LOG`, over the defaults.
-    fn parse(rust_log: Option<&str>) -> Filter {
-        let mut filter = Filter { default: LevelFilter::Warn, modules: vec![("proa".into(), LevelFilter::Info)] };
-        let Some(text) = rust_log.map(str::trim).filter(|t| !t.is_empty()) else { return filter };
-        if let Ok(level) = text.parse::<LevelFilter>() {
-            filter.set("proa", level);
-            return filter;
-        }
-        for directive in text.split(',').map(str::trim) {
-            match directive.split_once('=') {
-                Some((module, level)) => match level.trim().parse() {
-                    Ok(level) => filter.set(module.trim(), level),
-                    Err(_) => write_stderr(&format!("proa: WARN RUST_LOG: ignoring {directive:?}: not a level\n")),
-                },
-                None => match directive.parse() {
-                    Ok(level) => filter.default = level,
-                    Err(_) => filter.set(directive, LevelFilter::Trace),
-                },
-            }
-        }
-        filter
+/// Writes `record` as one line in `format`, stamped `time` (JSON only).
+fn write_line(out: &mut impl Write, format: LogFormat, time: SystemTime, record: &Record) -> std::io::Result<()> {
+    match format {
+        LogFormat::Text => writeln!(out, "proa: {} {}", record.level(), record.args()),
+        LogFormat::Json => writeln!(
+            out,
+            "{{\"time\":\"{}\",\"level\":\"{}\",\"source\":\"proa\",\"message\":{}}}",
+            clock::rfc3339_millis(time),
+            record.level(),
+            lines::quote(&record.args().to_string())
+        ),
     }
-
-    fn set(&mut self, module: &str, level: LevelFilter) {
-        self.modules.retain(|(m, _)| m != module);
-        self.modules.push((module.to_string(), level));
-    }
-
-    /// The level for a record's target (`proa::watch`, `rustls::client`).
-    fn level(&self, target: &str) -> LevelFilter {
-        let matches =
-            |module: &str| target == module || target.strip_prefix(module).is_some_and(|r| r.starts_with("::"));
-        let found = self.modules.iter().filter(|(m, _)| matches(m)).max_by_key(|(m, _)| m.len());
-        found.map_or(self.default, |(_, level)| *level)
-    }
-
-    fn most_verbose(&self) -> LevelFilter {
-        self.modules.iter().map(|(_, level)| *level).chain([self.default]).max().unwrap_or(LevelFilter::Off)
-    }
-}
-
-struct Logger {
-    format: LogFormat,
-    filter: Filter,
-}
-
-impl Log for Logger {
-    fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= self.filter.level(metadata.target())
-    }
-
-    fn log(&self, record: &Record) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let line = match self.format {
-            LogFormat::Text => format!("proa: {} {}\n", record.level(), record.args()),
-            LogFormat::Json => format!(
-                "{{\"time\":\"{}\",\"level\":\"{}\",\"source\":\"proa\",\"message\":{}}}\n",
-                clock::rfc3339_millis(SystemTime::now()),
-                record.level(),
-                lines::quote(&record.args().to_string())
-            ),
-        };
-        write_stderr(&line);
-    }
-
-    fn flush(&self) {}
 }
 
 /// Writes `text` to stderr in one write, so that lines of different threads never interleave. A failed write (a
@@ -104,48 +41,115 @@ pub fn write_stderr(text: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
-/// A debug line from `target` (a module path), for the `debug!` macro: past `log`'s compiled-in level.
+/// A debug line from `target` (a module path), for the `debug!` macro in `main.rs`: proa's own debug lines pass
+/// through `log`'s compiled-in level (`release_max_level_info`), which drops the libraries' in release builds.
 pub fn debug_line(target: &'static str, args: std::fmt::Arguments<'_>) {
     let metadata = log::Metadata::builder().level(log::Level::Debug).target(target).build();
     let logger = log::logger();
     if logger.enabled(&metadata) {
-        logger.log(&log::Record::builder().metadata(metadata).module_path_static(Some(target)).args(args).build());
+        logger.log(&Record::builder().metadata(metadata).module_path_static(Some(target)).args(args).build());
     }
 }
 
-/// Installs the logger. Call once, before any thread starts.
+/// What `RUST_LOG` asks for, over the defaults.
+#[derive(Debug, PartialEq, Eq)]
+enum Levels<'a> {
+    /// Unset or blank: info for proa, warn for the rest.
+    Default,
+    /// A bare level: proa's own.
+    Proa(LevelFilter),
+    /// Directives in env_logger's syntax, used as written over the defaults.
+    Directives(&'a str),
+    /// Not env_logger's syntax: the defaults, and a warning that says why.
+    Invalid(&'a str, String),
+}
+
+impl<'a> Levels<'a> {
+    fn parse(rust_log: Option<&'a str>) -> Levels<'a> {
+        let Some(text) = rust_log.map(str::trim).filter(|t| !t.is_empty()) else { return Levels::Default };
+        if let Ok(level) = text.parse() {
+            return Levels::Proa(level);
+        }
+        match env_filter::Builder::new().try_parse(text) {
+            Ok(_) => Levels::Directives(text),
+            Err(err) => Levels::Invalid(text, err.to_string()),
+        }
+    }
+}
+
+/// Installs the logger, levels from `RUST_LOG`. Call once, before any thread starts.
 pub fn init(format: LogFormat) {
-    let filter = Filter::parse(std::env::var("RUST_LOG").ok().as_deref());
-    log::set_max_level(filter.most_verbose());
-    // Leaked once: the logger lives as long as the process.
-    let _ = log::set_logger(Box::leak(Box::new(Logger { format, filter })));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let levels = Levels::parse(rust_log.as_deref());
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(LevelFilter::Warn).filter_module("proa", LevelFilter::Info);
+    match &levels {
+        Levels::Default | Levels::Invalid(..) => {}
+        Levels::Proa(level) => {
+            builder.filter_module("proa", *level);
+        }
+        // Checked by `try_parse` above, so env_filter has nothing to print.
+        Levels::Directives(text) => {
+            builder.parse_filters(text);
+        }
+    }
+    builder
+        .target(env_logger::Target::Stderr)
+        .format(move |out, record| write_line(out, format, SystemTime::now(), record));
+    // Only fails when a logger is already installed, which `main` never does twice.
+    let _ = builder.try_init();
+    if let Levels::Invalid(text, err) = levels {
+        log::warn!("ignoring RUST_LOG {text:?} ({err}): info for proa, warn for its libraries");
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
-    #[test]
-    fn defaults_are_info_for_proa_and_warn_for_the_rest() {
-        let filter = Filter::parse(None);
-        assert_eq!(filter.level("proa::watch"), LevelFilter::Info);
-        assert_eq!(filter.level("rustls::client"), LevelFilter::Warn);
-        assert_eq!(filter.level("proactive"), LevelFilter::Warn, "a module name, not a prefix of one");
+    fn line(format: LogFormat, level: log::Level, message: &str) -> String {
+        let time = UNIX_EPOCH + Duration::from_millis(1_796_023_097_709);
+        let mut out = Vec::new();
+        let record = |args| Record::builder().level(level).target("proa::watch").args(args).build();
+        write_line(&mut out, format, time, &record(format_args!("{message}"))).unwrap();
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
-    fn a_bare_level_is_proas_own() {
-        let filter = Filter::parse(Some("debug"));
-        assert_eq!((filter.level("proa"), filter.level("ureq")), (LevelFilter::Debug, LevelFilter::Warn));
+    fn text_lines_are_proa_level_message() {
+        let text = line(LogFormat::Text, log::Level::Warn, "container envoy waiting: ImagePullBackOff");
+        assert_eq!(text, "proa: WARN container envoy waiting: ImagePullBackOff\n");
     }
 
     #[test]
-    fn directives_by_module_with_a_default() {
-        let filter = Filter::parse(Some("ureq=debug, proa::watch=trace,error"));
-        assert_eq!(filter.level("ureq::unversioned"), LevelFilter::Debug);
-        assert_eq!(filter.level("proa::watch"), LevelFilter::Trace);
-        assert_eq!(filter.level("proa::api"), LevelFilter::Info);
-        assert_eq!(filter.level("rustls"), LevelFilter::Error);
-        assert_eq!(filter.most_verbose(), LevelFilter::Trace);
+    fn json_lines_are_one_object_with_time_level_source_message() {
+        let json = line(LogFormat::Json, log::Level::Info, "started \"/app/job\" (pid 7)\tnow");
+        assert_eq!(
+            json,
+            "{\"time\":\"2026-11-30T07:18:17.709Z\",\"level\":\"INFO\",\"source\":\"proa\",\
+             \"message\":\"started \\\"/app/job\\\" (pid 7)\\tnow\"}\n"
+        );
+    }
+
+    #[test]
+    fn rust_log_a_bare_level_is_proas_own() {
+        assert_eq!(Levels::parse(Some(" debug ")), Levels::Proa(LevelFilter::Debug));
+        assert_eq!(Levels::parse(Some("")), Levels::Default);
+        assert_eq!(Levels::parse(None), Levels::Default);
+    }
+
+    #[test]
+    fn rust_log_directives_are_env_loggers() {
+        assert_eq!(
+            Levels::parse(Some("ureq=debug,proa::watch=trace")),
+            Levels::Directives("ureq=debug,proa::watch=trace")
+        );
+    }
+
+    #[test]
+    fn rust_log_not_in_env_loggers_syntax_is_invalid() {
+        let Levels::Invalid(text, err) = Levels::parse(Some("proa=chatty")) else { panic!("not invalid") };
+        assert_eq!((text, err.as_str()), ("proa=chatty", "error parsing logger filter: invalid logging spec 'chatty'"));
     }
 }

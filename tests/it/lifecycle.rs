@@ -385,3 +385,35 @@ fn json_logs_stay_on_stderr_and_the_programs_stdout_is_its_own() {
     }
     assert!(done.stderr.contains("\"message\":\"started echo"), "{}", done.stderr);
 }
+
+#[test]
+fn rust_log_picks_the_lines_in_env_loggers_syntax() {
+    let api = ApiServer::start(job_pod(&[], &[], "Never"));
+    let run = |rust_log: &str| Proa::new(&api).env("RUST_LOG", rust_log).args(["--", "true"]).spawn().wait(BOUND);
+    let info = run("info");
+    assert_eq!(info.code(), 0);
+    assert!(
+        info.stderr.lines().all(|l| l.starts_with("proa: INFO ") || l.starts_with("proa: WARN ")),
+        "{}",
+        info.stderr
+    );
+    assert!(info.stderr.contains("proa: INFO started true"), "{}", info.stderr);
+    let debug = run("warn,proa=debug");
+    assert!(debug.stderr.contains("proa: DEBUG "), "{}", debug.stderr);
+    let quiet = run("proa=warn");
+    assert!(!quiet.stderr.contains("INFO"), "{}", quiet.stderr);
+}
+
+#[test]
+fn an_invalid_rust_log_is_named_and_the_defaults_apply() {
+    let api = ApiServer::start(job_pod(&[], &[], "Never"));
+    let done = Proa::new(&api).env("RUST_LOG", "proa=chatty").args(["--", "bash", "-c", "exit 3"]).spawn().wait(BOUND);
+    assert_eq!(done.code(), 3);
+    let first = done.stderr.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        "proa: WARN ignoring RUST_LOG \"proa=chatty\" (error parsing logger filter: invalid logging spec 'chatty'): \
+         info for proa, warn for its libraries"
+    );
+    assert!(done.stderr.contains("proa: INFO started bash") && !done.stderr.contains("DEBUG"), "{}", done.stderr);
+}

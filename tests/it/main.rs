@@ -3,6 +3,7 @@
 
 mod support;
 
+mod aarch64;
 mod check;
 mod cli;
 #[cfg(not(feature = "kill"))]

@@ -343,10 +343,21 @@ fn proa_versions(text: &str) -> Vec<String> {
     found
 }
 
+/// The README and the pages under `docs/`.
+fn markdown_files() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = std::fs::read_dir(root.join("docs")).unwrap().map(|entry| entry.unwrap().path());
+    let mut files: Vec<PathBuf> = docs.filter(|path| path.extension().is_some_and(|ext| ext == "md")).collect();
+    files.sort();
+    files.insert(0, root.join("README.md"));
+    files
+}
+
 #[test]
 fn every_proa_version_mentioned_is_cargos() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = vec![root.join("README.md"), root.join("scratch.Dockerfile")];
+    let mut files = markdown_files();
+    files.push(root.join("scratch.Dockerfile"));
     files.extend(yaml_files("examples"));
     let mut seen = 0;
     for file in files {
@@ -357,4 +368,31 @@ fn every_proa_version_mentioned_is_cargos() {
         }
     }
     assert!(seen >= 8, "only {seen} mentions found: the patterns no longer match the texts");
+}
+
+/// Every example and manifest is linked from the README, and every relative link in the README and `docs/` leads to
+/// a file or folder that exists.
+#[test]
+fn every_example_and_manifest_is_linked_and_every_link_leads_somewhere() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for file in yaml_files("examples").into_iter().chain(yaml_files("deploy")) {
+        let relative = file.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let folder = relative.split('/').next().unwrap();
+        let linked =
+            readme.contains(&format!("]({relative})")) || (folder == "deploy" && readme.contains("](deploy/)"));
+        assert!(linked, "README.md links no {relative}");
+    }
+    for page in markdown_files() {
+        let text = std::fs::read_to_string(&page).unwrap();
+        for (at, _) in text.match_indices("](") {
+            let target: String = text[at + 2..].chars().take_while(|&c| c != ')').collect();
+            let path = target.split('#').next().unwrap();
+            if path.is_empty() || path.contains("://") {
+                continue;
+            }
+            let resolved = page.parent().unwrap().join(path);
+            assert!(resolved.exists(), "{} links {target}, which does not exist", page.display());
+        }
+    }
 }

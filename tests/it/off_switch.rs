@@ -48,7 +48,7 @@ fn disabled_proa_needs_no_cluster_and_keeps_the_shell_codes() {
     assert_eq!(done.stdout, "");
 }
 
-/// Issue 18, item 17: a script without `#!` is run by /bin/sh, as the README says of the off switch. That was
+/// Issue 18, item 17: a script without `#!` is run by /bin/sh, as docs/wrapping.md says of the off switch. That was
 /// glibc's `execvp` at work, so only the glibc build did it, and only with the off switch: std's spawn of the
 /// program (posix_spawn, or fork and execvp) and musl's `execvp` do not, and the program failed with 126.
 #[test]

@@ -1,5 +1,6 @@
 //! What this machine offers the tests that need more than a process: PID namespaces (`unshare`), nginx, a C
-//! compiler, the static binary of `make static` and a real API server's binaries (envtest's assets).
+//! compiler, the static binaries of `make static` (the aarch64 one through qemu) and a real API server's binaries
+//! (envtest's assets).
 //! Where one is missing, a test must not pass silently: with `CI` set (CI runs as root on a fresh Debian
 //! machine, where `make test` installs what is needed) it fails; elsewhere it prints a loud skip.
 
@@ -69,6 +70,37 @@ pub fn static_binary(test: &str) -> Option<PathBuf> {
     Some(path)
 }
 
+/// The aarch64 static binary `make static` built (`PROA_STATIC_BIN_AARCH64`, which `make test` sets: the default
+/// variant, or the kill feature's in that run) and what runs it here: nothing on an aarch64 machine, else Debian's
+/// `qemu-aarch64-static` (named, so that no binfmt registration is needed; `make test` installs it).
+pub fn aarch64_binary(test: &str) -> Option<(Option<PathBuf>, PathBuf)> {
+    let Some(path) = std::env::var_os("PROA_STATIC_BIN_AARCH64") else {
+        present(
+            test,
+            "the aarch64 static binary",
+            Err("PROA_STATIC_BIN_AARCH64 is not set; `make test` sets it".into()),
+        );
+        return None;
+    };
+    let path = PathBuf::from(path);
+    assert!(path.is_file(), "PROA_STATIC_BIN_AARCH64={} is not a file: run make static", path.display());
+    if std::env::consts::ARCH == "aarch64" {
+        return Some((None, path));
+    }
+    let qemu = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|dir| Path::new(dir).join("qemu-aarch64-static"))
+        .find(|candidate| candidate.is_file());
+    match qemu {
+        Some(qemu) => Some((Some(qemu), path)),
+        None => {
+            present(test, "qemu-aarch64-static", Err("apt-get install qemu-user-static; `make test` does".into()));
+            None
+        }
+    }
+}
+
 /// The file `name` runs as, found on PATH (`bash`: `/usr/bin/bash`), symbolic links resolved.
 pub fn on_path(name: &str) -> PathBuf {
     let path = std::env::var("PATH").unwrap_or_default();
@@ -84,7 +116,10 @@ fn present(test: &str, what: &str, result: Result<(), String>) -> bool {
         Ok(()) => true,
         Err(why) if std::env::var_os("CI").is_some() => panic!("{test} needs {what} on CI: {why}"),
         Err(why) => {
-            eprintln!("\n*** SKIPPED {test}: it needs {what}, which this machine lacks ({why}); CI runs it ***\n");
+            // Straight to stderr: the test harness captures eprintln! of passing tests, and a skip must be seen.
+            let line =
+                format!("\n*** SKIPPED {test}: it needs {what}, which this machine lacks ({why}); CI runs it ***\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
             false
         }
     }
