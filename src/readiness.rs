@@ -118,8 +118,10 @@ pub fn waited_containers(pod: &Pod, own: &str, not_waited: &[String]) -> Vec<Wai
 /// proa's place, so it is a main container like any other and never the one that stops the sidecars.
 pub fn is_proa_disabled(pod: &Pod, name: &str) -> bool {
     let container = pod.spec.containers.iter().find(|c| c.name == name);
+    // The values proa's own parser takes as true (`options::values::parse_bool`), around white space.
+    let on = |value: &str| matches!(value.trim(), "true" | "1");
     container
-        .is_some_and(|c| c.env.iter().any(|var| var.name == "PROA_DISABLE" && var.value.as_deref() == Some("true")))
+        .is_some_and(|c| c.env.iter().any(|var| var.name == "PROA_DISABLE" && var.value.as_deref().is_some_and(on)))
 }
 
 /// The main containers that run proa too: their `command` starts with an executable named `proa`, and it is not

@@ -178,7 +178,8 @@ pub fn spawn_actions(
 ) -> Vec<JoinHandle<()>> {
     let agent = crate::api::agent(crate::api::agent_config().build());
     let deadline = Instant::now() + budget;
-    actions
+    let mut unthreaded = Vec::new();
+    let handles = actions
         .into_iter()
         .filter_map(|action| {
             let (agent_for_thread, report_for_thread, kept) = (agent.clone(), report.clone(), action.clone());
@@ -186,18 +187,16 @@ pub fn spawn_actions(
                 crate::crash::inject("shutdown");
                 report_for_thread(perform(&agent_for_thread, action, deadline));
             });
-            // Out of threads (a pids limit, thousands of URLs): this action is sent from here, within the same
-            // deadline, so that it is still attempted; the others go on in their threads.
-            match spawned {
-                Ok(handle) => Some(handle),
-                Err(err) => {
-                    log::warn!("cannot start a thread for the shutdown action {kept} ({err}): sending it from here");
-                    report(perform(&agent, kept, deadline));
-                    None
-                }
-            }
+            spawned.map_err(|err| unthreaded.push((kept, err))).ok()
         })
-        .collect()
+        .collect();
+    // Out of threads (a pids limit, thousands of URLs): once every other action is on its way, each of these is
+    // sent from here, one after the other, each with at least one attempt of its own, so that all are attempted.
+    for (action, err) in unthreaded {
+        log::warn!("cannot start a thread for the shutdown action {action} ({err}): sending it from here");
+        report(perform(&agent, action, deadline.max(Instant::now() + MIN_BUDGET)));
+    }
+    handles
 }
 
 /// Carries out one action, within `deadline`.

@@ -113,6 +113,9 @@ fn watch(
         }
     };
     backoff.reset();
+    // The resourceVersion of the newest Pod seen (by the GET, or an event; `from` is one too): a restored storage shows
+    // the Pod behind it. Not a bookmark's, which is the server's and normally ahead of any one Pod's.
+    let mut pod_version = resource_version.clone();
     // When the server last said anything (an event, a bookmark, the Pod), and whether the last stream, resumed from a
     // resourceVersion, ended without a word: then the server may never have reached that version (see `is_behind`).
     let mut heard_at = Instant::now();
@@ -131,13 +134,15 @@ fn watch(
             match api.get_pod() {
                 Ok(pod) => {
                     let current = pod.metadata.resource_version.clone();
-                    if is_behind(current.as_deref(), held) {
+                    let seen = pod_version.as_deref().unwrap_or(held);
+                    if is_behind(current.as_deref(), seen) {
                         log::warn!(
-                            "the pod's resourceVersion {} is behind {held}, the one proa resumed from (was the API server's storage restored from a backup?): watching from the current state",
+                            "the pod's resourceVersion {} is behind {seen}, the newest proa saw (was the API server's storage restored from a backup?): watching from the current state",
                             current.as_deref().unwrap_or("(none)")
                         );
                         resource_version = None;
                     }
+                    pod_version = current.or(pod_version);
                     let (update, done) = prepare(pod, false);
                     if !report(update) || done {
                         return;
@@ -215,6 +220,7 @@ fn watch(
             };
             if pod.metadata.resource_version.is_some() {
                 resource_version = pod.metadata.resource_version.clone();
+                pod_version = pod.metadata.resource_version.clone();
             }
             let (update, done) = prepare(*pod, deleted);
             let reported = report(update);

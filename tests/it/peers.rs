@@ -166,7 +166,8 @@ fn identical_proa_command_lines_never_make_proa_wait_for_itself() {
 #[test]
 fn a_proa_turned_off_is_a_peer_but_never_the_stopper() {
     let mut pod = two_mains("aa-off", true);
-    pod["spec"]["containers"][2]["env"] = json!([{"name": "PROA_DISABLE", "value": "true"}]);
+    // `1` turns proa off as `true` does.
+    pod["spec"]["containers"][2]["env"] = json!([{"name": "PROA_DISABLE", "value": " 1 "}]);
     let api = ApiServer::start(pod);
     let envoy = Sidecar::start();
     let proa =
