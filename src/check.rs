@@ -42,7 +42,7 @@ pub fn run(options: &Options, env: impl Fn(&str) -> Option<String>) -> u8 {
         None => check(&mut report, options, &env),
     }
     match report.failed {
-        true => exit::PROA_FAILED,
+        true => exit::code(exit::End::ProaFailed),
         false => 0,
     }
 }

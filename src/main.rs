@@ -50,7 +50,6 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use cli::Parsed;
-use lifecycle::{Channel, Source};
 use options::Options;
 
 fn main() -> ExitCode {
@@ -88,27 +87,7 @@ fn main() -> ExitCode {
         log::error!("{err}");
         return ExitCode::from(err.code());
     }
-    // Signals first, so that a SIGTERM during start-up is not lost.
-    let channel = match Channel::open() {
-        Ok(channel) => channel,
-        Err(reason) => return ExitCode::from(lifecycle::fail(None, &options, exit::PROA_FAILED, &reason)),
-    };
-    // Every kill action is refused in the node's PID namespace, before anything runs.
-    #[cfg(feature = "kill")]
-    if let Err(err) = kill::check(&options.kill_rules()) {
-        return ExitCode::from(lifecycle::fail(Some(&channel), &options, exit::PROA_FAILED, &err.to_string()));
-    }
-    let in_cluster = env("KUBERNETES_SERVICE_HOST").is_some_and(|host| !host.trim().is_empty());
-    let source = match (options.serve_quit, options.no_api_endpoints(in_cluster)) {
-        (Some(address), _) => quit::bind(address).map(Source::Quit),
-        (None, Ok(Some(endpoints))) => Ok(Source::Endpoints(endpoints)),
-        (None, Ok(None)) => connect(&options),
-        (None, Err(err)) => Err(err.to_string()),
-    };
-    match source {
-        Ok(source) => ExitCode::from(lifecycle::run(channel, options, source)),
-        Err(reason) => ExitCode::from(lifecycle::fail(Some(&channel), &options, exit::PROA_FAILED, &reason)),
-    }
+    ExitCode::from(lifecycle::run(&options, env))
 }
 
 /// `--install DIR`: one line on stdout saying what was installed, 0; or the reason, also in the termination log, 125.
@@ -129,12 +108,4 @@ fn install(options: &Options) -> u8 {
             exit::PROA_FAILED
         }
     }
-}
-
-/// The in-cluster configuration and the API client built from it.
-fn connect(options: &Options) -> Result<Source, String> {
-    let mut cluster = cluster::discover(|var| std::env::var(var).ok(), cluster::hostname).map_err(|e| e.to_string())?;
-    cluster.token.max_age = options.token_refresh;
-    let api = api::Api::new(cluster, options.watch_timeout).map_err(|e| e.to_string())?;
-    Ok(Source::Api(api))
 }

@@ -55,6 +55,9 @@ pub struct ActionTarget {
     pub label: String,
     /// The container it stops, where it is named.
     pub container: Option<String>,
+    /// A `--kill` or `--kill-all` (feature `kill`), not an HTTP request: never sent after a failed start, which
+    /// may be the refusal of that very action.
+    pub kill: bool,
 }
 
 /// How proa learns that the sidecars are ready, fixed for the run.
@@ -67,6 +70,11 @@ pub enum Mode {
     /// `--serve-quit`: proa runs a sidecar, at once. A quit request (`Event::Quit`) stops it with `signal`, then
     /// SIGKILL after `grace`; proa then exits 0, whatever the sidecar's code.
     Sidecar { signal: i32, grace: Duration },
+    /// Nowhere: the start failed for this reason (DESIGN.md "Start": a bad configuration found after parsing, a
+    /// worker thread that cannot be spawned, no API client). proa logs it, writes it to the termination log, sends
+    /// the HTTP shutdown actions anyway (nothing is known of the restart policy, and a Job must not hang on sidecars
+    /// nobody stops) and exits 125.
+    Failed(String),
 }
 
 /// What proa learnt from the Pod: fixed by the first snapshot (the spec is immutable), updated by later ones.
@@ -456,6 +464,7 @@ impl State {
             Mode::Sidecar { .. } => {
                 return (State::Running(Running::new(Facts::without_pod(config))), vec![Command::StartProgram]);
             }
+            Mode::Failed(reason) => return super::stopping::start_failed(config, reason, now),
             Mode::Pod => (None, Vec::new(), Command::Watch(Watch::Readiness)),
             Mode::Endpoints(endpoints) => (
                 Some(Facts::without_pod(config)),

@@ -21,12 +21,11 @@ use crate::options::{OnReadyTimeout, Options};
 use crate::pod::Pod;
 use crate::probe::Goal;
 use crate::readiness;
-use crate::shutdown::{self, Action};
-use crate::{crash, exit, termination};
+use crate::shutdown::Action;
+use crate::{crash, exit};
 
 pub use machine::{ActionTarget, Config, Facts, Mode};
 use machine::{Command, Event, State, Watch};
-pub use threads::{Channel, Source};
 
 /// What the owner loop does to the world, and how it hears back: the seam between the pure lifecycle and I/O.
 pub trait World {
@@ -66,19 +65,25 @@ pub fn config(options: &Options, mode: Mode) -> Config {
         actions: options
             .shutdown_actions(Duration::ZERO)
             .iter()
-            .map(|a| ActionTarget { label: a.to_string(), container: a.container().map(str::to_string) })
+            .map(|a| ActionTarget {
+                label: a.to_string(),
+                container: a.container().map(str::to_string),
+                kill: !matches!(a, Action::Get(_) | Action::Post(_)),
+            })
             .collect(),
         peers: options.peers.clone(),
         mode,
     }
 }
 
-/// Runs the whole lifecycle against the real world and returns proa's exit code.
-pub fn run(channel: Channel, options: Options, source: Source) -> u8 {
-    match threads::Threads::start(channel, &options, source) {
-        Ok((mut world, config)) => drive(&config, &mut world),
-        Err(reason) => fail(None, &options, exit::PROA_FAILED, &reason),
-    }
+/// Runs the whole lifecycle against the real world and returns proa's exit code. The signal thread comes first,
+/// so that a SIGTERM during start-up is not lost; a start that fails after it is an ending `drive` runs like any
+/// other (`Mode::Failed`).
+pub fn run(options: &Options, env: impl Fn(&str) -> Option<String>) -> u8 {
+    let (channel, signals) = threads::Channel::open();
+    let source = signals.and_then(|()| threads::source(options, env));
+    let (mut world, config) = threads::Threads::start(channel, options, source);
+    drive(&config, &mut world)
 }
 
 /// The owner loop over any world: from the first command to `Command::Exit`.
@@ -98,7 +103,7 @@ pub fn drive(config: &Config, world: &mut impl World) -> u8 {
             None => {
                 // Unreachable while the workers' channel lives; exit rather than spin if it ever happens.
                 log::error!("internal error: no event can come any more");
-                return exit::PROA_FAILED;
+                return exit::code(exit::End::ProaFailed);
             }
         };
         match &event {
@@ -148,53 +153,4 @@ fn carry_out(config: &Config, command: Command, world: &mut impl World, own: &mu
         // `drive` returns on it instead.
         Command::Exit(_) => {}
     }
-}
-
-/// proa failed with a code of its own before the state machine could start: log why, write it to the termination
-/// log, and still send the HTTP shutdown actions, since nothing is known of the restart policy and a Job must not
-/// hang on sidecars nobody stops (never the kills: this may be the refusal of a `--kill-all`). Each action gets its
-/// budget under the shutdown timeout, and a stop signal on `channel` cuts the wait to the kubelet's shortest grace
-/// period; then returns `code`.
-pub fn fail(channel: Option<&Channel>, options: &Options, code: u8, reason: &str) -> u8 {
-    log::error!("{reason}");
-    termination::write(&options.termination_log, reason);
-    let timeout = machine::capped("the shutdown timeout", readiness::shutdown_timeout(options.shutdown_timeout, None));
-    let actions: Vec<Action> = options
-        .shutdown_actions(timeout)
-        .into_iter()
-        .filter(|action| matches!(action, Action::Get(_) | Action::Post(_)))
-        .collect();
-    if actions.is_empty() {
-        return code;
-    }
-    log::info!("sending the shutdown requests anyway");
-    let own;
-    let (tx, rx) = match channel {
-        Some(channel) => (channel.tx.clone(), &channel.rx),
-        None => {
-            own = std::sync::mpsc::channel();
-            (own.0.clone(), &own.1)
-        }
-    };
-    let mut left = actions.len();
-    let budget = shutdown::budget(timeout);
-    shutdown::spawn_actions(actions, budget, move |outcome| tx.send(Event::Shutdown(outcome)).is_ok());
-    let mut deadline = Instant::now() + budget + shutdown::REPORT_SLACK;
-    while left > 0 {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Event::Shutdown(outcome)) => {
-                outcome.log();
-                left -= 1;
-            }
-            Ok(Event::Signal(signal)) if crate::signals::is_stop_request(signal) => {
-                deadline = deadline.min(machine::exit_by(Instant::now(), readiness::MIN_GRACE));
-            }
-            Ok(_) => {}
-            Err(_) => {
-                log::warn!("shutdown requests unanswered: exiting anyway");
-                break;
-            }
-        }
-    }
-    code
 }

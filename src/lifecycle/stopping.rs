@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::child::{self, Exit};
 use crate::clock::Seconds;
+use crate::exit::{self, End};
 use crate::pod::Pod;
 use crate::probe::{Goal, Update as ProbeUpdate};
 use crate::readiness;
@@ -45,16 +46,16 @@ pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instan
             (State::Running(r), vec![])
         }
         Event::Child(Exit::Exited { code }) if r.quit.is_some() => {
-            log::info!("program exited with code {code} once proa stopped it: exiting 0");
-            program_done(config, r, 0, now)
+            log::info!("program exited with code {code} once proa stopped it: exiting {}", exit::code(End::Quit));
+            program_done(config, r, End::Quit, now)
         }
         Event::Child(Exit::Exited { code }) => {
             log::info!("program exited with code {code}");
-            program_done(config, r, code, now)
+            program_done(config, r, End::Program(code), now)
         }
         Event::SpawnFailed(err) => {
             log::error!("{err}");
-            program_done(config, r, err.code(), now)
+            program_done(config, r, err.end(), now)
         }
         Event::Quit => quit(config, r, now),
         Event::DeadlinePassed => match r.quit {
@@ -104,15 +105,15 @@ fn quit(config: &Config, mut r: Running, now: Instant) -> (State, Vec<Command>) 
     (State::Running(r), vec![Command::Forward(signal)])
 }
 
-fn program_done(config: &Config, r: Running, code: u8, now: Instant) -> (State, Vec<Command>) {
+fn program_done(config: &Config, r: Running, end: End, now: Instant) -> (State, Vec<Command>) {
     if let Mode::Sidecar { .. } = config.mode {
         // Nothing to shut down on a sidecar's side.
-        return finish(code);
+        return finish(exit::code(end));
     }
     match r.stop {
         // No API traffic while the program runs: the Pod is read for its deletion's deadline only now.
-        Some(stop) => then_read_pod(config, after_program(config, Some(&r.facts), code, Ending::Stopping(stop), now)),
-        None => after_program(config, Some(&r.facts), code, Ending::Normal, now),
+        Some(stop) => then_read_pod(config, after_program(config, Some(&r.facts), end, Ending::Stopping(stop), now)),
+        None => after_program(config, Some(&r.facts), end, Ending::Normal, now),
     }
 }
 
@@ -122,10 +123,11 @@ fn program_done(config: &Config, r: Running, code: u8, now: Instant) -> (State, 
 pub(super) fn after_program(
     config: &Config,
     facts: Option<&Facts>,
-    code: u8,
+    end: End,
     ending: Ending,
     now: Instant,
 ) -> (State, Vec<Command>) {
+    let code = exit::code(end);
     if let Some(facts) = facts {
         if let Some(stopper) = &facts.stopper {
             log::info!("container {stopper} stops the sidecars: exiting with code {code}");
@@ -138,6 +140,14 @@ pub(super) fn after_program(
         }
     }
     begin_shutdown(config, facts, code, ending, now)
+}
+
+/// The start failed (`Mode::Failed`): the program never runs; shutdown sends the HTTP actions and waits for their
+/// answers only, as after any other failure, then proa exits 125.
+pub(super) fn start_failed(config: &Config, reason: &str, now: Instant) -> (State, Vec<Command>) {
+    log::error!("{reason}");
+    let (state, commands) = begin_shutdown(config, None, exit::code(End::ProaFailed), Ending::Normal, now);
+    (state, [Command::WriteTerminationLog(reason.to_string())].into_iter().chain(commands).collect())
 }
 
 /// Enters ShuttingDown, or Done when shutdown is not needed or there is nothing to do.
@@ -175,6 +185,8 @@ pub(super) fn begin_shutdown(
         // elsewhere) would cost the whole timeout.
         // A sidecar's proa stops nothing but its own program.
         (Mode::Sidecar { .. }, _) => Awaited::Nothing,
+        // Nothing was started that could be awaited.
+        (Mode::Failed(_), _) => Awaited::Nothing,
         (Mode::Endpoints(_), _) if config.actions.is_empty() => Awaited::Nothing,
         (Mode::Endpoints(endpoints), _) => Awaited::Endpoints(endpoints.iter().map(ToString::to_string).collect()),
     };
@@ -186,7 +198,12 @@ pub(super) fn begin_shutdown(
         Some(stop) => shutdown::budget(timeout).min(stop.by - now),
         None => shutdown::budget(timeout),
     };
-    let sends = facts.map_or_else(|| (0..config.actions.len()).collect(), |f| f.sends.clone());
+    let sends: Vec<usize> = match (facts, &config.mode) {
+        (Some(facts), _) => facts.sends.clone(),
+        // A failed start may be the refusal of a kill action: only the HTTP requests go.
+        (None, Mode::Failed(_)) => (0..config.actions.len()).filter(|&i| !config.actions[i].kill).collect(),
+        (None, _) => (0..config.actions.len()).collect(),
+    };
     for (i, why) in facts.map(|f| f.skips.as_slice()).unwrap_or_default() {
         let label = config.actions.get(*i).map_or("?", |a| a.label.as_str());
         log::info!("not sending the shutdown action {label}: {why}");
@@ -211,6 +228,9 @@ pub(super) fn begin_shutdown(
             "the pod is stopping: sending the shutdown actions, not waiting for the sidecars (exiting within {})",
             Seconds(stop.by.duration_since(now))
         ),
+        (Awaited::Nothing, None) if matches!(config.mode, Mode::Failed(_)) => {
+            log::info!("sending the shutdown requests anyway")
+        }
         (Awaited::Nothing, None) => log::info!("sending the shutdown actions"),
         _ => log::info!("shutting down sidecars (at most {})", Seconds(timeout)),
     }

@@ -51,11 +51,11 @@ fn config(actions: usize) -> Config {
 }
 
 fn unnamed() -> ActionTarget {
-    ActionTarget { label: "GET http://x/q".into(), container: None }
+    ActionTarget { label: "GET http://x/q".into(), container: None, kill: false }
 }
 
 fn named(container: &str) -> ActionTarget {
-    ActionTarget { label: format!("POST http://x/{container}"), container: Some(container.into()) }
+    ActionTarget { label: format!("POST http://x/{container}"), container: Some(container.into()), kill: false }
 }
 
 fn changed(pod: Pod) -> Event {
@@ -122,6 +122,30 @@ fn the_start_watches_the_pod() {
     let (state, commands) = State::start(&config(1), Instant::now());
     assert!(matches!(state, State::Waiting(_)));
     assert_eq!(commands, [Command::Watch(Watch::Readiness)]);
+}
+
+#[test]
+fn a_failed_start_sends_only_the_http_actions_then_exits_125() {
+    let mut failed = Config { mode: Mode::Failed("no API: KUBERNETES_SERVICE_PORT".into()), ..config(3) };
+    failed.actions[1].kill = true;
+    let budget = crate::shutdown::budget(Duration::from_secs(30));
+    let (state, commands, t0) = run_at(&failed, vec![(0.0, answered())]);
+    assert_eq!(
+        commands,
+        [
+            Command::WriteTerminationLog("no API: KUBERNETES_SERVICE_PORT".into()),
+            Command::StartShutdown { budget, actions: vec![0, 2] },
+        ]
+    );
+    let s = shutting(&state);
+    assert_eq!((s.code, s.actions_left, &s.awaited), (125, 1, &Awaited::Nothing));
+    // A stop signal cuts the wait to the kubelet's shortest grace, less the margin; nothing reads the Pod.
+    let (state, commands) = step(&failed, state, Event::Signal(libc::SIGTERM), t0 + secs(1.0));
+    assert_eq!((commands, shutting(&state).stop.map(|stop| stop.by)), (vec![], Some(t0 + secs(2.5))));
+    assert_eq!(step(&failed, state, answered(), t0 + secs(2.0)).0, State::Done { code: 125 });
+    // With no action to send, proa exits at once.
+    let none = Config { mode: Mode::Failed("bad".into()), ..config(0) };
+    assert_eq!(State::start(&none, t0).1, [Command::WriteTerminationLog("bad".into()), Command::Exit(125)]);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use crate::options::Options;
 use crate::pidfd::Pidfd;
 use crate::probe::{self, Endpoint, Goal};
 use crate::shutdown;
-use crate::{quit, signals, termination, watch};
+use crate::{cluster, quit, signals, termination, watch};
 
 use super::machine::{Config, Event, Leftovers, Mode};
 use super::{Until, World};
@@ -42,48 +42,78 @@ pub struct Threads {
     /// The program, held by a pidfd opened before the reaper runs: a signal forwarded after it exited can then never
     /// reach a later process that was given the same pid.
     program: Option<Pidfd>,
-    /// Keeps the signal thread registered for the whole run.
-    _signals: signal_hook::iterator::Handle,
+    /// Keeps the signal thread registered for the whole run (none if it could not start).
+    _signals: Option<signal_hook::iterator::Handle>,
 }
 
 /// The channel every worker reports on, with the signal thread already on it: made before anything else, so that
 /// a SIGTERM during start-up (reading the configuration, a failing start) is not lost.
 pub struct Channel {
-    pub tx: Sender<Event>,
-    pub rx: Receiver<Event>,
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
     /// Keeps the signal thread registered for the whole run.
-    _signals: signal_hook::iterator::Handle,
+    signals: Option<signal_hook::iterator::Handle>,
 }
 
 impl Channel {
-    /// Makes proa fit to reap and starts the signal thread.
-    pub fn open() -> Result<Channel, String> {
+    /// Makes proa fit to reap and starts the signal thread. The channel is there even when the signal thread could
+    /// not start (the error says why): the failed start still sends its shutdown actions over it.
+    pub fn open() -> (Channel, Result<(), String>) {
         child::become_reaper();
         let (tx, rx) = mpsc::channel::<Event>();
         let signal_tx = tx.clone();
-        let (handle, _thread) = signals::spawn_signals(move |signal| signal_tx.send(Event::Signal(signal)).is_ok())
-            .map_err(|err| format!("cannot handle signals: {err}"))?;
-        Ok(Channel { tx, rx, _signals: handle })
+        match signals::spawn_signals(move |signal| signal_tx.send(Event::Signal(signal)).is_ok()) {
+            Ok((handle, _thread)) => (Channel { tx, rx, signals: Some(handle) }, Ok(())),
+            Err(err) => (Channel { tx, rx, signals: None }, Err(format!("cannot handle signals: {err}"))),
+        }
     }
 }
 
+/// Where readiness comes from (DESIGN.md "Start"): `--serve-quit`'s listener, the no-API endpoints, or the
+/// in-cluster API. With the `kill` feature, every kill action is refused in the node's PID namespace first, before
+/// anything runs.
+pub fn source(options: &Options, env: impl Fn(&str) -> Option<String>) -> Result<Source, String> {
+    #[cfg(feature = "kill")]
+    crate::kill::check(&options.kill_rules()).map_err(|err| err.to_string())?;
+    let in_cluster = env("KUBERNETES_SERVICE_HOST").is_some_and(|host| !host.trim().is_empty());
+    match (options.serve_quit, options.no_api_endpoints(in_cluster)) {
+        (Some(address), _) => quit::bind(address).map(Source::Quit),
+        (None, Ok(Some(endpoints))) => Ok(Source::Endpoints(endpoints)),
+        (None, Ok(None)) => connect(options, env),
+        (None, Err(err)) => Err(err.to_string()),
+    }
+}
+
+/// The in-cluster configuration and the API client built from it.
+fn connect(options: &Options, env: impl Fn(&str) -> Option<String>) -> Result<Source, String> {
+    let mut cluster = cluster::discover(env, cluster::hostname).map_err(|e| e.to_string())?;
+    cluster.token.max_age = options.token_refresh;
+    let api = Api::new(cluster, options.watch_timeout).map_err(|e| e.to_string())?;
+    Ok(Source::Api(api))
+}
+
 impl Threads {
-    /// The world over `channel`, and the lifecycle's settings.
-    pub fn start(channel: Channel, options: &Options, source: Source) -> Result<(Threads, Config), String> {
-        let Channel { tx, rx, _signals } = channel;
+    /// The world over `channel`, and the lifecycle's settings: `Mode::Failed` when the start failed (`source`
+    /// tells why) or the quit endpoint cannot be served.
+    pub fn start(channel: Channel, options: &Options, source: Result<Source, String>) -> (Threads, Config) {
+        let Channel { tx, rx, signals: _signals } = channel;
         let (api, endpoints, mode) = match source {
-            Source::Api(api) => (Some(api), Vec::new(), Mode::Pod),
-            Source::Endpoints(endpoints) => {
+            Ok(Source::Api(api)) => (Some(api), Vec::new(), Mode::Pod),
+            Ok(Source::Endpoints(endpoints)) => {
                 let names: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
                 log::info!("waiting for {} (no Kubernetes API)", names.join(", "));
                 (None, endpoints.clone(), Mode::Endpoints(endpoints))
             }
-            Source::Quit(listener) => {
+            Ok(Source::Quit(listener)) => {
                 let quit_tx = tx.clone();
-                quit::spawn(listener, move || _ = quit_tx.send(Event::Quit))
-                    .map_err(|err| format!("cannot serve --serve-quit: {err}"))?;
-                (None, Vec::new(), Mode::Sidecar { signal: options.kill.signal, grace: options.kill.grace })
+                match quit::spawn(listener, move || _ = quit_tx.send(Event::Quit)) {
+                    Ok(_) => {
+                        (None, Vec::new(), Mode::Sidecar { signal: options.kill.signal, grace: options.kill.grace })
+                    }
+                    Err(err) => (None, Vec::new(), Mode::Failed(format!("cannot serve --serve-quit: {err}"))),
+                }
             }
+            Err(reason) => (None, Vec::new(), Mode::Failed(reason)),
         };
         let config = super::config(options, mode);
         let world = Threads {
@@ -97,7 +127,7 @@ impl Threads {
             program: None,
             _signals,
         };
-        Ok((world, config))
+        (world, config)
     }
 }
 

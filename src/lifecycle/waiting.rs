@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::child;
 use crate::clock::Seconds;
-use crate::exit;
+use crate::exit::End;
 use crate::pod::Pod;
 use crate::probe::{Goal, Update as ProbeUpdate};
 use crate::readiness::{self, Verdict, Waited};
@@ -22,7 +22,7 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
         Event::Watch(Update::PodDeleted(pod)) => snapshot(config, w, &pod, true, now),
         Event::Watch(Update::Failed(err)) => {
             let failed = failure(err.to_string());
-            with_first(failed, after_program(config, w.facts.as_ref(), exit::PROA_FAILED, Ending::ApiFailed, now))
+            with_first(failed, after_program(config, w.facts.as_ref(), End::ProaFailed, Ending::ApiFailed, now))
         }
         Event::Probe(ProbeUpdate::Reached(Goal::Ready)) => {
             // Only no-API mode runs a prober, and its facts are known from the start.
@@ -31,7 +31,7 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
             (State::Running(Running::new(facts)), vec![Command::StartProgram, Command::Say(ready)])
         }
         Event::Probe(ProbeUpdate::Failed { goal: Goal::Ready, why }) => {
-            with_first(failure(why), abort_wait(config, w.facts.as_ref(), exit::PROA_FAILED, Ending::Normal, now))
+            with_first(failure(why), abort_wait(config, w.facts.as_ref(), End::ProaFailed, Ending::Normal, now))
         }
         Event::Probe(ProbeUpdate::Pending { goal: Goal::Ready, left }) => {
             debug!("not ready yet: {}", left.join(", "));
@@ -44,7 +44,7 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
             // deletion can shorten, so there is nothing to read).
             let grace = w.facts.as_ref().map_or(readiness::MIN_GRACE, |f| f.grace);
             let ending = Ending::Stopping(Stop::new(now, grace));
-            let shutdown = abort_wait(config, w.facts.as_ref(), exit::signal_code(signal), ending, now);
+            let shutdown = abort_wait(config, w.facts.as_ref(), End::Signal(signal), ending, now);
             match w.facts {
                 Some(_) => then_read_pod(config, shutdown),
                 None => shutdown,
@@ -68,7 +68,7 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
                 Seconds(now.duration_since(w.since)),
                 not_ready(&w)
             ));
-            with_first(failed, abort_wait(config, w.facts.as_ref(), exit::READY_TIMEOUT, Ending::Normal, now))
+            with_first(failed, abort_wait(config, w.facts.as_ref(), End::ReadyTimeout, Ending::Normal, now))
         }
         Event::Signal(signal) => {
             debug!("ignoring {} while waiting for sidecars", child::signal_name(signal));
@@ -101,7 +101,7 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
             }
             Err(err) => {
                 let failed = failure(err);
-                return with_first(failed, abort_wait(config, None, exit::PROA_FAILED, Ending::Normal, now));
+                return with_first(failed, abort_wait(config, None, End::ProaFailed, Ending::Normal, now));
             }
         },
     };
@@ -112,7 +112,7 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
         log::error!("the pod is being deleted (or was replaced): not starting the program");
         let stop = Stop::new(now, facts.grace).learn(now, kill_in(pod, deleted, &facts.uid));
         let ending = Ending::Stopping(stop);
-        return abort_wait(config, Some(&facts), exit::signal_code(libc::SIGTERM), ending, now);
+        return abort_wait(config, Some(&facts), End::PodGone, ending, now);
     }
     facts.observe(pod);
     match readiness::assess(pod, &facts.waited) {
@@ -142,7 +142,7 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
             let failed = failure(format!(
                 "container {container} terminated ({reason} with exit code {exit_code}) and will not be restarted: not starting the program"
             ));
-            with_first(failed, abort_wait(config, Some(&facts), exit::PROA_FAILED, Ending::Normal, now))
+            with_first(failed, abort_wait(config, Some(&facts), End::ProaFailed, Ending::Normal, now))
         }
     }
 }
@@ -151,7 +151,7 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
 fn what(config: &Config) -> &'static str {
     match config.mode {
         Mode::Pod => "containers",
-        Mode::Endpoints(_) | Mode::Sidecar { .. } => "endpoints",
+        Mode::Endpoints(_) | Mode::Sidecar { .. } | Mode::Failed(_) => "endpoints",
     }
 }
 
@@ -164,16 +164,16 @@ fn not_ready(w: &Waiting) -> String {
 }
 
 /// Gives up waiting: the program never starts; the watcher or prober is stopped and shutdown begins.
-fn abort_wait(config: &Config, facts: Option<&Facts>, code: u8, ending: Ending, now: Instant) -> (State, Vec<Command>) {
-    with_first(stop_looking(config), after_program(config, facts, code, ending, now))
+fn abort_wait(config: &Config, facts: Option<&Facts>, end: End, ending: Ending, now: Instant) -> (State, Vec<Command>) {
+    with_first(stop_looking(config), after_program(config, facts, end, ending, now))
 }
 
 /// The command that stops whatever looks for readiness.
 fn stop_looking(config: &Config) -> Command {
     match config.mode {
         Mode::Pod => Command::StopWatch,
-        // A sidecar's proa never waits, so has nothing to stop.
-        Mode::Endpoints(_) | Mode::Sidecar { .. } => Command::StopProbe,
+        // A sidecar's proa, or one whose start failed, never waits, so has nothing to stop.
+        Mode::Endpoints(_) | Mode::Sidecar { .. } | Mode::Failed(_) => Command::StopProbe,
     }
 }
 

@@ -25,9 +25,10 @@ const EPSILON: Duration = Duration::from_millis(1);
 
 /// The lifecycle settings a scenario's command line gives.
 fn config(s: &Scenario) -> Config {
-    let mode = match s.no_api {
-        true => Mode::Endpoints(vec![ProbeEndpoint::Http("http://127.0.0.1:15021/healthz/ready".into())]),
-        false => Mode::Pod,
+    let mode = match (s.start_failure, s.no_api) {
+        (Some(reason), _) => Mode::Failed(reason.into()),
+        (None, true) => Mode::Endpoints(vec![ProbeEndpoint::Http("http://127.0.0.1:15021/healthz/ready".into())]),
+        (None, false) => Mode::Pod,
     };
     Config {
         container: s.container_flag.then(|| "job".to_string()),
@@ -41,9 +42,11 @@ fn config(s: &Scenario) -> Config {
         actions: s
             .actions
             .iter()
-            .map(|a| ActionTarget {
+            .enumerate()
+            .map(|(i, a)| ActionTarget {
                 label: "POST http://127.0.0.1:15020/quitquitquit".into(),
                 container: a.container.clone(),
+                kill: s.kill_action == Some(i),
             })
             .collect(),
         peers: s.peer_flags(),
@@ -148,6 +151,13 @@ fn never_early(s: &Scenario, r: &Record) -> Result<(), String> {
 
 /// proa exits with the program's code, or the documented code of what stopped the wait.
 fn exit_code(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
+    if let Some(reason) = s.start_failure {
+        return match (r.program_started, end.code) {
+            (None, 125) => Ok(()),
+            (Some(_), _) => Err(format!("started the program although the start failed ({reason})")),
+            (None, code) => Err(format!("exited {code} after a failed start ({reason}), not 125")),
+        };
+    }
     if r.program_started.is_some() && !r.spawn_failed {
         return match r.program_exit {
             Some((_, code)) if code == end.code => Ok(()),
@@ -204,8 +214,11 @@ fn actions(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
         };
     }
     // Without the Pod, every action goes; in it, none for a native sidecar or a container it lacks.
-    let should: Vec<usize> =
-        (0..s.actions.len()).filter(|&i| !policy_known || s.sends(s.actions[i].container.as_deref())).collect();
+    // After a failed start, never a kill: the failure may be its refusal.
+    let should: Vec<usize> = (0..s.actions.len())
+        .filter(|&i| !policy_known || s.sends(s.actions[i].container.as_deref()))
+        .filter(|&i| s.kill_action != Some(i))
+        .collect();
     if let Some((i, _)) = r.attempts.iter().find(|(i, _)| !should.contains(i)) {
         return Err(format!("sent action {i}, for {:?}, which this Pod must not get", s.actions[*i].container));
     }
@@ -433,7 +446,8 @@ fn in_time(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
 fn wait_ended(s: &Scenario, r: &Record, end: &Ending) -> Option<Duration> {
     let dead = r.delivered.iter().find(|(_, pod, _)| shows_dead(s, pod).is_some()).map(|(at, _, _)| *at);
     let refused = r.delivered.first().filter(|_| s.peers_refused()).map(|(at, _, _)| *at);
-    let causes = [s.ready_timeout, dead, r.api_failed_at, r.not_found_at, stopped_at(r), refused];
+    let failed = s.start_failure.map(|_| Duration::ZERO);
+    let causes = [s.ready_timeout, dead, r.api_failed_at, r.not_found_at, stopped_at(r), refused, failed];
     causes.into_iter().flatten().filter(|at| *at <= end.at).min()
 }
 
@@ -461,7 +475,7 @@ fn simulation_keeps_the_promise_on_every_timeline() {
 fn the_generator_covers_the_faults_it_is_for() {
     // Over the default run, every kind of fault occurs many times: a simulation that never reaches them tests
     // nothing.
-    let mut seen = [0u32; 8];
+    let mut seen = [0u32; 10];
     for seed in 0x5EED_0000..0x5EED_0000 + 2000 {
         let s = Scenario::generate(seed);
         let counts = [
@@ -475,6 +489,8 @@ fn the_generator_covers_the_faults_it_is_for() {
                 && s.sidecars.iter().any(|p| p.args.ends_with(&["--verbose".to_string()])),
             s.own_policy.is_some() || s.sidecars.iter().any(|p| p.policy.is_some()),
             s.actions.iter().any(|a| a.endpoint == scenario::Endpoint::Redirects),
+            s.start_failure.is_some() && !s.actions.is_empty(),
+            s.kill_action.is_some(),
         ];
         for (count, hit) in seen.iter_mut().zip(counts) {
             *count += u32::from(hit);

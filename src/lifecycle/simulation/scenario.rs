@@ -166,7 +166,20 @@ pub struct Scenario {
     /// No-API mode: when every endpoint answers, and whether they keep answering after the actions.
     pub endpoints_ready_at: Duration,
     pub endpoints_keep_answering: bool,
+    /// The start fails after the signal thread is up (`Mode::Failed`), for one of these reasons: 125 after the HTTP
+    /// actions, never the program, never the kills.
+    pub start_failure: Option<&'static str>,
+    /// With a start failure: this action is a `--kill` (the refused one, maybe), not an HTTP request.
+    pub kill_action: Option<usize>,
 }
+
+/// Why a start fails, as `lifecycle::run` finds it.
+const START_FAILURES: [&str; 4] = [
+    "--kill-all: proa runs in the node's PID namespace (hostPID): refusing to signal every process of the node",
+    "KUBERNETES_SERVICE_PORT \"x\" is not a port",
+    "cannot handle signals: Resource temporarily unavailable",
+    "cannot serve --serve-quit: Resource temporarily unavailable",
+];
 
 const POLICIES: [&str; 3] = ["Always", "OnFailure", "Never"];
 /// Arguments a sidecar may have: some end like proa's own (`--verbose`), none covers the program `prog`.
@@ -273,7 +286,7 @@ impl Scenario {
             true => vec!["--verbose".to_string()],
             false => r.pick(&SIDECAR_ARGS).iter().map(|a| a.to_string()).collect(),
         };
-        Scenario {
+        let mut scenario = Scenario {
             seed,
             no_api: r.chance(15),
             ready_timeout: r.chance(40).then(|| Duration::from_millis(r.pick(&[0, 500, 3000, 10_000, 60_000]))),
@@ -306,7 +319,14 @@ impl Scenario {
             sidecar_stop_takes: r.millis(0, 3000),
             endpoints_ready_at: r.millis(0, 5000),
             endpoints_keep_answering: r.chance(20),
+            // Drawn last, so that every other draw stays that of the seed.
+            start_failure: r.chance(4).then(|| r.pick(&START_FAILURES)),
+            kill_action: None,
+        };
+        if scenario.start_failure.is_some() && !scenario.actions.is_empty() && r.chance(50) {
+            scenario.kill_action = Some(r.below(scenario.actions.len() as u64) as usize);
         }
+        scenario
     }
 
     /// proa's own arguments, as `Options::own_args` holds them.
