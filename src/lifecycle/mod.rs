@@ -1,78 +1,78 @@
-//! The owner loop: feeds events to `machine::step` and carries out the commands it returns, through a `World`:
-//! the real one (`threads.rs`: worker threads on one mpsc channel) or, in tests, a simulated one
-//! (`simulation.rs`). It owns all lifecycle state. It never uses `?`: a failed command becomes an event, so events
-//! keep flowing. It blocks until the next event or deadline, so it uses no CPU while the program runs.
+//! The lifecycle (DESIGN.md "What happens, in order"): `step`, the one state machine, and `drive`, the one owner
+//! loop, which feeds it events and carries out the commands it returns through a `World` (`world.rs`): the real one
+//! (`threads.rs`) or, in tests, a simulated one (`simulation/`). Every ending, a failed start included
+//! (`Mode::Failed`), goes through this loop. It never uses `?`: a failed command becomes an event, so events keep
+//! flowing. It blocks until the next event or deadline, so it uses no CPU while the program runs.
+//!
+//! Who sends what, over the one channel (`threads.rs`): the signal thread `Event::Signal`; the watcher
+//! `Event::Watch` (and its leftovers to drop); the prober `Event::Probe`; the reaper `Event::Child`; each shutdown
+//! action `Event::Shutdown`; the quit endpoint `Event::Quit`. The owner itself makes `Event::SpawnFailed` from a
+//! failed `StartProgram`, and `Event::DeadlinePassed` from its clock.
+//!
+//! Files, top to bottom (`layers.rs` checks that arrows only point down): this one; `threads` (the real world);
+//! one file per phase, `waiting` and `running`; `endings` (the program's exit, a given-up wait, a failed start);
+//! `peers` (AwaitingPeers); `shutting_down`; `world` (the seam); `machine` (`State`, `Event`, `Command`); `facts`
+//! (what a snapshot means); `stop` (bounds, the kubelet's deadline and the margin) and `config` (`Config`, `Mode`).
 
+mod config;
+mod endings;
+mod facts;
 mod machine;
 mod peers;
+mod running;
+mod shutting_down;
 #[cfg(test)]
 mod simulation;
-mod stopping;
+mod stop;
 #[cfg(test)]
 mod tests;
 mod threads;
 mod waiting;
+mod world;
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::child::{Exit, SpawnError};
-use crate::options::{OnReadyTimeout, Options};
+use crate::child::Exit;
+use crate::options::Options;
 use crate::pod::Pod;
 use crate::probe::Goal;
-use crate::readiness;
-use crate::shutdown::Action;
 use crate::{crash, exit};
 
-pub use machine::{ActionTarget, Config, Facts, Mode};
-use machine::{Command, Event, State, Watch};
+pub use config::{Config, Mode, config};
+pub use facts::Facts;
+use machine::{Command, Event, Running, State, Waiting, Watch};
+use stop::{after, capped};
+use world::World;
 
-/// What the owner loop does to the world, and how it hears back: the seam between the pure lifecycle and I/O.
-pub trait World {
-    /// The clock.
-    fn now(&self) -> Instant;
-    /// The next event, or `Event::DeadlinePassed` once `deadline` has come; `None` if no event can ever come.
-    fn next_event(&mut self, deadline: Option<Instant>) -> Option<Event>;
-    /// Starts a watcher (stopping any earlier one) from `from` (else reading the Pod first), which stops once
-    /// `until(pod, deleted)` holds.
-    fn watch(&mut self, from: Option<String>, until: Until);
-    fn stop_watch(&mut self);
-    /// Starts a prober of the no-API endpoints (stopping any earlier one) until every one reached `goal`.
-    fn probe(&mut self, goal: Goal);
-    fn stop_probe(&mut self);
-    fn start_program(&mut self) -> Result<(), SpawnError>;
-    fn forward(&mut self, signal: i32);
-    /// Sends these shutdown actions (by number, in `Options::shutdown_actions`' order), each to report within
-    /// `budget`.
-    fn start_shutdown(&mut self, budget: Duration, actions: &[usize]);
-    fn write_termination_log(&mut self, reason: &str);
+/// Advances the lifecycle by one event: each phase's transitions are in its own file.
+pub fn step(config: &Config, state: State, event: Event, now: Instant) -> (State, Vec<Command>) {
+    match state {
+        State::Waiting(w) => waiting::waiting(config, w, event, now),
+        State::Running(r) => running::running(config, r, event, now),
+        State::AwaitingPeers(p) => peers::awaiting_peers(config, p, event, now),
+        State::ShuttingDown(s) => shutting_down::shutting_down(config, s, event, now),
+        State::Done { code } => (State::Done { code }, vec![]),
+    }
 }
 
-/// A watcher's stop condition, given each Pod snapshot and whether it came with a DELETED event.
-pub type Until = Box<dyn FnMut(&Pod, bool) -> bool + Send>;
-
-/// The lifecycle's settings from the options, with `actions` shutdown actions.
-pub fn config(options: &Options, mode: Mode) -> Config {
-    Config {
-        container: options.container.clone(),
-        own_args: options.own_args.clone(),
-        program_words: 1 + options.args.len(),
-        ignore: options.ignore.clone(),
-        ready_timeout: options.ready_timeout,
-        run_on_ready_timeout: options.on_ready_timeout == OnReadyTimeout::Run,
-        shutdown_timeout: options.shutdown_timeout,
-        always_shutdown: options.always_shutdown,
-        actions: options
-            .shutdown_actions(Duration::ZERO)
-            .iter()
-            .map(|a| ActionTarget {
-                label: a.to_string(),
-                container: a.container().map(str::to_string),
-                kill: !matches!(a, Action::Get(_) | Action::Post(_)),
-            })
-            .collect(),
-        peers: options.peers.clone(),
-        mode,
+impl State {
+    /// The initial state, and the commands that start looking for readiness.
+    pub fn start(config: &Config, now: Instant) -> (State, Vec<Command>) {
+        let (facts, not_ready, command) = match &config.mode {
+            Mode::Sidecar { .. } => {
+                return (State::Running(Running::new(Facts::without_pod(config))), vec![Command::StartProgram]);
+            }
+            Mode::Failed(reason) => return endings::start_failed(config, reason, now),
+            Mode::Pod => (None, Vec::new(), Command::Watch(Watch::Readiness)),
+            Mode::Endpoints(endpoints) => (
+                Some(Facts::without_pod(config)),
+                endpoints.iter().map(ToString::to_string).collect(),
+                Command::Probe(Goal::Ready),
+            ),
+        };
+        let deadline = config.ready_timeout.map(|t| after(now, capped("--ready-timeout", t)));
+        (State::Waiting(Waiting { since: now, deadline, facts, not_ready, reasons: Vec::new() }), vec![command])
     }
 }
 
@@ -112,7 +112,7 @@ pub fn drive(config: &Config, world: &mut impl World) -> u8 {
             Event::Child(Exit::Exited { code }) => crash::program_exited(*code),
             _ => {}
         }
-        let (next, more) = machine::step(config, state, event, world.now());
+        let (next, more) = step(config, state, event, world.now());
         state = next;
         commands.extend(more);
     }
@@ -120,21 +120,14 @@ pub fn drive(config: &Config, world: &mut impl World) -> u8 {
 
 fn carry_out(config: &Config, command: Command, world: &mut impl World, own: &mut VecDeque<Event>) {
     match command {
-        Command::Watch(Watch::Readiness) => {
-            let config = config.clone();
-            let mut pinned = None;
-            world.watch(None, Box::new(move |pod, deleted| machine::wait_is_over(&config, pod, deleted, &mut pinned)));
-        }
+        // Each watcher stops on the very judgement the owner makes of the same snapshot (`facts.rs`).
+        Command::Watch(Watch::Readiness) => world.watch(None, Box::new(facts::wait_is_over(config.clone()))),
         Command::Watch(Watch::SidecarsGone { sidecars, from, uid }) => {
-            let until = move |pod: &Pod, deleted: bool| {
-                deleted || readiness::is_gone(pod, &uid) || readiness::sidecars_gone(pod, &sidecars)
-            };
+            let until = move |pod: &Pod, deleted: bool| facts::sidecars_left(pod, deleted, &uid, &sidecars).is_over();
             world.watch(from, Box::new(until));
         }
         Command::Watch(Watch::PeersDone { peers, from, uid }) => {
-            let until = move |pod: &Pod, deleted: bool| {
-                deleted || readiness::is_gone(pod, &uid) || readiness::peers_left(pod, &peers).is_empty()
-            };
+            let until = move |pod: &Pod, deleted: bool| facts::peers_left(pod, deleted, &uid, &peers).is_over();
             world.watch(from, Box::new(until));
         }
         Command::StopWatch => world.stop_watch(),

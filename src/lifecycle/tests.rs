@@ -2,7 +2,11 @@
 
 use std::time::{Duration, Instant};
 
+use super::config::*;
+use super::facts::*;
 use super::machine::*;
+use super::step;
+use super::stop::*;
 use crate::api::ApiError;
 use crate::child::{Exit, SpawnError};
 use crate::pod::Pod;
@@ -444,20 +448,20 @@ fn nothing_to_shut_down_exits_at_once() {
 #[test]
 fn wait_is_over_matches_the_verdict() {
     let config = config(0);
-    let over = |pod: &Pod, deleted| wait_is_over(&config, pod, deleted, &mut None);
+    let over = |pod: &Pod, deleted| wait_is_over(config.clone())(pod, deleted);
     assert!(!over(&pod("starting"), false));
     assert!(over(&pod("ready"), false));
     assert!(over(&pod("dead"), false));
     assert!(over(&pod("starting"), true), "a DELETED event");
-    let mut pinned = None;
-    assert!(!wait_is_over(&config, &pod("starting"), false, &mut pinned));
+    let mut pinned = wait_is_over(config.clone());
+    assert!(!pinned(&pod("starting"), false));
     // A later snapshot is judged by the first one's containers, as the owner judges it.
     let mut no_containers = pod("starting");
     no_containers.spec.containers.clear();
-    assert!(!wait_is_over(&config, &no_containers, false, &mut pinned));
+    assert!(!pinned(&no_containers, false));
     let mut replacement = pod("starting");
     replacement.metadata.uid = Some("another".into());
-    assert!(wait_is_over(&config, &replacement, false, &mut pinned), "another uid than the first one seen");
+    assert!(pinned(&replacement, false), "another uid than the first one seen");
 }
 
 // No-API mode: readiness and shutdown from probing endpoints.

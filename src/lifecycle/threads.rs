@@ -16,8 +16,9 @@ use crate::probe::{self, Endpoint, Goal};
 use crate::shutdown;
 use crate::{cluster, quit, signals, termination, watch};
 
-use super::machine::{Config, Event, Leftovers, Mode};
-use super::{Until, World};
+use super::config::{Config, Mode, config};
+use super::machine::{Event, Leftovers};
+use super::world::{Until, World};
 
 /// Where readiness comes from, ready to use.
 #[allow(clippy::large_enum_variant)] // built once per run: boxing would buy nothing
@@ -115,7 +116,7 @@ impl Threads {
             }
             Err(reason) => (None, Vec::new(), Mode::Failed(reason)),
         };
-        let config = super::config(options, mode);
+        let config = config(options, mode);
         let world = Threads {
             options: options.clone(),
             tx,

@@ -1,4 +1,4 @@
-//! The Waiting phase's transitions (DESIGN.md "Wait"): Pod snapshots or probe results until every waited
+//! The Waiting phase (`State::Waiting`)'s transitions (DESIGN.md "Wait"): Pod snapshots or probe results until every waited
 //! container is ready; a dead sidecar, a gone Pod, an API failure, the ready timeout or a stop signal give up the
 //! wait, and the program never starts. Pure apart from logging.
 
@@ -13,8 +13,12 @@ use crate::readiness::{self, Verdict, Waited};
 use crate::signals;
 use crate::watch::Update;
 
-use super::machine::{Command, Config, Event, Facts, Mode, Running, State, Stop, Waiting, kill_in};
-use super::stopping::{Ending, after_program, then_read_pod};
+use super::config::{Config, Mode};
+use super::endings::{after_program, failure};
+use super::facts::{Facts, WaitVerdict, judge_wait, kill_in};
+use super::machine::{Command, Event, Running, State, Waiting, with_first};
+use super::shutting_down::{Ending, then_read_pod};
+use super::stop::Stop;
 
 pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instant) -> (State, Vec<Command>) {
     match event {
@@ -105,7 +109,7 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
             }
         },
     };
-    if deleted || readiness::is_gone(pod, &facts.uid) {
+    let WaitVerdict::Seen(verdict) = judge_wait(&facts.uid, &facts.waited, pod, deleted) else {
         if pod.metadata.uid == facts.uid {
             facts.observe(pod);
         }
@@ -113,9 +117,9 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
         let stop = Stop::new(now, facts.grace).learn(now, kill_in(pod, deleted, &facts.uid));
         let ending = Ending::Stopping(stop);
         return abort_wait(config, Some(&facts), End::PodGone, ending, now);
-    }
+    };
     facts.observe(pod);
-    match readiness::assess(pod, &facts.waited) {
+    match verdict {
         Verdict::Ready => {
             let mut commands = vec![Command::StopWatch, Command::StartProgram];
             if !facts.waited.is_empty() {
@@ -175,18 +179,6 @@ fn stop_looking(config: &Config) -> Command {
         // A sidecar's proa, or one whose start failed, never waits, so has nothing to stop.
         Mode::Endpoints(_) | Mode::Sidecar { .. } | Mode::Failed(_) => Command::StopProbe,
     }
-}
-
-/// Logs why proa fails with a code of its own (124, 125) and orders the same text into the termination log.
-fn failure(reason: impl Into<String>) -> Command {
-    let reason = reason.into();
-    log::error!("{reason}");
-    Command::WriteTerminationLog(reason)
-}
-
-/// Puts `first` before the commands of a transition.
-fn with_first(first: Command, (state, commands): (State, Vec<Command>)) -> (State, Vec<Command>) {
-    (state, [first].into_iter().chain(commands).collect())
 }
 
 fn log_waited(waited: &[Waited]) {

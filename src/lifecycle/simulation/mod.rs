@@ -14,7 +14,8 @@ use crate::pod::Pod;
 use crate::probe::Endpoint as ProbeEndpoint;
 use crate::shutdown;
 
-use super::machine::{ActionTarget, Config, EXIT_MARGIN, MAX_WAIT, Mode};
+use super::config::{ActionTarget, Config, Mode};
+use super::stop::{EXIT_MARGIN, MAX_WAIT};
 use scenario::Scenario;
 use world::{FIRST_UID, Record, Sim};
 
