@@ -32,18 +32,6 @@ pub enum Event {
     Probe(ProbeUpdate),
     /// The owner's wait reached `State::deadline`.
     DeadlinePassed,
-    /// From a worker that is done: what it held, for the owner to drop once it has acted on the event before
-    /// (see `watch::spawn_watch`). The owner loop drops it; `step` never sees it.
-    Release(#[allow(dead_code)] Leftovers),
-}
-
-/// A finished worker's resources, held only to be dropped.
-pub struct Leftovers(#[allow(dead_code)] pub Box<dyn Send>);
-
-impl std::fmt::Debug for Leftovers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Leftovers")
-    }
 }
 
 /// What a watcher watches for.

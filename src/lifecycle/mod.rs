@@ -4,10 +4,11 @@
 //! (`Mode::Failed`), goes through this loop. It never uses `?`: a failed command becomes an event, so events keep
 //! flowing. It blocks until the next event or deadline, so it uses no CPU while the program runs.
 //!
-//! Who sends what, over the one channel (`threads.rs`): the signal thread `Event::Signal`; the watcher
-//! `Event::Watch` (and its leftovers to drop); the prober `Event::Probe`; the reaper `Event::Child`; each shutdown
-//! action `Event::Shutdown`; the quit endpoint `Event::Quit`. The owner itself makes `Event::SpawnFailed` from a
-//! failed `StartProgram`, and `Event::DeadlinePassed` from its clock.
+//! Who sends what: workers send a `threads::Message` over the one channel, an `Event` for `step` or, from a
+//! finished watcher, `Message::Release` (what it held, dropped by the world before the next event; `step` never
+//! sees it). The signal thread sends `Event::Signal`; the watcher `Event::Watch`; the prober `Event::Probe`; the
+//! reaper `Event::Child`; each shutdown action `Event::Shutdown`; the quit endpoint `Event::Quit`. The owner
+//! itself makes `Event::SpawnFailed` from a failed `StartProgram`, and `Event::DeadlinePassed` from its clock.
 //!
 //! Files, top to bottom (`layers.rs` checks that arrows only point down): this one; `threads` (the real world);
 //! one file per phase, `waiting` and `running`; `endings` (the program's exit, a given-up wait, a failed start);
@@ -106,11 +107,8 @@ pub fn drive(config: &Config, world: &mut impl World) -> u8 {
                 return exit::code(exit::End::ProaFailed);
             }
         };
-        match &event {
-            // Dropped here, now that the commands of the events before it are carried out.
-            Event::Release(_) => continue,
-            Event::Child(Exit::Exited { code }) => crash::program_exited(*code),
-            _ => {}
+        if let Event::Child(Exit::Exited { code }) = &event {
+            crash::program_exited(*code);
         }
         let (next, more) = step(config, state, event, world.now());
         state = next;

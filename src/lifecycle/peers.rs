@@ -46,7 +46,6 @@ pub(super) fn awaiting_peers(config: &Config, p: AwaitingPeers, event: Event, no
         | Event::Shutdown(_)
         | Event::Probe(_)
         | Event::Quit
-        | Event::Release(_)
         | Event::DeadlinePassed => (State::AwaitingPeers(p), vec![]),
     }
 }

@@ -51,7 +51,7 @@ pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instan
             _ => (State::Running(r), vec![]),
         },
         // A late snapshot from the watcher that was just stopped: nothing to do.
-        Event::Shutdown(_) | Event::Probe(_) | Event::Release(_) => (State::Running(r), vec![]),
+        Event::Shutdown(_) | Event::Probe(_) => (State::Running(r), vec![]),
     }
 }
 

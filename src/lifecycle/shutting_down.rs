@@ -212,7 +212,6 @@ pub(super) fn shutting_down(config: &Config, mut s: ShuttingDown, event: Event, 
         Event::Child(_)
         | Event::SpawnFailed(_)
         | Event::Quit
-        | Event::Release(_)
         | Event::Probe(
             ProbeUpdate::Reached(Goal::Ready)
             | ProbeUpdate::Pending { goal: Goal::Ready, .. }

@@ -17,8 +17,18 @@ use crate::shutdown;
 use crate::{cluster, quit, signals, termination, watch};
 
 use super::config::{Config, Mode, config};
-use super::machine::{Event, Leftovers};
+use super::machine::Event;
 use super::world::{Until, World};
+
+/// What a worker sends the owner over the one channel: an event for `step`, or what a finished worker held, to be
+/// dropped off the hot path.
+pub enum Message {
+    /// For the state machine (`mod.rs` lists who sends which).
+    Event(Event),
+    /// A finished watcher's resources (see `watch::spawn_watch`), dropped by the owner once it has acted on the
+    /// events before them; `step` never sees them.
+    Release(Box<dyn Send>),
+}
 
 /// Where readiness comes from, ready to use.
 #[allow(clippy::large_enum_variant)] // built once per run: boxing would buy nothing
@@ -34,8 +44,8 @@ pub enum Source {
 /// The worker threads and the channel they report on.
 pub struct Threads {
     options: Options,
-    tx: Sender<Event>,
-    rx: Receiver<Event>,
+    tx: Sender<Message>,
+    rx: Receiver<Message>,
     api: Option<Api>,
     endpoints: Vec<Endpoint>,
     watcher: Option<Worker>,
@@ -50,8 +60,8 @@ pub struct Threads {
 /// The channel every worker reports on, with the signal thread already on it: made before anything else, so that
 /// a SIGTERM during start-up (reading the configuration, a failing start) is not lost.
 pub struct Channel {
-    tx: Sender<Event>,
-    rx: Receiver<Event>,
+    tx: Sender<Message>,
+    rx: Receiver<Message>,
     /// Keeps the signal thread registered for the whole run.
     signals: Option<signal_hook::iterator::Handle>,
 }
@@ -61,9 +71,9 @@ impl Channel {
     /// not start (the error says why): the failed start still sends its shutdown actions over it.
     pub fn open() -> (Channel, Result<(), String>) {
         child::become_reaper();
-        let (tx, rx) = mpsc::channel::<Event>();
+        let (tx, rx) = mpsc::channel::<Message>();
         let signal_tx = tx.clone();
-        match signals::spawn_signals(move |signal| signal_tx.send(Event::Signal(signal)).is_ok()) {
+        match signals::spawn_signals(move |signal| signal_tx.send(Message::Event(Event::Signal(signal))).is_ok()) {
             Ok((handle, _thread)) => (Channel { tx, rx, signals: Some(handle) }, Ok(())),
             Err(err) => (Channel { tx, rx, signals: None }, Err(format!("cannot handle signals: {err}"))),
         }
@@ -107,7 +117,7 @@ impl Threads {
             }
             Ok(Source::Quit(listener)) => {
                 let quit_tx = tx.clone();
-                match quit::spawn(listener, move || _ = quit_tx.send(Event::Quit)) {
+                match quit::spawn(listener, move || _ = quit_tx.send(Message::Event(Event::Quit))) {
                     Ok(_) => {
                         (None, Vec::new(), Mode::Sidecar { signal: options.kill.signal, grace: options.kill.grace })
                     }
@@ -138,13 +148,21 @@ impl World for Threads {
     }
 
     fn next_event(&mut self, deadline: Option<Instant>) -> Option<Event> {
-        match deadline {
-            None => self.rx.recv().ok(),
-            Some(deadline) => match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(event) => Some(event),
-                Err(RecvTimeoutError::Timeout) => Some(Event::DeadlinePassed),
-                Err(RecvTimeoutError::Disconnected) => None,
-            },
+        loop {
+            let message = match deadline {
+                None => self.rx.recv().ok()?,
+                Some(deadline) => match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(message) => message,
+                    Err(RecvTimeoutError::Timeout) => return Some(Event::DeadlinePassed),
+                    Err(RecvTimeoutError::Disconnected) => return None,
+                },
+            };
+            match message {
+                Message::Event(event) => return Some(event),
+                // Dropped here: the owner asks for the next event only once the commands of the ones before are
+                // carried out.
+                Message::Release(leftovers) => drop(leftovers),
+            }
         }
     }
 
@@ -154,20 +172,20 @@ impl World for Threads {
             let (worker, stop) = Worker::new();
             let tx = self.tx.clone();
             let release = tx.clone();
-            let release = move |leftovers| _ = release.send(Event::Release(Leftovers(leftovers)));
+            let release = move |leftovers| _ = release.send(Message::Release(leftovers));
             let report = tx.clone();
             let spawned = watch::spawn_watch(
                 api.clone(),
                 from,
                 stop,
                 until,
-                move |update| report.send(Event::Watch(update)).is_ok(),
+                move |update| report.send(Message::Event(Event::Watch(update))).is_ok(),
                 release,
             );
             // Out of threads: the wait or shutdown goes on as when the API fails, never for ever.
             if let Err(err) = spawned {
                 let failed = ApiError::Transport(format!("cannot start the thread that watches the pod: {err}"));
-                _ = tx.send(Event::Watch(watch::Update::Failed(failed)));
+                _ = tx.send(Message::Event(Event::Watch(watch::Update::Failed(failed))));
             }
             self.watcher = Some(worker);
         }
@@ -183,10 +201,10 @@ impl World for Threads {
         let tx = self.tx.clone();
         let interval = self.options.probe_interval;
         let report = tx.clone();
-        let report = move |update| report.send(Event::Probe(update)).is_ok();
+        let report = move |update| report.send(Message::Event(Event::Probe(update))).is_ok();
         if let Err(err) = probe::spawn_probe(self.endpoints.clone(), goal, interval, stop, report) {
             let why = format!("cannot start the thread that probes the endpoints: {err}");
-            _ = tx.send(Event::Probe(probe::Update::Failed { goal, why }));
+            _ = tx.send(Message::Event(Event::Probe(probe::Update::Failed { goal, why })));
         }
         self.prober = Some(worker);
     }
@@ -197,7 +215,7 @@ impl World for Threads {
 
     fn start_program(&mut self) -> Result<(), SpawnError> {
         let tx = self.tx.clone();
-        let reaper = child::start_reaper(move |exit| tx.send(Event::Child(exit)).is_ok())
+        let reaper = child::start_reaper(move |exit| tx.send(Message::Event(Event::Child(exit))).is_ok())
             .map_err(|err| SpawnError::Failed { program: self.options.program.to_string_lossy().into_owned(), err })?;
         let spawned = child::spawn_program(&self.options.program, &self.options.args)?;
         log::info!("started {} (pid {})", self.options.program.to_string_lossy(), spawned.pid);
@@ -217,7 +235,9 @@ impl World for Threads {
         let tx = self.tx.clone();
         let all = self.options.shutdown_actions(budget).into_iter().enumerate();
         let actions = all.filter(|(i, _)| chosen.contains(i)).map(|(_, action)| action).collect();
-        shutdown::spawn_actions(actions, budget, move |outcome| tx.send(Event::Shutdown(outcome)).is_ok());
+        shutdown::spawn_actions(actions, budget, move |outcome| {
+            tx.send(Message::Event(Event::Shutdown(outcome))).is_ok()
+        });
     }
 
     fn write_termination_log(&mut self, reason: &str) {

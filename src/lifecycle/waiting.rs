@@ -85,7 +85,6 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
         | Event::SpawnFailed(_)
         | Event::Shutdown(_)
         | Event::Quit
-        | Event::Release(_)
         | Event::Probe(
             ProbeUpdate::Reached(Goal::Gone)
             | ProbeUpdate::Pending { goal: Goal::Gone, .. }
