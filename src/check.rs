@@ -316,7 +316,7 @@ fn report_containers(report: &mut Report<impl Write>, options: &Options, pod: &P
     let config = Config { container: Some(own.name.clone()), ..lifecycle::config(options, Mode::Pod) };
     let facts = match Facts::of(&config, pod) {
         Ok(facts) => facts,
-        Err(err) => return report.fail(&err),
+        Err(err) => return report.fail(&err.to_string()),
     };
     let waited = &facts.waited;
     for peer in &facts.peers {

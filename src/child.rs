@@ -57,6 +57,7 @@ impl SpawnError {
     }
 
     /// The exit code a shell would give; 125 where proa failed before the program ran.
+    #[cfg(test)]
     pub fn code(&self) -> u8 {
         exit::code(self.end())
     }

@@ -6,9 +6,9 @@ use std::time::Instant;
 use crate::exit::{self, End};
 use crate::readiness;
 
-use super::config::Config;
+use super::config::{Config, StartError};
 use super::facts::Facts;
-use super::machine::{Command, State, finish};
+use super::machine::{Command, State, finish, with_first};
 use super::peers::await_peers;
 use super::shutting_down::{Ending, begin_shutdown};
 
@@ -39,10 +39,9 @@ pub(super) fn after_program(
 
 /// The start failed (`Mode::Failed`): the program never runs; shutdown sends the HTTP actions and waits for their
 /// answers only, as after any other failure, then proa exits 125.
-pub(super) fn start_failed(config: &Config, reason: &str, now: Instant) -> (State, Vec<Command>) {
-    log::error!("{reason}");
-    let (state, commands) = begin_shutdown(config, None, exit::code(End::ProaFailed), Ending::Normal, now);
-    (state, [Command::WriteTerminationLog(reason.to_string())].into_iter().chain(commands).collect())
+pub(super) fn start_failed(config: &Config, err: &StartError, now: Instant) -> (State, Vec<Command>) {
+    let failed = failure(err.to_string());
+    with_first(failed, begin_shutdown(config, None, exit::code(err.end()), Ending::Normal, now))
 }
 
 /// Logs why proa fails with a code of its own (124, 125) and orders the same text into the termination log.

@@ -10,7 +10,7 @@ use crate::pod::Pod;
 use crate::readiness::{self, Found, Kind, OwnContainer, RestartPolicy, Verdict, Waited};
 use crate::watch::Update;
 
-use super::config::Config;
+use super::config::{Config, StartError};
 use super::stop::capped;
 
 /// What proa learnt from the Pod: fixed by the first snapshot (the spec is immutable), updated by later ones.
@@ -44,7 +44,7 @@ pub struct Facts {
 impl Facts {
     /// Works out proa's own container, the waited containers, the restart policy and the bounds from the first
     /// snapshot. Fails (exit 125) when `--container` names no container of the Pod.
-    pub fn of(config: &Config, pod: &Pod) -> Result<Facts, String> {
+    pub fn of(config: &Config, pod: &Pod) -> Result<Facts, StartError> {
         let Pin { own, peers, waited, uid } = Pin::of(config, pod)?;
         if !own.ambiguous.is_empty() {
             log::warn!(
@@ -144,10 +144,11 @@ struct Pin {
 
 impl Pin {
     /// Fails (exit 125) when `--container` names no container of the Pod, or a `--peer` is refused.
-    fn of(config: &Config, pod: &Pod) -> Result<Pin, String> {
+    fn of(config: &Config, pod: &Pod) -> Result<Pin, StartError> {
         let own =
-            readiness::find_own_container(pod, config.container.as_deref(), &config.own_args, config.program_words)?;
-        let peers = Peers::of(config, pod, &own)?;
+            readiness::find_own_container(pod, config.container.as_deref(), &config.own_args, config.program_words)
+                .map_err(StartError::OwnContainer)?;
+        let peers = Peers::of(config, pod, &own).map_err(StartError::Peer)?;
         let waited = waited(config, pod, &own, &peers.all);
         Ok(Pin { own, peers, waited, uid: pod.metadata.uid.clone() })
     }

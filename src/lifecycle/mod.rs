@@ -64,7 +64,7 @@ impl State {
             Mode::Sidecar { .. } => {
                 return (State::Running(Running::new(Facts::without_pod(config))), vec![Command::StartProgram]);
             }
-            Mode::Failed(reason) => return endings::start_failed(config, reason, now),
+            Mode::Failed(err) => return endings::start_failed(config, err, now),
             Mode::Pod => (None, Vec::new(), Command::Watch(Watch::Readiness)),
             Mode::Endpoints(endpoints) => (
                 Some(Facts::without_pod(config)),

@@ -130,7 +130,8 @@ fn the_start_watches_the_pod() {
 
 #[test]
 fn a_failed_start_sends_only_the_http_actions_then_exits_125() {
-    let mut failed = Config { mode: Mode::Failed("no API: KUBERNETES_SERVICE_PORT".into()), ..config(3) };
+    let why = StartError::Cluster("no API: KUBERNETES_SERVICE_PORT".into());
+    let mut failed = Config { mode: Mode::Failed(why), ..config(3) };
     failed.actions[1].kill = true;
     let budget = crate::shutdown::budget(Duration::from_secs(30));
     let (state, commands, t0) = run_at(&failed, vec![(0.0, answered())]);
@@ -148,8 +149,9 @@ fn a_failed_start_sends_only_the_http_actions_then_exits_125() {
     assert_eq!((commands, shutting(&state).stop.map(|stop| stop.by)), (vec![], Some(t0 + secs(2.5))));
     assert_eq!(step(&failed, state, answered(), t0 + secs(2.0)).0, State::Done { code: 125 });
     // With no action to send, proa exits at once.
-    let none = Config { mode: Mode::Failed("bad".into()), ..config(0) };
-    assert_eq!(State::start(&none, t0).1, [Command::WriteTerminationLog("bad".into()), Command::Exit(125)]);
+    let none = Config { mode: Mode::Failed(StartError::Signals("bad".into())), ..config(0) };
+    let why = "cannot handle signals: bad".to_string();
+    assert_eq!(State::start(&none, t0).1, [Command::WriteTerminationLog(why), Command::Exit(125)]);
 }
 
 #[test]

@@ -16,7 +16,7 @@ use crate::probe::{self, Endpoint, Goal};
 use crate::shutdown;
 use crate::{cluster, quit, signals, termination, watch};
 
-use super::config::{Config, Mode, config};
+use super::config::{Config, Mode, StartError, config};
 use super::machine::Event;
 use super::world::{Until, World};
 
@@ -69,13 +69,13 @@ pub struct Channel {
 impl Channel {
     /// Makes proa fit to reap and starts the signal thread. The channel is there even when the signal thread could
     /// not start (the error says why): the failed start still sends its shutdown actions over it.
-    pub fn open() -> (Channel, Result<(), String>) {
+    pub fn open() -> (Channel, Result<(), StartError>) {
         child::become_reaper();
         let (tx, rx) = mpsc::channel::<Message>();
         let signal_tx = tx.clone();
         match signals::spawn_signals(move |signal| signal_tx.send(Message::Event(Event::Signal(signal))).is_ok()) {
             Ok((handle, _thread)) => (Channel { tx, rx, signals: Some(handle) }, Ok(())),
-            Err(err) => (Channel { tx, rx, signals: None }, Err(format!("cannot handle signals: {err}"))),
+            Err(err) => (Channel { tx, rx, signals: None }, Err(StartError::Signals(err.to_string()))),
         }
     }
 }
@@ -83,30 +83,30 @@ impl Channel {
 /// Where readiness comes from (DESIGN.md "Start"): `--serve-quit`'s listener, the no-API endpoints, or the
 /// in-cluster API. With the `kill` feature, every kill action is refused in the node's PID namespace first, before
 /// anything runs.
-pub fn source(options: &Options, env: impl Fn(&str) -> Option<String>) -> Result<Source, String> {
+pub fn source(options: &Options, env: impl Fn(&str) -> Option<String>) -> Result<Source, StartError> {
     #[cfg(feature = "kill")]
-    crate::kill::check(&options.kill_rules()).map_err(|err| err.to_string())?;
+    crate::kill::check(&options.kill_rules()).map_err(|err| StartError::Kill(err.to_string()))?;
     let in_cluster = env("KUBERNETES_SERVICE_HOST").is_some_and(|host| !host.trim().is_empty());
     match (options.serve_quit, options.no_api_endpoints(in_cluster)) {
-        (Some(address), _) => quit::bind(address).map(Source::Quit),
+        (Some(address), _) => quit::bind(address).map(Source::Quit).map_err(StartError::ServeQuit),
         (None, Ok(Some(endpoints))) => Ok(Source::Endpoints(endpoints)),
         (None, Ok(None)) => connect(options, env),
-        (None, Err(err)) => Err(err.to_string()),
+        (None, Err(err)) => Err(StartError::Endpoints(err.to_string())),
     }
 }
 
 /// The in-cluster configuration and the API client built from it.
-fn connect(options: &Options, env: impl Fn(&str) -> Option<String>) -> Result<Source, String> {
-    let mut cluster = cluster::discover(env, cluster::hostname).map_err(|e| e.to_string())?;
+fn connect(options: &Options, env: impl Fn(&str) -> Option<String>) -> Result<Source, StartError> {
+    let mut cluster = cluster::discover(env, cluster::hostname).map_err(|err| StartError::Cluster(err.to_string()))?;
     cluster.token.max_age = options.token_refresh;
-    let api = Api::new(cluster, options.watch_timeout).map_err(|e| e.to_string())?;
+    let api = Api::new(cluster, options.watch_timeout).map_err(|err| StartError::Api(err.to_string()))?;
     Ok(Source::Api(api))
 }
 
 impl Threads {
     /// The world over `channel`, and the lifecycle's settings: `Mode::Failed` when the start failed (`source`
     /// tells why) or the quit endpoint cannot be served.
-    pub fn start(channel: Channel, options: &Options, source: Result<Source, String>) -> (Threads, Config) {
+    pub fn start(channel: Channel, options: &Options, source: Result<Source, StartError>) -> (Threads, Config) {
         let Channel { tx, rx, signals: _signals } = channel;
         let (api, endpoints, mode) = match source {
             Ok(Source::Api(api)) => (Some(api), Vec::new(), Mode::Pod),
@@ -121,7 +121,7 @@ impl Threads {
                     Ok(_) => {
                         (None, Vec::new(), Mode::Sidecar { signal: options.kill.signal, grace: options.kill.grace })
                     }
-                    Err(err) => (None, Vec::new(), Mode::Failed(format!("cannot serve --serve-quit: {err}"))),
+                    Err(err) => (None, Vec::new(), Mode::Failed(StartError::QuitThread(err.to_string()))),
                 }
             }
             Err(reason) => (None, Vec::new(), Mode::Failed(reason)),

@@ -103,8 +103,8 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
                 facts
             }
             Err(err) => {
-                let failed = failure(err);
-                return with_first(failed, abort_wait(config, None, End::ProaFailed, Ending::Normal, now));
+                let failed = failure(err.to_string());
+                return with_first(failed, abort_wait(config, None, err.end(), Ending::Normal, now));
             }
         },
     };

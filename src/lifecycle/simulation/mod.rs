@@ -26,8 +26,8 @@ const EPSILON: Duration = Duration::from_millis(1);
 
 /// The lifecycle settings a scenario's command line gives.
 fn config(s: &Scenario) -> Config {
-    let mode = match (s.start_failure, s.no_api) {
-        (Some(reason), _) => Mode::Failed(reason.into()),
+    let mode = match (&s.start_failure, s.no_api) {
+        (Some(err), _) => Mode::Failed(err.clone()),
         (None, true) => Mode::Endpoints(vec![ProbeEndpoint::Http("http://127.0.0.1:15021/healthz/ready".into())]),
         (None, false) => Mode::Pod,
     };
@@ -152,7 +152,7 @@ fn never_early(s: &Scenario, r: &Record) -> Result<(), String> {
 
 /// proa exits with the program's code, or the documented code of what stopped the wait.
 fn exit_code(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
-    if let Some(reason) = s.start_failure {
+    if let Some(reason) = &s.start_failure {
         return match (r.program_started, end.code) {
             (None, 125) => Ok(()),
             (Some(_), _) => Err(format!("started the program although the start failed ({reason})")),
@@ -447,7 +447,7 @@ fn in_time(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
 fn wait_ended(s: &Scenario, r: &Record, end: &Ending) -> Option<Duration> {
     let dead = r.delivered.iter().find(|(_, pod, _)| shows_dead(s, pod).is_some()).map(|(at, _, _)| *at);
     let refused = r.delivered.first().filter(|_| s.peers_refused()).map(|(at, _, _)| *at);
-    let failed = s.start_failure.map(|_| Duration::ZERO);
+    let failed = s.start_failure.as_ref().map(|_| Duration::ZERO);
     let causes = [s.ready_timeout, dead, r.api_failed_at, r.not_found_at, stopped_at(r), refused, failed];
     causes.into_iter().flatten().filter(|at| *at <= end.at).min()
 }

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use super::super::config::StartError;
+
 /// A seeded SplitMix64: small, fast, and the same sequence on every machine.
 pub struct Rng(u64);
 
@@ -168,18 +170,20 @@ pub struct Scenario {
     pub endpoints_keep_answering: bool,
     /// The start fails after the signal thread is up (`Mode::Failed`), for one of these reasons: 125 after the HTTP
     /// actions, never the program, never the kills.
-    pub start_failure: Option<&'static str>,
+    pub start_failure: Option<StartError>,
     /// With a start failure: this action is a `--kill` (the refused one, maybe), not an HTTP request.
     pub kill_action: Option<usize>,
 }
 
 /// Why a start fails, as `lifecycle::run` finds it.
-const START_FAILURES: [&str; 4] = [
-    "--kill-all: proa runs in the node's PID namespace (hostPID): refusing to signal every process of the node",
-    "KUBERNETES_SERVICE_PORT \"x\" is not a port",
-    "cannot handle signals: Resource temporarily unavailable",
-    "cannot serve --serve-quit: Resource temporarily unavailable",
-];
+fn start_failure(r: &mut Rng) -> StartError {
+    match r.below(4) {
+        0 => StartError::Kill("--kill-all: proa runs in the node's PID namespace (hostPID)".into()),
+        1 => StartError::Cluster("KUBERNETES_SERVICE_PORT \"x\" is not a port".into()),
+        2 => StartError::Signals("Resource temporarily unavailable".into()),
+        _ => StartError::QuitThread("Resource temporarily unavailable".into()),
+    }
+}
 
 const POLICIES: [&str; 3] = ["Always", "OnFailure", "Never"];
 /// Arguments a sidecar may have: some end like proa's own (`--verbose`), none covers the program `prog`.
@@ -320,7 +324,7 @@ impl Scenario {
             endpoints_ready_at: r.millis(0, 5000),
             endpoints_keep_answering: r.chance(20),
             // Drawn last, so that every other draw stays that of the seed.
-            start_failure: r.chance(4).then(|| r.pick(&START_FAILURES)),
+            start_failure: r.chance(4).then(|| start_failure(r)),
             kill_action: None,
         };
         if scenario.start_failure.is_some() && !scenario.actions.is_empty() && r.chance(50) {
