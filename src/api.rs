@@ -4,7 +4,7 @@
 //! Runs on the watch threads. Never logs the token or the Authorization header.
 
 use std::fmt;
-use std::io::{self, BufReader};
+use std::io::BufReader;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use rustls::pki_types::pem::PemObject;
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
 use crate::cluster::{Cluster, Token};
+use crate::http;
 use crate::lines::{self, Line};
 use crate::pod::{ApiStatus, Pod};
 use crate::url::redact;
@@ -187,8 +188,8 @@ impl Api {
             .unversioned_rustls_crypto_provider(crate::tls::provider())
             .root_certs(RootCerts::new_with_certs(&roots))
             .build();
-        let agent = agent(
-            agent_config()
+        let agent = http::agent(
+            http::agent_config()
                 .tls_config(tls)
                 .timeout_connect(Some(CONNECT_TIMEOUT))
                 .timeout_recv_response(Some(RESPONSE_TIMEOUT))
@@ -351,86 +352,11 @@ fn read_json<T: serde::de::DeserializeOwned>(response: ureq::http::Response<ureq
     }
 }
 
-/// The settings every HTTP client of proa's shares: a status is an answer, not an error; proa's User-Agent; no
-/// proxy; no redirects; and a TLS stack that trusts nothing (the API client replaces it with the cluster CA). A
-/// proxy: HTTP_PROXY, HTTPS_PROXY and ALL_PROXY in the container are meant for the program; the API server is
-/// inside the cluster, and shutdown and readiness URLs are on loopback, so a proxy could only lose them. A
-/// redirect could lead anywhere; with no TLS stack an https one would even abort proa.
-pub fn agent_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
-    let no_roots = TlsConfig::builder()
-        .provider(TlsProvider::Rustls)
-        .unversioned_rustls_crypto_provider(crate::tls::provider())
-        .root_certs(RootCerts::new_with_certs(&[]))
-        .build();
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .user_agent(concat!("proa/", env!("CARGO_PKG_VERSION")))
-        .proxy(None)
-        .max_redirects(0)
-        .tls_config(no_roots)
-}
-
-/// An agent from `config` with only what proa uses: TCP, then TLS for an https URL (no proxy connector: the
-/// settings refuse proxies anyway), and `Resolver`. ureq's `unversioned` parts do not follow semver; Cargo.lock
-/// pins the version.
-pub fn agent(config: ureq::config::Config) -> ureq::Agent {
-    use ureq::unversioned::transport::{Connector, RustlsConnector, TcpConnector};
-    let connector = ().chain(TcpConnector::default()).chain(RustlsConnector::default());
-    ureq::Agent::with_parts(config, connector, Resolver)
-}
-
-/// Resolves an IP address (`KUBERNETES_SERVICE_HOST` always is one; shutdown URLs mostly) at once, on the calling
-/// thread; a name through ureq's resolver, which starts a thread to bound the lookup.
-#[derive(Debug)]
-struct Resolver;
-
-impl ureq::unversioned::resolver::Resolver for Resolver {
-    fn resolve(
-        &self,
-        uri: &ureq::http::Uri,
-        config: &ureq::config::Config,
-        timeout: ureq::unversioned::transport::NextTimeout,
-    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
-        let host = uri.host().map(|host| host.trim_start_matches('[').trim_end_matches(']'));
-        let port = uri.port_u16().or_else(|| match uri.scheme_str() {
-            Some("https") => Some(443),
-            Some("http") => Some(80),
-            _ => None,
-        });
-        match (host.and_then(|host| host.parse::<std::net::IpAddr>().ok()), port) {
-            (Some(ip), Some(port)) => {
-                let mut addresses = self.empty();
-                addresses.push(std::net::SocketAddr::new(ip, port));
-                Ok(addresses)
-            }
-            _ => ureq::unversioned::resolver::DefaultResolver::default().resolve(uri, config, timeout),
-        }
-    }
-}
-
 /// A certificate rustls refused is fatal; anything else on the wire is worth retrying.
 fn transport_error(err: ureq::Error) -> ApiError {
-    let untrusted = match &err {
-        ureq::Error::Rustls(rustls::Error::InvalidCertificate(why)) => Some(why.to_string()),
-        ureq::Error::Io(io) => {
-            io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).and_then(|tls| match tls {
-                rustls::Error::InvalidCertificate(why) => Some(why.to_string()),
-                _ => None,
-            })
-        }
-        _ => None,
-    };
-    match (untrusted, err) {
-        (Some(why), _) => ApiError::Untrusted(why),
-        (None, ureq::Error::BadUri(why)) => ApiError::Request(why),
-        (None, ureq::Error::Http(why)) => ApiError::Request(why.to_string()),
-        (None, err) => ApiError::Transport(io_text(&err)),
-    }
-}
-
-fn io_text(err: &ureq::Error) -> String {
-    match err {
-        ureq::Error::Io(io) if io.kind() == io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        other => other.to_string(),
+    match http::transport_error(err) {
+        http::TransportError::Untrusted(why) => ApiError::Untrusted(why),
+        http::TransportError::Request(why) => ApiError::Request(why),
+        http::TransportError::Failed(why) => ApiError::Transport(why),
     }
 }

@@ -22,6 +22,7 @@ mod clock;
 mod cluster;
 mod crash;
 mod exit;
+mod http;
 mod install;
 #[cfg(feature = "kill")]
 mod kill;
