@@ -106,14 +106,14 @@ fn judge_pid1(
         Some(_) => "PID 1's environment",
         None => "the environment of --check (PID 1's cannot be read)",
     };
-    match crate::cli::parse(pid1.args.iter().map(OsString::from), env) {
-        Ok(crate::cli::Parsed::Run(judged)) if judged.serve_quit.is_some() => {
+    match crate::options::cli::parse(pid1.args.iter().map(OsString::from), env) {
+        Ok(crate::options::cli::Parsed::Run(judged)) if judged.serve_quit.is_some() => {
             report.ok(&format!(
                 "PID 1 is a sidecar's proa ({shown}): nothing to wait for or stop here; run the check in the main container"
             ));
             None
         }
-        Ok(crate::cli::Parsed::Run(judged)) => {
+        Ok(crate::options::cli::Parsed::Run(judged)) => {
             let ignored = match options.own_args.iter().any(|arg| arg != "--check") {
                 true => "; the flags given to --check are not used",
                 false => "",

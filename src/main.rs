@@ -17,7 +17,6 @@ macro_rules! debug {
 mod api;
 mod check;
 mod child;
-mod cli;
 mod clock;
 mod cluster;
 mod crash;
@@ -50,8 +49,9 @@ mod watch;
 use std::io::Write;
 use std::process::ExitCode;
 
-use cli::Parsed;
 use options::Options;
+use options::cli::{self, Parsed};
+use options::help;
 
 /// As ripgrep's: the panic hook first, then `run` what the command line asks for, and exit with its code.
 fn main() -> ExitCode {
@@ -75,8 +75,8 @@ fn run(parsed: Result<Parsed, cli::UsageError>, env: impl Fn(&str) -> Option<Str
         logging::init(options.log_format);
     }
     match parsed {
-        Parsed::Help => show(&cli::help()),
-        Parsed::Version => show(&format!("{}\n", cli::VERSION)),
+        Parsed::Help => show(&help::help()),
+        Parsed::Version => show(&format!("{}\n", help::VERSION)),
         Parsed::Check(options) => check::run(&options, env),
         Parsed::Install(options) => install(&options),
         Parsed::Run(options) if options.disabled => run_in_place(&options),
