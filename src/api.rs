@@ -35,7 +35,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A request to the API server failed.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub enum ApiError {
     /// `ca.crt` holds no usable certificate. Fatal: exit 125.
     BadCa(String),
@@ -299,7 +299,7 @@ impl Api {
                         log::warn!("{err}");
                     }
                 }
-                _ => return Err(self.status_error(status, verb, response)),
+                _ => return Err(self.answer_error(status, verb, response)),
             }
         }
     }
@@ -310,34 +310,16 @@ impl Api {
         self.token.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn status_error(&self, status: u16, verb: &'static str, response: ureq::http::Response<ureq::Body>) -> ApiError {
-        if response.status().is_redirection() {
-            let location = response.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or("nowhere");
-            return ApiError::Redirect { status, location: location.to_string() };
-        }
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let message = response
-            .into_body()
-            .into_with_config()
-            .limit(64 * 1024)
-            .read_to_vec()
-            .ok()
-            .and_then(|body| serde_json::from_slice::<ApiStatus>(&body).ok())
-            .map(|s| s.message)
-            .unwrap_or_default();
-        match status {
-            401 => ApiError::Unauthorized,
-            403 => ApiError::Forbidden { verb, namespace: self.namespace.clone() },
-            404 => ApiError::PodNotFound { namespace: self.namespace.clone(), pod: self.pod_name.clone() },
-            410 => ApiError::Gone,
-            429 | 500..=599 => ApiError::Unavailable { status, retry_after },
-            _ => ApiError::Status { status, message },
-        }
+    /// What an answer other than 2xx means; reads what `status_error` needs of it (a redirect's body is not read).
+    fn answer_error(&self, status: u16, verb: &'static str, response: ureq::http::Response<ureq::Body>) -> ApiError {
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let (location, retry_after) = (header("location"), header("retry-after"));
+        let body = match response.status().is_redirection() {
+            true => Vec::new(),
+            false => response.into_body().into_with_config().limit(64 * 1024).read_to_vec().unwrap_or_default(),
+        };
+        let answer = Answer { location: location.as_deref(), retry_after: retry_after.as_deref(), body: &body };
+        status_error(status, verb, &answer, &self.namespace, &self.pod_name)
     }
 }
 
@@ -352,11 +334,96 @@ fn read_json<T: serde::de::DeserializeOwned>(response: ureq::http::Response<ureq
     }
 }
 
+/// What `status_error` reads of an answer: two headers and the body (at most 64 KiB; empty for a redirect).
+struct Answer<'a> {
+    location: Option<&'a str>,
+    retry_after: Option<&'a str>,
+    body: &'a [u8],
+}
+
+/// What the API server's answer with `status` (not 2xx) means for a request of `verb` on the Pod `pod` in
+/// `namespace`: a redirect (never followed), 401, 403, 404, 410, one worth retrying (429, 5xx, with its
+/// Retry-After in seconds), or any other status with the message of the API's Status object.
+fn status_error(status: u16, verb: &'static str, answer: &Answer, namespace: &str, pod: &str) -> ApiError {
+    if (300..400).contains(&status) {
+        let location = answer.location.unwrap_or("nowhere").to_string();
+        return ApiError::Redirect { status, location };
+    }
+    let retry_after = answer.retry_after.and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+    let message = serde_json::from_slice::<ApiStatus>(answer.body).map(|s| s.message).unwrap_or_default();
+    match status {
+        401 => ApiError::Unauthorized,
+        403 => ApiError::Forbidden { verb, namespace: namespace.to_string() },
+        404 => ApiError::PodNotFound { namespace: namespace.to_string(), pod: pod.to_string() },
+        410 => ApiError::Gone,
+        429 | 500..=599 => ApiError::Unavailable { status, retry_after },
+        _ => ApiError::Status { status, message },
+    }
+}
+
 /// A certificate rustls refused is fatal; anything else on the wire is worth retrying.
 fn transport_error(err: ureq::Error) -> ApiError {
     match http::transport_error(err) {
         http::TransportError::Untrusted(why) => ApiError::Untrusted(why),
         http::TransportError::Request(why) => ApiError::Request(why),
         http::TransportError::Failed(why) => ApiError::Transport(why),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(
+        location: Option<&'static str>,
+        retry_after: Option<&'static str>,
+        body: &'static str,
+    ) -> Answer<'static> {
+        Answer { location, retry_after, body: body.as_bytes() }
+    }
+
+    fn judged(status: u16, answer: &Answer) -> ApiError {
+        status_error(status, "watch", answer, "jobs", "job-abc")
+    }
+
+    #[test]
+    fn a_redirect_is_never_followed_and_names_where_it_led() {
+        let moved = answer(Some("https://elsewhere/"), None, "");
+        assert_eq!(judged(302, &moved), ApiError::Redirect { status: 302, location: "https://elsewhere/".into() });
+        assert_eq!(
+            judged(307, &answer(None, None, "")),
+            ApiError::Redirect { status: 307, location: "nowhere".into() }
+        );
+    }
+
+    #[test]
+    fn each_status_proa_knows_has_its_error() {
+        let plain = answer(None, None, "");
+        assert_eq!(judged(401, &plain), ApiError::Unauthorized);
+        assert_eq!(judged(403, &plain), ApiError::Forbidden { verb: "watch", namespace: "jobs".into() });
+        assert_eq!(judged(404, &plain), ApiError::PodNotFound { namespace: "jobs".into(), pod: "job-abc".into() });
+        assert_eq!(judged(410, &plain), ApiError::Gone);
+    }
+
+    #[test]
+    fn a_busy_server_says_when_to_come_back() {
+        let busy = answer(None, Some(" 7 "), "");
+        assert_eq!(
+            judged(429, &busy),
+            ApiError::Unavailable { status: 429, retry_after: Some(Duration::from_secs(7)) }
+        );
+        let garbled = answer(None, Some("soon"), "");
+        assert_eq!(judged(503, &garbled), ApiError::Unavailable { status: 503, retry_after: None });
+    }
+
+    #[test]
+    fn any_other_status_keeps_the_apis_message() {
+        let status = answer(None, None, r#"{"kind":"Status","message":"the server rejected our request"}"#);
+        let expected = ApiError::Status { status: 422, message: "the server rejected our request".into() };
+        assert_eq!(judged(422, &status), expected);
+        assert_eq!(
+            judged(400, &answer(None, None, "<html>")),
+            ApiError::Status { status: 400, message: String::new() }
+        );
     }
 }
