@@ -4,7 +4,7 @@
 //! Runs on the watch threads. Never logs the token or the Authorization header.
 
 use std::fmt;
-use std::io::{self, BufReader};
+use std::io::BufReader;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use rustls::pki_types::pem::PemObject;
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
 use crate::cluster::{Cluster, Token};
+use crate::http;
 use crate::lines::{self, Line};
 use crate::pod::{ApiStatus, Pod};
 use crate::url::redact;
@@ -36,7 +37,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A request to the API server failed.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub enum ApiError {
     /// `ca.crt` holds no usable certificate. Fatal: exit 125.
     BadCa(String),
@@ -189,8 +190,8 @@ impl Api {
             .unversioned_rustls_crypto_provider(crate::tls::provider())
             .root_certs(RootCerts::new_with_certs(&roots))
             .build();
-        let agent = agent(
-            agent_config()
+        let agent = http::agent(
+            http::agent_config()
                 .tls_config(tls)
                 .timeout_connect(Some(CONNECT_TIMEOUT))
                 .timeout_recv_response(Some(RESPONSE_TIMEOUT))
@@ -300,7 +301,7 @@ impl Api {
                         log::warn!("{err}");
                     }
                 }
-                _ => return Err(self.status_error(status, verb, response)),
+                _ => return Err(self.answer_error(status, verb, response)),
             }
         }
     }
@@ -311,34 +312,16 @@ impl Api {
         self.token.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn status_error(&self, status: u16, verb: &'static str, response: ureq::http::Response<ureq::Body>) -> ApiError {
-        if response.status().is_redirection() {
-            let location = response.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or("nowhere");
-            return ApiError::Redirect { status, location: location.to_string() };
-        }
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let message = response
-            .into_body()
-            .into_with_config()
-            .limit(64 * 1024)
-            .read_to_vec()
-            .ok()
-            .and_then(|body| serde_json::from_slice::<ApiStatus>(&body).ok())
-            .map(|s| s.message)
-            .unwrap_or_default();
-        match status {
-            401 => ApiError::Unauthorized,
-            403 => ApiError::Forbidden { verb, namespace: self.namespace.clone() },
-            404 => ApiError::PodNotFound { namespace: self.namespace.clone(), pod: self.pod_name.clone() },
-            410 => ApiError::Gone,
-            429 | 500..=599 => ApiError::Unavailable { status, retry_after },
-            _ => ApiError::Status { status, message },
-        }
+    /// What an answer other than 2xx means; reads what `status_error` needs of it (a redirect's body is not read).
+    fn answer_error(&self, status: u16, verb: &'static str, response: ureq::http::Response<ureq::Body>) -> ApiError {
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let (location, retry_after) = (header("location"), header("retry-after"));
+        let body = match response.status().is_redirection() {
+            true => Vec::new(),
+            false => response.into_body().into_with_config().limit(64 * 1024).read_to_vec().unwrap_or_default(),
+        };
+        let answer = Answer { location: location.as_deref(), retry_after: retry_after.as_deref(), body: &body };
+        status_error(status, verb, &answer, &self.namespace, &self.pod_name)
     }
 }
 
@@ -353,86 +336,96 @@ fn read_json<T: serde::de::DeserializeOwned>(response: ureq::http::Response<ureq
     }
 }
 
-/// The settings every HTTP client of proa's shares: a status is an answer, not an error; proa's User-Agent; no
-/// proxy; no redirects; and a TLS stack that trusts nothing (the API client replaces it with the cluster CA). A
-/// proxy: HTTP_PROXY, HTTPS_PROXY and ALL_PROXY in the container are meant for the program; the API server is
-/// inside the cluster, and shutdown and readiness URLs are on loopback, so a proxy could only lose them. A
-/// redirect could lead anywhere; with no TLS stack an https one would even abort proa.
-pub fn agent_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
-    let no_roots = TlsConfig::builder()
-        .provider(TlsProvider::Rustls)
-        .unversioned_rustls_crypto_provider(crate::tls::provider())
-        .root_certs(RootCerts::new_with_certs(&[]))
-        .build();
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .user_agent(concat!("proa/", env!("CARGO_PKG_VERSION")))
-        .proxy(None)
-        .max_redirects(0)
-        .tls_config(no_roots)
+/// What `status_error` reads of an answer: two headers and the body (at most 64 KiB; empty for a redirect).
+struct Answer<'a> {
+    location: Option<&'a str>,
+    retry_after: Option<&'a str>,
+    body: &'a [u8],
 }
 
-/// An agent from `config` with only what proa uses: TCP, then TLS for an https URL (no proxy connector: the
-/// settings refuse proxies anyway), and `Resolver`. ureq's `unversioned` parts do not follow semver; Cargo.lock
-/// pins the version.
-pub fn agent(config: ureq::config::Config) -> ureq::Agent {
-    use ureq::unversioned::transport::{Connector, RustlsConnector, TcpConnector};
-    let connector = ().chain(TcpConnector::default()).chain(RustlsConnector::default());
-    ureq::Agent::with_parts(config, connector, Resolver)
-}
-
-/// Resolves an IP address (`KUBERNETES_SERVICE_HOST` always is one; shutdown URLs mostly) at once, on the calling
-/// thread; a name through ureq's resolver, which starts a thread to bound the lookup.
-#[derive(Debug)]
-struct Resolver;
-
-impl ureq::unversioned::resolver::Resolver for Resolver {
-    fn resolve(
-        &self,
-        uri: &ureq::http::Uri,
-        config: &ureq::config::Config,
-        timeout: ureq::unversioned::transport::NextTimeout,
-    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
-        let host = uri.host().map(|host| host.trim_start_matches('[').trim_end_matches(']'));
-        let port = uri.port_u16().or_else(|| match uri.scheme_str() {
-            Some("https") => Some(443),
-            Some("http") => Some(80),
-            _ => None,
-        });
-        match (host.and_then(|host| host.parse::<std::net::IpAddr>().ok()), port) {
-            (Some(ip), Some(port)) => {
-                let mut addresses = self.empty();
-                addresses.push(std::net::SocketAddr::new(ip, port));
-                Ok(addresses)
-            }
-            _ => ureq::unversioned::resolver::DefaultResolver::default().resolve(uri, config, timeout),
-        }
+/// What the API server's answer with `status` (not 2xx) means for a request of `verb` on the Pod `pod` in
+/// `namespace`: a redirect (never followed), 401, 403, 404, 410, one worth retrying (429, 5xx, with its
+/// Retry-After in seconds), or any other status with the message of the API's Status object.
+fn status_error(status: u16, verb: &'static str, answer: &Answer, namespace: &str, pod: &str) -> ApiError {
+    if (300..400).contains(&status) {
+        let location = answer.location.unwrap_or("nowhere").to_string();
+        return ApiError::Redirect { status, location };
+    }
+    let retry_after = answer.retry_after.and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+    let message = serde_json::from_slice::<ApiStatus>(answer.body).map(|s| s.message).unwrap_or_default();
+    match status {
+        401 => ApiError::Unauthorized,
+        403 => ApiError::Forbidden { verb, namespace: namespace.to_string() },
+        404 => ApiError::PodNotFound { namespace: namespace.to_string(), pod: pod.to_string() },
+        410 => ApiError::Gone,
+        429 | 500..=599 => ApiError::Unavailable { status, retry_after },
+        _ => ApiError::Status { status, message },
     }
 }
 
 /// A certificate rustls refused is fatal; anything else on the wire is worth retrying.
 fn transport_error(err: ureq::Error) -> ApiError {
-    let untrusted = match &err {
-        ureq::Error::Rustls(rustls::Error::InvalidCertificate(why)) => Some(why.to_string()),
-        ureq::Error::Io(io) => {
-            io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).and_then(|tls| match tls {
-                rustls::Error::InvalidCertificate(why) => Some(why.to_string()),
-                _ => None,
-            })
-        }
-        _ => None,
-    };
-    match (untrusted, err) {
-        (Some(why), _) => ApiError::Untrusted(why),
-        (None, ureq::Error::BadUri(why)) => ApiError::Request(why),
-        (None, ureq::Error::Http(why)) => ApiError::Request(why.to_string()),
-        (None, err) => ApiError::Transport(io_text(&err)),
+    match http::transport_error(err) {
+        http::TransportError::Untrusted(why) => ApiError::Untrusted(why),
+        http::TransportError::Request(why) => ApiError::Request(why),
+        http::TransportError::Failed(why) => ApiError::Transport(why),
     }
 }
 
-fn io_text(err: &ureq::Error) -> String {
-    match err {
-        ureq::Error::Io(io) if io.kind() == io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        other => other.to_string(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(
+        location: Option<&'static str>,
+        retry_after: Option<&'static str>,
+        body: &'static str,
+    ) -> Answer<'static> {
+        Answer { location, retry_after, body: body.as_bytes() }
+    }
+
+    fn judged(status: u16, answer: &Answer) -> ApiError {
+        status_error(status, "watch", answer, "jobs", "job-abc")
+    }
+
+    #[test]
+    fn a_redirect_is_never_followed_and_names_where_it_led() {
+        let moved = answer(Some("https://elsewhere/"), None, "");
+        assert_eq!(judged(302, &moved), ApiError::Redirect { status: 302, location: "https://elsewhere/".into() });
+        assert_eq!(
+            judged(307, &answer(None, None, "")),
+            ApiError::Redirect { status: 307, location: "nowhere".into() }
+        );
+    }
+
+    #[test]
+    fn each_status_proa_knows_has_its_error() {
+        let plain = answer(None, None, "");
+        assert_eq!(judged(401, &plain), ApiError::Unauthorized);
+        assert_eq!(judged(403, &plain), ApiError::Forbidden { verb: "watch", namespace: "jobs".into() });
+        assert_eq!(judged(404, &plain), ApiError::PodNotFound { namespace: "jobs".into(), pod: "job-abc".into() });
+        assert_eq!(judged(410, &plain), ApiError::Gone);
+    }
+
+    #[test]
+    fn a_busy_server_says_when_to_come_back() {
+        let busy = answer(None, Some(" 7 "), "");
+        assert_eq!(
+            judged(429, &busy),
+            ApiError::Unavailable { status: 429, retry_after: Some(Duration::from_secs(7)) }
+        );
+        let garbled = answer(None, Some("soon"), "");
+        assert_eq!(judged(503, &garbled), ApiError::Unavailable { status: 503, retry_after: None });
+    }
+
+    #[test]
+    fn any_other_status_keeps_the_apis_message() {
+        let status = answer(None, None, r#"{"kind":"Status","message":"the server rejected our request"}"#);
+        let expected = ApiError::Status { status: 422, message: "the server rejected our request".into() };
+        assert_eq!(judged(422, &status), expected);
+        assert_eq!(
+            judged(400, &answer(None, None, "<html>")),
+            ApiError::Status { status: 400, message: String::new() }
+        );
     }
 }

@@ -42,7 +42,7 @@ pub fn run(options: &Options, env: impl Fn(&str) -> Option<String>) -> u8 {
         None => check(&mut report, options, &env),
     }
     match report.failed {
-        true => exit::PROA_FAILED,
+        true => exit::code(exit::End::ProaFailed),
         false => 0,
     }
 }
@@ -106,14 +106,14 @@ fn judge_pid1(
         Some(_) => "PID 1's environment",
         None => "the environment of --check (PID 1's cannot be read)",
     };
-    match crate::cli::parse(pid1.args.iter().map(OsString::from), env) {
-        Ok(crate::cli::Parsed::Run(judged)) if judged.serve_quit.is_some() => {
+    match crate::options::cli::parse(pid1.args.iter().map(OsString::from), env) {
+        Ok(crate::options::cli::Parsed::Run(judged)) if judged.serve_quit.is_some() => {
             report.ok(&format!(
                 "PID 1 is a sidecar's proa ({shown}): nothing to wait for or stop here; run the check in the main container"
             ));
             None
         }
-        Ok(crate::cli::Parsed::Run(judged)) => {
+        Ok(crate::options::cli::Parsed::Run(judged)) => {
             let ignored = match options.own_args.iter().any(|arg| arg != "--check") {
                 true => "; the flags given to --check are not used",
                 false => "",
@@ -316,7 +316,7 @@ fn report_containers(report: &mut Report<impl Write>, options: &Options, pod: &P
     let config = Config { container: Some(own.name.clone()), ..lifecycle::config(options, Mode::Pod) };
     let facts = match Facts::of(&config, pod) {
         Ok(facts) => facts,
-        Err(err) => return report.fail(&err),
+        Err(err) => return report.fail(&err.to_string()),
     };
     let waited = &facts.waited;
     for peer in &facts.peers {

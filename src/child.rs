@@ -47,13 +47,19 @@ pub enum SpawnError {
 }
 
 impl SpawnError {
-    /// The exit code a shell would give; 125 where proa failed before the program ran.
-    pub fn code(&self) -> u8 {
+    /// How the run ends, as a shell would say it; proa's own failure where the program could not be tried.
+    pub fn end(&self) -> exit::End {
         match self {
-            SpawnError::NotFound { .. } => exit::NOT_FOUND,
-            SpawnError::NotExecutable { .. } | SpawnError::NoInterpreter { .. } => exit::NOT_EXECUTABLE,
-            SpawnError::Failed { .. } => exit::PROA_FAILED,
+            SpawnError::NotFound { .. } => exit::End::NotFound,
+            SpawnError::NotExecutable { .. } | SpawnError::NoInterpreter { .. } => exit::End::NotExecutable,
+            SpawnError::Failed { .. } => exit::End::ProaFailed,
         }
+    }
+
+    /// The exit code a shell would give; 125 where proa failed before the program ran.
+    #[cfg(test)]
+    pub fn code(&self) -> u8 {
+        exit::code(self.end())
     }
 }
 
@@ -345,8 +351,9 @@ fn reap(program: Program, report: impl Fn(Exit) -> bool) {
             // ECHILD: nothing left to reap. Before the program's exit only if something else reaped it,
             // which `become_reaper` rules out; say so rather than wait forever.
             if !reported {
-                log::error!("the program's exit status was lost: proa exits {}", exit::PROA_FAILED);
-                report(Exit::Exited { code: exit::PROA_FAILED });
+                let code = exit::code(exit::End::ProaFailed);
+                log::error!("the program's exit status was lost: proa exits {code}");
+                report(Exit::Exited { code });
             }
             return;
         }

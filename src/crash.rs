@@ -28,7 +28,7 @@ pub fn program_exited(code: u8) {
 
 /// The code proa exits with after a panic: the program's, once known, else 125.
 fn code_after_panic(known: u16) -> u8 {
-    u8::try_from(known).unwrap_or(exit::PROA_FAILED)
+    exit::code(u8::try_from(known).map_or(exit::End::ProaFailed, exit::End::Program))
 }
 
 /// Panics at the named `point` when `PROA_TEST_PANIC` names it: how the integration tests reach a panic that no

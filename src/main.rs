@@ -17,11 +17,11 @@ macro_rules! debug {
 mod api;
 mod check;
 mod child;
-mod cli;
 mod clock;
 mod cluster;
 mod crash;
 mod exit;
+mod http;
 mod install;
 #[cfg(feature = "kill")]
 mod kill;
@@ -49,66 +49,54 @@ mod watch;
 use std::io::Write;
 use std::process::ExitCode;
 
-use cli::Parsed;
-use lifecycle::{Channel, Source};
 use options::Options;
+use options::cli::{self, Parsed};
+use options::help;
 
+/// As ripgrep's: the panic hook first, then `run` what the command line asks for, and exit with its code.
 fn main() -> ExitCode {
     crash::install();
     let env = |var: &str| std::env::var(var).ok();
-    let options = match cli::parse(std::env::args_os().skip(1), env) {
-        Ok(Parsed::Run(options)) => options,
-        Ok(Parsed::Check(options)) => {
-            logging::init(options.log_format);
-            return ExitCode::from(check::run(&options, env));
-        }
-        Ok(Parsed::Install(options)) => {
-            logging::init(options.log_format);
-            return ExitCode::from(install(&options));
-        }
-        // `print!` and `eprintln!` panic when the stream is closed; what they write is never worth a panic.
-        Ok(Parsed::Help) => {
-            let _ = write!(std::io::stdout(), "{}", cli::help());
-            return ExitCode::SUCCESS;
-        }
-        Ok(Parsed::Version) => {
-            let _ = writeln!(std::io::stdout(), "{}", cli::VERSION);
-            return ExitCode::SUCCESS;
-        }
+    ExitCode::from(run(cli::parse(std::env::args_os().skip(1), env), env))
+}
+
+/// Does what the command line asks for and returns the code proa exits with. Logging starts once, for every role
+/// that has options; a command line proa cannot use is reported without it (its format is not known).
+fn run(parsed: Result<Parsed, cli::UsageError>, env: impl Fn(&str) -> Option<String>) -> u8 {
+    let parsed = match parsed {
+        Ok(parsed) => parsed,
         Err(err) => {
             logging::write_stderr(&format!("proa: ERROR {err}\n"));
             termination::write(&cli::termination_log_from_env(env), &err.to_string());
-            return ExitCode::from(exit::PROA_FAILED);
+            return exit::code(exit::End::ProaFailed);
         }
     };
-    logging::init(options.log_format);
-    if options.disabled {
-        debug!("PROA_DISABLE=true: running {} in proa's place", options.program.to_string_lossy());
-        let err = child::exec_program(&options.program, &options.args);
-        log::error!("{err}");
-        return ExitCode::from(err.code());
+    if let Parsed::Run(options) | Parsed::Check(options) | Parsed::Install(options) = &parsed {
+        logging::init(options.log_format);
     }
-    // Signals first, so that a SIGTERM during start-up is not lost.
-    let channel = match Channel::open() {
-        Ok(channel) => channel,
-        Err(reason) => return ExitCode::from(lifecycle::fail(None, &options, exit::PROA_FAILED, &reason)),
-    };
-    // Every kill action is refused in the node's PID namespace, before anything runs.
-    #[cfg(feature = "kill")]
-    if let Err(err) = kill::check(&options.kill_rules()) {
-        return ExitCode::from(lifecycle::fail(Some(&channel), &options, exit::PROA_FAILED, &err.to_string()));
+    match parsed {
+        Parsed::Help => show(&help::help()),
+        Parsed::Version => show(&format!("{}\n", help::VERSION)),
+        Parsed::Check(options) => check::run(&options, env),
+        Parsed::Install(options) => install(&options),
+        Parsed::Run(options) if options.disabled => run_in_place(&options),
+        Parsed::Run(options) => lifecycle::run(&options, env),
     }
-    let in_cluster = env("KUBERNETES_SERVICE_HOST").is_some_and(|host| !host.trim().is_empty());
-    let source = match (options.serve_quit, options.no_api_endpoints(in_cluster)) {
-        (Some(address), _) => quit::bind(address).map(Source::Quit),
-        (None, Ok(Some(endpoints))) => Ok(Source::Endpoints(endpoints)),
-        (None, Ok(None)) => connect(&options),
-        (None, Err(err)) => Err(err.to_string()),
-    };
-    match source {
-        Ok(source) => ExitCode::from(lifecycle::run(channel, options, source)),
-        Err(reason) => ExitCode::from(lifecycle::fail(Some(&channel), &options, exit::PROA_FAILED, &reason)),
-    }
+}
+
+/// `--help`, `--version`: the text on stdout, 0. `print!` panics when the stream is closed; what it writes is
+/// never worth a panic.
+fn show(text: &str) -> u8 {
+    let _ = write!(std::io::stdout(), "{text}");
+    0
+}
+
+/// `PROA_DISABLE=true`: the program replaces proa; only a failed exec returns, with the shell's code.
+fn run_in_place(options: &Options) -> u8 {
+    debug!("PROA_DISABLE=true: running {} in proa's place", options.program.to_string_lossy());
+    let err = child::exec_program(&options.program, &options.args);
+    log::error!("{err}");
+    exit::code(err.end())
 }
 
 /// `--install DIR`: one line on stdout saying what was installed, 0; or the reason, also in the termination log, 125.
@@ -126,15 +114,7 @@ fn install(options: &Options) -> u8 {
         Err(reason) => {
             log::error!("{reason}");
             termination::write(&options.termination_log, &reason);
-            exit::PROA_FAILED
+            exit::code(exit::End::ProaFailed)
         }
     }
-}
-
-/// The in-cluster configuration and the API client built from it.
-fn connect(options: &Options) -> Result<Source, String> {
-    let mut cluster = cluster::discover(|var| std::env::var(var).ok(), cluster::hostname).map_err(|e| e.to_string())?;
-    cluster.token.max_age = options.token_refresh;
-    let api = api::Api::new(cluster, options.watch_timeout).map_err(|e| e.to_string())?;
-    Ok(Source::Api(api))
 }

@@ -104,12 +104,12 @@ fn probe(mut left: Vec<Endpoint>, goal: Goal, interval: Duration, stop: &AtomicB
 /// The HTTP client for checks: one attempt is one fresh connection (no pool, so a sidecar that went away is
 /// noticed at once), bounded by `ATTEMPT_TIMEOUT`, with no redirects.
 pub fn agent() -> ureq::Agent {
-    let config = crate::api::agent_config()
+    let config = crate::http::agent_config()
         .timeout_global(Some(ATTEMPT_TIMEOUT))
         .max_redirects(0)
         .max_idle_connections(0)
         .build();
-    crate::api::agent(config)
+    crate::http::agent(config)
 }
 
 /// One attempt: Ok when the endpoint is ready, else why not.

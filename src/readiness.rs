@@ -326,11 +326,6 @@ pub fn is_routine_waiting_reason(reason: &str) -> bool {
     matches!(reason, "ContainerCreating" | "PodInitializing")
 }
 
-/// Whether every regular sidecar proa waited for has terminated (native ones are the kubelet's to stop).
-pub fn sidecars_gone(pod: &Pod, waited: &[Waited]) -> bool {
-    sidecars_left(pod, waited).is_empty()
-}
-
 /// The regular sidecars that have not terminated in this snapshot.
 pub fn sidecars_left(pod: &Pod, waited: &[Waited]) -> Vec<String> {
     waited
@@ -656,10 +651,9 @@ mod tests {
     fn sidecars_gone_ignores_native_ones() {
         let mut pod = fixture("job-with-sidecars");
         let waited = waited(&pod);
-        assert!(!sidecars_gone(&pod, &waited));
+        assert!(!sidecars_left(&pod, &waited).is_empty());
         assert_eq!(sidecars_left(&pod, &waited), ["envoy"]);
         pod.status.container_statuses[1].state = serde_json::from_str(r#"{"terminated":{"exitCode":0}}"#).unwrap();
-        assert!(sidecars_gone(&pod, &waited));
         assert!(sidecars_left(&pod, &waited).is_empty());
     }
 

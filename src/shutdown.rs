@@ -176,7 +176,7 @@ pub fn spawn_actions(
     budget: Duration,
     report: impl Fn(Outcome) -> bool + Send + Clone + 'static,
 ) -> Vec<JoinHandle<()>> {
-    let agent = crate::api::agent(crate::api::agent_config().build());
+    let agent = crate::http::agent(crate::http::agent_config().build());
     let deadline = Instant::now() + budget;
     let mut unthreaded = Vec::new();
     let handles = actions

@@ -1,84 +1,90 @@
-//! The owner loop: feeds events to `machine::step` and carries out the commands it returns, through a `World`:
-//! the real one (`threads.rs`: worker threads on one mpsc channel) or, in tests, a simulated one
-//! (`simulation.rs`). It owns all lifecycle state. It never uses `?`: a failed command becomes an event, so events
-//! keep flowing. It blocks until the next event or deadline, so it uses no CPU while the program runs.
+//! The lifecycle (DESIGN.md "What happens, in order"): `step`, the one state machine, and `drive`, the one owner
+//! loop, which feeds it events and carries out the commands it returns through a `World` (`world.rs`): the real one
+//! (`threads.rs`) or, in tests, a simulated one (`simulation/`). Every ending, a failed start included
+//! (`Mode::Failed`), goes through this loop. It never uses `?`: a failed command becomes an event, so events keep
+//! flowing. It blocks until the next event or deadline, so it uses no CPU while the program runs.
+//!
+//! Who sends what: workers send a `threads::Message` over the one channel, an `Event` for `step` or, from a
+//! finished watcher, `Message::Release` (what it held, dropped by the world before the next event; `step` never
+//! sees it). The signal thread sends `Event::Signal`; the watcher `Event::Watch`; the prober `Event::Probe`; the
+//! reaper `Event::Child`; each shutdown action `Event::Shutdown`; the quit endpoint `Event::Quit`. The owner
+//! itself makes `Event::SpawnFailed` from a failed `StartProgram`, and `Event::DeadlinePassed` from its clock.
+//!
+//! Files, top to bottom (`layers.rs` checks that arrows only point down): this one; `threads` (the real world);
+//! one file per phase, `waiting` and `running`; `endings` (the program's exit, a given-up wait, a failed start);
+//! `peers` (AwaitingPeers); `shutting_down`; `world` (the seam); `machine` (`State`, `Event`, `Command`); `facts`
+//! (what a snapshot means); `stop` (bounds, the kubelet's deadline and the margin) and `config` (`Config`, `Mode`).
 
+mod config;
+mod endings;
+mod facts;
 mod machine;
 mod peers;
+mod running;
+mod shutting_down;
 #[cfg(test)]
 mod simulation;
-mod stopping;
+mod stop;
 #[cfg(test)]
 mod tests;
 mod threads;
 mod waiting;
+mod world;
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::child::{Exit, SpawnError};
-use crate::options::{OnReadyTimeout, Options};
+use crate::child::Exit;
+use crate::options::Options;
 use crate::pod::Pod;
 use crate::probe::Goal;
-use crate::readiness;
-use crate::shutdown::{self, Action};
-use crate::{crash, exit, termination};
+use crate::{crash, exit};
 
-pub use machine::{ActionTarget, Config, Facts, Mode};
-use machine::{Command, Event, State, Watch};
-pub use threads::{Channel, Source};
+pub use config::{Config, Mode, config};
+pub use facts::Facts;
+use machine::{Command, Event, Running, State, Waiting, Watch};
+use stop::{after, capped};
+use world::World;
 
-/// What the owner loop does to the world, and how it hears back: the seam between the pure lifecycle and I/O.
-pub trait World {
-    /// The clock.
-    fn now(&self) -> Instant;
-    /// The next event, or `Event::DeadlinePassed` once `deadline` has come; `None` if no event can ever come.
-    fn next_event(&mut self, deadline: Option<Instant>) -> Option<Event>;
-    /// Starts a watcher (stopping any earlier one) from `from` (else reading the Pod first), which stops once
-    /// `until(pod, deleted)` holds.
-    fn watch(&mut self, from: Option<String>, until: Until);
-    fn stop_watch(&mut self);
-    /// Starts a prober of the no-API endpoints (stopping any earlier one) until every one reached `goal`.
-    fn probe(&mut self, goal: Goal);
-    fn stop_probe(&mut self);
-    fn start_program(&mut self) -> Result<(), SpawnError>;
-    fn forward(&mut self, signal: i32);
-    /// Sends these shutdown actions (by number, in `Options::shutdown_actions`' order), each to report within
-    /// `budget`.
-    fn start_shutdown(&mut self, budget: Duration, actions: &[usize]);
-    fn write_termination_log(&mut self, reason: &str);
-}
-
-/// A watcher's stop condition, given each Pod snapshot and whether it came with a DELETED event.
-pub type Until = Box<dyn FnMut(&Pod, bool) -> bool + Send>;
-
-/// The lifecycle's settings from the options, with `actions` shutdown actions.
-pub fn config(options: &Options, mode: Mode) -> Config {
-    Config {
-        container: options.container.clone(),
-        own_args: options.own_args.clone(),
-        program_words: 1 + options.args.len(),
-        ignore: options.ignore.clone(),
-        ready_timeout: options.ready_timeout,
-        run_on_ready_timeout: options.on_ready_timeout == OnReadyTimeout::Run,
-        shutdown_timeout: options.shutdown_timeout,
-        always_shutdown: options.always_shutdown,
-        actions: options
-            .shutdown_actions(Duration::ZERO)
-            .iter()
-            .map(|a| ActionTarget { label: a.to_string(), container: a.container().map(str::to_string) })
-            .collect(),
-        peers: options.peers.clone(),
-        mode,
+/// Advances the lifecycle by one event: each phase's transitions are in its own file.
+pub fn step(config: &Config, state: State, event: Event, now: Instant) -> (State, Vec<Command>) {
+    match state {
+        State::Waiting(w) => waiting::waiting(config, w, event, now),
+        State::Running(r) => running::running(config, r, event, now),
+        State::AwaitingPeers(p) => peers::awaiting_peers(config, p, event, now),
+        State::ShuttingDown(s) => shutting_down::shutting_down(config, s, event, now),
+        State::Done { code } => (State::Done { code }, vec![]),
     }
 }
 
-/// Runs the whole lifecycle against the real world and returns proa's exit code.
-pub fn run(channel: Channel, options: Options, source: Source) -> u8 {
-    match threads::Threads::start(channel, &options, source) {
-        Ok((mut world, config)) => drive(&config, &mut world),
-        Err(reason) => fail(None, &options, exit::PROA_FAILED, &reason),
+impl State {
+    /// The initial state, and the commands that start looking for readiness.
+    pub fn start(config: &Config, now: Instant) -> (State, Vec<Command>) {
+        let (facts, not_ready, command) = match &config.mode {
+            Mode::Sidecar { .. } => {
+                return (State::Running(Running::new(Facts::without_pod(config))), vec![Command::StartProgram]);
+            }
+            Mode::Failed(err) => return endings::start_failed(config, err, now),
+            Mode::Pod => (None, Vec::new(), Command::Watch(Watch::Readiness)),
+            Mode::Endpoints(endpoints) => (
+                Some(Facts::without_pod(config)),
+                endpoints.iter().map(ToString::to_string).collect(),
+                Command::Probe(Goal::Ready),
+            ),
+        };
+        let deadline = config.ready_timeout.map(|t| after(now, capped("--ready-timeout", t)));
+        (State::Waiting(Waiting { since: now, deadline, facts, not_ready, reasons: Vec::new() }), vec![command])
     }
+}
+
+/// Runs the whole lifecycle against the real world and returns proa's exit code. The signal thread comes first,
+/// so that a SIGTERM during start-up is not lost; a start that fails after it is an ending `drive` runs like any
+/// other (`Mode::Failed`).
+pub fn run(options: &Options, env: impl Fn(&str) -> Option<String>) -> u8 {
+    let (channel, signals) = threads::Channel::open();
+    let source = signals.and_then(|()| threads::source(options, env));
+    let (mut world, config) = threads::Threads::start(channel, options, source);
+    drive(&config, &mut world)
 }
 
 /// The owner loop over any world: from the first command to `Command::Exit`.
@@ -98,16 +104,13 @@ pub fn drive(config: &Config, world: &mut impl World) -> u8 {
             None => {
                 // Unreachable while the workers' channel lives; exit rather than spin if it ever happens.
                 log::error!("internal error: no event can come any more");
-                return exit::PROA_FAILED;
+                return exit::code(exit::End::ProaFailed);
             }
         };
-        match &event {
-            // Dropped here, now that the commands of the events before it are carried out.
-            Event::Release(_) => continue,
-            Event::Child(Exit::Exited { code }) => crash::program_exited(*code),
-            _ => {}
+        if let Event::Child(Exit::Exited { code }) = &event {
+            crash::program_exited(*code);
         }
-        let (next, more) = machine::step(config, state, event, world.now());
+        let (next, more) = step(config, state, event, world.now());
         state = next;
         commands.extend(more);
     }
@@ -115,21 +118,14 @@ pub fn drive(config: &Config, world: &mut impl World) -> u8 {
 
 fn carry_out(config: &Config, command: Command, world: &mut impl World, own: &mut VecDeque<Event>) {
     match command {
-        Command::Watch(Watch::Readiness) => {
-            let config = config.clone();
-            let mut pinned = None;
-            world.watch(None, Box::new(move |pod, deleted| machine::wait_is_over(&config, pod, deleted, &mut pinned)));
-        }
+        // Each watcher stops on the very judgement the owner makes of the same snapshot (`facts.rs`).
+        Command::Watch(Watch::Readiness) => world.watch(None, Box::new(facts::wait_is_over(config.clone()))),
         Command::Watch(Watch::SidecarsGone { sidecars, from, uid }) => {
-            let until = move |pod: &Pod, deleted: bool| {
-                deleted || readiness::is_gone(pod, &uid) || readiness::sidecars_gone(pod, &sidecars)
-            };
+            let until = move |pod: &Pod, deleted: bool| facts::sidecars_left(pod, deleted, &uid, &sidecars).is_over();
             world.watch(from, Box::new(until));
         }
         Command::Watch(Watch::PeersDone { peers, from, uid }) => {
-            let until = move |pod: &Pod, deleted: bool| {
-                deleted || readiness::is_gone(pod, &uid) || readiness::peers_left(pod, &peers).is_empty()
-            };
+            let until = move |pod: &Pod, deleted: bool| facts::peers_left(pod, deleted, &uid, &peers).is_over();
             world.watch(from, Box::new(until));
         }
         Command::StopWatch => world.stop_watch(),
@@ -148,53 +144,4 @@ fn carry_out(config: &Config, command: Command, world: &mut impl World, own: &mu
         // `drive` returns on it instead.
         Command::Exit(_) => {}
     }
-}
-
-/// proa failed with a code of its own before the state machine could start: log why, write it to the termination
-/// log, and still send the HTTP shutdown actions, since nothing is known of the restart policy and a Job must not
-/// hang on sidecars nobody stops (never the kills: this may be the refusal of a `--kill-all`). Each action gets its
-/// budget under the shutdown timeout, and a stop signal on `channel` cuts the wait to the kubelet's shortest grace
-/// period; then returns `code`.
-pub fn fail(channel: Option<&Channel>, options: &Options, code: u8, reason: &str) -> u8 {
-    log::error!("{reason}");
-    termination::write(&options.termination_log, reason);
-    let timeout = machine::capped("the shutdown timeout", readiness::shutdown_timeout(options.shutdown_timeout, None));
-    let actions: Vec<Action> = options
-        .shutdown_actions(timeout)
-        .into_iter()
-        .filter(|action| matches!(action, Action::Get(_) | Action::Post(_)))
-        .collect();
-    if actions.is_empty() {
-        return code;
-    }
-    log::info!("sending the shutdown requests anyway");
-    let own;
-    let (tx, rx) = match channel {
-        Some(channel) => (channel.tx.clone(), &channel.rx),
-        None => {
-            own = std::sync::mpsc::channel();
-            (own.0.clone(), &own.1)
-        }
-    };
-    let mut left = actions.len();
-    let budget = shutdown::budget(timeout);
-    shutdown::spawn_actions(actions, budget, move |outcome| tx.send(Event::Shutdown(outcome)).is_ok());
-    let mut deadline = Instant::now() + budget + shutdown::REPORT_SLACK;
-    while left > 0 {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Event::Shutdown(outcome)) => {
-                outcome.log();
-                left -= 1;
-            }
-            Ok(Event::Signal(signal)) if crate::signals::is_stop_request(signal) => {
-                deadline = deadline.min(machine::exit_by(Instant::now(), readiness::MIN_GRACE));
-            }
-            Ok(_) => {}
-            Err(_) => {
-                log::warn!("shutdown requests unanswered: exiting anyway");
-                break;
-            }
-        }
-    }
-    code
 }

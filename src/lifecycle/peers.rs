@@ -6,12 +6,14 @@ use std::time::Instant;
 
 use crate::child;
 use crate::pod::Pod;
-use crate::readiness;
 use crate::signals;
 use crate::watch::Update;
 
-use super::machine::{AwaitingPeers, Command, Config, Event, Facts, State, Stop, Watch, kill_in};
-use super::stopping::{Ending, begin_shutdown, then_read_pod};
+use super::config::Config;
+use super::facts::{self, Facts, Left, kill_in};
+use super::machine::{AwaitingPeers, Command, Event, State, Watch, with_first};
+use super::shutting_down::{Ending, begin_shutdown, then_read_pod};
+use super::stop::Stop;
 
 /// Enters AwaitingPeers: watches the Pod from the newest version seen.
 pub(super) fn await_peers(facts: Facts, code: u8) -> (State, Vec<Command>) {
@@ -20,24 +22,10 @@ pub(super) fn await_peers(facts: Facts, code: u8) -> (State, Vec<Command>) {
     (State::AwaitingPeers(AwaitingPeers { code, facts }), vec![Command::Watch(watch)])
 }
 
-pub(super) fn awaiting_peers(
-    config: &Config,
-    mut p: AwaitingPeers,
-    event: Event,
-    now: Instant,
-) -> (State, Vec<Command>) {
+pub(super) fn awaiting_peers(config: &Config, p: AwaitingPeers, event: Event, now: Instant) -> (State, Vec<Command>) {
     match event {
-        Event::Watch(Update::PodChanged(pod)) if !readiness::is_gone(&pod, &p.facts.uid) => {
-            p.facts.observe(&pod);
-            if !p.facts.peers_left.is_empty() {
-                debug!("waiting for peers {} to terminate", p.facts.peers_left.join(", "));
-                return (State::AwaitingPeers(p), vec![]);
-            }
-            log::info!("peers have terminated");
-            stop_and(Command::StopWatch, begin_shutdown(config, Some(&p.facts), p.code, Ending::Normal, now))
-        }
-        Event::Watch(Update::PodChanged(pod)) => gone(config, p, &pod, false, now),
-        Event::Watch(Update::PodDeleted(pod)) => gone(config, p, &pod, true, now),
+        Event::Watch(Update::PodChanged(pod)) => snapshot(config, p, &pod, false, now),
+        Event::Watch(Update::PodDeleted(pod)) => snapshot(config, p, &pod, true, now),
         Event::Watch(Update::Failed(err)) => {
             log::warn!("{err}; cannot tell when the peers end, so shutting down now");
             begin_shutdown(config, Some(&p.facts), p.code, Ending::ApiFailed, now)
@@ -46,7 +34,7 @@ pub(super) fn awaiting_peers(
             log::warn!("got {} while waiting for peers: shutting down now", child::signal_name(signal));
             let ending = Ending::Stopping(Stop::new(now, p.facts.grace));
             let shutdown = begin_shutdown(config, Some(&p.facts), p.code, ending, now);
-            stop_and(Command::StopWatch, then_read_pod(config, shutdown))
+            with_first(Command::StopWatch, then_read_pod(config, shutdown))
         }
         Event::Signal(signal) => {
             debug!("ignoring {} while waiting for peers", child::signal_name(signal));
@@ -58,9 +46,22 @@ pub(super) fn awaiting_peers(
         | Event::Shutdown(_)
         | Event::Probe(_)
         | Event::Quit
-        | Event::Release(_)
         | Event::DeadlinePassed => (State::AwaitingPeers(p), vec![]),
     }
+}
+
+/// A snapshot while awaiting the peers, judged as the watcher judges it (`facts::peers_left`).
+fn snapshot(config: &Config, mut p: AwaitingPeers, pod: &Pod, deleted: bool, now: Instant) -> (State, Vec<Command>) {
+    if facts::peers_left(pod, deleted, &p.facts.uid, &p.facts.peers) == Left::Gone {
+        return gone(config, p, pod, deleted, now);
+    }
+    p.facts.observe(pod);
+    if !p.facts.peers_left.is_empty() {
+        debug!("waiting for peers {} to terminate", p.facts.peers_left.join(", "));
+        return (State::AwaitingPeers(p), vec![]);
+    }
+    log::info!("peers have terminated");
+    with_first(Command::StopWatch, begin_shutdown(config, Some(&p.facts), p.code, Ending::Normal, now))
 }
 
 /// The Pod is being deleted (or is gone): the kubelet stops every container, so shut down as when stopping.
@@ -70,10 +71,5 @@ fn gone(config: &Config, mut p: AwaitingPeers, pod: &Pod, deleted: bool, now: In
         p.facts.observe(pod);
     }
     let ending = Ending::Stopping(Stop::new(now, p.facts.grace).learn(now, kill_in(pod, deleted, &p.facts.uid)));
-    stop_and(Command::StopWatch, begin_shutdown(config, Some(&p.facts), p.code, ending, now))
-}
-
-/// Puts `first` before a transition's commands.
-fn stop_and(first: Command, (state, commands): (State, Vec<Command>)) -> (State, Vec<Command>) {
-    (state, [first].into_iter().chain(commands).collect())
+    with_first(Command::StopWatch, begin_shutdown(config, Some(&p.facts), p.code, ending, now))
 }

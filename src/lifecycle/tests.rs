@@ -2,7 +2,11 @@
 
 use std::time::{Duration, Instant};
 
+use super::config::*;
+use super::facts::*;
 use super::machine::*;
+use super::step;
+use super::stop::*;
 use crate::api::ApiError;
 use crate::child::{Exit, SpawnError};
 use crate::pod::Pod;
@@ -51,11 +55,11 @@ fn config(actions: usize) -> Config {
 }
 
 fn unnamed() -> ActionTarget {
-    ActionTarget { label: "GET http://x/q".into(), container: None }
+    ActionTarget { label: "GET http://x/q".into(), container: None, kill: false }
 }
 
 fn named(container: &str) -> ActionTarget {
-    ActionTarget { label: format!("POST http://x/{container}"), container: Some(container.into()) }
+    ActionTarget { label: format!("POST http://x/{container}"), container: Some(container.into()), kill: false }
 }
 
 fn changed(pod: Pod) -> Event {
@@ -122,6 +126,32 @@ fn the_start_watches_the_pod() {
     let (state, commands) = State::start(&config(1), Instant::now());
     assert!(matches!(state, State::Waiting(_)));
     assert_eq!(commands, [Command::Watch(Watch::Readiness)]);
+}
+
+#[test]
+fn a_failed_start_sends_only_the_http_actions_then_exits_125() {
+    let why = StartError::Cluster("no API: KUBERNETES_SERVICE_PORT".into());
+    let mut failed = Config { mode: Mode::Failed(why), ..config(3) };
+    failed.actions[1].kill = true;
+    let budget = crate::shutdown::budget(Duration::from_secs(30));
+    let (state, commands, t0) = run_at(&failed, vec![(0.0, answered())]);
+    assert_eq!(
+        commands,
+        [
+            Command::WriteTerminationLog("no API: KUBERNETES_SERVICE_PORT".into()),
+            Command::StartShutdown { budget, actions: vec![0, 2] },
+        ]
+    );
+    let s = shutting(&state);
+    assert_eq!((s.code, s.actions_left, &s.awaited), (125, 1, &Awaited::Nothing));
+    // A stop signal cuts the wait to the kubelet's shortest grace, less the margin; nothing reads the Pod.
+    let (state, commands) = step(&failed, state, Event::Signal(libc::SIGTERM), t0 + secs(1.0));
+    assert_eq!((commands, shutting(&state).stop.map(|stop| stop.by)), (vec![], Some(t0 + secs(2.5))));
+    assert_eq!(step(&failed, state, answered(), t0 + secs(2.0)).0, State::Done { code: 125 });
+    // With no action to send, proa exits at once.
+    let none = Config { mode: Mode::Failed(StartError::Signals("bad".into())), ..config(0) };
+    let why = "cannot handle signals: bad".to_string();
+    assert_eq!(State::start(&none, t0).1, [Command::WriteTerminationLog(why), Command::Exit(125)]);
 }
 
 #[test]
@@ -420,20 +450,20 @@ fn nothing_to_shut_down_exits_at_once() {
 #[test]
 fn wait_is_over_matches_the_verdict() {
     let config = config(0);
-    let over = |pod: &Pod, deleted| wait_is_over(&config, pod, deleted, &mut None);
+    let over = |pod: &Pod, deleted| wait_is_over(config.clone())(pod, deleted);
     assert!(!over(&pod("starting"), false));
     assert!(over(&pod("ready"), false));
     assert!(over(&pod("dead"), false));
     assert!(over(&pod("starting"), true), "a DELETED event");
-    let mut pinned = None;
-    assert!(!wait_is_over(&config, &pod("starting"), false, &mut pinned));
+    let mut pinned = wait_is_over(config.clone());
+    assert!(!pinned(&pod("starting"), false));
     // A later snapshot is judged by the first one's containers, as the owner judges it.
     let mut no_containers = pod("starting");
     no_containers.spec.containers.clear();
-    assert!(!wait_is_over(&config, &no_containers, false, &mut pinned));
+    assert!(!pinned(&no_containers, false));
     let mut replacement = pod("starting");
     replacement.metadata.uid = Some("another".into());
-    assert!(wait_is_over(&config, &replacement, false, &mut pinned), "another uid than the first one seen");
+    assert!(pinned(&replacement, false), "another uid than the first one seen");
 }
 
 // No-API mode: readiness and shutdown from probing endpoints.

@@ -14,10 +14,21 @@ use crate::options::Options;
 use crate::pidfd::Pidfd;
 use crate::probe::{self, Endpoint, Goal};
 use crate::shutdown;
-use crate::{quit, signals, termination, watch};
+use crate::{cluster, quit, signals, termination, watch};
 
-use super::machine::{Config, Event, Leftovers, Mode};
-use super::{Until, World};
+use super::config::{Config, Mode, StartError, config};
+use super::machine::Event;
+use super::world::{Until, World};
+
+/// What a worker sends the owner over the one channel: an event for `step`, or what a finished worker held, to be
+/// dropped off the hot path.
+pub enum Message {
+    /// For the state machine (`mod.rs` lists who sends which).
+    Event(Event),
+    /// A finished watcher's resources (see `watch::spawn_watch`), dropped by the owner once it has acted on the
+    /// events before them; `step` never sees them.
+    Release(Box<dyn Send>),
+}
 
 /// Where readiness comes from, ready to use.
 #[allow(clippy::large_enum_variant)] // built once per run: boxing would buy nothing
@@ -33,8 +44,8 @@ pub enum Source {
 /// The worker threads and the channel they report on.
 pub struct Threads {
     options: Options,
-    tx: Sender<Event>,
-    rx: Receiver<Event>,
+    tx: Sender<Message>,
+    rx: Receiver<Message>,
     api: Option<Api>,
     endpoints: Vec<Endpoint>,
     watcher: Option<Worker>,
@@ -42,50 +53,80 @@ pub struct Threads {
     /// The program, held by a pidfd opened before the reaper runs: a signal forwarded after it exited can then never
     /// reach a later process that was given the same pid.
     program: Option<Pidfd>,
-    /// Keeps the signal thread registered for the whole run.
-    _signals: signal_hook::iterator::Handle,
+    /// Keeps the signal thread registered for the whole run (none if it could not start).
+    _signals: Option<signal_hook::iterator::Handle>,
 }
 
 /// The channel every worker reports on, with the signal thread already on it: made before anything else, so that
 /// a SIGTERM during start-up (reading the configuration, a failing start) is not lost.
 pub struct Channel {
-    pub tx: Sender<Event>,
-    pub rx: Receiver<Event>,
+    tx: Sender<Message>,
+    rx: Receiver<Message>,
     /// Keeps the signal thread registered for the whole run.
-    _signals: signal_hook::iterator::Handle,
+    signals: Option<signal_hook::iterator::Handle>,
 }
 
 impl Channel {
-    /// Makes proa fit to reap and starts the signal thread.
-    pub fn open() -> Result<Channel, String> {
+    /// Makes proa fit to reap and starts the signal thread. The channel is there even when the signal thread could
+    /// not start (the error says why): the failed start still sends its shutdown actions over it.
+    pub fn open() -> (Channel, Result<(), StartError>) {
         child::become_reaper();
-        let (tx, rx) = mpsc::channel::<Event>();
+        let (tx, rx) = mpsc::channel::<Message>();
         let signal_tx = tx.clone();
-        let (handle, _thread) = signals::spawn_signals(move |signal| signal_tx.send(Event::Signal(signal)).is_ok())
-            .map_err(|err| format!("cannot handle signals: {err}"))?;
-        Ok(Channel { tx, rx, _signals: handle })
+        match signals::spawn_signals(move |signal| signal_tx.send(Message::Event(Event::Signal(signal))).is_ok()) {
+            Ok((handle, _thread)) => (Channel { tx, rx, signals: Some(handle) }, Ok(())),
+            Err(err) => (Channel { tx, rx, signals: None }, Err(StartError::Signals(err.to_string()))),
+        }
     }
 }
 
+/// Where readiness comes from (DESIGN.md "Start"): `--serve-quit`'s listener, the no-API endpoints, or the
+/// in-cluster API. With the `kill` feature, every kill action is refused in the node's PID namespace first, before
+/// anything runs.
+pub fn source(options: &Options, env: impl Fn(&str) -> Option<String>) -> Result<Source, StartError> {
+    #[cfg(feature = "kill")]
+    crate::kill::check(&options.kill_rules()).map_err(|err| StartError::Kill(err.to_string()))?;
+    let in_cluster = env("KUBERNETES_SERVICE_HOST").is_some_and(|host| !host.trim().is_empty());
+    match (options.serve_quit, options.no_api_endpoints(in_cluster)) {
+        (Some(address), _) => quit::bind(address).map(Source::Quit).map_err(StartError::ServeQuit),
+        (None, Ok(Some(endpoints))) => Ok(Source::Endpoints(endpoints)),
+        (None, Ok(None)) => connect(options, env),
+        (None, Err(err)) => Err(StartError::Endpoints(err.to_string())),
+    }
+}
+
+/// The in-cluster configuration and the API client built from it.
+fn connect(options: &Options, env: impl Fn(&str) -> Option<String>) -> Result<Source, StartError> {
+    let mut cluster = cluster::discover(env, cluster::hostname).map_err(|err| StartError::Cluster(err.to_string()))?;
+    cluster.token.max_age = options.token_refresh;
+    let api = Api::new(cluster, options.watch_timeout).map_err(|err| StartError::Api(err.to_string()))?;
+    Ok(Source::Api(api))
+}
+
 impl Threads {
-    /// The world over `channel`, and the lifecycle's settings.
-    pub fn start(channel: Channel, options: &Options, source: Source) -> Result<(Threads, Config), String> {
-        let Channel { tx, rx, _signals } = channel;
+    /// The world over `channel`, and the lifecycle's settings: `Mode::Failed` when the start failed (`source`
+    /// tells why) or the quit endpoint cannot be served.
+    pub fn start(channel: Channel, options: &Options, source: Result<Source, StartError>) -> (Threads, Config) {
+        let Channel { tx, rx, signals: _signals } = channel;
         let (api, endpoints, mode) = match source {
-            Source::Api(api) => (Some(api), Vec::new(), Mode::Pod),
-            Source::Endpoints(endpoints) => {
+            Ok(Source::Api(api)) => (Some(api), Vec::new(), Mode::Pod),
+            Ok(Source::Endpoints(endpoints)) => {
                 let names: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
                 log::info!("waiting for {} (no Kubernetes API)", names.join(", "));
                 (None, endpoints.clone(), Mode::Endpoints(endpoints))
             }
-            Source::Quit(listener) => {
+            Ok(Source::Quit(listener)) => {
                 let quit_tx = tx.clone();
-                quit::spawn(listener, move || _ = quit_tx.send(Event::Quit))
-                    .map_err(|err| format!("cannot serve --serve-quit: {err}"))?;
-                (None, Vec::new(), Mode::Sidecar { signal: options.kill.signal, grace: options.kill.grace })
+                match quit::spawn(listener, move || _ = quit_tx.send(Message::Event(Event::Quit))) {
+                    Ok(_) => {
+                        (None, Vec::new(), Mode::Sidecar { signal: options.kill.signal, grace: options.kill.grace })
+                    }
+                    Err(err) => (None, Vec::new(), Mode::Failed(StartError::QuitThread(err.to_string()))),
+                }
             }
+            Err(reason) => (None, Vec::new(), Mode::Failed(reason)),
         };
-        let config = super::config(options, mode);
+        let config = config(options, mode);
         let world = Threads {
             options: options.clone(),
             tx,
@@ -97,7 +138,7 @@ impl Threads {
             program: None,
             _signals,
         };
-        Ok((world, config))
+        (world, config)
     }
 }
 
@@ -107,13 +148,21 @@ impl World for Threads {
     }
 
     fn next_event(&mut self, deadline: Option<Instant>) -> Option<Event> {
-        match deadline {
-            None => self.rx.recv().ok(),
-            Some(deadline) => match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(event) => Some(event),
-                Err(RecvTimeoutError::Timeout) => Some(Event::DeadlinePassed),
-                Err(RecvTimeoutError::Disconnected) => None,
-            },
+        loop {
+            let message = match deadline {
+                None => self.rx.recv().ok()?,
+                Some(deadline) => match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(message) => message,
+                    Err(RecvTimeoutError::Timeout) => return Some(Event::DeadlinePassed),
+                    Err(RecvTimeoutError::Disconnected) => return None,
+                },
+            };
+            match message {
+                Message::Event(event) => return Some(event),
+                // Dropped here: the owner asks for the next event only once the commands of the ones before are
+                // carried out.
+                Message::Release(leftovers) => drop(leftovers),
+            }
         }
     }
 
@@ -123,20 +172,20 @@ impl World for Threads {
             let (worker, stop) = Worker::new();
             let tx = self.tx.clone();
             let release = tx.clone();
-            let release = move |leftovers| _ = release.send(Event::Release(Leftovers(leftovers)));
+            let release = move |leftovers| _ = release.send(Message::Release(leftovers));
             let report = tx.clone();
             let spawned = watch::spawn_watch(
                 api.clone(),
                 from,
                 stop,
                 until,
-                move |update| report.send(Event::Watch(update)).is_ok(),
+                move |update| report.send(Message::Event(Event::Watch(update))).is_ok(),
                 release,
             );
             // Out of threads: the wait or shutdown goes on as when the API fails, never for ever.
             if let Err(err) = spawned {
                 let failed = ApiError::Transport(format!("cannot start the thread that watches the pod: {err}"));
-                _ = tx.send(Event::Watch(watch::Update::Failed(failed)));
+                _ = tx.send(Message::Event(Event::Watch(watch::Update::Failed(failed))));
             }
             self.watcher = Some(worker);
         }
@@ -152,10 +201,10 @@ impl World for Threads {
         let tx = self.tx.clone();
         let interval = self.options.probe_interval;
         let report = tx.clone();
-        let report = move |update| report.send(Event::Probe(update)).is_ok();
+        let report = move |update| report.send(Message::Event(Event::Probe(update))).is_ok();
         if let Err(err) = probe::spawn_probe(self.endpoints.clone(), goal, interval, stop, report) {
             let why = format!("cannot start the thread that probes the endpoints: {err}");
-            _ = tx.send(Event::Probe(probe::Update::Failed { goal, why }));
+            _ = tx.send(Message::Event(Event::Probe(probe::Update::Failed { goal, why })));
         }
         self.prober = Some(worker);
     }
@@ -166,7 +215,7 @@ impl World for Threads {
 
     fn start_program(&mut self) -> Result<(), SpawnError> {
         let tx = self.tx.clone();
-        let reaper = child::start_reaper(move |exit| tx.send(Event::Child(exit)).is_ok())
+        let reaper = child::start_reaper(move |exit| tx.send(Message::Event(Event::Child(exit))).is_ok())
             .map_err(|err| SpawnError::Failed { program: self.options.program.to_string_lossy().into_owned(), err })?;
         let spawned = child::spawn_program(&self.options.program, &self.options.args)?;
         log::info!("started {} (pid {})", self.options.program.to_string_lossy(), spawned.pid);
@@ -186,7 +235,9 @@ impl World for Threads {
         let tx = self.tx.clone();
         let all = self.options.shutdown_actions(budget).into_iter().enumerate();
         let actions = all.filter(|(i, _)| chosen.contains(i)).map(|(_, action)| action).collect();
-        shutdown::spawn_actions(actions, budget, move |outcome| tx.send(Event::Shutdown(outcome)).is_ok());
+        shutdown::spawn_actions(actions, budget, move |outcome| {
+            tx.send(Message::Event(Event::Shutdown(outcome))).is_ok()
+        });
     }
 
     fn write_termination_log(&mut self, reason: &str) {

@@ -1,4 +1,4 @@
-//! The Waiting phase's transitions (DESIGN.md "Wait"): Pod snapshots or probe results until every waited
+//! The Waiting phase (`State::Waiting`)'s transitions (DESIGN.md "Wait"): Pod snapshots or probe results until every waited
 //! container is ready; a dead sidecar, a gone Pod, an API failure, the ready timeout or a stop signal give up the
 //! wait, and the program never starts. Pure apart from logging.
 
@@ -6,15 +6,19 @@ use std::time::Instant;
 
 use crate::child;
 use crate::clock::Seconds;
-use crate::exit;
+use crate::exit::End;
 use crate::pod::Pod;
 use crate::probe::{Goal, Update as ProbeUpdate};
 use crate::readiness::{self, Verdict, Waited};
 use crate::signals;
 use crate::watch::Update;
 
-use super::machine::{Command, Config, Event, Facts, Mode, Running, State, Stop, Waiting, kill_in};
-use super::stopping::{Ending, after_program, then_read_pod};
+use super::config::{Config, Mode};
+use super::endings::{after_program, failure};
+use super::facts::{Facts, WaitVerdict, judge_wait, kill_in};
+use super::machine::{Command, Event, Running, State, Waiting, with_first};
+use super::shutting_down::{Ending, then_read_pod};
+use super::stop::Stop;
 
 pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instant) -> (State, Vec<Command>) {
     match event {
@@ -22,7 +26,7 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
         Event::Watch(Update::PodDeleted(pod)) => snapshot(config, w, &pod, true, now),
         Event::Watch(Update::Failed(err)) => {
             let failed = failure(err.to_string());
-            with_first(failed, after_program(config, w.facts.as_ref(), exit::PROA_FAILED, Ending::ApiFailed, now))
+            with_first(failed, after_program(config, w.facts.as_ref(), End::ProaFailed, Ending::ApiFailed, now))
         }
         Event::Probe(ProbeUpdate::Reached(Goal::Ready)) => {
             // Only no-API mode runs a prober, and its facts are known from the start.
@@ -31,7 +35,7 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
             (State::Running(Running::new(facts)), vec![Command::StartProgram, Command::Say(ready)])
         }
         Event::Probe(ProbeUpdate::Failed { goal: Goal::Ready, why }) => {
-            with_first(failure(why), abort_wait(config, w.facts.as_ref(), exit::PROA_FAILED, Ending::Normal, now))
+            with_first(failure(why), abort_wait(config, w.facts.as_ref(), End::ProaFailed, Ending::Normal, now))
         }
         Event::Probe(ProbeUpdate::Pending { goal: Goal::Ready, left }) => {
             debug!("not ready yet: {}", left.join(", "));
@@ -44,7 +48,7 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
             // deletion can shorten, so there is nothing to read).
             let grace = w.facts.as_ref().map_or(readiness::MIN_GRACE, |f| f.grace);
             let ending = Ending::Stopping(Stop::new(now, grace));
-            let shutdown = abort_wait(config, w.facts.as_ref(), exit::signal_code(signal), ending, now);
+            let shutdown = abort_wait(config, w.facts.as_ref(), End::Signal(signal), ending, now);
             match w.facts {
                 Some(_) => then_read_pod(config, shutdown),
                 None => shutdown,
@@ -68,7 +72,7 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
                 Seconds(now.duration_since(w.since)),
                 not_ready(&w)
             ));
-            with_first(failed, abort_wait(config, w.facts.as_ref(), exit::READY_TIMEOUT, Ending::Normal, now))
+            with_first(failed, abort_wait(config, w.facts.as_ref(), End::ReadyTimeout, Ending::Normal, now))
         }
         Event::Signal(signal) => {
             debug!("ignoring {} while waiting for sidecars", child::signal_name(signal));
@@ -81,7 +85,6 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
         | Event::SpawnFailed(_)
         | Event::Shutdown(_)
         | Event::Quit
-        | Event::Release(_)
         | Event::Probe(
             ProbeUpdate::Reached(Goal::Gone)
             | ProbeUpdate::Pending { goal: Goal::Gone, .. }
@@ -100,22 +103,22 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
                 facts
             }
             Err(err) => {
-                let failed = failure(err);
-                return with_first(failed, abort_wait(config, None, exit::PROA_FAILED, Ending::Normal, now));
+                let failed = failure(err.to_string());
+                return with_first(failed, abort_wait(config, None, err.end(), Ending::Normal, now));
             }
         },
     };
-    if deleted || readiness::is_gone(pod, &facts.uid) {
+    let WaitVerdict::Seen(verdict) = judge_wait(&facts.uid, &facts.waited, pod, deleted) else {
         if pod.metadata.uid == facts.uid {
             facts.observe(pod);
         }
         log::error!("the pod is being deleted (or was replaced): not starting the program");
         let stop = Stop::new(now, facts.grace).learn(now, kill_in(pod, deleted, &facts.uid));
         let ending = Ending::Stopping(stop);
-        return abort_wait(config, Some(&facts), exit::signal_code(libc::SIGTERM), ending, now);
-    }
+        return abort_wait(config, Some(&facts), End::PodGone, ending, now);
+    };
     facts.observe(pod);
-    match readiness::assess(pod, &facts.waited) {
+    match verdict {
         Verdict::Ready => {
             let mut commands = vec![Command::StopWatch, Command::StartProgram];
             if !facts.waited.is_empty() {
@@ -142,7 +145,7 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
             let failed = failure(format!(
                 "container {container} terminated ({reason} with exit code {exit_code}) and will not be restarted: not starting the program"
             ));
-            with_first(failed, abort_wait(config, Some(&facts), exit::PROA_FAILED, Ending::Normal, now))
+            with_first(failed, abort_wait(config, Some(&facts), End::ProaFailed, Ending::Normal, now))
         }
     }
 }
@@ -151,7 +154,7 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
 fn what(config: &Config) -> &'static str {
     match config.mode {
         Mode::Pod => "containers",
-        Mode::Endpoints(_) | Mode::Sidecar { .. } => "endpoints",
+        Mode::Endpoints(_) | Mode::Sidecar { .. } | Mode::Failed(_) => "endpoints",
     }
 }
 
@@ -164,29 +167,17 @@ fn not_ready(w: &Waiting) -> String {
 }
 
 /// Gives up waiting: the program never starts; the watcher or prober is stopped and shutdown begins.
-fn abort_wait(config: &Config, facts: Option<&Facts>, code: u8, ending: Ending, now: Instant) -> (State, Vec<Command>) {
-    with_first(stop_looking(config), after_program(config, facts, code, ending, now))
+fn abort_wait(config: &Config, facts: Option<&Facts>, end: End, ending: Ending, now: Instant) -> (State, Vec<Command>) {
+    with_first(stop_looking(config), after_program(config, facts, end, ending, now))
 }
 
 /// The command that stops whatever looks for readiness.
 fn stop_looking(config: &Config) -> Command {
     match config.mode {
         Mode::Pod => Command::StopWatch,
-        // A sidecar's proa never waits, so has nothing to stop.
-        Mode::Endpoints(_) | Mode::Sidecar { .. } => Command::StopProbe,
+        // A sidecar's proa, or one whose start failed, never waits, so has nothing to stop.
+        Mode::Endpoints(_) | Mode::Sidecar { .. } | Mode::Failed(_) => Command::StopProbe,
     }
-}
-
-/// Logs why proa fails with a code of its own (124, 125) and orders the same text into the termination log.
-fn failure(reason: impl Into<String>) -> Command {
-    let reason = reason.into();
-    log::error!("{reason}");
-    Command::WriteTerminationLog(reason)
-}
-
-/// Puts `first` before the commands of a transition.
-fn with_first(first: Command, (state, commands): (State, Vec<Command>)) -> (State, Vec<Command>) {
-    (state, [first].into_iter().chain(commands).collect())
 }
 
 fn log_waited(waited: &[Waited]) {

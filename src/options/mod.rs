@@ -3,6 +3,8 @@
 //! README test are driven by that table. Pure: no I/O, no environment; the defaults come from the modules that own
 //! the behaviour.
 
+pub mod cli;
+pub mod help;
 pub mod table;
 pub mod values;
 

@@ -14,7 +14,8 @@ use crate::pod::Pod;
 use crate::probe::Endpoint as ProbeEndpoint;
 use crate::shutdown;
 
-use super::machine::{ActionTarget, Config, EXIT_MARGIN, MAX_WAIT, Mode};
+use super::config::{ActionTarget, Config, Mode};
+use super::stop::{EXIT_MARGIN, MAX_WAIT};
 use scenario::Scenario;
 use world::{FIRST_UID, Record, Sim};
 
@@ -25,10 +26,11 @@ const EPSILON: Duration = Duration::from_millis(1);
 
 /// The lifecycle settings a scenario's command line gives.
 fn config(s: &Scenario) -> Config {
-    let mode = match (&s.sidecar_role, s.no_api) {
-        (Some(role), _) => Mode::Sidecar { signal: role.signal, grace: role.grace },
-        (None, true) => Mode::Endpoints(vec![ProbeEndpoint::Http("http://127.0.0.1:15021/healthz/ready".into())]),
-        (None, false) => Mode::Pod,
+    let mode = match (&s.start_failure, &s.sidecar_role, s.no_api) {
+        (Some(err), _, _) => Mode::Failed(err.clone()),
+        (None, Some(role), _) => Mode::Sidecar { signal: role.signal, grace: role.grace },
+        (None, None, true) => Mode::Endpoints(vec![ProbeEndpoint::Http("http://127.0.0.1:15021/healthz/ready".into())]),
+        (None, None, false) => Mode::Pod,
     };
     Config {
         container: s.container_flag.then(|| "job".to_string()),
@@ -42,9 +44,11 @@ fn config(s: &Scenario) -> Config {
         actions: s
             .actions
             .iter()
-            .map(|a| ActionTarget {
+            .enumerate()
+            .map(|(i, a)| ActionTarget {
                 label: "POST http://127.0.0.1:15020/quitquitquit".into(),
                 container: a.container.clone(),
+                kill: s.kill_action == Some(i),
             })
             .collect(),
         peers: s.peer_flags(),
@@ -192,6 +196,13 @@ fn never_early(s: &Scenario, r: &Record) -> Result<(), String> {
 
 /// proa exits with the program's code, or the documented code of what stopped the wait.
 fn exit_code(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
+    if let Some(reason) = &s.start_failure {
+        return match (r.program_started, end.code) {
+            (None, 125) => Ok(()),
+            (Some(_), _) => Err(format!("started the program although the start failed ({reason})")),
+            (None, code) => Err(format!("exited {code} after a failed start ({reason}), not 125")),
+        };
+    }
     if r.program_started.is_some() && !r.spawn_failed {
         return match r.program_exit {
             Some((_, code)) if code == end.code => Ok(()),
@@ -287,7 +298,10 @@ fn actions_due(s: &Scenario, r: &Record, end: &Ending) -> Option<Vec<usize>> {
     if (restarted && !s.always_shutdown) || (policy_known && !s.is_stopper()) {
         return None;
     }
-    Some((0..s.actions.len()).filter(|&i| !policy_known || s.sends(s.actions[i].container.as_deref())).collect())
+    // Without the Pod, every action goes; in it, none for a native sidecar or a container it lacks. After a failed
+    // start, never a kill: the failure may be its refusal.
+    let due = (0..s.actions.len()).filter(|&i| !policy_known || s.sends(s.actions[i].container.as_deref()));
+    Some(due.filter(|&i| s.kill_action != Some(i)).collect())
 }
 
 /// Whether proa's facts came from the Pod by `decided`: only the wait reads them (before the program starts, even
@@ -491,7 +505,8 @@ fn in_time(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
 fn wait_ended(s: &Scenario, r: &Record, end: &Ending) -> Option<Duration> {
     let dead = r.delivered.iter().find(|(_, pod, _)| shows_dead(s, pod).is_some()).map(|(at, _, _)| *at);
     let refused = r.delivered.first().filter(|_| s.peers_refused()).map(|(at, _, _)| *at);
-    let causes = [s.ready_timeout, dead, r.api_failed_at, r.not_found_at, stopped_at(r), refused];
+    let failed = s.start_failure.as_ref().map(|_| Duration::ZERO);
+    let causes = [s.ready_timeout, dead, r.api_failed_at, r.not_found_at, stopped_at(r), refused, failed];
     causes.into_iter().flatten().filter(|at| *at <= end.at).min()
 }
 
@@ -519,7 +534,7 @@ fn simulation_keeps_the_promise_on_every_timeline() {
 fn the_generator_covers_the_faults_it_is_for() {
     // Over the default run, every kind of fault occurs many times: a simulation that never reaches them tests
     // nothing.
-    let mut seen = [0u32; 13];
+    let mut seen = [0u32; 15];
     for seed in 0x5EED_0000..0x5EED_0000 + 2000 {
         let s = Scenario::generate(seed);
         let counts = [
@@ -538,6 +553,8 @@ fn the_generator_covers_the_faults_it_is_for() {
             s.peers.iter().any(|p| p.fails_first) || s.peers.iter().any(|p| p.exits_at.is_none()),
             s.sidecar_role.as_ref().is_some_and(|role| role.quit_at.is_some() && role.sigterm_at.is_some()),
             s.sidecar_role.as_ref().is_some_and(|role| role.quit_at.is_some() && role.signal == libc::SIGKILL),
+            s.start_failure.is_some() && !s.actions.is_empty(),
+            s.kill_action.is_some(),
         ];
         for (count, hit) in seen.iter_mut().zip(counts) {
             *count += u32::from(hit);

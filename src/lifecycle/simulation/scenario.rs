@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use super::super::config::StartError;
+
 /// A seeded SplitMix64: small, fast, and the same sequence on every machine.
 pub struct Rng(u64);
 
@@ -180,6 +182,21 @@ pub struct Scenario {
     /// No-API mode: when every endpoint answers, and whether they keep answering after the actions.
     pub endpoints_ready_at: Duration,
     pub endpoints_keep_answering: bool,
+    /// The start fails after the signal thread is up (`Mode::Failed`), for one of these reasons: 125 after the HTTP
+    /// actions, never the program, never the kills.
+    pub start_failure: Option<StartError>,
+    /// With a start failure: this action is a `--kill` (the refused one, maybe), not an HTTP request.
+    pub kill_action: Option<usize>,
+}
+
+/// Why a start fails, as `lifecycle::run` finds it.
+fn start_failure(r: &mut Rng) -> StartError {
+    match r.below(4) {
+        0 => StartError::Kill("--kill-all: proa runs in the node's PID namespace (hostPID)".into()),
+        1 => StartError::Cluster("KUBERNETES_SERVICE_PORT \"x\" is not a port".into()),
+        2 => StartError::Signals("Resource temporarily unavailable".into()),
+        _ => StartError::QuitThread("Resource temporarily unavailable".into()),
+    }
 }
 
 const POLICIES: [&str; 3] = ["Always", "OnFailure", "Never"];
@@ -326,8 +343,18 @@ impl Scenario {
             sidecar_stop_takes: r.millis(0, 3000),
             endpoints_ready_at: r.millis(0, 5000),
             endpoints_keep_answering: r.chance(20),
+            // Drawn last, so that every other draw stays that of the seed.
+            start_failure: r.chance(4).then(|| start_failure(r)),
+            kill_action: None,
         };
-        // A sidecar's proa reads no Pod: the kubelet reaches it only by its SIGTERM.
+        if scenario.start_failure.is_some() && !scenario.actions.is_empty() && r.chance(50) {
+            scenario.kill_action = Some(r.below(scenario.actions.len() as u64) as usize);
+        }
+        // A start that fails never gets to a role; a sidecar's proa reads no Pod: the kubelet reaches it only by its
+        // SIGTERM.
+        if scenario.start_failure.is_some() {
+            scenario.sidecar_role = None;
+        }
         if scenario.sidecar_role.is_some() {
             scenario.deletion = None;
             scenario.api_failure_at = None;

@@ -13,7 +13,7 @@ use crate::shutdown::{self, Action, ActionError, Done, Outcome, Target};
 use crate::watch::Update;
 
 use super::super::machine::Event;
-use super::super::{Until, World};
+use super::super::world::{Until, World};
 use super::scenario::{Endpoint, OnStop, Rng, Scenario};
 
 pub const FIRST_UID: &str = "uid-1";
@@ -410,7 +410,7 @@ impl<'a> Sim<'a> {
         // The kubelet notices after a lag, runs the preStop hook (within the grace), then sends SIGTERM; it kills at
         // the end of the grace, counted from when it noticed, hook included, but never sooner than 2 s after the
         // SIGTERM.
-        let grace = self.scenario.kubelet_grace().min(super::super::machine::MAX_WAIT);
+        let grace = self.scenario.kubelet_grace().min(super::super::stop::MAX_WAIT);
         let sigterm = deletion.sigterm_lag + deletion.prestop.min(grace);
         self.after(sigterm, Happening::Sigterm);
         self.after((deletion.sigterm_lag + grace).max(sigterm + Duration::from_secs(2)), Happening::Kill);
@@ -422,7 +422,7 @@ impl<'a> Sim<'a> {
             .scenario
             .deletion
             .as_ref()
-            .map(|d| d.at + self.scenario.deletion_grace().min(super::super::machine::MAX_WAIT));
+            .map(|d| d.at + self.scenario.deletion_grace().min(super::super::stop::MAX_WAIT));
         if pod.metadata.deletion_timestamp.is_some() && pod.metadata.uid.as_deref() == Some(FIRST_UID) {
             pod.metadata.deletion_in = deadline.map(|deadline| deadline.saturating_sub(self.now));
         }

@@ -1,10 +1,10 @@
-//! The Running and ShuttingDown phases' transitions (DESIGN.md "Run", "Shut down"): forwarding signals, then
-//! sending the shutdown actions and waiting, each wait with its own bound, until proa may exit with its code.
-//! Pure apart from logging.
+//! The ShuttingDown phase (DESIGN.md "Shut down"): the shutdown actions are out, and proa waits for their answers
+//! and for the sidecars (or endpoints) to go, each wait with its own bound, and never past the kubelet's SIGKILL.
+//! `begin_shutdown` enters it. Pure apart from logging.
 
 use std::time::Instant;
 
-use crate::child::{self, Exit};
+use crate::child;
 use crate::clock::Seconds;
 use crate::pod::Pod;
 use crate::probe::{Goal, Update as ProbeUpdate};
@@ -13,10 +13,10 @@ use crate::shutdown;
 use crate::signals;
 use crate::watch::Update;
 
-use super::machine::{
-    Awaited, Command, Config, Event, Facts, Mode, Quit, Running, ShuttingDown, State, Stop, Watch, after, capped,
-    update_kill_in,
-};
+use super::config::{Config, Mode};
+use super::facts::{self, Facts, Left, update_kill_in};
+use super::machine::{Awaited, Command, Event, ShuttingDown, State, Watch, finish};
+use super::stop::{Stop, after, capped};
 
 /// How shutdown was reached, which decides what it waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,46 +28,6 @@ pub enum Ending {
     /// The kubelet is stopping the Pod (SIGTERM, deletion): it stops the sidecars itself and reports none of them
     /// terminated before proa's own container, so send the actions, wait for nothing else, and exit by `Stop::by`.
     Stopping(Stop),
-}
-
-pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instant) -> (State, Vec<Command>) {
-    match event {
-        Event::Signal(signal) => {
-            if signals::is_stop_request(signal) && r.stop.is_none() {
-                debug!("the kubelet allows {} after {}", Seconds(r.facts.grace), child::signal_name(signal));
-                r.stop = Some(Stop::new(now, r.facts.grace));
-            }
-            (State::Running(r), vec![Command::Forward(signal)])
-        }
-        // A late snapshot of the stopped watcher: a deletion says when the kubelet kills.
-        Event::Watch(update) => {
-            r.stop = Stop::hear(r.stop, update_kill_in(&update, &r.facts.uid), r.facts.grace, now);
-            (State::Running(r), vec![])
-        }
-        Event::Child(Exit::Exited { code }) if r.quit.is_some() => {
-            log::info!("program exited with code {code} once proa stopped it: exiting 0");
-            program_done(config, r, 0, now)
-        }
-        Event::Child(Exit::Exited { code }) => {
-            log::info!("program exited with code {code}");
-            program_done(config, r, code, now)
-        }
-        Event::SpawnFailed(err) => {
-            log::error!("{err}");
-            program_done(config, r, err.code(), now)
-        }
-        Event::Quit => quit(config, r, now),
-        Event::DeadlinePassed => match r.quit {
-            Some(Quit::Signalled { kill_at }) if now >= kill_at => {
-                log::warn!("program still running at the end of --kill-grace: sending SIGKILL");
-                r.quit = Some(Quit::Killed);
-                (State::Running(r), vec![Command::Forward(libc::SIGKILL)])
-            }
-            _ => (State::Running(r), vec![]),
-        },
-        // A late snapshot from the watcher that was just stopped: nothing to do.
-        Event::Shutdown(_) | Event::Probe(_) | Event::Release(_) => (State::Running(r), vec![]),
-    }
 }
 
 /// After a stop signal in a Pod: read it once, for its deletion's deadline.
@@ -82,62 +42,6 @@ pub(super) fn then_read_pod(config: &Config, (state, mut commands): (State, Vec<
         commands.extend(read_pod(config));
     }
     (state, commands)
-}
-
-/// A quit request (`Mode::Sidecar`): stop the program with `--kill-signal`, and SIGKILL it after `--kill-grace`.
-/// Not once the kubelet has sent its stop signal (the Pod is being deleted): the program is already stopping, within
-/// the kubelet's grace, and that was not proa's doing, so its code stands.
-fn quit(config: &Config, mut r: Running, now: Instant) -> (State, Vec<Command>) {
-    let Mode::Sidecar { signal, grace } = config.mode else { return (State::Running(r), vec![]) };
-    if r.quit.is_some() || r.stop.is_some() {
-        log::info!("quit requested, but the program is already stopping: leaving it to end");
-        return (State::Running(r), vec![]);
-    }
-    if signal == libc::SIGKILL {
-        log::info!("stopping the program: SIGKILL");
-        r.quit = Some(Quit::Killed);
-        return (State::Running(r), vec![Command::Forward(signal)]);
-    }
-    let grace = capped("--kill-grace", grace);
-    log::info!("stopping the program: {}, then SIGKILL after {}", child::signal_name(signal), Seconds(grace));
-    r.quit = Some(Quit::Signalled { kill_at: after(now, grace) });
-    (State::Running(r), vec![Command::Forward(signal)])
-}
-
-fn program_done(config: &Config, r: Running, code: u8, now: Instant) -> (State, Vec<Command>) {
-    if let Mode::Sidecar { .. } = config.mode {
-        // Nothing to shut down on a sidecar's side.
-        return finish(code);
-    }
-    match r.stop {
-        // No API traffic while the program runs: the Pod is read for its deletion's deadline only now.
-        Some(stop) => then_read_pod(config, after_program(config, Some(&r.facts), code, Ending::Stopping(stop), now)),
-        None => after_program(config, Some(&r.facts), code, Ending::Normal, now),
-    }
-}
-
-/// Once the program has exited (or will never run): a proa that is not the stopper exits at once, sending nothing;
-/// the stopper first waits for its peers (unless the Pod is stopping, the API failed, or its container will be
-/// restarted), then shuts down.
-pub(super) fn after_program(
-    config: &Config,
-    facts: Option<&Facts>,
-    code: u8,
-    ending: Ending,
-    now: Instant,
-) -> (State, Vec<Command>) {
-    if let Some(facts) = facts {
-        if let Some(stopper) = &facts.stopper {
-            log::info!("container {stopper} stops the sidecars: exiting with code {code}");
-            return finish(code);
-        }
-        let restarted =
-            facts.policy.as_ref().is_some_and(|p| !readiness::shutdown_needed(Some(p), code, config.always_shutdown));
-        if ending == Ending::Normal && !restarted && !facts.peers_left.is_empty() {
-            return super::peers::await_peers(facts.clone(), code);
-        }
-    }
-    begin_shutdown(config, facts, code, ending, now)
 }
 
 /// Enters ShuttingDown, or Done when shutdown is not needed or there is nothing to do.
@@ -175,6 +79,8 @@ pub(super) fn begin_shutdown(
         // elsewhere) would cost the whole timeout.
         // A sidecar's proa stops nothing but its own program.
         (Mode::Sidecar { .. }, _) => Awaited::Nothing,
+        // Nothing was started that could be awaited.
+        (Mode::Failed(_), _) => Awaited::Nothing,
         (Mode::Endpoints(_), _) if config.actions.is_empty() => Awaited::Nothing,
         (Mode::Endpoints(endpoints), _) => Awaited::Endpoints(endpoints.iter().map(ToString::to_string).collect()),
     };
@@ -186,7 +92,12 @@ pub(super) fn begin_shutdown(
         Some(stop) => shutdown::budget(timeout).min(stop.by - now),
         None => shutdown::budget(timeout),
     };
-    let sends = facts.map_or_else(|| (0..config.actions.len()).collect(), |f| f.sends.clone());
+    let sends: Vec<usize> = match (facts, &config.mode) {
+        (Some(facts), _) => facts.sends.clone(),
+        // A failed start may be the refusal of a kill action: only the HTTP requests go.
+        (None, Mode::Failed(_)) => (0..config.actions.len()).filter(|&i| !config.actions[i].kill).collect(),
+        (None, _) => (0..config.actions.len()).collect(),
+    };
     for (i, why) in facts.map(|f| f.skips.as_slice()).unwrap_or_default() {
         let label = config.actions.get(*i).map_or("?", |a| a.label.as_str());
         log::info!("not sending the shutdown action {label}: {why}");
@@ -211,6 +122,9 @@ pub(super) fn begin_shutdown(
             "the pod is stopping: sending the shutdown actions, not waiting for the sidecars (exiting within {})",
             Seconds(stop.by.duration_since(now))
         ),
+        (Awaited::Nothing, None) if matches!(config.mode, Mode::Failed(_)) => {
+            log::info!("sending the shutdown requests anyway")
+        }
         (Awaited::Nothing, None) => log::info!("sending the shutdown actions"),
         _ => log::info!("shutting down sidecars (at most {})", Seconds(timeout)),
     }
@@ -238,26 +152,8 @@ pub(super) fn shutting_down(config: &Config, mut s: ShuttingDown, event: Event, 
             outcome.log();
             s.actions_left = s.actions_left.saturating_sub(1);
         }
-        Event::Watch(Update::PodChanged(pod)) => {
-            if let Awaited::Sidecars { sidecars, uid } = &s.awaited {
-                if readiness::is_gone(&pod, uid) {
-                    commands.extend(pod_gone(&mut s, &pod));
-                } else {
-                    let left = readiness::sidecars_left(&pod, sidecars);
-                    if left.is_empty() {
-                        log::info!("sidecars have exited");
-                        s.awaited = Awaited::Nothing;
-                    } else {
-                        debug!("waiting for sidecars {} to exit", left.join(", "));
-                    }
-                }
-            }
-        }
-        Event::Watch(Update::PodDeleted(pod)) => {
-            if let Awaited::Sidecars { .. } = s.awaited {
-                commands.extend(pod_gone(&mut s, &pod));
-            }
-        }
+        Event::Watch(Update::PodChanged(pod)) => commands.extend(sidecars_snapshot(&mut s, &pod, false)),
+        Event::Watch(Update::PodDeleted(pod)) => commands.extend(sidecars_snapshot(&mut s, &pod, true)),
         Event::Watch(Update::Failed(err)) => {
             if let Awaited::Sidecars { .. } = s.awaited {
                 log::warn!("{err}; not waiting for sidecars to exit");
@@ -316,7 +212,6 @@ pub(super) fn shutting_down(config: &Config, mut s: ShuttingDown, event: Event, 
         Event::Child(_)
         | Event::SpawnFailed(_)
         | Event::Quit
-        | Event::Release(_)
         | Event::Probe(
             ProbeUpdate::Reached(Goal::Ready)
             | ProbeUpdate::Pending { goal: Goal::Ready, .. }
@@ -327,6 +222,23 @@ pub(super) fn shutting_down(config: &Config, mut s: ShuttingDown, event: Event, 
         return finish(s.code);
     }
     (State::ShuttingDown(s), commands)
+}
+
+/// A snapshot while shutdown may wait for the sidecars, judged as the watcher judges it (`facts::sidecars_left`).
+fn sidecars_snapshot(s: &mut ShuttingDown, pod: &Pod, deleted: bool) -> Vec<Command> {
+    let Awaited::Sidecars { sidecars, uid } = &s.awaited else { return vec![] };
+    match facts::sidecars_left(pod, deleted, uid, sidecars) {
+        Left::Gone => pod_gone(s, pod),
+        Left::These(left) if left.is_empty() => {
+            log::info!("sidecars have exited");
+            s.awaited = Awaited::Nothing;
+            vec![]
+        }
+        Left::These(left) => {
+            debug!("waiting for sidecars {} to exit", left.join(", "));
+            vec![]
+        }
+    }
 }
 
 /// The Pod is being deleted or was replaced while proa waited for its sidecars: the kubelet stops them itself
@@ -367,8 +279,4 @@ fn outstanding(s: &ShuttingDown, when: &str) -> String {
         parts.push(format!("{} shutdown action(s) unanswered", s.actions_left));
     }
     parts.join("; ")
-}
-
-fn finish(code: u8) -> (State, Vec<Command>) {
-    (State::Done { code }, vec![Command::Exit(code)])
 }

@@ -1,0 +1,88 @@
+//! The Running phase (DESIGN.md "Run"): signals are forwarded to the program, a `--serve-quit` quit request stops
+//! it, and its exit (or a failed spawn) ends the phase through `endings::after_program`. Pure apart from logging.
+
+use std::time::Instant;
+
+use crate::child::{self, Exit};
+use crate::clock::Seconds;
+use crate::exit::{self, End};
+use crate::signals;
+
+use super::config::{Config, Mode};
+use super::endings::after_program;
+use super::facts::update_kill_in;
+use super::machine::{Command, Event, Quit, Running, State, finish};
+use super::shutting_down::{Ending, then_read_pod};
+use super::stop::{Stop, after, capped};
+
+pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instant) -> (State, Vec<Command>) {
+    match event {
+        Event::Signal(signal) => {
+            if signals::is_stop_request(signal) && r.stop.is_none() {
+                debug!("the kubelet allows {} after {}", Seconds(r.facts.grace), child::signal_name(signal));
+                r.stop = Some(Stop::new(now, r.facts.grace));
+            }
+            (State::Running(r), vec![Command::Forward(signal)])
+        }
+        // A late snapshot of the stopped watcher: a deletion says when the kubelet kills.
+        Event::Watch(update) => {
+            r.stop = Stop::hear(r.stop, update_kill_in(&update, &r.facts.uid), r.facts.grace, now);
+            (State::Running(r), vec![])
+        }
+        Event::Child(Exit::Exited { code }) if r.quit.is_some() => {
+            log::info!("program exited with code {code} once proa stopped it: exiting {}", exit::code(End::Quit));
+            program_done(config, r, End::Quit, now)
+        }
+        Event::Child(Exit::Exited { code }) => {
+            log::info!("program exited with code {code}");
+            program_done(config, r, End::Program(code), now)
+        }
+        Event::SpawnFailed(err) => {
+            log::error!("{err}");
+            program_done(config, r, err.end(), now)
+        }
+        Event::Quit => quit(config, r, now),
+        Event::DeadlinePassed => match r.quit {
+            Some(Quit::Signalled { kill_at }) if now >= kill_at => {
+                log::warn!("program still running at the end of --kill-grace: sending SIGKILL");
+                r.quit = Some(Quit::Killed);
+                (State::Running(r), vec![Command::Forward(libc::SIGKILL)])
+            }
+            _ => (State::Running(r), vec![]),
+        },
+        // A late snapshot from the watcher that was just stopped: nothing to do.
+        Event::Shutdown(_) | Event::Probe(_) => (State::Running(r), vec![]),
+    }
+}
+
+/// A quit request (`Mode::Sidecar`): stop the program with `--kill-signal`, and SIGKILL it after `--kill-grace`.
+/// Not once the kubelet has sent its stop signal (the Pod is being deleted): the program is already stopping, within
+/// the kubelet's grace, and that was not proa's doing, so its code stands.
+fn quit(config: &Config, mut r: Running, now: Instant) -> (State, Vec<Command>) {
+    let Mode::Sidecar { signal, grace } = config.mode else { return (State::Running(r), vec![]) };
+    if r.quit.is_some() || r.stop.is_some() {
+        log::info!("quit requested, but the program is already stopping: leaving it to end");
+        return (State::Running(r), vec![]);
+    }
+    if signal == libc::SIGKILL {
+        log::info!("stopping the program: SIGKILL");
+        r.quit = Some(Quit::Killed);
+        return (State::Running(r), vec![Command::Forward(signal)]);
+    }
+    let grace = capped("--kill-grace", grace);
+    log::info!("stopping the program: {}, then SIGKILL after {}", child::signal_name(signal), Seconds(grace));
+    r.quit = Some(Quit::Signalled { kill_at: after(now, grace) });
+    (State::Running(r), vec![Command::Forward(signal)])
+}
+
+fn program_done(config: &Config, r: Running, end: End, now: Instant) -> (State, Vec<Command>) {
+    if let Mode::Sidecar { .. } = config.mode {
+        // Nothing to shut down on a sidecar's side.
+        return finish(exit::code(end));
+    }
+    match r.stop {
+        // No API traffic while the program runs: the Pod is read for its deletion's deadline only now.
+        Some(stop) => then_read_pod(config, after_program(config, Some(&r.facts), end, Ending::Stopping(stop), now)),
+        None => after_program(config, Some(&r.facts), end, Ending::Normal, now),
+    }
+}
