@@ -31,9 +31,6 @@ pub enum Found {
 pub struct OwnContainer {
     pub name: String,
     pub found: Found,
-    /// When several containers' command lines end with proa's arguments (two main containers that differ only by
-    /// their environment): all of them, since proa may run in any. None of them is waited for or is a peer.
-    pub ambiguous: Vec<String>,
 }
 
 /// Finds proa's own container, or says why it cannot. `program_words` is how many of `own_args` are the wrapped
@@ -48,7 +45,7 @@ pub fn find_own_container(
     let containers = &pod.spec.containers;
     if let Some(name) = flag {
         return match containers.iter().any(|c| c.name == name) {
-            true => Ok(OwnContainer { name: name.to_string(), found: Found::Flag, ambiguous: Vec::new() }),
+            true => Ok(OwnContainer { name: name.to_string(), found: Found::Flag }),
             false => Err(format!(
                 "--container {name:?} is not a container of pod {}: use one of {}",
                 pod.metadata.name,
@@ -71,11 +68,18 @@ pub fn find_own_container(
         .map(|c| c.name.clone())
         .collect();
     if let [only] = matching.as_slice() {
-        return Ok(OwnContainer { name: only.clone(), found: Found::CommandLine, ambiguous: Vec::new() });
+        return Ok(OwnContainer { name: only.clone(), found: Found::CommandLine });
     }
-    let ambiguous = if matching.len() > 1 { matching } else { Vec::new() };
+    // Two main containers that differ only by their environment: whichever guess proa made, it could wait for
+    // itself, or stop the sidecars under the other's program.
+    if matching.len() > 1 {
+        return Err(format!(
+            "containers {} all run proa with these arguments, so proa cannot tell which is its own: set --container (PROA_CONTAINER) in each",
+            matching.join(", ")
+        ));
+    }
     match containers.first() {
-        Some(first) => Ok(OwnContainer { name: first.name.clone(), found: Found::FirstContainer, ambiguous }),
+        Some(first) => Ok(OwnContainer { name: first.name.clone(), found: Found::FirstContainer }),
         None => Err(format!("pod {} has no containers", pod.metadata.name)),
     }
 }
@@ -408,7 +412,7 @@ mod tests {
     fn own_container_by_command_line() {
         let pod = fixture("istio-first");
         let own = find_own_container(&pod, None, &istio_job_args(), 2).unwrap();
-        assert_eq!(own, OwnContainer { name: "job".into(), found: Found::CommandLine, ambiguous: vec![] });
+        assert_eq!(own, OwnContainer { name: "job".into(), found: Found::CommandLine });
     }
 
     #[test]
@@ -417,7 +421,7 @@ mod tests {
         pod.spec.containers[1].command = vec![];
         pod.spec.containers[1].args = own_args(&["python", "job.py"]);
         let own = find_own_container(&pod, None, &istio_job_args(), 2).unwrap();
-        assert_eq!(own, OwnContainer { name: "job".into(), found: Found::CommandLine, ambiguous: vec![] });
+        assert_eq!(own, OwnContainer { name: "job".into(), found: Found::CommandLine });
     }
 
     #[test]
@@ -430,21 +434,22 @@ mod tests {
         pod.spec.containers[0].args = own_args(&["--verbose"]);
         let args = own_args(&["--", "python", "job.py", "--verbose"]);
         let own = find_own_container(&pod, None, &args, 3).unwrap();
-        assert_eq!(own, OwnContainer { name: "istio-proxy".into(), found: Found::FirstContainer, ambiguous: vec![] });
+        assert_eq!(own, OwnContainer { name: "istio-proxy".into(), found: Found::FirstContainer });
         pod.spec.containers.swap(0, 1);
         let own = find_own_container(&pod, None, &args, 3).unwrap();
         assert_eq!(own.found, Found::FirstContainer, "never the sidecar");
-        // Two containers that both match are no match either.
+        // Two containers that both match: proa cannot tell which is its own, and says so.
         pod.spec.containers[0].args = own_args(&["python", "job.py", "--verbose"]);
         pod.spec.containers[1].args = own_args(&["python", "job.py", "--verbose"]);
-        assert_eq!(find_own_container(&pod, None, &args, 3).unwrap().found, Found::FirstContainer);
+        let err = find_own_container(&pod, None, &args, 3).unwrap_err();
+        assert!(err.contains("cannot tell which is its own: set --container (PROA_CONTAINER) in each"), "{err}");
     }
 
     #[test]
     fn own_container_falls_back_to_first() {
         let pod = fixture("istio-first");
         let own = find_own_container(&pod, None, &own_args(&["--", "something-else"]), 1).unwrap();
-        assert_eq!(own, OwnContainer { name: "istio-proxy".into(), found: Found::FirstContainer, ambiguous: vec![] });
+        assert_eq!(own, OwnContainer { name: "istio-proxy".into(), found: Found::FirstContainer });
     }
 
     #[test]

@@ -46,12 +46,7 @@ impl Facts {
     /// snapshot. Fails (exit 125) when `--container` names no container of the Pod.
     pub fn of(config: &Config, pod: &Pod) -> Result<Facts, StartError> {
         let Pin { own, peers, waited, uid } = Pin::of(config, pod)?;
-        if !own.ambiguous.is_empty() {
-            log::warn!(
-                "containers {} all run proa with these arguments, so proa cannot tell which is its own: waiting for none of them; set --container (PROA_CONTAINER) in each",
-                own.ambiguous.join(", ")
-            );
-        } else if own.found == Found::FirstContainer && pod.spec.containers.len() > 1 {
+        if own.found == Found::FirstContainer && pod.spec.containers.len() > 1 {
             log::warn!(
                 "guessing that proa runs in container {} (the first one): set --container if that is wrong",
                 own.name
@@ -234,14 +229,22 @@ struct Peers {
 
 impl Peers {
     /// Fails (exit 125) on a `--peer` that cannot be a main container proa waits for: one the Pod lacks, a native
-    /// sidecar, or one a shutdown action stops (each side would wait for the other). proa's own container is never
-    /// its own peer (a `PROA_PEER` shared by every main container names it too), nor is any container proa may be
-    /// running in.
+    /// sidecar, or one a shutdown action stops (each side would wait for the other); and on any `--peer` when proa
+    /// only guessed its own container. proa's own container is never its own peer (a `PROA_PEER` shared by every main
+    /// container names it too).
     fn of(config: &Config, pod: &Pod, own: &OwnContainer) -> Result<Peers, String> {
         // A container a shutdown action stops is a sidecar, whatever it runs: a proa on its side (`--serve-quit`)
         // may have its role from an `envFrom` that proa cannot see.
         let stopped = |name: &String| config.actions.iter().any(|a| a.container.as_ref() == Some(name));
-        let mine = |name: &String| *name == own.name || own.ambiguous.contains(name);
+        // With a guessed own container, a peer list shared by the main containers may name proa's real one.
+        if own.found == Found::FirstContainer && !config.peers.is_empty() && pod.spec.containers.len() > 1 {
+            return Err(format!(
+                "--peer {} with proa's own container only guessed ({}, the first): set --container (PROA_CONTAINER), so that proa never waits for itself",
+                config.peers.join(" "),
+                own.name
+            ));
+        }
+        let mine = |name: &String| *name == own.name;
         for name in config.peers.iter().filter(|name| !mine(name)) {
             if stopped(name) {
                 return Err(format!(
@@ -271,10 +274,9 @@ impl Peers {
     }
 }
 
-/// The containers proa waits for: all but its own (and any it may be running in), the ignored ones and the peers,
-/// plus the native sidecars.
+/// The containers proa waits for: all but its own, the ignored ones and the peers, plus the native sidecars.
 fn waited(config: &Config, pod: &Pod, own: &OwnContainer, peers: &[String]) -> Vec<Waited> {
-    let not_waited: Vec<String> = config.ignore.iter().chain(peers).chain(&own.ambiguous).cloned().collect();
+    let not_waited: Vec<String> = config.ignore.iter().chain(peers).cloned().collect();
     readiness::waited_containers(pod, &own.name, &not_waited)
 }
 

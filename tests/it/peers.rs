@@ -139,26 +139,36 @@ fn a_peer_that_is_also_a_shutdown_target_is_125_naming_both() {
 }
 
 /// Two main containers with the same proa command line (they differ by env only): proa cannot tell which is its
-/// own, so it waits for neither, warns, and still stops the sidecar after its program (3.6).
+/// own; any guess could wait for itself or stop the sidecars under the other's program, so it is 125 at start,
+/// asking for --container (3.6).
 #[test]
-fn identical_proa_command_lines_never_make_proa_wait_for_itself() {
-    let script = "exit 5".to_string();
-    let mut command = vec![Value::from("/proa"), "-p".into()];
+fn identical_proa_command_lines_are_125_asking_for_the_container() {
+    let script = "echo ran; exit 5".to_string();
     let envoy = Sidecar::start();
-    command.push(envoy.url("/quit").into());
+    let mut command = vec![Value::from("/proa"), "-p".into(), envoy.url("/quit").into()];
     command.extend(bash(script.clone()).into_iter().map(Value::from));
     let mut pod = two_mains("import", true);
     pod["spec"]["containers"][0]["command"] = Value::from(command.clone());
     pod["spec"]["containers"][2]["command"] = Value::from(command);
-    pod["status"]["containerStatuses"][1]["ready"] = json!(true);
     let api = ApiServer::start(pod);
-    let proa = Proa::new(&api).args(["-p", &envoy.url("/quit")]).args(bash(script)).spawn();
-    envoy.wait_for_hits(1, BOUND);
-    api.set_terminated("envoy", 0);
-    let done = proa.wait(BOUND);
-    assert_eq!(done.code(), 5, "{}", done.stderr);
+    let done = Proa::new(&api).args(["-p", &envoy.url("/quit")]).args(bash(script)).spawn().wait(BOUND);
+    assert_eq!(done.code(), 125, "{}", done.stderr);
     assert!(done.stderr.contains("containers main, import all run proa with these arguments"), "{}", done.stderr);
-    assert!(done.stderr.contains("set --container (PROA_CONTAINER)"), "{}", done.stderr);
+    assert!(done.stderr.contains("set --container (PROA_CONTAINER) in each"), "{}", done.stderr);
+    assert!(!done.stdout.contains("ran"), "the program never starts");
+}
+
+/// proa's own container only guessed (the image's ENTRYPOINT runs proa, the Pod gives no command) and a peer list:
+/// the list may name proa's real container, so it is 125 at start asking for --container (review of issue 18).
+#[test]
+fn peers_with_a_guessed_own_container_are_125_asking_for_the_container() {
+    let mut pod = two_mains("worker", false);
+    pod["spec"]["containers"][0].as_object_mut().unwrap().remove("command");
+    let api = ApiServer::start(pod);
+    let done = Proa::new(&api).env("PROA_PEER", "main worker").args(bash("echo ran".into())).spawn().wait(BOUND);
+    assert_eq!(done.code(), 125, "{}", done.stderr);
+    assert!(done.stderr.contains("with proa's own container only guessed (main, the first)"), "{}", done.stderr);
+    assert!(!done.stdout.contains("ran"));
 }
 
 /// A proa turned off (`PROA_DISABLE=true`) runs its program in its place: a peer to wait for, never the stopper

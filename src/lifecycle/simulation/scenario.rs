@@ -383,7 +383,10 @@ impl Scenario {
 
     /// Whether the peers given make proa fail at its first read of the Pod (125, the program never runs).
     pub fn peers_refused(&self) -> bool {
-        matches!(self.odd_peer, Some(OddPeer::Absent | OddPeer::Native | OddPeer::Target))
+        // proa's own container only guessed (the ENTRYPOINT form, no --container) cannot take a peer list.
+        let others = self.sidecars.len() + self.peers.len() > 0;
+        let guessed = self.entrypoint_form && !self.container_flag && others && !self.peer_flags().is_empty();
+        guessed || matches!(self.odd_peer, Some(OddPeer::Absent | OddPeer::Native | OddPeer::Target))
     }
 
     /// Whether this proa stops the sidecars: no peer that runs proa comes before its container `job` by name.
