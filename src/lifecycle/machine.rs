@@ -59,8 +59,7 @@ pub enum Command {
     StopProbe,
     /// Spawn the program (and the reaper).
     StartProgram,
-    /// Log this line at info: news not worth delaying the command before it for (the end of the wait, said once
-    /// the program has started).
+    /// Log this line at info (the end of the wait, said before the program starts: one line costs microseconds).
     Say(String),
     /// Forward this signal to the program.
     Forward(i32),

@@ -164,11 +164,11 @@ fn pending_then_ready_starts_the_program() {
     let (state, commands, _) = run(&config(1), vec![snapshot("starting"), snapshot("ready")]);
     assert!(matches!(state, State::Running(Running { stop: None, .. })));
     assert_eq!(commands, [Command::StopWatch, Command::StartProgram]);
-    // The news of it is logged once the program has started, not before.
+    // The news of it is logged before the program starts, so that the log reads in the order things happened.
     let (state, _, t0) = run_at(&config(1), vec![(0.0, snapshot("starting"))]);
     let (_, commands) = step(&config(1), state, snapshot("ready"), t0 + secs(1.25));
     let said = Command::Say("all containers ready after 1.3s".into());
-    assert_eq!(commands, [Command::StopWatch, Command::StartProgram, said]);
+    assert_eq!(commands, [Command::StopWatch, said, Command::StartProgram]);
 }
 
 #[test]

@@ -32,7 +32,7 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
             // Only no-API mode runs a prober, and its facts are known from the start.
             let Some(facts) = w.facts.take() else { return (State::Waiting(w), vec![]) };
             let ready = format!("all endpoints ready after {}", Seconds(now.duration_since(w.since)));
-            (State::Running(Running::new(facts)), vec![Command::StartProgram, Command::Say(ready)])
+            (State::Running(Running::new(facts)), vec![Command::Say(ready), Command::StartProgram])
         }
         Event::Probe(ProbeUpdate::Failed { goal: Goal::Ready, why }) => {
             with_first(failure(why), abort_wait(config, w.facts.as_ref(), End::ProaFailed, Ending::Normal, now))
@@ -120,11 +120,13 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
     facts.observe(pod);
     match verdict {
         Verdict::Ready => {
-            let mut commands = vec![Command::StopWatch, Command::StartProgram];
+            // Said before the program starts, so that a Job's log reads in the order things happened.
+            let mut commands = vec![Command::StopWatch];
             if !facts.waited.is_empty() {
                 commands
                     .push(Command::Say(format!("all containers ready after {}", Seconds(now.duration_since(w.since)))));
             }
+            commands.push(Command::StartProgram);
             (State::Running(Running::new(facts)), commands)
         }
         Verdict::Pending { not_ready, waiting } => {

@@ -63,6 +63,9 @@ fn a_program_waits_for_the_sidecar_then_shutdown_reaches_it() {
     let done = proa.wait(BOUND);
     assert_eq!(done.code(), 7, "{}", done.stderr);
     assert!(done.at > terminated);
+    // The log reads in the order things happened: ready, then started.
+    let (ready, started) = (done.stderr.find("all containers ready"), done.stderr.find("INFO started bash"));
+    assert!(ready.is_some() && ready < started, "{}", done.stderr);
 
     let requests = api.requests();
     let kinds: Vec<Route> = requests.iter().filter_map(|r| r.route).collect();
