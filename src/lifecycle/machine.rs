@@ -100,7 +100,14 @@ pub struct Waiting {
     pub not_ready: Vec<String>,
     /// Waiting reasons already logged, to warn only when one changes.
     pub reasons: Vec<(String, String)>,
+    /// When proa next says what it still waits for (`PROGRESS_FIRST` in, then twice as long each time).
+    pub next_progress: Instant,
 }
+
+/// A long wait says what it waits for: first after this long, then after twice as long each time, up to
+/// `PROGRESS_MAX` apart, so that a log shows proa alive and the container to look at, without a line per event.
+pub const PROGRESS_FIRST: Duration = Duration::from_secs(10);
+pub const PROGRESS_MAX: Duration = Duration::from_secs(300);
 
 /// The data of `State::Running`.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,7 +176,7 @@ impl State {
     /// When the owner must wake up with `DeadlinePassed` if nothing else happens.
     pub fn deadline(&self) -> Option<Instant> {
         match self {
-            State::Waiting(w) => w.deadline,
+            State::Waiting(w) => Some(w.deadline.map_or(w.next_progress, |d| d.min(w.next_progress))),
             State::ShuttingDown(s) => {
                 let actions = (s.actions_left > 0).then_some(s.actions_deadline);
                 let sidecars = (s.awaited != Awaited::Nothing).then_some(s.deadline);

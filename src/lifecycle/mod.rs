@@ -73,7 +73,11 @@ impl State {
             ),
         };
         let deadline = config.ready_timeout.map(|t| after(now, capped("--ready-timeout", t)));
-        (State::Waiting(Waiting { since: now, deadline, facts, not_ready, reasons: Vec::new() }), vec![command])
+        let next_progress = after(now, machine::PROGRESS_FIRST);
+        (
+            State::Waiting(Waiting { since: now, deadline, facts, not_ready, reasons: Vec::new(), next_progress }),
+            vec![command],
+        )
     }
 }
 

@@ -408,7 +408,25 @@ fn absurd_grace_periods_are_capped_not_overflowed() {
     let mut config = config(1);
     config.ready_timeout = Some(Duration::MAX);
     let (state, _) = State::start(&config, t0);
-    assert_eq!(state.deadline(), Some(t0 + MAX_WAIT));
+    let State::Waiting(w) = &state else { panic!("waits") };
+    assert_eq!(w.deadline, Some(t0 + MAX_WAIT));
+    // The owner still wakes to say what it waits for.
+    assert_eq!(state.deadline(), Some(t0 + PROGRESS_FIRST));
+}
+
+#[test]
+fn a_long_wait_says_what_it_waits_for_now_and_then() {
+    let mut config = config(1);
+    config.ready_timeout = None;
+    let (state, _, t0) = run_at(&config, vec![(0.0, snapshot("starting"))]);
+    assert_eq!(state.deadline(), Some(t0 + secs(10.0)));
+    let (state, commands) = step(&config, state, Event::DeadlinePassed, t0 + secs(10.0));
+    assert!(commands.is_empty() && matches!(state, State::Waiting(_)));
+    assert_eq!(state.deadline(), Some(t0 + secs(20.0)), "then twice as long");
+    let (state, _) = step(&config, state, Event::DeadlinePassed, t0 + secs(20.0));
+    assert_eq!(state.deadline(), Some(t0 + secs(40.0)));
+    let (state, _) = step(&config, state, Event::DeadlinePassed, t0 + secs(1000.0));
+    assert_eq!(state.deadline(), Some(t0 + secs(1300.0)), "at most five minutes apart");
 }
 
 #[test]

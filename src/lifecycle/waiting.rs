@@ -16,9 +16,9 @@ use crate::watch::Update;
 use super::config::{Config, Mode};
 use super::endings::{after_program, failure};
 use super::facts::{Facts, WaitVerdict, judge_wait, kill_in};
-use super::machine::{Command, Event, Running, State, Waiting, with_first};
+use super::machine::{Command, Event, PROGRESS_FIRST, PROGRESS_MAX, Running, State, Waiting, with_first};
 use super::shutting_down::{Ending, then_read_pod};
-use super::stop::Stop;
+use super::stop::{Stop, after};
 
 pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instant) -> (State, Vec<Command>) {
     match event {
@@ -73,6 +73,17 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
                 not_ready(&w)
             ));
             with_first(failed, abort_wait(config, w.facts.as_ref(), End::ReadyTimeout, Ending::Normal, now))
+        }
+        Event::DeadlinePassed if now >= w.next_progress => {
+            log::info!(
+                "still waiting after {} for {}: {}",
+                Seconds(now.duration_since(w.since)),
+                what(config),
+                progress(&w)
+            );
+            let waited = now.duration_since(w.since);
+            w.next_progress = after(now, waited.clamp(PROGRESS_FIRST, PROGRESS_MAX));
+            (State::Waiting(w), vec![])
         }
         Event::Signal(signal) => {
             debug!("ignoring {} while waiting for sidecars", child::signal_name(signal));
@@ -166,6 +177,22 @@ fn not_ready(w: &Waiting) -> String {
         true => "no pod status yet".to_string(),
         false => w.not_ready.join(", "),
     }
+}
+
+/// What is not ready, with the state each was last seen in: its waiting reason where it has one.
+fn progress(w: &Waiting) -> String {
+    if w.not_ready.is_empty() {
+        return not_ready(w);
+    }
+    let reason = |name: &String| w.reasons.iter().find(|(container, _)| container == name).map(|(_, why)| why);
+    let each =
+        w.not_ready.iter().map(|name| match (reason(name), w.facts.as_ref().is_some_and(|f| f.waited.is_empty())) {
+            (Some(why), _) => format!("{name} (waiting: {why})"),
+            // No-API mode: the entry already says why ("tcp 127.0.0.1:5432 (connection refused)").
+            (None, true) => name.clone(),
+            (None, false) => format!("{name} (not ready)"),
+        });
+    each.collect::<Vec<_>>().join(", ")
 }
 
 /// Gives up waiting: the program never starts; the watcher or prober is stopped and shutdown begins.

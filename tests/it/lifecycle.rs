@@ -420,3 +420,21 @@ fn an_invalid_rust_log_is_named_and_the_defaults_apply() {
     );
     assert!(done.stderr.contains("proa: INFO started bash") && !done.stderr.contains("DEBUG"), "{}", done.stderr);
 }
+
+/// A long wait says now and then what it waits for, each container with the state it was last seen in, and is
+/// quiet otherwise: after 10 s, then twice as long each time (issue 22).
+#[test]
+fn a_long_wait_says_what_it_is_waiting_for() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    let mut marker = Marker::start();
+    let proa = Proa::new(&api).args(bash(marker.say("started"))).spawn();
+    let said = proa.wait_for_stderr(Duration::from_secs(20), |err| err.contains("still waiting after"));
+    assert!(said.contains("still waiting after 10.0s for containers: envoy (waiting: ContainerCreating)"), "{said}");
+    assert!(marker.all().is_empty());
+    api.set_ready("envoy");
+    marker.wait_for("started", BOUND);
+    api.set_terminated("envoy", 0);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert_eq!(done.stderr.matches("still waiting").count(), 1, "once in 10 to 20 s: {}", done.stderr);
+}
