@@ -200,15 +200,20 @@ mod tests {
         (client, listener.accept().unwrap().0)
     }
 
+    /// Every place taken, by clients that keep their connection open.
+    fn fill(listener: &TcpListener, clients: &mut Clients) -> Vec<(TcpStream, Arc<Client>)> {
+        let admit = |_| {
+            let (peer, stream) = connection(listener);
+            (peer, clients.admit(stream).unwrap())
+        };
+        (0..MAX_CLIENTS).map(admit).collect()
+    }
+
     #[test]
     fn a_client_gives_its_place_back_however_it_ends() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut clients = Clients::default();
-        let mut held = Vec::new();
-        for _ in 0..MAX_CLIENTS {
-            let (peer, stream) = connection(&listener);
-            held.push((peer, clients.admit(stream).unwrap()));
-        }
+        let mut held = fill(&listener, &mut clients);
         assert_eq!(clients.len(), MAX_CLIENTS);
         // A thread that never started drops its client with its closure, as one that ended does: 40 such failures
         // leave every place free again.
@@ -225,11 +230,7 @@ mod tests {
     fn the_oldest_silent_client_makes_way_and_busy_ones_never_do() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut clients = Clients::default();
-        let mut held = Vec::new();
-        for _ in 0..MAX_CLIENTS {
-            let (peer, stream) = connection(&listener);
-            held.push((peer, clients.admit(stream).unwrap()));
-        }
+        let mut held = fill(&listener, &mut clients);
         // The first client has sent its request: the second, silent, is the one cut off.
         held[0].1.silent.store(false, Ordering::SeqCst);
         let (_peer, stream) = connection(&listener);
