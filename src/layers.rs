@@ -8,7 +8,7 @@ const LAYERS: [&[&str]; 7] = [
     &["check", "lifecycle"],
     &["options"],
     &["watch", "probe", "child", "shutdown", "kill", "signals", "termination", "logging", "preset", "install", "quit"],
-    &["api", "readiness"],
+    &["api", "readiness", "direct"],
     &["http"],
     &["cluster", "pod", "lines", "pidfd", "procs", "exit", "url", "crash", "clock", "tls", "layers"],
 ];
@@ -23,7 +23,7 @@ const LIFECYCLE: [&[&str]; 10] = [
     &["peers"],
     &["shutting_down"],
     &["world"],
-    &["machine"],
+    &["machine", "probing"],
     &["facts"],
     &["stop", "config"],
 ];

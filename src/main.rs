@@ -20,6 +20,7 @@ mod child;
 mod clock;
 mod cluster;
 mod crash;
+mod direct;
 mod exit;
 mod http;
 mod install;

@@ -69,6 +69,71 @@ pub struct Container {
     /// `PROA_SERVE_QUIT` marks a proa on a sidecar's side; `PROA_DISABLE=true` a proa turned off.
     #[serde(deserialize_with = "nullable")]
     pub env: Vec<EnvVar>,
+    /// Named ports, which a probe may name instead of a number.
+    #[serde(deserialize_with = "nullable")]
+    pub ports: Vec<ContainerPort>,
+    /// The endpoint proa probes itself, where it can (`direct.rs`).
+    pub readiness_probe: Option<Probe>,
+    /// Only whether there is one: then a container is probed only once its status says `started`.
+    pub startup_probe: Option<IgnoredAny>,
+}
+
+/// A port of a container.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ContainerPort {
+    pub name: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub container_port: i64,
+}
+
+/// A probe as the kubelet runs it. Of `exec` and `grpc` only whether they are set.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Probe {
+    pub http_get: Option<HttpGetAction>,
+    pub tcp_socket: Option<TcpSocketAction>,
+    pub exec: Option<IgnoredAny>,
+    pub grpc: Option<IgnoredAny>,
+    pub initial_delay_seconds: Option<i64>,
+    pub timeout_seconds: Option<i64>,
+    pub success_threshold: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HttpGetAction {
+    pub path: Option<String>,
+    pub port: Option<PortRef>,
+    pub host: Option<String>,
+    /// `HTTP` (the default) or `HTTPS`.
+    pub scheme: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub http_headers: Vec<HttpHeader>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HttpHeader {
+    #[serde(deserialize_with = "nullable")]
+    pub name: String,
+    #[serde(deserialize_with = "nullable")]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TcpSocketAction {
+    pub port: Option<PortRef>,
+    pub host: Option<String>,
+}
+
+/// A probe's port: a number, or the name of one of the container's `ports` (an IntOrString).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum PortRef {
+    Number(i64),
+    Name(String),
 }
 
 /// An environment variable of a container: its name, and its literal value (`valueFrom` is not resolved).
@@ -103,6 +168,9 @@ pub struct ExitCodes {
 #[serde(default, rename_all = "camelCase")]
 pub struct Status {
     pub phase: Option<String>,
+    /// Where the kubelet sends a probe that names no host (the node's address under hostNetwork).
+    #[serde(rename = "podIP")]
+    pub pod_ip: Option<String>,
     #[serde(deserialize_with = "nullable")]
     pub container_statuses: Vec<ContainerStatus>,
     #[serde(deserialize_with = "nullable")]
@@ -120,6 +188,8 @@ pub struct ContainerStatus {
     pub restart_count: i64,
     #[serde(deserialize_with = "nullable")]
     pub state: ContainerState,
+    /// Set once its startupProbe passed (true at once when it has none).
+    pub started: Option<bool>,
 }
 
 /// At most one of the three is set.
@@ -127,8 +197,18 @@ pub struct ContainerStatus {
 #[serde(default)]
 pub struct ContainerState {
     pub waiting: Option<Waiting>,
-    pub running: Option<IgnoredAny>,
+    pub running: Option<Running>,
     pub terminated: Option<Terminated>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Running {
+    pub started_at: Option<String>,
+    /// Not the API's: how long it had been running, by the wall clock, when the watcher received this snapshot
+    /// (`readiness::running_for`), which the initial delay of a direct probe counts from.
+    #[serde(skip)]
+    pub running_for: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

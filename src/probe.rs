@@ -1,7 +1,9 @@
-//! No-API mode's prober thread: checks HTTP endpoints (ready on a 2xx) and TCP endpoints (ready when a connection
-//! is accepted) in rounds, like a kubelet probe, until every one is ready (before the program) or has stopped
-//! answering (at shutdown). Each attempt has its own timeout, so one hung endpoint cannot stall the others for
-//! long. Reports to the owner; never decides what a result means for the lifecycle.
+//! The prober threads. No-API mode's checks HTTP endpoints (ready on a 2xx) and TCP endpoints (ready when a
+//! connection is accepted) in rounds, like a kubelet probe, until every one is ready (before the program) or has
+//! stopped answering (at shutdown). A direct probe's (`spawn_direct`) asks one waited container's readinessProbe
+//! endpoint until it passed `successThreshold` times in a row. Each attempt has its own timeout, so one hung
+//! endpoint cannot stall the others for long. Reports to the owner; never decides what a result means for the
+//! lifecycle.
 
 use std::fmt;
 use std::io;
@@ -12,10 +14,12 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::clock::Seconds;
+use crate::direct::{self, Order};
 use crate::url::redact;
 
-/// Default `--probe-interval`: the pause between rounds, counted from the start of one to the next.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(250);
+/// Default `--probe-interval`: the pause between rounds, counted from the start of one to the next. Short, since
+/// the program waits on it; an attempt on loopback or the Pod's own IP costs tens of microseconds.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
 /// How long one attempt may take, connecting included (the kubelet's default probe timeout).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -101,11 +105,78 @@ fn probe(mut left: Vec<Endpoint>, goal: Goal, interval: Duration, stop: &AtomicB
     }
 }
 
+/// Starts probing one container's readinessProbe endpoint (`order`): after what is left of its initial delay, one
+/// attempt every `interval`, until `order.successes` pass in a row; then `passed()` reports it and the thread ends.
+/// It ends too once `stop` is set, before its next attempt.
+pub fn spawn_direct(
+    order: Order,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+    passed: impl FnOnce() + Send + 'static,
+) -> io::Result<JoinHandle<()>> {
+    let name = format!("probe {}", order.container);
+    thread::Builder::new().name(name).spawn(move || {
+        if direct(&order, interval, &stop) {
+            passed();
+        }
+    })
+}
+
+/// Probes until `order.successes` passes in a row (true), or until stopped (false).
+fn direct(order: &Order, interval: Duration, stop: &AtomicBool) -> bool {
+    let stopped = || stop.load(Ordering::Relaxed);
+    let start = Instant::now() + order.delay;
+    while Instant::now() < start {
+        if stopped() {
+            return false;
+        }
+        thread::sleep(interval.min(start.saturating_duration_since(Instant::now())));
+    }
+    let agent = agent_within(order.timeout);
+    let mut passes = 0;
+    loop {
+        if stopped() {
+            return false;
+        }
+        let round = Instant::now();
+        match attempt(&agent, &order.endpoint, order.timeout) {
+            Ok(()) => passes += 1,
+            Err(why) => {
+                debug!("probe of {} failed: {why}", order.container);
+                passes = 0;
+            }
+        }
+        if passes >= order.successes {
+            return true;
+        }
+        thread::sleep(interval.saturating_sub(round.elapsed()));
+    }
+}
+
+/// One attempt of a direct probe, as the kubelet makes it: a status from 200 to 399, or an accepted connection.
+pub fn attempt(agent: &ureq::Agent, endpoint: &direct::Endpoint, timeout: Duration) -> Result<(), String> {
+    match endpoint {
+        direct::Endpoint::Http { url, headers } => {
+            let request = headers.iter().fold(agent.get(url), |request, (name, value)| request.header(name, value));
+            match request.call() {
+                Ok(response) if (200..400).contains(&response.status().as_u16()) => Ok(()),
+                Ok(response) => Err(format!("answered {}", response.status().as_u16())),
+                Err(err) => Err(http_text(err, timeout)),
+            }
+        }
+        direct::Endpoint::Tcp(address) => connect(address, timeout),
+    }
+}
+
 /// The HTTP client for checks: one attempt is one fresh connection (no pool, so a sidecar that went away is
 /// noticed at once), bounded by `ATTEMPT_TIMEOUT`, with no redirects.
 pub fn agent() -> ureq::Agent {
+    agent_within(ATTEMPT_TIMEOUT)
+}
+
+fn agent_within(timeout: Duration) -> ureq::Agent {
     let config = crate::http::agent_config()
-        .timeout_global(Some(ATTEMPT_TIMEOUT))
+        .timeout_global(Some(timeout))
         .max_redirects(0)
         .max_idle_connections(0)
         .build();
@@ -118,28 +189,37 @@ pub fn check(agent: &ureq::Agent, endpoint: &Endpoint) -> Result<(), String> {
         Endpoint::Http(url) => match agent.get(url).call() {
             Ok(response) if response.status().is_success() => Ok(()),
             Ok(response) => Err(format!("answered {}", response.status().as_u16())),
-            Err(ureq::Error::Io(err)) => Err(io_text(&err)),
-            Err(ureq::Error::Timeout(_)) => Err(format!("no answer within {}", Seconds(ATTEMPT_TIMEOUT))),
-            Err(err) => Err(redact(&err.to_string())),
+            Err(err) => Err(http_text(err, ATTEMPT_TIMEOUT)),
         },
-        Endpoint::Tcp(address) => {
-            let addresses = address.to_socket_addrs().map_err(|err| io_text(&err))?;
-            let mut last = format!("{address} resolves to no address");
-            for socket_address in addresses {
-                match TcpStream::connect_timeout(&socket_address, ATTEMPT_TIMEOUT) {
-                    Ok(_) => return Ok(()),
-                    Err(err) => last = io_text(&err),
-                }
-            }
-            Err(last)
-        }
+        Endpoint::Tcp(address) => connect(address, ATTEMPT_TIMEOUT),
     }
 }
 
-fn io_text(err: &io::Error) -> String {
+/// Ok once a connection to `address` is accepted within `timeout`.
+fn connect(address: &str, timeout: Duration) -> Result<(), String> {
+    let addresses = address.to_socket_addrs().map_err(|err| io_text(&err, timeout))?;
+    let mut last = format!("{address} resolves to no address");
+    for socket_address in addresses {
+        match TcpStream::connect_timeout(&socket_address, timeout) {
+            Ok(_) => return Ok(()),
+            Err(err) => last = io_text(&err, timeout),
+        }
+    }
+    Err(last)
+}
+
+fn http_text(err: ureq::Error, timeout: Duration) -> String {
+    match err {
+        ureq::Error::Io(err) => io_text(&err, timeout),
+        ureq::Error::Timeout(_) => format!("no answer within {}", Seconds(timeout)),
+        err => redact(&err.to_string()),
+    }
+}
+
+fn io_text(err: &io::Error, timeout: Duration) -> String {
     match err.kind() {
         io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => format!("no answer within {}", Seconds(ATTEMPT_TIMEOUT)),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => format!("no answer within {}", Seconds(timeout)),
         _ => err.to_string(),
     }
 }

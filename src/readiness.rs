@@ -325,6 +325,17 @@ pub fn deletion_in(pod: &Pod, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or_default())
 }
 
+/// What the wall clock says of a snapshot as the watcher receives it: how long until its deletion's deadline
+/// (`deletion_in`), and how long each container had been running (from its `startedAt`; none if unreadable).
+pub fn stamp(pod: &mut Pod, now: SystemTime) {
+    pod.metadata.deletion_in = deletion_in(pod, now);
+    let statuses = pod.status.container_statuses.iter_mut().chain(pod.status.init_container_statuses.iter_mut());
+    for running in statuses.filter_map(|s| s.state.running.as_mut()) {
+        let started = running.started_at.as_deref().and_then(clock::parse_rfc3339);
+        running.running_for = started.map(|at| now.duration_since(at).unwrap_or_default());
+    }
+}
+
 /// Waiting reasons every container passes through on a healthy start: not worth a warning.
 pub fn is_routine_waiting_reason(reason: &str) -> bool {
     matches!(reason, "ContainerCreating" | "PodInitializing")

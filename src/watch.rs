@@ -78,7 +78,7 @@ fn watch(
     let report = |update| !stopped() && report(update);
     // The update for a snapshot, and whether it is the last one this watcher reports.
     let mut prepare = |mut pod: Pod, deleted: bool| {
-        pod.metadata.deletion_in = readiness::deletion_in(&pod, SystemTime::now());
+        readiness::stamp(&mut pod, SystemTime::now());
         let done = until(&pod, deleted);
         let update = match deleted {
             true => Update::PodDeleted(Box::new(pod)),

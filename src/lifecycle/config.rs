@@ -24,6 +24,8 @@ pub struct Config {
     pub run_on_ready_timeout: bool,
     pub shutdown_timeout: Option<Duration>,
     pub always_shutdown: bool,
+    /// `--direct-probe`: probe the waited containers' readinessProbe endpoints too (`direct.rs`).
+    pub direct_probe: bool,
     /// The shutdown actions, in the order `StartShutdown` numbers them.
     pub actions: Vec<ActionTarget>,
     /// `--peer`: other main containers, not waited for; the sidecars are stopped only after they have terminated.
@@ -133,6 +135,7 @@ pub fn config(options: &Options, mode: Mode) -> Config {
         run_on_ready_timeout: options.on_ready_timeout == OnReadyTimeout::Run,
         shutdown_timeout: options.shutdown_timeout,
         always_shutdown: options.always_shutdown,
+        direct_probe: options.direct_probe,
         actions: options
             .shutdown_actions(Duration::ZERO)
             .iter()

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::api::ApiError;
+use crate::direct::{self, Way};
 use crate::pod::Pod;
 use crate::readiness::{self, Found, Kind, OwnContainer, RestartPolicy, Verdict, Waited};
 use crate::watch::Update;
@@ -19,6 +20,8 @@ pub struct Facts {
     /// The Pod's uid, pinned at the first read: a snapshot with another one is another Pod of the same name.
     pub uid: Option<String>,
     pub waited: Vec<Waited>,
+    /// The waited containers proa probes itself (`--direct-probe`), with their readinessProbe.
+    pub probes: Vec<direct::Spec>,
     /// proa's own container's effective restart policy; `None` in no-API mode, where nobody knows it.
     pub policy: Option<RestartPolicy>,
     pub shutdown_timeout: Duration,
@@ -59,9 +62,14 @@ impl Facts {
             log::info!("container {name} runs proa too: a peer, not waited for");
         }
         let (sends, skips) = choose_actions(config, pod, &waited);
+        let probes = match config.direct_probe {
+            true => ways(pod, &waited).into_iter().filter_map(|(_, way)| way.into_spec()).collect(),
+            false => Vec::new(),
+        };
         let mut facts = Facts {
             uid,
             waited,
+            probes,
             policy: Some(RestartPolicy::of_container(pod, &own.name)),
             shutdown_timeout: capped(
                 "the shutdown timeout",
@@ -87,6 +95,7 @@ impl Facts {
         Facts {
             uid: None,
             waited: Vec::new(),
+            probes: Vec::new(),
             policy: None,
             shutdown_timeout: timeout,
             grace: timeout.max(readiness::MIN_GRACE),
@@ -278,6 +287,11 @@ impl Peers {
 fn waited(config: &Config, pod: &Pod, own: &OwnContainer, peers: &[String]) -> Vec<Waited> {
     let not_waited: Vec<String> = config.ignore.iter().chain(peers).cloned().collect();
     readiness::waited_containers(pod, &own.name, &not_waited)
+}
+
+/// How proa learns that each waited container is ready (`direct::way`), in order.
+pub fn ways(pod: &Pod, waited: &[Waited]) -> Vec<(String, Way)> {
+    waited.iter().map(|w| (w.name.clone(), direct::way(pod, w))).collect()
 }
 
 /// Which shutdown actions this Pod needs, and why each other one is skipped.

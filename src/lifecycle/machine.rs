@@ -5,12 +5,14 @@
 use std::time::{Duration, Instant};
 
 use crate::child::{Exit, SpawnError};
+use crate::direct::Order;
 use crate::probe::{Goal, Update as ProbeUpdate};
 use crate::readiness::Waited;
 use crate::shutdown::Outcome;
 use crate::watch::Update;
 
 use super::facts::Facts;
+use super::probing::Probing;
 use super::stop::Stop;
 
 /// Events from the worker threads (and the owner's own clock), one variant per source.
@@ -30,6 +32,9 @@ pub enum Event {
     Quit,
     /// From the prober (no-API mode).
     Probe(ProbeUpdate),
+    /// From a direct prober: `container` passed its readinessProbe during the run that had restarted
+    /// `restart_count` times.
+    Probed { container: String, restart_count: i64 },
     /// The owner's wait reached `State::deadline`.
     DeadlinePassed,
 }
@@ -57,6 +62,10 @@ pub enum Command {
     Probe(Goal),
     /// Stop listening to the current prober.
     StopProbe,
+    /// Probe a waited container's readinessProbe endpoint (after stopping any earlier prober of it).
+    DirectProbe(Order),
+    /// Stop the direct prober of this container, or (`None`) every one.
+    StopDirectProbe(Option<String>),
     /// Spawn the program (and the reaper).
     StartProgram,
     /// Log this line at info (the end of the wait, said before the program starts: one line costs microseconds).
@@ -102,6 +111,8 @@ pub struct Waiting {
     pub reasons: Vec<(String, String)>,
     /// When proa next says what it still waits for (`PROGRESS_FIRST` in, then twice as long each time).
     pub next_progress: Instant,
+    /// The direct probes: which run, which passed.
+    pub probing: Probing,
 }
 
 /// A long wait says what it waits for: first after this long, then after twice as long each time, up to

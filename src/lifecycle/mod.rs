@@ -6,13 +6,15 @@
 //!
 //! Who sends what: workers send a `threads::Message` over the one channel, an `Event` for `step` or, from a
 //! finished watcher, `Message::Release` (what it held, dropped by the world before the next event; `step` never
-//! sees it). The signal thread sends `Event::Signal`; the watcher `Event::Watch`; the prober `Event::Probe`; the
-//! reaper `Event::Child`; each shutdown action `Event::Shutdown`; the quit endpoint `Event::Quit`. The owner
+//! sees it). The signal thread sends `Event::Signal`; the watcher `Event::Watch`; the prober `Event::Probe`; a
+//! direct prober `Event::Probed`; the reaper `Event::Child`; each shutdown action `Event::Shutdown`; the quit
+//! endpoint `Event::Quit`. The owner
 //! itself makes `Event::SpawnFailed` from a failed `StartProgram`, and `Event::DeadlinePassed` from its clock.
 //!
 //! Files, top to bottom (`layers.rs` checks that arrows only point down): this one; `threads` (the real world);
 //! one file per phase, `waiting` and `running`; `endings` (the program's exit, a given-up wait, a failed start);
-//! `peers` (AwaitingPeers); `shutting_down`; `world` (the seam); `machine` (`State`, `Event`, `Command`); `facts`
+//! `peers` (AwaitingPeers); `shutting_down`; `world` (the seam); `machine` (`State`, `Event`, `Command`) with
+//! `probing` (the direct probes while waiting); `facts`
 //! (what a snapshot means); `stop` (bounds, the kubelet's deadline and the margin) and `config` (`Config`, `Mode`).
 
 mod config;
@@ -20,6 +22,7 @@ mod endings;
 mod facts;
 mod machine;
 mod peers;
+mod probing;
 mod running;
 mod shutting_down;
 #[cfg(test)]
@@ -75,7 +78,15 @@ impl State {
         let deadline = config.ready_timeout.map(|t| after(now, capped("--ready-timeout", t)));
         let next_progress = after(now, machine::PROGRESS_FIRST);
         (
-            State::Waiting(Waiting { since: now, deadline, facts, not_ready, reasons: Vec::new(), next_progress }),
+            State::Waiting(Waiting {
+                since: now,
+                deadline,
+                facts,
+                not_ready,
+                reasons: Vec::new(),
+                next_progress,
+                probing: Default::default(),
+            }),
             vec![command],
         )
     }
@@ -136,6 +147,8 @@ fn carry_out(config: &Config, command: Command, world: &mut impl World, own: &mu
         Command::ReadPod => world.watch(None, Box::new(|_, _| true)),
         Command::Probe(goal) => world.probe(goal),
         Command::StopProbe => world.stop_probe(),
+        Command::DirectProbe(order) => world.direct_probe(order),
+        Command::StopDirectProbe(container) => world.stop_direct_probe(container.as_deref()),
         Command::StartProgram => {
             if let Err(err) = world.start_program() {
                 own.push_back(Event::SpawnFailed(err));

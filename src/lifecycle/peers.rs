@@ -45,6 +45,7 @@ pub(super) fn awaiting_peers(config: &Config, p: AwaitingPeers, event: Event, no
         | Event::SpawnFailed(_)
         | Event::Shutdown(_)
         | Event::Probe(_)
+        | Event::Probed { .. }
         | Event::Quit
         | Event::DeadlinePassed => (State::AwaitingPeers(p), vec![]),
     }

@@ -50,8 +50,8 @@ pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instan
             }
             _ => (State::Running(r), vec![]),
         },
-        // A late snapshot from the watcher that was just stopped: nothing to do.
-        Event::Shutdown(_) | Event::Probe(_) => (State::Running(r), vec![]),
+        // A late report from a prober that was just stopped: nothing to do.
+        Event::Shutdown(_) | Event::Probe(_) | Event::Probed { .. } => (State::Running(r), vec![]),
     }
 }
 

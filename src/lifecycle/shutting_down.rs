@@ -208,10 +208,11 @@ pub(super) fn shutting_down(config: &Config, mut s: ShuttingDown, event: Event, 
             }
         }
         // The program has already exited, so nothing from the reaper can change the code now, nor is there a
-        // program to quit; a prober aiming at Ready is a stale one from an aborted wait.
+        // program to quit; a prober aiming at Ready, or a direct one, is a stale one from an aborted wait.
         Event::Child(_)
         | Event::SpawnFailed(_)
         | Event::Quit
+        | Event::Probed { .. }
         | Event::Probe(
             ProbeUpdate::Reached(Goal::Ready)
             | ProbeUpdate::Pending { goal: Goal::Ready, .. }

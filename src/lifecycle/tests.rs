@@ -48,6 +48,7 @@ fn config(actions: usize) -> Config {
         run_on_ready_timeout: false,
         shutdown_timeout: None,
         always_shutdown: false,
+        direct_probe: false,
         actions: vec![unnamed(); actions],
         peers: vec![],
         mode: Mode::Pod,
@@ -236,11 +237,11 @@ fn api_failure_while_waiting_is_125_and_does_not_watch_again() {
     let (state, commands, _) = run(&config(0), vec![snapshot("starting"), failed]);
     assert_eq!(state, State::Done { code: 125 });
     let why = ApiError::Unauthorized.to_string();
-    assert_eq!(commands, [Command::WriteTerminationLog(why), Command::Exit(125)]);
+    assert_eq!(commands, [Command::WriteTerminationLog(why), Command::StopWatch, Command::Exit(125)]);
     let (state, commands, _) =
         run(&config(1), vec![snapshot("starting"), Event::Watch(Update::Failed(ApiError::TooLarge))]);
     assert_eq!(shutting(&state).awaited, Awaited::Nothing);
-    assert_eq!(commands[1..], [start(45.0, 1)]);
+    assert_eq!(commands[1..], [Command::StopWatch, start(45.0, 1)]);
 }
 
 #[test]
@@ -504,6 +505,7 @@ fn endpoints_facts() -> Facts {
     Facts {
         uid: None,
         waited: vec![],
+        probes: vec![],
         policy: None,
         shutdown_timeout: secs(30.0),
         grace: secs(30.0),

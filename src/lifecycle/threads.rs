@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::{Api, ApiError};
 use crate::child::{self, SpawnError};
+use crate::direct::Order;
 use crate::options::Options;
 use crate::pidfd::Pidfd;
 use crate::probe::{self, Endpoint, Goal};
@@ -50,6 +51,8 @@ pub struct Threads {
     endpoints: Vec<Endpoint>,
     watcher: Option<Worker>,
     prober: Option<Worker>,
+    /// The direct probers, by container.
+    direct: Vec<(String, Worker)>,
     /// The program, held by a pidfd opened before the reaper runs: a signal forwarded after it exited can then never
     /// reach a later process that was given the same pid.
     program: Option<Pidfd>,
@@ -135,6 +138,7 @@ impl Threads {
             endpoints,
             watcher: None,
             prober: None,
+            direct: Vec::new(),
             program: None,
             _signals,
         };
@@ -211,6 +215,30 @@ impl World for Threads {
 
     fn stop_probe(&mut self) {
         self.prober.take().iter().for_each(Worker::stop);
+    }
+
+    fn direct_probe(&mut self, order: Order) {
+        self.stop_direct_probe(Some(&order.container));
+        let (worker, stop) = Worker::new();
+        let (container, restart_count) = (order.container.clone(), order.restart_count);
+        let tx = self.tx.clone();
+        let passed = move || _ = tx.send(Message::Event(Event::Probed { container, restart_count }));
+        let name = order.container.clone();
+        // No thread: the API alone says when it is ready, as with `--direct-probe false`.
+        match probe::spawn_direct(order, self.options.probe_interval, stop, passed) {
+            Ok(_) => self.direct.push((name, worker)),
+            Err(err) => log::warn!("cannot start the thread that probes container {name}: {err}; the API alone decides"),
+        }
+    }
+
+    fn stop_direct_probe(&mut self, container: Option<&str>) {
+        self.direct.retain(|(name, worker)| {
+            let stopping = container.is_none_or(|c| c == name);
+            if stopping {
+                worker.stop();
+            }
+            !stopping
+        });
     }
 
     fn start_program(&mut self) -> Result<(), SpawnError> {

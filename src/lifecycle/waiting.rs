@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::child;
 use crate::clock::Seconds;
+use crate::direct::Way;
 use crate::exit::End;
 use crate::pod::Pod;
 use crate::probe::{Goal, Update as ProbeUpdate};
@@ -15,7 +16,7 @@ use crate::watch::Update;
 
 use super::config::{Config, Mode};
 use super::endings::{after_program, failure};
-use super::facts::{Facts, WaitVerdict, judge_wait, kill_in};
+use super::facts::{Facts, WaitVerdict, judge_wait, kill_in, ways};
 use super::machine::{Command, Event, PROGRESS_FIRST, PROGRESS_MAX, Running, State, Waiting, with_first};
 use super::shutting_down::{Ending, then_read_pod};
 use super::stop::{Stop, after};
@@ -26,7 +27,7 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
         Event::Watch(Update::PodDeleted(pod)) => snapshot(config, w, &pod, true, now),
         Event::Watch(Update::Failed(err)) => {
             let failed = failure(err.to_string());
-            with_first(failed, after_program(config, w.facts.as_ref(), End::ProaFailed, Ending::ApiFailed, now))
+            with_first(failed, abort_wait(config, w.facts.as_ref(), End::ProaFailed, Ending::ApiFailed, now))
         }
         Event::Probe(ProbeUpdate::Reached(Goal::Ready)) => {
             // Only no-API mode runs a prober, and its facts are known from the start.
@@ -36,6 +37,19 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
         }
         Event::Probe(ProbeUpdate::Failed { goal: Goal::Ready, why }) => {
             with_first(failure(why), abort_wait(config, w.facts.as_ref(), End::ProaFailed, Ending::Normal, now))
+        }
+        Event::Probed { container, restart_count } => {
+            // A stopped prober's pass, or one of a run that ended, changes nothing.
+            if !w.probing.pass(&container, restart_count) {
+                return (State::Waiting(w), vec![]);
+            }
+            debug!("container {container} passed its readinessProbe");
+            // Probers start only once the first snapshot fixed the facts.
+            let Some(facts) = w.facts.take() else { return (State::Waiting(w), vec![]) };
+            match w.probing.judge(&facts) {
+                Some(verdict) => decide(config, w, facts, verdict, Vec::new(), now),
+                None => (State::Waiting(Waiting { facts: Some(facts), ..w }), vec![]),
+            }
         }
         Event::Probe(ProbeUpdate::Pending { goal: Goal::Ready, left }) => {
             debug!("not ready yet: {}", left.join(", "));
@@ -61,9 +75,9 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
                 Seconds(now.duration_since(w.since)),
                 not_ready(&w)
             );
-            let stop = stop_looking(config);
             let facts = w.facts.take().unwrap_or_else(|| Facts::unread(config));
-            (State::Running(Running::new(facts)), vec![stop, Command::StartProgram])
+            let commands = stop_looking(config).into_iter().chain([Command::StartProgram]).collect();
+            (State::Running(Running::new(facts)), commands)
         }
         Event::DeadlinePassed if w.deadline.is_some_and(|d| now >= d) => {
             let failed = failure(format!(
@@ -110,7 +124,7 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
         Some(facts) => facts,
         None => match Facts::of(config, pod) {
             Ok(facts) => {
-                log_waited(&facts.waited);
+                log_waited(config, pod, &facts.waited);
                 facts
             }
             Err(err) => {
@@ -129,13 +143,33 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
         return abort_wait(config, Some(&facts), End::PodGone, ending, now);
     };
     facts.observe(pod);
+    let probes = w.probing.follow(&facts.probes, pod);
+    let verdict = w.probing.with_passes(verdict, &facts);
+    decide(config, w, facts, verdict, probes, now)
+}
+
+/// What a verdict on the newest snapshot (with the passes of direct probes) means for the wait; `probes` are the
+/// direct probers to start or stop should it go on.
+fn decide(
+    config: &Config,
+    mut w: Waiting,
+    facts: Facts,
+    verdict: Verdict,
+    probes: Vec<Command>,
+    now: Instant,
+) -> (State, Vec<Command>) {
     match verdict {
         Verdict::Ready => {
             // Said before the program starts, so that a Job's log reads in the order things happened.
-            let mut commands = vec![Command::StopWatch];
+            let mut commands = stop_looking(config);
             if !facts.waited.is_empty() {
-                commands
-                    .push(Command::Say(format!("all containers ready after {}", Seconds(now.duration_since(w.since)))));
+                let by_probe = w.probing.ready(&facts);
+                let how = match by_probe.is_empty() {
+                    true => String::new(),
+                    false => format!(" ({} by its readinessProbe)", by_probe.join(", ")),
+                };
+                let after = Seconds(now.duration_since(w.since));
+                commands.push(Command::Say(format!("all containers ready after {after}{how}")));
             }
             commands.push(Command::StartProgram);
             (State::Running(Running::new(facts)), commands)
@@ -152,7 +186,7 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
             w.reasons = waiting;
             w.not_ready = not_ready;
             w.facts = Some(facts);
-            (State::Waiting(w), vec![])
+            (State::Waiting(w), probes)
         }
         Verdict::Dead { container, exit_code, reason } => {
             let failed = failure(format!(
@@ -195,25 +229,31 @@ fn progress(w: &Waiting) -> String {
     each.collect::<Vec<_>>().join(", ")
 }
 
-/// Gives up waiting: the program never starts; the watcher or prober is stopped and shutdown begins.
+/// Gives up waiting: the program never starts; the watcher or probers are stopped and shutdown begins.
 fn abort_wait(config: &Config, facts: Option<&Facts>, end: End, ending: Ending, now: Instant) -> (State, Vec<Command>) {
-    with_first(stop_looking(config), after_program(config, facts, end, ending, now))
+    let (state, commands) = after_program(config, facts, end, ending, now);
+    (state, stop_looking(config).into_iter().chain(commands).collect())
 }
 
-/// The command that stops whatever looks for readiness.
-fn stop_looking(config: &Config) -> Command {
+/// The commands that stop whatever looks for readiness.
+fn stop_looking(config: &Config) -> Vec<Command> {
     match config.mode {
-        Mode::Pod => Command::StopWatch,
+        Mode::Pod if config.direct_probe => vec![Command::StopWatch, Command::StopDirectProbe(None)],
+        Mode::Pod => vec![Command::StopWatch],
         // A sidecar's proa, or one whose start failed, never waits, so has nothing to stop.
-        Mode::Endpoints(_) | Mode::Sidecar { .. } | Mode::Failed(_) => Command::StopProbe,
+        Mode::Endpoints(_) | Mode::Sidecar { .. } | Mode::Failed(_) => vec![Command::StopProbe],
     }
 }
 
-fn log_waited(waited: &[Waited]) {
+/// Names the waited containers, and for each how proa learns that it is ready, once.
+fn log_waited(config: &Config, pod: &Pod, waited: &[Waited]) {
     if waited.is_empty() {
-        log::info!("no sidecars to wait for");
-    } else {
-        let names: Vec<&str> = waited.iter().map(|w| w.name.as_str()).collect();
-        log::info!("waiting for containers {}", names.join(", "));
+        return log::info!("no sidecars to wait for");
     }
+    let each = ways(pod, waited).into_iter().map(|(name, way)| match (way, config.direct_probe) {
+        (Way::Probed(spec), true) => format!("{name} (probed at {} too)", spec.check),
+        (Way::ApiOnly(why), true) => format!("{name} (API only: {why})"),
+        (_, false) => name,
+    });
+    log::info!("waiting for containers {}", each.collect::<Vec<_>>().join(", "));
 }

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::child::SpawnError;
+use crate::direct::Order;
 use crate::pod::Pod;
 use crate::probe::Goal;
 
@@ -22,6 +23,11 @@ pub trait World {
     /// Starts a prober of the no-API endpoints (stopping any earlier one) until every one reached `goal`.
     fn probe(&mut self, goal: Goal);
     fn stop_probe(&mut self);
+    /// Starts probing one waited container's readinessProbe endpoint (stopping any earlier prober of it), which
+    /// reports `Event::Probed` once it passed.
+    fn direct_probe(&mut self, order: Order);
+    /// Stops the direct prober of this container, or (`None`) every one.
+    fn stop_direct_probe(&mut self, container: Option<&str>);
     fn start_program(&mut self) -> Result<(), SpawnError>;
     fn forward(&mut self, signal: i32);
     /// Sends these shutdown actions (by number, in `Options::shutdown_actions`' order), each to report within

@@ -53,7 +53,9 @@ pub struct Options {
     pub wait_http: Vec<String>,
     /// `--wait-tcp`: no-API mode; `HOST:PORT` addresses that must accept a connection before the program starts.
     pub wait_tcp: Vec<String>,
-    /// `--probe-interval`: the pause between rounds of no-API checks.
+    /// `--direct-probe`: probe the waited containers' readinessProbe endpoints too.
+    pub direct_probe: bool,
+    /// `--probe-interval`: the pause between probe rounds (direct probes, no-API checks).
     pub probe_interval: Duration,
     /// `--sidecar`: known sidecars whose shutdown action (and, in no-API mode, readiness check) proa fills in.
     pub sidecars: Vec<Preset>,
@@ -118,6 +120,7 @@ impl Default for Options {
             log_format: LogFormat::Text,
             wait_http: Vec::new(),
             wait_tcp: Vec::new(),
+            direct_probe: true,
             probe_interval: probe::DEFAULT_INTERVAL,
             sidecars: Vec::new(),
             termination_log: PathBuf::from(termination::DEFAULT_PATH),

@@ -124,7 +124,7 @@ impl Spec {
 }
 
 /// Every option, in `--help`'s order.
-pub static OPTIONS: [Spec; 27] = [
+pub static OPTIONS: [Spec; 28] = [
     Spec::new(
         "shutdown-http-get",
         Kind::Many("[NAME=]URL"),
@@ -265,11 +265,26 @@ pub static OPTIONS: [Spec; 27] = [
             Ok(())
         },
     ),
-    Spec::new("probe-interval", Kind::One("DURATION"), "pause between checks of --wait-http and --wait-tcp", |o, v| {
-        o.probe_interval = parse_interval(v).ok_or(INTERVAL_EXPECTED)?;
-        Ok(())
-    })
-    .default("250ms"),
+    Spec::new(
+        "direct-probe",
+        Kind::One("true|false"),
+        "also probe the waited containers' readinessProbe endpoints (httpGet, tcpSocket) from the Pod spec",
+        |o, v| {
+            o.direct_probe = parse_bool(v).ok_or(BOOL_EXPECTED)?;
+            Ok(())
+        },
+    )
+    .default("true"),
+    Spec::new(
+        "probe-interval",
+        Kind::One("DURATION"),
+        "pause between probe rounds: direct probes, --wait-http and --wait-tcp",
+        |o, v| {
+            o.probe_interval = parse_interval(v).ok_or(INTERVAL_EXPECTED)?;
+            Ok(())
+        },
+    )
+    .default("100ms"),
     Spec::new("termination-log", Kind::One("PATH"), "where proa writes why it failed", |o, v| {
         o.termination_log = PathBuf::from(v);
         Ok(())

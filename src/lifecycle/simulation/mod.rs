@@ -41,6 +41,7 @@ fn config(s: &Scenario) -> Config {
         run_on_ready_timeout: s.run_on_ready_timeout,
         shutdown_timeout: s.shutdown_timeout,
         always_shutdown: s.always_shutdown,
+        direct_probe: true,
         actions: s
             .actions
             .iter()

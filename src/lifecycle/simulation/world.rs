@@ -556,6 +556,14 @@ impl World for Sim<'_> {
         self.probing = None;
     }
 
+    fn direct_probe(&mut self, order: crate::direct::Order) {
+        self.trace(format!("direct probe of {} (run {})", order.container, order.restart_count));
+    }
+
+    fn stop_direct_probe(&mut self, container: Option<&str>) {
+        self.trace(format!("stop direct probe {container:?}"));
+    }
+
     fn start_program(&mut self) -> Result<(), SpawnError> {
         self.record.program_started = Some(self.now);
         self.record.snapshots_before_start = self.record.delivered.len();
