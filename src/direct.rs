@@ -198,9 +198,8 @@ pub fn order(pod: &Pod, spec: &Spec) -> Option<Order> {
 /// Whether a pass of `container`'s probe during the run that had restarted `restart_count` times still counts in
 /// this snapshot: that run still goes on (running, not terminated, not restarted since).
 pub fn still_counts(pod: &Pod, container: &str, kind: Kind, restart_count: i64) -> bool {
-    status(pod, container, kind).is_some_and(|s| {
-        s.state.running.is_some() && s.state.terminated.is_none() && s.restart_count == restart_count
-    })
+    status(pod, container, kind)
+        .is_some_and(|s| s.state.running.is_some() && s.state.terminated.is_none() && s.restart_count == restart_count)
 }
 
 /// The verdict of a snapshot once the containers in `passed` count as ready too.
@@ -271,7 +270,10 @@ mod tests {
         assert_eq!(spec.check, Check::Http { host: None, port: 15021, path: "/healthz/ready".into(), headers: vec![] });
         assert_eq!((spec.timeout, spec.successes, spec.initial_delay), (MAX_ATTEMPT, 2, Duration::from_secs(1)));
         let probe = order(&pod, &spec).unwrap();
-        assert_eq!(probe.endpoint, Endpoint::Http { url: "http://10.4.2.19:15021/healthz/ready".into(), headers: vec![] });
+        assert_eq!(
+            probe.endpoint,
+            Endpoint::Http { url: "http://10.4.2.19:15021/healthz/ready".into(), headers: vec![] }
+        );
         assert_eq!((probe.restart_count, probe.delay), (2, Duration::from_secs(1)), "an undated start: all the delay");
     }
 
@@ -348,7 +350,10 @@ mod tests {
             (serde_json::json!({"name": "s"}), "no readinessProbe"),
             (serde_json::json!({"name": "s", "readinessProbe": {"exec": {"command": ["true"]}}}), "exec"),
             (serde_json::json!({"name": "s", "readinessProbe": {"grpc": {"port": 9000}}}), "grpc"),
-            (serde_json::json!({"name": "s", "readinessProbe": {"httpGet": {"port": 443, "scheme": "HTTPS"}}}), "HTTPS"),
+            (
+                serde_json::json!({"name": "s", "readinessProbe": {"httpGet": {"port": 443, "scheme": "HTTPS"}}}),
+                "HTTPS",
+            ),
             (serde_json::json!({"name": "s", "readinessProbe": {"httpGet": {"port": "admin"}}}), "\"admin\""),
             (serde_json::json!({"name": "s", "readinessProbe": {"tcpSocket": {"port": 70000}}}), "70000"),
         ];

@@ -175,11 +175,8 @@ pub fn agent() -> ureq::Agent {
 }
 
 fn agent_within(timeout: Duration) -> ureq::Agent {
-    let config = crate::http::agent_config()
-        .timeout_global(Some(timeout))
-        .max_redirects(0)
-        .max_idle_connections(0)
-        .build();
+    let config =
+        crate::http::agent_config().timeout_global(Some(timeout)).max_redirects(0).max_idle_connections(0).build();
     crate::http::agent(config)
 }
 

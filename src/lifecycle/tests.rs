@@ -860,3 +860,86 @@ fn a_proa_container_a_named_action_stops_is_a_sidecar_not_a_peer() {
     assert!(facts.waited.iter().any(|w| w.name == "aa-logger"), "waited for like any sidecar");
     assert_eq!(Facts::of(&config(1), &pod).unwrap().stopper.as_deref(), Some("aa-logger"), "unnamed: a peer");
 }
+
+/// Direct probes on: the waited containers' readinessProbe endpoints are probed too.
+fn probing() -> Config {
+    Config { direct_probe: true, ..config(1) }
+}
+
+/// The ready Pod with envoy and the native cloud-sql-proxy running but not ready yet, envoy in its run `restarts`.
+fn unready(restarts: i64) -> Pod {
+    let mut pod = pod("ready");
+    let statuses = pod.status.container_statuses.iter_mut().chain(pod.status.init_container_statuses.iter_mut());
+    for status in statuses.filter(|s| s.name == "envoy" || s.name == "cloud-sql-proxy") {
+        status.ready = false;
+        status.restart_count = if status.name == "envoy" { restarts } else { 0 };
+    }
+    pod
+}
+
+fn order(container: &str, url: &str, restart_count: i64) -> Command {
+    let endpoint = crate::direct::Endpoint::Http { url: url.into(), headers: vec![] };
+    let (timeout, successes, delay) = (Duration::from_secs(1), 1, Duration::ZERO);
+    Command::DirectProbe(crate::direct::Order {
+        container: container.into(),
+        restart_count,
+        endpoint,
+        timeout,
+        successes,
+        delay,
+    })
+}
+
+fn probed(container: &str, restart_count: i64) -> Event {
+    Event::Probed { container: container.into(), restart_count }
+}
+
+#[test]
+fn passed_direct_probes_start_the_program_before_the_api_says_ready() {
+    let config = probing();
+    let (state, commands, t0) = run(&config, vec![changed(unready(0))]);
+    let envoy = order("envoy", "http://10.4.2.19:15000/ready", 0);
+    let proxy = order("cloud-sql-proxy", "http://10.4.2.19:9090/readiness", 0);
+    assert_eq!(commands, [envoy, proxy], "each waited container is probed at the Pod's IP");
+    let (state, commands) = step(&config, state, probed("envoy", 0), t0 + secs(1.0));
+    assert!(matches!(state, State::Waiting(_)) && commands.is_empty(), "cloud-sql-proxy is not ready yet");
+    let (state, commands) = step(&config, state, probed("cloud-sql-proxy", 0), t0 + secs(1.1));
+    assert!(matches!(state, State::Running(_)));
+    let said = "all containers ready after 1.1s (probed directly: envoy, cloud-sql-proxy)".to_string();
+    let stop = [Command::StopWatch, Command::StopDirectProbe(None), Command::Say(said), Command::StartProgram];
+    assert_eq!(commands, stop);
+}
+
+#[test]
+fn a_pass_counts_only_while_its_run_goes_on() {
+    let config = probing();
+    let mut restarted = unready(1);
+    restarted.metadata.resource_version = Some("48214".into());
+    let events = vec![changed(unready(0)), probed("envoy", 0), changed(restarted), probed("cloud-sql-proxy", 0)];
+    let (state, commands, _) = run(&config, events);
+    assert!(matches!(state, State::Waiting(_)), "envoy restarted after its pass: not ready any more");
+    let again = order("envoy", "http://10.4.2.19:15000/ready", 1);
+    assert_eq!(commands[2..], [again], "the new run is probed again");
+    // A late pass of the old run changes nothing; the new run's pass completes the wait.
+    let (state, commands) = step(&config, state, probed("envoy", 0), Instant::now());
+    assert!(matches!(state, State::Waiting(_)) && commands.is_empty());
+    let (state, _) = step(&config, state, probed("envoy", 1), Instant::now());
+    assert!(matches!(state, State::Running(_)));
+}
+
+#[test]
+fn a_container_that_passed_then_terminated_for_good_never_starts_the_program() {
+    let config = probing();
+    let mut dead = unready(0);
+    dead.status.container_statuses[1].state = serde_json::from_str(r#"{"terminated":{"exitCode":1}}"#).unwrap();
+    let (state, commands, _) = run(&config, vec![changed(unready(0)), probed("envoy", 0), changed(dead)]);
+    assert!(matches!(state, State::ShuttingDown(_) | State::Done { code: 125 }), "{state:?}");
+    assert!(!commands.contains(&Command::StartProgram));
+    assert!(commands.contains(&Command::StopDirectProbe(None)));
+}
+
+#[test]
+fn without_direct_probes_the_api_alone_decides() {
+    let (state, commands, _) = run(&config(1), vec![changed(unready(0)), probed("envoy", 0)]);
+    assert!(matches!(state, State::Waiting(_)) && commands.is_empty());
+}

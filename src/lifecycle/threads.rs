@@ -227,7 +227,9 @@ impl World for Threads {
         // No thread: the API alone says when it is ready, as with `--direct-probe false`.
         match probe::spawn_direct(order, self.options.probe_interval, stop, passed) {
             Ok(_) => self.direct.push((name, worker)),
-            Err(err) => log::warn!("cannot start the thread that probes container {name}: {err}; the API alone decides"),
+            Err(err) => {
+                log::warn!("cannot start the thread that probes container {name}: {err}; the API alone decides")
+            }
         }
     }
 

@@ -166,7 +166,7 @@ fn decide(
                 let by_probe = w.probing.ready(&facts);
                 let how = match by_probe.is_empty() {
                     true => String::new(),
-                    false => format!(" ({} by its readinessProbe)", by_probe.join(", ")),
+                    false => format!(" (probed directly: {})", by_probe.join(", ")),
                 };
                 let after = Seconds(now.duration_since(w.since));
                 commands.push(Command::Say(format!("all containers ready after {after}{how}")));

@@ -41,7 +41,7 @@ fn config(s: &Scenario) -> Config {
         run_on_ready_timeout: s.run_on_ready_timeout,
         shutdown_timeout: s.shutdown_timeout,
         always_shutdown: s.always_shutdown,
-        direct_probe: true,
+        direct_probe: s.direct_probe,
         actions: s
             .actions
             .iter()
@@ -91,6 +91,9 @@ fn check(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
     }
     if s.sidecar_role.is_some() {
         return sidecar_role(s, r, end);
+    }
+    if let Some(wrong) = r.wrong_probes.first() {
+        return Err(wrong.clone());
     }
     never_early(s, r)?;
     // Killed by the kubelet, proa has no exit code and no time of its own; what it did before still counts.
@@ -188,7 +191,13 @@ fn never_early(s: &Scenario, r: &Record) -> Result<(), String> {
         return Err("started the program before any snapshot".into());
     };
     for (name, native) in waited_truth(s) {
-        if !status(newest, &name, native).is_some_and(|st| st.ready) {
+        let Some(st) = status(newest, &name, native) else {
+            return Err(format!("started the program while {name} had no status"));
+        };
+        // Ready by the API, or by a pass of its own spec's endpoint in the run the newest snapshot shows going on.
+        let running = st.state.running.is_some() && st.state.terminated.is_none();
+        let passed = r.passes.iter().any(|(at, c, run)| *at <= started && *c == name && *run == st.restart_count);
+        if !st.ready && !(running && passed) {
             return Err(format!("started the program while {name} was not ready"));
         }
     }
@@ -562,4 +571,35 @@ fn the_generator_covers_the_faults_it_is_for() {
         }
     }
     assert!(seen.iter().all(|&n| n >= 20), "fault kinds seen: {seen:?}");
+}
+
+#[test]
+fn direct_probe_timelines_reach_what_they_are_for() {
+    // Over 2,000 timelines: programs started on a pass before the API's Ready, passes that stopped counting
+    // (the container ended or restarted first), passes of a stopped prober, and probes that never pass.
+    let mut seen = [0u32; 4];
+    for seed in 0x5EED_0000..0x5EED_0000 + 2000 {
+        let scenario = Scenario::generate(seed);
+        let config = config(&scenario);
+        let mut sim = Sim::new(&scenario);
+        super::drive(&config, &mut sim);
+        let r = &sim.record;
+        let newest = r.program_started.and_then(|_| r.delivered[..r.snapshots_before_start].last());
+        let before_api = newest.is_some_and(|(_, pod, _)| {
+            let all = pod.status.container_statuses.iter().chain(&pod.status.init_container_statuses);
+            all.filter(|st| waited_truth(&scenario).iter().any(|(name, _)| *name == st.name)).any(|st| !st.ready)
+        });
+        let restarted_after_pass = r.passes.iter().any(|(at, name, run)| {
+            r.delivered.iter().any(|(seen, pod, _)| {
+                let ended = |st: &crate::pod::ContainerStatus| st.state.terminated.is_some() || st.restart_count > *run;
+                seen > at && pod.status.container_statuses.iter().any(|st| st.name == *name && ended(st))
+            })
+        });
+        let stopped_pass = r.trace.iter().any(|line| line.contains("passes, after its stop"));
+        let hangs = scenario.sidecars.iter().any(|p| p.probe.as_ref().is_some_and(|p| p.serves_after.is_none()));
+        for (count, hit) in seen.iter_mut().zip([before_api, restarted_after_pass, stopped_pass, hangs]) {
+            *count += u32::from(hit);
+        }
+    }
+    assert!(seen.iter().all(|&n| n >= 20), "direct-probe timelines seen: {seen:?}");
 }

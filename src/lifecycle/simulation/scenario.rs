@@ -51,6 +51,26 @@ pub struct SidecarPlan {
     pub ready_at: Duration,
     pub crash: Option<(Duration, i32)>,
     pub restart_takes: Duration,
+    /// Its readinessProbe: an `httpGet` proa can probe itself (`Some`), else an exec probe or none (the API only).
+    pub probe: Option<ProbePlan>,
+}
+
+/// An `httpGet` readinessProbe, and how its endpoint behaves in each run of the container.
+#[derive(Debug, Clone)]
+pub struct ProbePlan {
+    pub successes: u32,
+    pub initial_delay: Duration,
+    /// How long the container runs before the kubelet's probe reports it Ready (its first run; a restarted run
+    /// takes `restart_takes`).
+    pub lead: Duration,
+    /// How far into each run its endpoint answers (at most `lead`), or never (every attempt hangs to its timeout).
+    pub serves_after: Option<Duration>,
+    /// For this long after it first answers, it fails every other attempt (flaps below `successThreshold`).
+    pub flaps_for: Duration,
+    /// The port is named in the spec (resolved from the container's `ports`).
+    pub named_port: bool,
+    /// The kubelet's status gives no readable `startedAt`.
+    pub undated: bool,
 }
 
 /// How the program reacts to a forwarded SIGTERM or SIGINT.
@@ -170,6 +190,8 @@ pub struct Scenario {
     pub grace: Option<i64>,
     pub sidecars: Vec<SidecarPlan>,
     pub natives: Vec<SidecarPlan>,
+    /// `--direct-probe`.
+    pub direct_probe: bool,
     pub api_latency: (u64, u64),
     pub api_failure_at: Option<Duration>,
     /// A stopped watcher may still deliver the snapshot it had already read.
@@ -207,13 +229,34 @@ impl Scenario {
     pub fn generate(seed: u64) -> Scenario {
         let mut rng = Rng::new(seed);
         let r = &mut rng;
-        let plan = |r: &mut Rng, name: String| SidecarPlan {
+        let sidecar = |r: &mut Rng, name: String| SidecarPlan {
             name,
             policy: if r.chance(25) { Some(r.pick(&POLICIES)) } else { None },
             args: r.pick(&SIDECAR_ARGS).iter().map(|a| a.to_string()).collect(),
             ready_at: r.millis(0, 4000),
             crash: r.chance(20).then(|| (r.millis(0, 8000), r.pick(&[0, 1, 2, 137]))),
             restart_takes: r.millis(10, 2000),
+            probe: r.chance(60).then(|| {
+                let lead = r.millis(0, 3000);
+                ProbePlan {
+                    successes: r.pick(&[1, 1, 2, 3]),
+                    initial_delay: Duration::from_secs(r.pick(&[0, 0, 1, 2])),
+                    lead,
+                    serves_after: (!r.chance(10)).then(|| r.millis(0, lead.as_millis() as u64)),
+                    flaps_for: if r.chance(20) { r.millis(0, 1500) } else { Duration::ZERO },
+                    named_port: r.chance(50),
+                    undated: r.chance(10),
+                }
+            }),
+        };
+        let plan = |r: &mut Rng, name: String| {
+            let mut plan = sidecar(r, name);
+            // An endpoint that answers, then the container ends soon after: a pass that stops counting.
+            if let Some(probe) = plan.probe.as_ref().filter(|_| r.chance(30)) {
+                let answers = plan.ready_at.saturating_sub(probe.lead) + probe.serves_after.unwrap_or_default();
+                plan.crash = Some((answers + r.millis(0, 400), r.pick(&[0, 1, 137])));
+            }
+            plan
         };
         let sidecars: Vec<SidecarPlan> = (0..r.below(4)).map(|i| plan(r, format!("sidecar-{i}"))).collect();
         let natives: Vec<SidecarPlan> = (0..r.below(3)).map(|i| plan(r, format!("native-{i}"))).collect();
@@ -333,6 +376,7 @@ impl Scenario {
             grace: r.pick(&[None, Some(0), Some(1), Some(6), Some(30), Some(3600), Some(i64::MAX)]),
             sidecars,
             natives,
+            direct_probe: r.chance(85),
             api_latency: r.pick(&[(0, 5), (1, 50), (10, 800)]),
             api_failure_at: r.chance(8).then(|| r.millis(0, 20_000)),
             stragglers: r.chance(30),

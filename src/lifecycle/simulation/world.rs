@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::ApiError;
 use crate::child::{Exit, SpawnError};
+use crate::direct::{Endpoint as DirectEndpoint, Order};
 use crate::pod::{Container, ContainerStatus, Pod};
 use crate::probe::{Goal, Update as ProbeUpdate};
 use crate::shutdown::{self, Action, ActionError, Done, Outcome, Target};
@@ -17,6 +18,9 @@ use super::super::world::{Until, World};
 use super::scenario::{Endpoint, OnStop, Rng, Scenario};
 
 pub const FIRST_UID: &str = "uid-1";
+/// `--probe-interval` in the simulated world.
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+const EPSILON: Duration = Duration::from_millis(1);
 const RUNAWAY_STEPS: usize = 50_000;
 
 /// Which sidecar container.
@@ -28,6 +32,8 @@ pub enum Which {
 
 #[derive(Debug)]
 enum Happening {
+    /// A container with a readinessProbe runs, not ready yet (its first run).
+    Runs(Which),
     Ready(Which),
     Crash(Which, i32),
     Restart(Which),
@@ -47,6 +53,8 @@ enum Happening {
     ProgramExit(u8),
     Outcome(Outcome),
     Probe(u64, ProbeUpdate),
+    /// The next attempt of the direct prober with this id.
+    Attempt(u64),
     /// The main container's proa asks this sidecar's proa to quit (`--serve-quit`).
     Quit,
 }
@@ -81,8 +89,24 @@ pub struct Record {
     pub killed_at: Option<Duration>,
     /// The owner waited with nothing that could ever wake it.
     pub hang: bool,
+    /// The passes of direct probes the owner was told of: when, which container, the run the prober was for.
+    pub passes: Vec<(Duration, String, i64)>,
+    /// Direct probes ordered against the contract: of a container proa must leave to the API, at a wrong
+    /// endpoint, or before the initial delay.
+    pub wrong_probes: Vec<String>,
     /// What happened, in order, for a failure report.
     pub trace: Vec<String>,
+}
+
+/// A direct prober the owner started.
+struct Prober {
+    id: u64,
+    order: Order,
+    attempts: u32,
+    in_a_row: u32,
+    /// Stopped while an attempt was out: that attempt may still report (a real prober checks its stop flag only
+    /// before an attempt).
+    stopped: bool,
 }
 
 struct Watcher {
@@ -117,6 +141,9 @@ pub struct Sim<'a> {
     program_running: bool,
     /// The peers that have failed once already (`PeerPlan::fails_first`).
     peers_failed: Vec<bool>,
+    /// When each run of each sidecar began: (container, restart count, start).
+    runs: Vec<(String, i64, Duration)>,
+    probers: Vec<Prober>,
     pub record: Record,
     steps: usize,
 }
@@ -143,12 +170,17 @@ impl<'a> Sim<'a> {
             api_broken: false,
             program_running: false,
             peers_failed: vec![false; scenario.peers.len()],
+            runs: Vec::new(),
+            probers: Vec::new(),
             record: Record::default(),
             steps: 0,
         };
         let plans = scenario.sidecars.iter().enumerate().map(|(i, p)| (Which::Regular(i), p));
         let natives = scenario.natives.iter().enumerate().map(|(i, p)| (Which::Native(i), p));
         for (which, plan) in plans.chain(natives) {
+            if let Some(probe) = &plan.probe {
+                sim.at(plan.ready_at.saturating_sub(probe.lead), Happening::Runs(which));
+            }
             sim.at(plan.ready_at, Happening::Ready(which));
             if let Some((at, code)) = plan.crash {
                 sim.at(at, Happening::Crash(which, code));
@@ -222,6 +254,9 @@ impl<'a> Sim<'a> {
                 statuses.last_mut().expect("just pushed")
             }
         };
+        if state == "running" && !self.runs.iter().any(|(n, _, _)| *n == name) {
+            self.runs.push((name.clone(), 0, self.now));
+        }
         status.ready = ready;
         status.state = match state {
             "running" => serde_json::from_str(r#"{"running":{}}"#),
@@ -264,7 +299,9 @@ impl<'a> Sim<'a> {
     /// Carries out one happening; returns the event the owner gets from it, if any.
     fn happen(&mut self, happening: Happening) -> Option<Event> {
         match happening {
+            Happening::Runs(which) => self.set_status(which, false, "running", 0),
             Happening::Ready(which) => self.set_status(which, true, "running", 0),
+            Happening::Attempt(id) => return self.attempt(id),
             Happening::Crash(which, code) => {
                 self.set_status(which, false, "terminated", code);
                 if self.restarts(which, code) {
@@ -273,6 +310,7 @@ impl<'a> Sim<'a> {
                 }
             }
             Happening::Restart(which) => {
+                self.new_run(which);
                 self.set_status(which, false, "running", 0);
                 let takes = self.plan(which).restart_takes;
                 self.after(takes, Happening::Ready(which));
@@ -426,7 +464,99 @@ impl<'a> Sim<'a> {
         if pod.metadata.deletion_timestamp.is_some() && pod.metadata.uid.as_deref() == Some(FIRST_UID) {
             pod.metadata.deletion_in = deadline.map(|deadline| deadline.saturating_sub(self.now));
         }
+        // The watcher dates each run from its startedAt, where the kubelet gives a readable one.
+        let statuses = pod.status.container_statuses.iter_mut().chain(pod.status.init_container_statuses.iter_mut());
+        for status in statuses {
+            let dated =
+                self.which_of(&status.name).and_then(|w| self.plan(w).probe.as_ref()).is_none_or(|p| !p.undated);
+            let start = self.run_start(&status.name, status.restart_count).filter(|_| dated);
+            if let Some(running) = status.state.running.as_mut() {
+                running.running_for = start.map(|start| self.now.saturating_sub(start));
+            }
+        }
         pod
+    }
+
+    fn which_of(&self, name: &str) -> Option<Which> {
+        let regular = self.scenario.sidecars.iter().position(|p| p.name == name).map(Which::Regular);
+        regular.or_else(|| self.scenario.natives.iter().position(|p| p.name == name).map(Which::Native))
+    }
+
+    fn run_start(&self, name: &str, restart_count: i64) -> Option<Duration> {
+        self.runs.iter().find(|(n, run, _)| n == name && *run == restart_count).map(|(_, _, start)| *start)
+    }
+
+    /// The kubelet restarts a container: its restart count goes up and a new run begins.
+    fn new_run(&mut self, which: Which) {
+        if self.frozen || self.deleted {
+            return;
+        }
+        let name = self.plan(which).name.clone();
+        let statuses = match which {
+            Which::Regular(_) => &mut self.pod.status.container_statuses,
+            Which::Native(_) => &mut self.pod.status.init_container_statuses,
+        };
+        if let Some(status) = statuses.iter_mut().find(|s| s.name == name) {
+            status.restart_count += 1;
+            let run = status.restart_count;
+            self.runs.push((name, run, self.now));
+        }
+    }
+
+    /// The port a sidecar's readinessProbe names (by number, or by a name its `ports` resolve).
+    fn probe_port(which: Which) -> u16 {
+        match which {
+            Which::Regular(i) => 8000 + i as u16,
+            Which::Native(i) => 8100 + i as u16,
+        }
+    }
+
+    /// Whether a sidecar's readiness endpoint answers now: it runs, and its run has gone on long enough.
+    fn serves(&self, which: Which) -> bool {
+        let plan = self.plan(which);
+        let Some(after) = plan.probe.as_ref().and_then(|p| p.serves_after) else { return false };
+        let status = match which {
+            Which::Regular(_) => &self.pod.status.container_statuses,
+            Which::Native(_) => &self.pod.status.init_container_statuses,
+        }
+        .iter()
+        .find(|s| s.name == plan.name);
+        let Some(status) = status.filter(|s| s.state.running.is_some() && s.state.terminated.is_none()) else {
+            return false;
+        };
+        self.run_start(&plan.name, status.restart_count).is_some_and(|start| self.now >= start + after)
+    }
+
+    /// One attempt of a direct prober: the owner hears of a pass once `successThreshold` came in a row.
+    fn attempt(&mut self, id: u64) -> Option<Event> {
+        let i = self.probers.iter().position(|p| p.id == id)?;
+        let which = self.which_of(&self.probers[i].order.container).expect("probers only of sidecars");
+        let plan = self.plan(which).probe.clone().expect("probers only of probed sidecars");
+        let serving = self.serves(which);
+        let prober = &mut self.probers[i];
+        let run_start = self.runs.iter().rev().find(|(n, _, _)| *n == prober.order.container).map(|r| r.2);
+        let first_answer = run_start.zip(plan.serves_after).map(|(start, after)| start + after);
+        let flapping = first_answer.is_some_and(|at| self.now < at + plan.flaps_for) && prober.attempts % 2 == 1;
+        prober.attempts += 1;
+        prober.in_a_row = if serving && !flapping { prober.in_a_row + 1 } else { 0 };
+        if prober.in_a_row >= prober.order.successes {
+            let prober = self.probers.swap_remove(i);
+            let (container, run) = (prober.order.container, prober.order.restart_count);
+            self.trace(format!(
+                "direct probe of {container} (run {run}) passes{}",
+                if prober.stopped { ", after its stop" } else { "" }
+            ));
+            self.record.passes.push((self.now, container.clone(), run));
+            return Some(Event::Probed { container, restart_count: run });
+        }
+        if prober.stopped {
+            self.probers.swap_remove(i);
+            return None;
+        }
+        // A hung endpoint holds each attempt to its timeout.
+        let next = if plan.serves_after.is_none() { prober.order.timeout } else { PROBE_INTERVAL };
+        self.after(next, Happening::Attempt(id));
+        None
     }
 
     fn deliver(&mut self, generation: u64, update: Update) -> Option<Event> {
@@ -556,12 +686,39 @@ impl World for Sim<'_> {
         self.probing = None;
     }
 
-    fn direct_probe(&mut self, order: crate::direct::Order) {
-        self.trace(format!("direct probe of {} (run {})", order.container, order.restart_count));
+    fn direct_probe(&mut self, order: Order) {
+        self.trace(format!(
+            "direct probe of {} (run {}) after {:?}",
+            order.container, order.restart_count, order.delay
+        ));
+        self.stop_direct_probe(Some(&order.container));
+        let which = self.which_of(&order.container);
+        let plan = which.and_then(|w| self.plan(w).probe.clone());
+        let Some((which, plan)) = which.zip(plan).filter(|_| self.scenario.direct_probe) else {
+            let why = format!("probed {}, which proa must leave to the API", order.container);
+            return self.record.wrong_probes.push(why);
+        };
+        let url = format!("http://127.0.0.1:{}/ready", Self::probe_port(which));
+        if order.endpoint != (DirectEndpoint::Http { url, headers: vec![] }) || order.successes != plan.successes {
+            self.record.wrong_probes.push(format!("probed {} at {order:?}", order.container));
+        }
+        let start = self.run_start(&order.container, order.restart_count);
+        if start.is_some_and(|start| self.now + order.delay + EPSILON < start + plan.initial_delay) {
+            self.record.wrong_probes.push(format!("probed {} before its initial delay", order.container));
+        }
+        self.sequence += 1;
+        let id = self.sequence;
+        self.after(order.delay, Happening::Attempt(id));
+        self.probers.push(Prober { id, order, attempts: 0, in_a_row: 0, stopped: false });
     }
 
     fn stop_direct_probe(&mut self, container: Option<&str>) {
-        self.trace(format!("stop direct probe {container:?}"));
+        let stragglers = self.scenario.stragglers;
+        self.probers.retain_mut(|p| {
+            let stopping = container.is_none_or(|c| c == p.order.container);
+            p.stopped |= stopping;
+            !stopping || stragglers
+        });
     }
 
     fn start_program(&mut self) -> Result<(), SpawnError> {
@@ -687,11 +844,12 @@ fn initial_pod(s: &Scenario) -> Pod {
     let mut containers: Vec<Container> = s
         .sidecars
         .iter()
-        .map(|p| Container {
+        .enumerate()
+        .map(|(i, p)| Container {
             name: p.name.clone(),
             args: p.args.clone(),
             restart_policy: p.policy.map(str::to_string),
-            ..Container::default()
+            ..with_probe(p, Sim::probe_port(Which::Regular(i)))
         })
         .collect();
     // Without --container, a proa the Pod gives no command is guessed to be the first container (documented).
@@ -705,11 +863,11 @@ fn initial_pod(s: &Scenario) -> Pod {
         },
         ..Container::default()
     }));
-    let natives = s.natives.iter().map(|p| Container {
+    let natives = s.natives.iter().enumerate().map(|(i, p)| Container {
         name: p.name.clone(),
         args: p.args.clone(),
         restart_policy: Some("Always".into()),
-        ..Container::default()
+        ..with_probe(p, Sim::probe_port(Which::Native(i)))
     });
     let mut pod = Pod::default();
     pod.metadata.name = "job-abc".into();
@@ -720,6 +878,8 @@ fn initial_pod(s: &Scenario) -> Pod {
     pod.spec.init_containers = natives.collect();
     pod.spec.restart_policy = Some(s.pod_policy.into());
     pod.spec.termination_grace_period_seconds = s.grace;
+    // Tests only ever probe loopback.
+    pod.status.pod_ip = Some("127.0.0.1".into());
     let running = |name: &str| ContainerStatus {
         name: name.into(),
         state: serde_json::from_str(r#"{"running":{}}"#).expect("a valid state"),
@@ -728,6 +888,25 @@ fn initial_pod(s: &Scenario) -> Pod {
     pod.status.container_statuses =
         std::iter::once("job").chain(s.peers.iter().map(|p| p.name.as_str())).map(running).collect();
     pod
+}
+
+/// A sidecar's readinessProbe as its plan says: an `httpGet` on `port` (by number or by a name its `ports` give),
+/// else an exec probe or none, which proa leaves to the API.
+fn with_probe(plan: &super::scenario::SidecarPlan, port: u16) -> Container {
+    let probe = match &plan.probe {
+        Some(probe) => serde_json::json!({
+            "httpGet": {"path": "/ready", "port": if probe.named_port { "ready".into() } else { serde_json::json!(port) }},
+            "initialDelaySeconds": probe.initial_delay.as_secs(),
+            "successThreshold": probe.successes,
+        }),
+        None if plan.restart_takes.as_millis() % 2 == 0 => serde_json::json!({"exec": {"command": ["ready"]}}),
+        None => return Container::default(),
+    };
+    serde_json::from_value(serde_json::json!({
+        "readinessProbe": probe,
+        "ports": [{"name": "ready", "containerPort": port}],
+    }))
+    .expect("a valid container")
 }
 
 /// Another Pod of the same name, every container running and ready.
