@@ -257,7 +257,7 @@ mod tests {
                 "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": "health", "scheme": "HTTP"},
                                    "initialDelaySeconds": 1, "timeoutSeconds": 3, "successThreshold": 2, "periodSeconds": 15},
             }]},
-            "status": {"podIP": "10.4.2.19", "containerStatuses": [
+            "status": {"podIP": "127.0.0.1", "containerStatuses": [
                 {"name": "istio-proxy", "ready": false, "restartCount": 2, "started": true, "state": {"running": running}}
             ]},
         }))
@@ -272,7 +272,7 @@ mod tests {
         let probe = order(&pod, &spec).unwrap();
         assert_eq!(
             probe.endpoint,
-            Endpoint::Http { url: "http://10.4.2.19:15021/healthz/ready".into(), headers: vec![] }
+            Endpoint::Http { url: "http://127.0.0.1:15021/healthz/ready".into(), headers: vec![] }
         );
         assert_eq!((probe.restart_count, probe.delay), (2, Duration::from_secs(1)), "an undated start: all the delay");
     }

@@ -898,8 +898,8 @@ fn probed(container: &str, restart_count: i64) -> Event {
 fn passed_direct_probes_start_the_program_before_the_api_says_ready() {
     let config = probing();
     let (state, commands, t0) = run(&config, vec![changed(unready(0))]);
-    let envoy = order("envoy", "http://10.4.2.19:15000/ready", 0);
-    let proxy = order("cloud-sql-proxy", "http://10.4.2.19:9090/readiness", 0);
+    let envoy = order("envoy", "http://127.0.0.1:15000/ready", 0);
+    let proxy = order("cloud-sql-proxy", "http://127.0.0.1:9090/readiness", 0);
     assert_eq!(commands, [envoy, proxy], "each waited container is probed at the Pod's IP");
     let (state, commands) = step(&config, state, probed("envoy", 0), t0 + secs(1.0));
     assert!(matches!(state, State::Waiting(_)) && commands.is_empty(), "cloud-sql-proxy is not ready yet");
@@ -918,7 +918,7 @@ fn a_pass_counts_only_while_its_run_goes_on() {
     let events = vec![changed(unready(0)), probed("envoy", 0), changed(restarted), probed("cloud-sql-proxy", 0)];
     let (state, commands, _) = run(&config, events);
     assert!(matches!(state, State::Waiting(_)), "envoy restarted after its pass: not ready any more");
-    let again = order("envoy", "http://10.4.2.19:15000/ready", 1);
+    let again = order("envoy", "http://127.0.0.1:15000/ready", 1);
     assert_eq!(commands[2..], [again], "the new run is probed again");
     // A late pass of the old run changes nothing; the new run's pass completes the wait.
     let (state, commands) = step(&config, state, probed("envoy", 0), Instant::now());

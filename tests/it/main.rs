@@ -5,6 +5,7 @@ mod support;
 
 mod aarch64;
 mod check;
+mod direct_probe;
 mod cli;
 #[cfg(not(feature = "kill"))]
 mod envtest;
