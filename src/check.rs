@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::api::{Access, Api, ApiError};
 use crate::cluster::{self, Cluster};
+use crate::direct;
 use crate::exit;
 use crate::lifecycle::{self, Config, Facts, Mode};
 use crate::options::Options;
@@ -348,6 +349,13 @@ fn report_containers(report: &mut Report<impl Write>, options: &Options, pod: &P
     }
     if waited.is_empty() {
         report.ok("no sidecars to wait for: the program starts at once");
+    }
+    for container in waited {
+        let way = match options.direct_probe {
+            true => direct::way(pod, container).to_string(),
+            false => "the API only (--direct-probe false)".to_string(),
+        };
+        report.ok(&format!("readiness of container {}: {way}", container.name));
     }
 
     let policy = RestartPolicy::of_container(pod, &own.name);

@@ -176,3 +176,32 @@ fn under_kubectl_exec_the_check_judges_pid_1s_command_line() {
     main.signal(libc::SIGTERM);
     assert_eq!(main.wait(BOUND).code(), 143);
 }
+
+#[test]
+fn each_waited_containers_readiness_is_said_with_how_proa_learns_it() {
+    let mut pod = job_pod(&["envoy", "db"], &["proxy"], "Never");
+    pod["spec"]["containers"][1]["readinessProbe"] = serde_json::json!({"httpGet": {"path": "/ready", "port": 15000}});
+    pod["spec"]["containers"][2]["readinessProbe"] = serde_json::json!({"exec": {"command": ["pg_isready"]}});
+    let api = ApiServer::start(pod);
+    let done = check(
+        &api,
+        &["--container", "main", "-p", "envoy=http://127.0.0.1:15000/quit", "-p", "db=http://127.0.0.1:1/quit"],
+    );
+    assert_eq!(
+        line(&done, "readiness of container envoy"),
+        "ok    readiness of container envoy: its readinessProbe (GET :15000/ready) and the API"
+    );
+    assert_eq!(
+        line(&done, "readiness of container db"),
+        "ok    readiness of container db: the API only (an exec probe runs inside the container)"
+    );
+    assert_eq!(
+        line(&done, "readiness of container proxy"),
+        "ok    readiness of container proxy: the API only (no readinessProbe)"
+    );
+    let off = check(&api, &["--container", "main", "--direct-probe", "false", "-p", "http://127.0.0.1:1/quit"]);
+    assert_eq!(
+        line(&off, "readiness of container envoy"),
+        "ok    readiness of container envoy: the API only (--direct-probe false)"
+    );
+}

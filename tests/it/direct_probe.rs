@@ -116,10 +116,8 @@ fn a_sidecar_that_passed_then_terminated_for_good_is_125_and_the_program_never_s
     pod["status"]["containerStatuses"].as_array_mut().unwrap().push(json!({"name": "db", "state": {"running": {}}}));
     let api = ApiServer::start(pod);
     let mut marker = Marker::start();
-    let proa = Proa::new(&api)
-        .env("RUST_LOG", "debug")
-        .args(bash(format!("{}; exit 0", marker.say("started"))))
-        .spawn();
+    let proa =
+        Proa::new(&api).env("RUST_LOG", "debug").args(bash(format!("{}; exit 0", marker.say("started")))).spawn();
     api.wait_open_watches(1, BOUND);
     running(&api, "envoy", None);
     proa.wait_for_stderr(BOUND, |text| text.contains("container envoy passed its readinessProbe"));
@@ -141,8 +139,7 @@ fn an_exec_probe_or_direct_probe_false_leaves_readiness_to_the_api() {
     for (probe, flags) in [(exec, vec![]), (http, vec!["--direct-probe", "false"])] {
         let api = ApiServer::start(probed_pod(probe.clone(), json!([])));
         let mut marker = Marker::start();
-        let proa =
-            Proa::new(&api).args(flags.clone()).args(bash(format!("{}; exit 0", marker.say("started")))).spawn();
+        let proa = Proa::new(&api).args(flags.clone()).args(bash(format!("{}; exit 0", marker.say("started")))).spawn();
         api.wait_open_watches(1, BOUND);
         running(&api, "envoy", None);
         let ready = api.set_ready("envoy");

@@ -5,8 +5,8 @@ mod support;
 
 mod aarch64;
 mod check;
-mod direct_probe;
 mod cli;
+mod direct_probe;
 #[cfg(not(feature = "kill"))]
 mod envtest;
 mod faults;
