@@ -197,7 +197,7 @@ fn never_early(s: &Scenario, r: &Record) -> Result<(), String> {
         // Ready by the API, or by a pass of its own spec's endpoint in the run the newest snapshot shows going on.
         let running = st.state.running.is_some() && st.state.terminated.is_none();
         let passed = r.passes.iter().any(|(at, c, run)| *at <= started && *c == name && *run == st.restart_count);
-        if !st.ready && !(running && passed) {
+        if !(st.ready || (running && passed)) {
             return Err(format!("started the program while {name} was not ready"));
         }
     }
