@@ -12,6 +12,9 @@ use crate::readiness::{Kind, Verdict, Waited};
 /// The kubelet's default and proa's bound on one attempt: `timeoutSeconds` is at least 1.
 pub const MAX_ATTEMPT: Duration = Duration::from_secs(1);
 
+/// The largest `initialDelaySeconds` the API takes (an int32).
+const MAX_INITIAL_DELAY: Duration = Duration::from_secs(i32::MAX as u64);
+
 /// How proa learns that a waited container is ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Way {
@@ -111,7 +114,8 @@ pub fn way(pod: &Pod, waited: &Waited) -> Way {
             check,
             timeout: seconds(probe.timeout_seconds).filter(|t| !t.is_zero()).unwrap_or(MAX_ATTEMPT).min(MAX_ATTEMPT),
             successes: probe.success_threshold.and_then(|n| u32::try_from(n).ok()).unwrap_or(1).max(1),
-            initial_delay: seconds(probe.initial_delay_seconds).unwrap_or_default(),
+            // The API's field is an int32; a larger value must not overflow the prober's clock.
+            initial_delay: seconds(probe.initial_delay_seconds).unwrap_or_default().min(MAX_INITIAL_DELAY),
             startup: container.startup_probe.is_some(),
         }),
         Err(why) => Way::ApiOnly(why),
@@ -356,6 +360,7 @@ mod tests {
             ),
             (serde_json::json!({"name": "s", "readinessProbe": {"httpGet": {"port": "admin"}}}), "\"admin\""),
             (serde_json::json!({"name": "s", "readinessProbe": {"tcpSocket": {"port": 70000}}}), "70000"),
+            (serde_json::json!({"name": "s", "readinessProbe": {"tcpSocket": {}}}), "without a port"),
         ];
         for (container, why) in cases {
             match way_of(container.clone()) {
@@ -363,6 +368,14 @@ mod tests {
                 other => panic!("{container}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn absurd_numbers_are_bounded() {
+        let p = pod(serde_json::json!({"spec": {"containers": [{"name": "s", "readinessProbe": {
+            "tcpSocket": {"port": 1}, "initialDelaySeconds": i64::MAX, "timeoutSeconds": -5, "successThreshold": -1}}]}}));
+        let spec = spec_of(&p, "s");
+        assert_eq!((spec.initial_delay, spec.timeout, spec.successes), (MAX_INITIAL_DELAY, MAX_ATTEMPT, 1));
     }
 
     #[test]

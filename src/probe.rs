@@ -125,12 +125,13 @@ pub fn spawn_direct(
 /// Probes until `order.successes` passes in a row (true), or until stopped (false).
 fn direct(order: &Order, interval: Duration, stop: &AtomicBool) -> bool {
     let stopped = || stop.load(Ordering::Relaxed);
-    let start = Instant::now() + order.delay;
-    while Instant::now() < start {
+    let start = Instant::now().checked_add(order.delay);
+    while start.is_none_or(|start| Instant::now() < start) {
         if stopped() {
             return false;
         }
-        thread::sleep(interval.min(start.saturating_duration_since(Instant::now())));
+        let left = start.map_or(interval, |start| start.saturating_duration_since(Instant::now()));
+        thread::sleep(interval.min(left));
     }
     let agent = agent_within(order.timeout);
     let mut passes = 0;
@@ -234,6 +235,37 @@ mod tests {
         assert_eq!(check(&agent(), &endpoint), Ok(()));
         drop(listener);
         assert_eq!(check(&agent(), &endpoint), Err("connection refused".into()));
+    }
+
+    /// A server that answers each connection with `status` and records the request's head.
+    fn answering(status: &'static str) -> (String, mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/ready", listener.local_addr().unwrap());
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut head = [0u8; 2048];
+                let n = std::io::Read::read(&mut stream, &mut head).unwrap_or(0);
+                _ = tx.send(String::from_utf8_lossy(&head[..n]).into_owned());
+                let answer = format!("HTTP/1.1 {status}\r\nLocation: http://elsewhere/\r\nContent-Length: 0\r\n\r\n");
+                _ = std::io::Write::write_all(&mut stream, answer.as_bytes());
+            }
+        });
+        (url, rx)
+    }
+
+    #[test]
+    fn a_direct_probe_passes_on_200_to_399_without_following_and_sends_the_headers() {
+        let headers = vec![("X-Probe".to_string(), "yes".to_string())];
+        for (status, want) in [("200 OK", Ok(())), ("302 Found", Ok(())), ("404 Not Found", Err("answered 404".into()))]
+        {
+            let (url, requests) = answering(status);
+            let endpoint = direct::Endpoint::Http { url, headers: headers.clone() };
+            assert_eq!(attempt(&agent(), &endpoint, ATTEMPT_TIMEOUT), want, "{status}");
+            let head = requests.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert!(head.starts_with("GET /ready ") && head.to_ascii_lowercase().contains("x-probe: yes"), "{head}");
+            assert!(requests.try_recv().is_err(), "{status}: a redirect was followed");
+        }
     }
 
     #[test]
