@@ -275,3 +275,31 @@ fn check_passes_with_get_and_watch_and_names_the_missing_rule() {
     let rule = r#"add the Role rule {apiGroups: [""], resources: ["pods"], verbs: ["get", "watch"]}"#;
     assert!(failed[0].ends_with(&format!("{rule} and bind it to the Pod's service account")), "{}", failed[0]);
 }
+
+#[test]
+fn a_sidecar_endpoint_that_answers_starts_the_program_before_the_api_says_ready() {
+    let Some(ns) = namespace(GET_WATCH) else { return };
+    let envoy = Sidecar::start_unready();
+    let probe = serde_json::json!({"httpGet": {"path": "/ready", "port": envoy.port()}, "periodSeconds": 10});
+    let pod = ns.create_probed_pod(POD, &["envoy"], &[], &[("envoy", probe)]);
+    let mut marker = Marker::start();
+    let proa = proa(&ns)
+        .args(["-p", &format!("envoy={}", envoy.url("/quitquitquit"))])
+        .args(bash(format!("{}; exit 4", marker.say("started"))))
+        .spawn();
+    watching(&proa);
+    let now = format!("{}Z", &clock::rfc3339_millis(SystemTime::now())[..19]);
+    pod.set_running("envoy", &now);
+    envoy.wait_for("GET", "/ready", 1, BOUND);
+    let answers = envoy.set_ready();
+    let started = marker.wait_for("started", BOUND);
+    assert!(started.at > answers, "the program started before the endpoint answered");
+    let after = started.at - answers;
+    assert!(after < Duration::from_millis(600), "started {after:?} after the endpoint answered");
+    envoy.wait_for("POST", "/quitquitquit", 1, BOUND);
+    pod.set_terminated("envoy", 0);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 4, "{}", done.stderr);
+    no_warnings(&done);
+    assert!(done.stderr.contains("all containers ready after") && done.stderr.contains("(probed directly: envoy)"));
+}

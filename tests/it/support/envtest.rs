@@ -402,11 +402,23 @@ impl Namespace {
     /// the `native` ones as init containers with `restartPolicy: Always`; binds it to a node (the scheduler's
     /// job) and writes the statuses the kubelet would while the sidecars start: `main` running, none ready.
     pub fn create_pod(&self, name: &str, regular: &[&str], native: &[&str]) -> TestPod<'_> {
+        self.create_probed_pod(name, regular, native, &[])
+    }
+
+    /// Like [`Namespace::create_pod`], with these readinessProbes: (container, probe).
+    pub fn create_probed_pod(
+        &self,
+        name: &str,
+        regular: &[&str],
+        native: &[&str],
+        probes: &[(&str, Value)],
+    ) -> TestPod<'_> {
         let pod = TestPod {
             ns: self,
             name: name.to_string(),
             containers: std::iter::once("main").chain(regular.iter().copied()).map(String::from).collect(),
             native: native.iter().map(|s| s.to_string()).collect(),
+            probes: probes.iter().map(|(name, probe)| (name.to_string(), probe.clone())).collect(),
             statuses: Mutex::new(Vec::new()),
         };
         pod.create();
@@ -420,6 +432,8 @@ pub struct TestPod<'n> {
     pub name: String,
     containers: Vec<String>,
     native: Vec<String>,
+    /// The readinessProbes: (container, probe).
+    probes: Vec<(String, Value)>,
     /// Every container's status as last written: (name, is native, status).
     statuses: Mutex<Vec<(String, bool, Value)>>,
 }
@@ -431,7 +445,13 @@ impl TestPod<'_> {
 
     /// Creates the Pod, binds it, and writes the starting statuses (see [`Namespace::create_pod`]).
     fn create(&self) -> String {
-        let container = |name: &String| json!({"name": name, "image": format!("example.com/{name}:1")});
+        let container = |name: &String| {
+            let mut container = json!({"name": name, "image": format!("example.com/{name}:1")});
+            if let Some((_, probe)) = self.probes.iter().find(|(probed, _)| probed == name) {
+                container["readinessProbe"] = probe.clone();
+            }
+            container
+        };
         let containers: Vec<Value> = self.containers.iter().map(container).collect();
         let init: Vec<Value> = self
             .native
@@ -476,8 +496,10 @@ impl TestPod<'_> {
         let list = |native: bool| -> Vec<Value> {
             statuses.iter().filter(|(_, n, _)| *n == native).map(|(_, _, s)| s.clone()).collect()
         };
+        // The Pod's IP is on loopback: tests only ever probe loopback.
         let patch = json!({
-            "status": {"phase": "Pending", "containerStatuses": list(false), "initContainerStatuses": list(true)},
+            "status": {"phase": "Pending", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+                       "containerStatuses": list(false), "initContainerStatuses": list(true)},
         });
         let before = Instant::now();
         self.ns.cluster.request("PATCH", &format!("{}/status", self.path()), Some(&patch));
@@ -496,6 +518,11 @@ impl TestPod<'_> {
     /// Marks `container` running and ready; returns an instant taken just before the request was sent.
     pub fn set_ready(&self, container: &str) -> Instant {
         self.set(container, status(container, true, json!({"running": {}})))
+    }
+
+    /// Marks `container` running since `started_at` (RFC 3339, as the kubelet writes it) and not ready yet.
+    pub fn set_running(&self, container: &str, started_at: &str) -> Instant {
+        self.set(container, status(container, false, json!({"running": {"startedAt": started_at}})))
     }
 
     /// Marks `container` terminated with `exit_code`; returns an instant taken just before the request was sent.
