@@ -50,6 +50,7 @@ fn config(actions: usize) -> Config {
         always_shutdown: false,
         actions: vec![unnamed(); actions],
         peers: vec![],
+        recognise: true,
         mode: Mode::Pod,
     }
 }
@@ -88,7 +89,7 @@ fn answered() -> Event {
 
 /// Sends every one of `n` actions within `budget` seconds.
 fn start(budget: f64, n: usize) -> Command {
-    Command::StartShutdown { budget: secs(budget), actions: (0..n).collect() }
+    Command::StartShutdown { budget: secs(budget), actions: (0..n).collect(), recognised: vec![] }
 }
 
 fn exited(code: u8) -> Event {
@@ -139,7 +140,7 @@ fn a_failed_start_sends_only_the_http_actions_then_exits_125() {
         commands,
         [
             Command::WriteTerminationLog("no API: KUBERNETES_SERVICE_PORT".into()),
-            Command::StartShutdown { budget, actions: vec![0, 2] },
+            Command::StartShutdown { budget, actions: vec![0, 2], recognised: vec![] },
         ]
     );
     let s = shutting(&state);
@@ -511,6 +512,7 @@ fn endpoints_facts() -> Facts {
         stopped: vec![],
         sends: vec![0],
         skips: vec![],
+        plan: Default::default(),
         peers: vec![],
         peers_left: vec![],
         stopper: None,
@@ -631,7 +633,7 @@ fn named_actions() -> Config {
 fn actions_for_native_or_absent_containers_are_not_sent() {
     let config = named_actions();
     let (state, commands, _) = run(&config, vec![snapshot("ready"), exited(0)]);
-    assert_eq!(commands[2], Command::StartShutdown { budget: secs(45.0), actions: vec![0, 3] });
+    assert_eq!(commands[2], Command::StartShutdown { budget: secs(45.0), actions: vec![0, 3], recognised: vec![] });
     assert_eq!(shutting(&state).actions_left, 2);
 }
 
@@ -640,7 +642,7 @@ fn an_unnamed_action_is_not_sent_when_every_sidecar_is_native() {
     let mut config = named_actions();
     config.ignore = vec!["envoy".into()];
     let (_, commands, _) = run(&config, vec![snapshot("ready"), exited(0)]);
-    assert_eq!(commands[2], Command::StartShutdown { budget: secs(45.0), actions: vec![0] });
+    assert_eq!(commands[2], Command::StartShutdown { budget: secs(45.0), actions: vec![0], recognised: vec![] });
 }
 
 #[test]

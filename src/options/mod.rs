@@ -55,6 +55,9 @@ pub struct Options {
     pub wait_tcp: Vec<String>,
     /// `--probe-interval`: the pause between rounds of no-API checks.
     pub probe_interval: Duration,
+    /// `--auto-shutdown`: give recognised sidecars their preset's action when no action names them
+    /// (`recognition.rs`). Defaults to true.
+    pub auto_shutdown: bool,
     /// `--sidecar`: known sidecars whose shutdown action (and, in no-API mode, readiness check) proa fills in.
     pub sidecars: Vec<Preset>,
     /// `--termination-log`: where the reason goes when proa itself fails (124, 125).
@@ -119,6 +122,7 @@ impl Default for Options {
             wait_http: Vec::new(),
             wait_tcp: Vec::new(),
             probe_interval: probe::DEFAULT_INTERVAL,
+            auto_shutdown: true,
             sidecars: Vec::new(),
             termination_log: PathBuf::from(termination::DEFAULT_PATH),
             disabled: false,
