@@ -3,12 +3,12 @@
 //! inside `lifecycle/` keep the same rule among themselves (`LIFECYCLE`). Test-only.
 
 /// Top to bottom; a module may import from its own layer and the ones below.
-const LAYERS: [&[&str]; 7] = [
+const LAYERS: [&[&str]; 8] = [
     &["main"],
     &["check", "lifecycle"],
     &["options"],
-    &["watch", "probe", "child", "shutdown", "kill", "signals", "termination", "logging", "preset", "install", "quit",
-        "recognition"],
+    &["recognition"],
+    &["watch", "probe", "child", "shutdown", "kill", "signals", "termination", "logging", "preset", "install", "quit"],
     &["api", "readiness"],
     &["http"],
     &["cluster", "pod", "lines", "pidfd", "procs", "exit", "url", "crash", "clock", "tls", "layers"],

@@ -349,7 +349,8 @@ mod tests {
     fn cloud_sql_proxy_configured_by_its_operators_variables() {
         let mut pod = fixture("cloudsql");
         container(&mut pod, "db").args.retain(|a| a != "--quitquitquit");
-        let vars = r#"[{"name":"CSQL_PROXY_QUITQUITQUIT","value":"true"},{"name":"CSQL_PROXY_ADMIN_PORT","value":"9092"}]"#;
+        let vars =
+            r#"[{"name":"CSQL_PROXY_QUITQUITQUIT","value":"true"},{"name":"CSQL_PROXY_ADMIN_PORT","value":"9092"}]"#;
         container(&mut pod, "db").env = serde_json::from_str(vars).unwrap();
         assert_eq!(url(&plan_of(&pod), "db"), Ok("http://127.0.0.1:9092/quitquitquit".into()));
     }
@@ -364,7 +365,9 @@ mod tests {
         ] {
             assert!(is_cloud_sql_proxy(yes), "{yes}");
         }
-        for no in ["gcr.io/cloudsql-docker/gce-proxy:1.37", "example/cloud-sql-proxy-helper:1", "cloud-sql-proxy.io/x:1"] {
+        for no in
+            ["gcr.io/cloudsql-docker/gce-proxy:1.37", "example/cloud-sql-proxy-helper:1", "cloud-sql-proxy.io/x:1"]
+        {
             assert!(!is_cloud_sql_proxy(no), "{no}");
         }
     }

@@ -161,7 +161,8 @@ fn linkerd_with_the_shutdown_annotation_is_stopped_on_its_admin_port() {
 #[test]
 fn linkerd_without_the_annotation_gets_nothing_and_a_warning_that_names_it() {
     let linkerd = Sidecar::start();
-    let annotations = json!({"config.linkerd.io/admin-port": linkerd.port().to_string(), "linkerd.io/inject": "enabled"});
+    let annotations =
+        json!({"config.linkerd.io/admin-port": linkerd.port().to_string(), "linkerd.io/inject": "enabled"});
     let done = unstopped(injected(linkerd_proxy(linkerd.port(), false), false, annotations), &[]);
     assert!(linkerd.hits().is_empty(), "{:?}", linkerd.hits());
     let warning = done.stderr.lines().nth(line_of(&done, "WARN")).unwrap_or_default();
@@ -175,7 +176,8 @@ fn linkerd_without_the_annotation_gets_nothing_and_a_warning_that_names_it() {
 fn a_cloud_sql_proxy_with_quitquitquit_is_stopped_on_its_admin_port() {
     let proxy = Sidecar::start();
     let admin_port = format!("--admin-port={}", proxy.port());
-    let container = cloud_sql_proxy(&["--health-check", "--quitquitquit", &admin_port, "my-project:us-central1:orders"]);
+    let container =
+        cloud_sql_proxy(&["--health-check", "--quitquitquit", &admin_port, "my-project:us-central1:orders"]);
     let done = stopped(injected(container, false, json!({})), &[], &proxy, "cloudsql", "/quitquitquit");
     said_at_start(
         &done,
