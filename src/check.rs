@@ -380,18 +380,21 @@ fn report_containers(report: &mut Report<impl Write>, options: &Options, pod: &P
             None => report.ok(&format!("shutdown {action}: sent")),
         }
     }
-    if !facts.sends.is_empty() {
+    // Recognised sidecars (DESIGN.md step 4), and each sidecar nothing will stop, as the container's proa says them.
+    for line in facts.plan.notes() {
+        report.ok(&line);
+    }
+    let unstopped = facts.plan.warnings();
+    if shuts_down && facts.stopper.is_none() {
+        unstopped.iter().for_each(|line| report.fail(line));
+    }
+    if !facts.sends.is_empty() || !facts.plan.targets().is_empty() {
         let timeout = readiness::shutdown_timeout(options.shutdown_timeout, Some(pod));
         report.ok(&format!(
             "shutdown actions answered within their budget, sidecars awaited within {}s",
             timeout.as_secs()
         ));
-    } else if !regular.is_empty() && shuts_down {
-        report.fail(&format!(
-            "no shutdown action for {}: they keep the Pod running after the program; set --sidecar, --shutdown-http-post or --shutdown-http-get",
-            regular.join(", ")
-        ));
-    } else {
+    } else if regular.is_empty() || !shuts_down {
         report.ok("no shutdown action needed");
     }
 }

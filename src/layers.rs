@@ -3,10 +3,11 @@
 //! inside `lifecycle/` keep the same rule among themselves (`LIFECYCLE`). Test-only.
 
 /// Top to bottom; a module may import from its own layer and the ones below.
-const LAYERS: [&[&str]; 7] = [
+const LAYERS: [&[&str]; 8] = [
     &["main"],
     &["check", "lifecycle"],
     &["options"],
+    &["recognition"],
     &["watch", "probe", "child", "shutdown", "kill", "signals", "termination", "logging", "preset", "install", "quit"],
     &["api", "readiness", "direct"],
     &["http"],

@@ -40,6 +40,7 @@ mod probe;
 mod procs;
 mod quit;
 mod readiness;
+mod recognition;
 mod shutdown;
 mod signals;
 mod termination;

@@ -2,6 +2,7 @@
 //! Every field is optional or defaulted: the API server omits empty fields, and proa must not fail on a
 //! Pod shape it does not know. Fields proa does not read are skipped while decoding, never held. Pure: no I/O.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -26,6 +27,10 @@ pub struct Metadata {
     pub name: String,
     #[serde(deserialize_with = "nullable")]
     pub namespace: String,
+    /// The Pod's annotations: the injectors' settings (`status.sidecar.istio.io/port`, `config.linkerd.io/…`), read
+    /// to recognise their sidecars (`recognition.rs`).
+    #[serde(deserialize_with = "nullable")]
+    pub annotations: BTreeMap<String, String>,
     /// Tells this Pod from a later one of the same name (a Job's replacement, a StatefulSet's).
     pub uid: Option<String>,
     pub resource_version: Option<String>,
@@ -56,6 +61,8 @@ pub struct Spec {
 pub struct Container {
     #[serde(deserialize_with = "nullable")]
     pub name: String,
+    /// `registry/path/name:tag` or `…@sha256:…`: the Cloud SQL Auth Proxy is recognised by its image's name.
+    pub image: Option<String>,
     #[serde(deserialize_with = "nullable")]
     pub command: Vec<String>,
     #[serde(deserialize_with = "nullable")]

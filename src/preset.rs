@@ -56,8 +56,18 @@ impl Preset {
 
     /// The shutdown action: a POST that makes the sidecar exit, naming the container it stops.
     pub fn quit(&self) -> Action {
-        let (port, path) = self.table().1;
-        Action::Post(Target { url: format!("http://127.0.0.1:{port}{path}"), container: self.container() })
+        Action::Post(self.quit_on(self.table().1.0))
+    }
+
+    /// Where the shutdown POST goes when the sidecar serves it on `port` (its injector's annotation, its own flag).
+    pub fn quit_on(&self, port: u16) -> Target {
+        let path = self.table().1.1;
+        Target { url: format!("http://127.0.0.1:{port}{path}"), container: self.container() }
+    }
+
+    /// The port the shutdown endpoint is served on by default.
+    pub fn quit_port(&self) -> u16 {
+        self.table().1.0
     }
 
     /// The container the sidecar runs in, as its injector names it.

@@ -30,6 +30,8 @@ pub struct Config {
     pub actions: Vec<ActionTarget>,
     /// `--peer`: other main containers, not waited for; the sidecars are stopped only after they have terminated.
     pub peers: Vec<String>,
+    /// Recognised sidecars get their preset's action (`--auto-shutdown`, and no `--sidecar` given).
+    pub recognise: bool,
     /// Where readiness comes from.
     pub mode: Mode,
 }
@@ -146,6 +148,7 @@ pub fn config(options: &Options, mode: Mode) -> Config {
             })
             .collect(),
         peers: options.peers.clone(),
+        recognise: options.auto_shutdown && options.sidecars.is_empty(),
         mode,
     }
 }

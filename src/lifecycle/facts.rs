@@ -9,6 +9,7 @@ use crate::api::ApiError;
 use crate::direct::{self, Way};
 use crate::pod::Pod;
 use crate::readiness::{self, Found, Kind, OwnContainer, RestartPolicy, Verdict, Waited};
+use crate::recognition::{self, Plan};
 use crate::watch::Update;
 
 use super::config::{Config, StartError};
@@ -34,6 +35,9 @@ pub struct Facts {
     /// The shutdown actions to send (their numbers), and why each other one is skipped in this Pod.
     pub sends: Vec<usize>,
     pub skips: Vec<(usize, String)>,
+    /// The waited regular sidecars no action names: those recognised (with the action they get, sent with the
+    /// others), and those nothing will stop (DESIGN.md step 4, "Recognised sidecars").
+    pub plan: Plan,
     /// Other main containers (`--peer`, and those that run proa too): the sidecars are stopped only after they
     /// have terminated.
     pub peers: Vec<String>,
@@ -66,6 +70,7 @@ impl Facts {
             true => ways(pod, &waited).into_iter().filter_map(|(_, way)| way.into_spec()).collect(),
             false => Vec::new(),
         };
+        let plan = recognise(config, pod, &waited);
         let mut facts = Facts {
             uid,
             waited,
@@ -80,6 +85,7 @@ impl Facts {
             stopped: Vec::new(),
             sends,
             skips,
+            plan,
             peers: peers.all,
             peers_left: Vec::new(),
             stopper: peers.stopper,
@@ -103,6 +109,7 @@ impl Facts {
             stopped: Vec::new(),
             sends: (0..config.actions.len()).collect(),
             skips: Vec::new(),
+            plan: Plan::default(),
             peers: Vec::new(),
             peers_left: Vec::new(),
             stopper: None,
@@ -305,6 +312,14 @@ fn choose_actions(config: &Config, pod: &Pod, waited: &[Waited]) -> (Vec<usize>,
         }
     }
     (sends, skips)
+}
+
+/// The waited regular sidecars that no action names: which proa recognises, and which nothing will stop. An
+/// unnamed action or a kill may stop any of them: then nothing is recognised nor warned about.
+fn recognise(config: &Config, pod: &Pod, waited: &[Waited]) -> Plan {
+    let named: Vec<&str> = config.actions.iter().filter_map(|a| a.container.as_deref()).collect();
+    let blanket = config.actions.iter().any(|a| a.container.is_none());
+    recognition::plan(pod, waited, &named, blanket, config.recognise)
 }
 
 /// What a snapshot says of the kubelet's kill: within its deletion's time left (its grace period when the

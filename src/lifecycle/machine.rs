@@ -8,7 +8,7 @@ use crate::child::{Exit, SpawnError};
 use crate::direct::Order;
 use crate::probe::{Goal, Update as ProbeUpdate};
 use crate::readiness::Waited;
-use crate::shutdown::Outcome;
+use crate::shutdown::{Outcome, Target};
 use crate::watch::Update;
 
 use super::facts::Facts;
@@ -75,8 +75,9 @@ pub enum Command {
     /// Read the Pod once (after a stop signal, with no watch open): its deletionTimestamp says when the kubelet
     /// kills, which may be sooner than the grace period from the signal.
     ReadPod,
-    /// Send these shutdown actions (by number); each must report within `budget`.
-    StartShutdown { budget: Duration, actions: Vec<usize> },
+    /// Send these shutdown actions (by number) and the recognised sidecars' POSTs; each must report within
+    /// `budget`.
+    StartShutdown { budget: Duration, actions: Vec<usize>, recognised: Vec<Target> },
     /// Write this reason for proa's own failure (exit 124 or 125) to the termination log.
     WriteTerminationLog(String),
     /// Exit proa with this code.

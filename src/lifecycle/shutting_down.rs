@@ -102,9 +102,11 @@ pub(super) fn begin_shutdown(
         let label = config.actions.get(*i).map_or("?", |a| a.label.as_str());
         log::info!("not sending the shutdown action {label}: {why}");
     }
+    let recognised = facts.map(|f| f.plan.targets()).unwrap_or_default();
+    let actions_left = sends.len() + recognised.len();
     let mut commands = Vec::new();
-    if !sends.is_empty() {
-        commands.push(Command::StartShutdown { budget, actions: sends.clone() });
+    if actions_left > 0 {
+        commands.push(Command::StartShutdown { budget, actions: sends, recognised });
     }
     match &awaited {
         Awaited::Nothing => {}
@@ -130,7 +132,7 @@ pub(super) fn begin_shutdown(
     }
     let state = State::ShuttingDown(ShuttingDown {
         code,
-        actions_left: sends.len(),
+        actions_left,
         actions_deadline: after(now, budget + shutdown::REPORT_SLACK),
         awaited,
         deadline: after(now, timeout),

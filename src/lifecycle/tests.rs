@@ -26,6 +26,7 @@ fn pod(name: &str) -> Pod {
         "ready" => include_str!("../../tests/fixtures/pods/job-with-sidecars.json"),
         "starting" => include_str!("../../tests/fixtures/pods/starting.json"),
         "dead" => include_str!("../../tests/fixtures/pods/sidecar-terminated.json"),
+        "istio" => include_str!("../../tests/fixtures/pods/istio-regular.json"),
         other => panic!("no fixture {other}"),
     };
     serde_json::from_str(text).unwrap()
@@ -51,6 +52,7 @@ fn config(actions: usize) -> Config {
         direct_probe: false,
         actions: vec![unnamed(); actions],
         peers: vec![],
+        recognise: true,
         mode: Mode::Pod,
     }
 }
@@ -89,7 +91,7 @@ fn answered() -> Event {
 
 /// Sends every one of `n` actions within `budget` seconds.
 fn start(budget: f64, n: usize) -> Command {
-    Command::StartShutdown { budget: secs(budget), actions: (0..n).collect() }
+    Command::StartShutdown { budget: secs(budget), actions: (0..n).collect(), recognised: vec![] }
 }
 
 fn exited(code: u8) -> Event {
@@ -140,7 +142,7 @@ fn a_failed_start_sends_only_the_http_actions_then_exits_125() {
         commands,
         [
             Command::WriteTerminationLog("no API: KUBERNETES_SERVICE_PORT".into()),
-            Command::StartShutdown { budget, actions: vec![0, 2] },
+            Command::StartShutdown { budget, actions: vec![0, 2], recognised: vec![] },
         ]
     );
     let s = shutting(&state);
@@ -513,6 +515,7 @@ fn endpoints_facts() -> Facts {
         stopped: vec![],
         sends: vec![0],
         skips: vec![],
+        plan: Default::default(),
         peers: vec![],
         peers_left: vec![],
         stopper: None,
@@ -633,7 +636,7 @@ fn named_actions() -> Config {
 fn actions_for_native_or_absent_containers_are_not_sent() {
     let config = named_actions();
     let (state, commands, _) = run(&config, vec![snapshot("ready"), exited(0)]);
-    assert_eq!(commands[2], Command::StartShutdown { budget: secs(45.0), actions: vec![0, 3] });
+    assert_eq!(commands[2], Command::StartShutdown { budget: secs(45.0), actions: vec![0, 3], recognised: vec![] });
     assert_eq!(shutting(&state).actions_left, 2);
 }
 
@@ -642,7 +645,34 @@ fn an_unnamed_action_is_not_sent_when_every_sidecar_is_native() {
     let mut config = named_actions();
     config.ignore = vec!["envoy".into()];
     let (_, commands, _) = run(&config, vec![snapshot("ready"), exited(0)]);
-    assert_eq!(commands[2], Command::StartShutdown { budget: secs(45.0), actions: vec![0] });
+    assert_eq!(commands[2], Command::StartShutdown { budget: secs(45.0), actions: vec![0], recognised: vec![] });
+}
+
+#[test]
+fn a_recognised_sidecar_is_sent_its_action_with_the_others_and_awaited() {
+    // Istio's injected regular proxy, with no action given: its POST goes out like a named action.
+    let config = Config { container: Some("report".into()), ..config(0) };
+    let (state, commands, _) = run(&config, vec![snapshot("istio"), exited(0)]);
+    let quit = Target { url: "http://127.0.0.1:15020/quitquitquit".into(), container: Some("istio-proxy".into()) };
+    assert_eq!(commands[2], Command::StartShutdown { budget: secs(30.0), actions: vec![], recognised: vec![quit] });
+    let s = shutting(&state);
+    assert_eq!(s.actions_left, 1);
+    assert!(matches!(&s.awaited, Awaited::Sidecars { sidecars, .. } if sidecars[0].name == "istio-proxy"));
+}
+
+#[test]
+fn a_recognised_sidecar_gets_nothing_with_an_unnamed_action_or_auto_shutdown_off() {
+    for config in [
+        Config { container: Some("report".into()), ..config(1) },
+        Config { container: Some("report".into()), recognise: false, ..config(0) },
+    ] {
+        let (_, commands, _) = run(&config, vec![snapshot("istio"), exited(0)]);
+        let recognised = commands.iter().find_map(|c| match c {
+            Command::StartShutdown { recognised, .. } => Some(recognised.clone()),
+            _ => None,
+        });
+        assert_eq!(recognised.unwrap_or_default(), vec![], "{config:?}");
+    }
 }
 
 #[test]

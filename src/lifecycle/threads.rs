@@ -14,7 +14,7 @@ use crate::direct::Order;
 use crate::options::Options;
 use crate::pidfd::Pidfd;
 use crate::probe::{self, Endpoint, Goal};
-use crate::shutdown;
+use crate::shutdown::{self, Action, Target};
 use crate::{cluster, quit, signals, termination, watch};
 
 use super::config::{Config, Mode, StartError, config};
@@ -261,10 +261,11 @@ impl World for Threads {
         }
     }
 
-    fn start_shutdown(&mut self, budget: Duration, chosen: &[usize]) {
+    fn start_shutdown(&mut self, budget: Duration, chosen: &[usize], recognised: &[Target]) {
         let tx = self.tx.clone();
         let all = self.options.shutdown_actions(budget).into_iter().enumerate();
-        let actions = all.filter(|(i, _)| chosen.contains(i)).map(|(_, action)| action).collect();
+        let given = all.filter(|(i, _)| chosen.contains(i)).map(|(_, action)| action);
+        let actions = given.chain(recognised.iter().cloned().map(Action::Post)).collect();
         shutdown::spawn_actions(actions, budget, move |outcome| {
             tx.send(Message::Event(Event::Shutdown(outcome))).is_ok()
         });

@@ -10,7 +10,7 @@ use crate::direct::Way;
 use crate::exit::End;
 use crate::pod::Pod;
 use crate::probe::{Goal, Update as ProbeUpdate};
-use crate::readiness::{self, Verdict, Waited};
+use crate::readiness::{self, Policy, Verdict, Waited};
 use crate::signals;
 use crate::watch::Update;
 
@@ -125,6 +125,7 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
         None => match Facts::of(config, pod) {
             Ok(facts) => {
                 log_waited(config, pod, &facts.waited);
+                log_plan(config, &facts);
                 facts
             }
             Err(err) => {
@@ -242,6 +243,21 @@ fn stop_looking(config: &Config) -> Vec<Command> {
         Mode::Pod => vec![Command::StopWatch],
         // A sidecar's proa, or one whose start failed, never waits, so has nothing to stop.
         Mode::Endpoints(_) | Mode::Sidecar { .. } | Mode::Failed(_) => vec![Command::StopProbe],
+    }
+}
+
+/// What proa recognised, and a warning per sidecar nothing will stop (DESIGN.md step 4), said at the first
+/// snapshot. The warnings only where this proa stops the sidecars: not when another proa does, nor when the kubelet
+/// restarts this container (then the sidecars are left running by design).
+fn log_plan(config: &Config, facts: &Facts) {
+    for line in facts.plan.notes() {
+        log::info!("{line}");
+    }
+    let restarted = facts.policy.as_ref().is_some_and(|p| p.policy == Policy::Always) && !config.always_shutdown;
+    if facts.stopper.is_none() && !restarted {
+        for line in facts.plan.warnings() {
+            log::warn!("{line}");
+        }
     }
 }
 

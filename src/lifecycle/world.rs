@@ -7,6 +7,7 @@ use crate::child::SpawnError;
 use crate::direct::Order;
 use crate::pod::Pod;
 use crate::probe::Goal;
+use crate::shutdown::Target;
 
 use super::machine::Event;
 
@@ -30,9 +31,9 @@ pub trait World {
     fn stop_direct_probe(&mut self, container: Option<&str>);
     fn start_program(&mut self) -> Result<(), SpawnError>;
     fn forward(&mut self, signal: i32);
-    /// Sends these shutdown actions (by number, in `Options::shutdown_actions`' order), each to report within
-    /// `budget`.
-    fn start_shutdown(&mut self, budget: Duration, actions: &[usize]);
+    /// Sends these shutdown actions (by number, in `Options::shutdown_actions`' order) and a POST to each recognised
+    /// sidecar's target, each to report within `budget`.
+    fn start_shutdown(&mut self, budget: Duration, actions: &[usize], recognised: &[Target]);
     fn write_termination_log(&mut self, reason: &str);
 }
 

@@ -57,6 +57,9 @@ pub struct Options {
     pub direct_probe: bool,
     /// `--probe-interval`: the pause between probe rounds (direct probes, no-API checks).
     pub probe_interval: Duration,
+    /// `--auto-shutdown`: give recognised sidecars their preset's action when no action names them
+    /// (`recognition.rs`). Defaults to true.
+    pub auto_shutdown: bool,
     /// `--sidecar`: known sidecars whose shutdown action (and, in no-API mode, readiness check) proa fills in.
     pub sidecars: Vec<Preset>,
     /// `--termination-log`: where the reason goes when proa itself fails (124, 125).
@@ -122,6 +125,7 @@ impl Default for Options {
             wait_tcp: Vec::new(),
             direct_probe: true,
             probe_interval: probe::DEFAULT_INTERVAL,
+            auto_shutdown: true,
             sidecars: Vec::new(),
             termination_log: PathBuf::from(termination::DEFAULT_PATH),
             disabled: false,

@@ -124,7 +124,7 @@ impl Spec {
 }
 
 /// Every option, in `--help`'s order.
-pub static OPTIONS: [Spec; 28] = [
+pub static OPTIONS: [Spec; 29] = [
     Spec::new(
         "shutdown-http-get",
         Kind::Many("[NAME=]URL"),
@@ -243,6 +243,16 @@ pub static OPTIONS: [Spec; 28] = [
         Ok(())
     })
     .default("text"),
+    Spec::new(
+        "auto-shutdown",
+        Kind::One("true|false"),
+        "give recognised sidecars (Istio, Linkerd, Cloud SQL proxy) their preset's action when none names them",
+        |o, v| {
+            o.auto_shutdown = parse_bool(v).ok_or(BOOL_EXPECTED)?;
+            Ok(())
+        },
+    )
+    .default("true"),
     Spec::new(
         "sidecar",
         Kind::Many("NAME"),

@@ -113,8 +113,8 @@ fn a_regular_sidecar_without_a_shutdown_action_fails() {
     let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
     let done = check(&api, &["--container", "main"]);
     assert_eq!(done.code(), 125, "{}", done.stdout);
-    let failed = line(&done, "no shutdown action for envoy");
-    assert!(failed.starts_with("FAIL  ") && failed.contains("set --sidecar, --shutdown-http-post"), "{failed}");
+    let failed = line(&done, "no shutdown action stops container envoy");
+    assert!(failed.starts_with("FAIL  ") && failed.contains("-p envoy=URL"), "{failed}");
 }
 
 #[test]

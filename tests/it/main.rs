@@ -21,6 +21,7 @@ mod off_switch;
 mod peers;
 mod pid1;
 mod promise;
+mod recognised;
 mod scratch;
 mod serve_quit;
 mod signals;

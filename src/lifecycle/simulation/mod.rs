@@ -53,6 +53,7 @@ fn config(s: &Scenario) -> Config {
             })
             .collect(),
         peers: s.peer_flags(),
+        recognise: s.auto_shutdown,
         mode,
     }
 }
@@ -63,8 +64,9 @@ struct Ending {
     at: Duration,
 }
 
-/// Runs one timeline; `Err` names the broken promise, with the trace.
-fn run(seed: u64) -> Result<(), String> {
+/// Runs one timeline; `Ok` says how many recognised sidecars were sent their POST, `Err` names the broken promise,
+/// with the trace.
+fn run(seed: u64) -> Result<usize, String> {
     let scenario = Scenario::generate(seed);
     let config = config(&scenario);
     let mut sim = Sim::new(&scenario);
@@ -76,7 +78,7 @@ fn run(seed: u64) -> Result<(), String> {
             Err(format!("panicked: {}", text.unwrap_or_default()))
         }
     };
-    verdict.map_err(|broken| {
+    verdict.map(|()| sim.record.recognised.len()).map_err(|broken| {
         format!(
             "seed {seed}: {broken}\nreplay: PROA_SIM_SEED={seed} cargo test simulation\n{scenario:#?}\ntrace:\n{}",
             sim.record.trace.join("\n")
@@ -101,11 +103,13 @@ fn check(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
         if !killed_excused(s, r, killed) {
             return Err(format!("the kubelet's SIGKILL at {killed:?} came before proa exited"));
         }
-        return actions_allowed(s, r, end);
+        actions_allowed(s, r, end)?;
+        return recognised_allowed(s, r, end).map(|_| ());
     }
     exit_code(s, r, end)?;
     actions_allowed(s, r, end)?;
     actions_all_sent(s, r, end)?;
+    recognised_all_sent(s, r, end)?;
     in_time(s, r, end)
 }
 
@@ -294,6 +298,33 @@ fn actions_all_sent(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String
         }
     }
     Ok(())
+}
+
+/// Recognised sidecars (DESIGN.md step 4): a POST only to a regular sidecar proa recognises, never to a native one
+/// nor to one an action names, and only when the actions may go. Returns the sidecars that must have had one.
+fn recognised_allowed(s: &Scenario, r: &Record, end: &Ending) -> Result<Vec<String>, String> {
+    let policy_known = knew_the_pod(s, r, r.shutdown_ordered.unwrap_or(end.at));
+    let due: Vec<String> = match actions_due(s, r, end) {
+        Some(_) if policy_known => {
+            (0..s.sidecars.len()).filter(|&i| s.recognises(i)).map(|i| s.sidecars[i].name.clone()).collect()
+        }
+        _ => Vec::new(),
+    };
+    if let Some((name, at)) = r.recognised.iter().find(|(name, _)| !due.contains(name)) {
+        let native = s.natives.iter().any(|p| &p.name == name);
+        return Err(format!("sent a recognised POST to {name} at {at:?} (native {native}), which must get none"));
+    }
+    Ok(due)
+}
+
+/// Every recognised sidecar due gets its POST before proa exits, unless the kubelet's grace ran out first.
+fn recognised_all_sent(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
+    let due = recognised_allowed(s, r, end)?;
+    let missing = due.iter().find(|name| !r.recognised.iter().any(|(sent, _)| sent == *name));
+    match missing {
+        Some(name) if !at_hard_deadline(s, r, end) => Err(format!("exited without the recognised POST to {name}")),
+        _ => Ok(()),
+    }
 }
 
 /// The actions proa must send, by number; `None` when it must send none (its container will be restarted, or
@@ -532,11 +563,15 @@ fn timelines() -> (u64, u64) {
 fn simulation_keeps_the_promise_on_every_timeline() {
     let (base, count) = timelines();
     let started = std::time::Instant::now();
+    let mut recognised = 0;
     for seed in base..base + count {
-        if let Err(report) = run(seed) {
-            panic!("{report}");
+        match run(seed) {
+            Ok(sent) => recognised += sent,
+            Err(report) => panic!("{report}"),
         }
     }
+    // Recognised sidecars are reached, not only generated.
+    assert!(count < 1000 || recognised * 100 >= count as usize, "{recognised} recognised POSTs in {count} timelines");
     eprintln!("simulation: {count} timelines from seed {base} kept the promise in {:.1?}", started.elapsed());
 }
 
@@ -544,7 +579,7 @@ fn simulation_keeps_the_promise_on_every_timeline() {
 fn the_generator_covers_the_faults_it_is_for() {
     // Over the default run, every kind of fault occurs many times: a simulation that never reaches them tests
     // nothing.
-    let mut seen = [0u32; 15];
+    let mut seen = [0u32; 17];
     for seed in 0x5EED_0000..0x5EED_0000 + 2000 {
         let s = Scenario::generate(seed);
         let counts = [
@@ -565,6 +600,8 @@ fn the_generator_covers_the_faults_it_is_for() {
             s.sidecar_role.as_ref().is_some_and(|role| role.quit_at.is_some() && role.signal == libc::SIGKILL),
             s.start_failure.is_some() && !s.actions.is_empty(),
             s.kill_action.is_some(),
+            (0..s.sidecars.len()).any(|i| s.recognises(i)),
+            s.natives.iter().any(|p| p.name == scenario::ISTIO_PROXY),
         ];
         for (count, hit) in seen.iter_mut().zip(counts) {
             *count += u32::from(hit);

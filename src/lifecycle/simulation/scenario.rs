@@ -209,6 +209,8 @@ pub struct Scenario {
     pub start_failure: Option<StartError>,
     /// With a start failure: this action is a `--kill` (the refused one, maybe), not an HTTP request.
     pub kill_action: Option<usize>,
+    /// `--auto-shutdown` (its default, true, most of the time): a regular `istio-proxy` no action names is stopped.
+    pub auto_shutdown: bool,
 }
 
 /// Why a start fails, as `lifecycle::run` finds it.
@@ -221,6 +223,8 @@ fn start_failure(r: &mut Rng) -> StartError {
     }
 }
 
+/// The container name Istio's injector gives its proxy, which proa recognises.
+pub const ISTIO_PROXY: &str = "istio-proxy";
 const POLICIES: [&str; 3] = ["Always", "OnFailure", "Never"];
 /// Arguments a sidecar may have: some end like proa's own (`--verbose`), none covers the program `prog`.
 const SIDECAR_ARGS: [&[&str]; 4] = [&[], &["--verbose"], &["run", "--verbose"], &["-v"]];
@@ -390,9 +394,20 @@ impl Scenario {
             // Drawn last, so that every other draw stays that of the seed.
             start_failure: r.chance(4).then(|| start_failure(r)),
             kill_action: None,
+            auto_shutdown: true,
         };
         if scenario.start_failure.is_some() && !scenario.actions.is_empty() && r.chance(50) {
             scenario.kill_action = Some(r.below(scenario.actions.len() as u64) as usize);
+        }
+        // Recognised sidecars, drawn after the rest: Istio's proxy as a regular or a native sidecar.
+        scenario.auto_shutdown = !r.chance(15);
+        match r.below(4) {
+            // `OddPeer::Target` names sidecar-0 itself.
+            0 if !scenario.sidecars.is_empty() && scenario.odd_peer != Some(OddPeer::Target) => {
+                scenario.rename("sidecar-0", ISTIO_PROXY)
+            }
+            1 if !scenario.natives.is_empty() => scenario.rename("native-0", ISTIO_PROXY),
+            _ => {}
         }
         // A start that fails never gets to a role; a sidecar's proa reads no Pod: the kubelet reaches it only by its
         // SIGTERM.
@@ -404,6 +419,27 @@ impl Scenario {
             scenario.api_failure_at = None;
         }
         scenario
+    }
+
+    /// Renames a sidecar wherever the scenario names it: the Pod, `--ignore`, the actions.
+    fn rename(&mut self, old: &str, new: &str) {
+        let plans = self.sidecars.iter_mut().chain(self.natives.iter_mut());
+        let names = plans.map(|p| &mut p.name).chain(self.ignore.iter_mut());
+        for name in names.chain(self.actions.iter_mut().filter_map(|a| a.container.as_mut())) {
+            if name == old {
+                *name = new.to_string();
+            }
+        }
+    }
+
+    /// Whether proa must send the recognised action to regular sidecar `i` (when it sends the actions at all):
+    /// `--auto-shutdown`, waited, named by no action, and every action names its container (an unnamed one may stop
+    /// anything, so nothing is recognised then).
+    pub fn recognises(&self, i: usize) -> bool {
+        let name = &self.sidecars[i].name;
+        let named = self.actions.iter().any(|a| a.container.as_ref() == Some(name));
+        let blanket = self.actions.iter().any(|a| a.container.is_none());
+        name == ISTIO_PROXY && self.auto_shutdown && !self.ignore.contains(name) && !named && !blanket
     }
 
     /// proa's own arguments, as `Options::own_args` holds them.

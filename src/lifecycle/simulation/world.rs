@@ -80,6 +80,8 @@ pub struct Record {
     pub snapshots_before_shutdown: usize,
     /// When each action sent reached the network, by its number.
     pub attempts: Vec<(usize, Duration)>,
+    /// When each recognised sidecar's POST reached the network, by container name.
+    pub recognised: Vec<(String, Duration)>,
     /// When each action's outcome reached the owner.
     pub reports: Vec<Duration>,
     pub endpoints_reached_ready: Option<Duration>,
@@ -751,8 +753,8 @@ impl World for Sim<'_> {
         }
     }
 
-    fn start_shutdown(&mut self, budget: Duration, chosen: &[usize]) {
-        self.trace(format!("proa sends the shutdown actions {chosen:?} (budget {budget:?})"));
+    fn start_shutdown(&mut self, budget: Duration, chosen: &[usize], recognised: &[Target]) {
+        self.trace(format!("proa sends the shutdown actions {chosen:?} and {recognised:?} (budget {budget:?})"));
         if self.record.shutdown_ordered.is_none() {
             self.record.snapshots_before_shutdown = self.record.delivered.len();
         }
@@ -788,6 +790,16 @@ impl World for Sim<'_> {
                 }
             }
             self.after(after, Happening::Outcome(Outcome { action, result }));
+        }
+        // A recognised sidecar answers its POST at once and exits a while later.
+        for target in recognised {
+            let name = target.container.clone().unwrap_or_default();
+            self.record.recognised.push((name.clone(), self.now));
+            if let Some(i) = self.scenario.sidecars.iter().position(|p| p.name == name) {
+                self.after(self.scenario.sidecar_stop_takes, Happening::Stops(i));
+            }
+            let outcome = Outcome { action: Action::Post(target.clone()), result: Ok(Done::Answered(200)) };
+            self.after(Duration::ZERO, Happening::Outcome(outcome));
         }
     }
 
