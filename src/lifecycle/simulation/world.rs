@@ -239,16 +239,21 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// The status list `which` is in.
+    fn statuses_mut(&mut self, which: Which) -> &mut Vec<ContainerStatus> {
+        match which {
+            Which::Regular(_) => &mut self.pod.status.container_statuses,
+            Which::Native(_) => &mut self.pod.status.init_container_statuses,
+        }
+    }
+
     /// Changes the Pod's status as the kubelet reports it (not while it stops the Pod), and tells the watcher.
     fn set_status(&mut self, which: Which, ready: bool, state: &str, code: i32) {
         if self.frozen || self.deleted {
             return;
         }
         let name = self.plan(which).name.clone();
-        let statuses = match which {
-            Which::Regular(_) => &mut self.pod.status.container_statuses,
-            Which::Native(_) => &mut self.pod.status.init_container_statuses,
-        };
+        let statuses = self.statuses_mut(which);
         let status = match statuses.iter_mut().find(|s| s.name == name) {
             Some(status) => status,
             None => {
@@ -494,11 +499,7 @@ impl<'a> Sim<'a> {
             return;
         }
         let name = self.plan(which).name.clone();
-        let statuses = match which {
-            Which::Regular(_) => &mut self.pod.status.container_statuses,
-            Which::Native(_) => &mut self.pod.status.init_container_statuses,
-        };
-        if let Some(status) = statuses.iter_mut().find(|s| s.name == name) {
+        if let Some(status) = self.statuses_mut(which).iter_mut().find(|s| s.name == name) {
             status.restart_count += 1;
             let run = status.restart_count;
             self.runs.push((name, run, self.now));
