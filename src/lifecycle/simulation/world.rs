@@ -253,6 +253,9 @@ impl<'a> Sim<'a> {
             return;
         }
         let name = self.plan(which).name.clone();
+        if state == "running" && !self.runs.iter().any(|(n, _, _)| *n == name) {
+            self.runs.push((name.clone(), 0, self.now));
+        }
         let statuses = self.statuses_mut(which);
         let status = match statuses.iter_mut().find(|s| s.name == name) {
             Some(status) => status,
@@ -261,9 +264,6 @@ impl<'a> Sim<'a> {
                 statuses.last_mut().expect("just pushed")
             }
         };
-        if state == "running" && !self.runs.iter().any(|(n, _, _)| *n == name) {
-            self.runs.push((name.clone(), 0, self.now));
-        }
         status.ready = ready;
         status.state = match state {
             "running" => serde_json::from_str(r#"{"running":{}}"#),
