@@ -128,13 +128,12 @@ fn check(container: &Container, probe: &Probe) -> Result<Check, String> {
         if http.scheme.as_deref().is_some_and(|scheme| !scheme.eq_ignore_ascii_case("HTTP")) {
             return Err("an HTTPS probe: proa would have to skip the certificate check".into());
         }
-        let path = http.path.clone().unwrap_or_default();
-        let path = if path.starts_with('/') { path } else { format!("/{path}") };
+        let path = encode_path(http.path.as_deref().unwrap_or_default());
         let headers = http.http_headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
-        return Ok(Check::Http { host: host(&http.host), port: port(container, http.port.as_ref())?, path, headers });
+        return Ok(Check::Http { host: host(&http.host)?, port: port(container, http.port.as_ref())?, path, headers });
     }
     if let Some(tcp) = &probe.tcp_socket {
-        return Ok(Check::Tcp { host: host(&tcp.host), port: port(container, tcp.port.as_ref())? });
+        return Ok(Check::Tcp { host: host(&tcp.host)?, port: port(container, tcp.port.as_ref())? });
     }
     Err(match (probe.exec.is_some(), probe.grpc.is_some()) {
         (true, _) => "an exec probe runs inside the container".into(),
@@ -143,9 +142,33 @@ fn check(container: &Container, probe: &Probe) -> Result<Check, String> {
     })
 }
 
-/// The probe's host, where it names one.
-fn host(host: &Option<String>) -> Option<String> {
-    host.as_ref().map(|h| h.trim()).filter(|h| !h.is_empty()).map(str::to_string)
+/// The probe's host, where it names one: an IP address or a DNS name, else the probe is left to the API (a host
+/// with a `/` or `:` in it would make another URL than the kubelet's).
+fn host(host: &Option<String>) -> Result<Option<String>, String> {
+    let Some(host) = host.as_deref().map(str::trim).filter(|h| !h.is_empty()) else { return Ok(None) };
+    let name = |h: &str| h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    match host.parse::<std::net::IpAddr>().is_ok() || name(host) {
+        true => Ok(Some(host.to_string())),
+        false => Err(format!("its probe's host {host:?} is neither an IP address nor a DNS name")),
+    }
+}
+
+/// The probe's path as the kubelet's Go URL writes it: with a leading `/`, and every byte a URL cannot hold as it
+/// is (a space, a quote, anything not ASCII) percent-encoded.
+fn encode_path(path: &str) -> String {
+    let mut encoded = String::with_capacity(path.len() + 1);
+    if !path.starts_with('/') {
+        encoded.push('/');
+    }
+    for byte in path.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => encoded.push(char::from(byte)),
+            b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+            | b':' | b'@' | b'/' | b'?' | b'%' => encoded.push(char::from(byte)),
+            other => encoded.push_str(&format!("%{other:02X}")),
+        }
+    }
+    encoded
 }
 
 /// The probe's port: a number, or a name among the container's `ports` (else a number written as a string, as
@@ -361,6 +384,10 @@ mod tests {
             (serde_json::json!({"name": "s", "readinessProbe": {"httpGet": {"port": "admin"}}}), "\"admin\""),
             (serde_json::json!({"name": "s", "readinessProbe": {"tcpSocket": {"port": 70000}}}), "70000"),
             (serde_json::json!({"name": "s", "readinessProbe": {"tcpSocket": {}}}), "without a port"),
+            (
+                serde_json::json!({"name": "s", "readinessProbe": {"tcpSocket": {"port": 1, "host": "127.0.0.1/x"}}}),
+                "host",
+            ),
         ];
         for (container, why) in cases {
             match way_of(container.clone()) {
@@ -368,6 +395,13 @@ mod tests {
                 other => panic!("{container}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_path_is_written_as_the_kubelet_writes_it() {
+        assert_eq!(encode_path(""), "/");
+        assert_eq!(encode_path("healthz"), "/healthz");
+        assert_eq!(encode_path("/a b/ü?x=1&y=%20"), "/a%20b/%C3%BC?x=1&y=%20");
     }
 
     #[test]

@@ -77,9 +77,10 @@ pub struct Container {
     #[serde(deserialize_with = "nullable")]
     pub env: Vec<EnvVar>,
     /// Named ports, which a probe may name instead of a number.
-    #[serde(deserialize_with = "nullable")]
+    #[serde(deserialize_with = "lenient")]
     pub ports: Vec<ContainerPort>,
     /// The endpoint proa probes itself, where it can (`direct.rs`).
+    #[serde(deserialize_with = "lenient")]
     pub readiness_probe: Option<Probe>,
     /// Only whether there is one: then a container is probed only once its status says `started`.
     pub startup_probe: Option<IgnoredAny>,
@@ -292,6 +293,15 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(deserializ
     Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
 }
 
+/// A field only direct probes read: a shape proa does not expect reads as none (the API alone then decides), rather
+/// than making the whole Pod unreadable.
+fn lenient<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned + Default>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).unwrap_or_default())
+}
+
 /// Decodes one watch line held in memory.
 #[cfg(test)]
 pub fn parse_watch_line(line: &[u8]) -> Result<WatchEvent, String> {
@@ -371,6 +381,15 @@ mod tests {
         let line = br#"{"type":"ADDED","object":{"metadata":{"name":"p","annotations":{"big":"\u003c\u003c"}},"spec":{"containers":[{"name":"c","env":[{"name":"A","value":"1"}]}]},"status":{"containerStatuses":[{"name":"c","state":{"running":{"startedAt":"x"}}}]}}}"#;
         let WatchEvent::Pod(pod) = parse_watch_line(line).unwrap() else { panic!("a Pod") };
         assert!(pod.status.container_statuses[0].state.running.is_some());
+    }
+
+    #[test]
+    fn an_odd_probe_or_port_list_reads_as_none() {
+        let container: Container = serde_json::from_str(
+            r#"{"name":"c","readinessProbe":{"httpGet":{"port":1.5}},"ports":[{"containerPort":"x"}],"args":["a"]}"#,
+        )
+        .unwrap();
+        assert_eq!((container.readiness_probe, container.ports, container.args), (None, vec![], vec!["a".to_string()]));
     }
 
     #[test]

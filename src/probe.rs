@@ -160,13 +160,40 @@ pub fn attempt(agent: &ureq::Agent, endpoint: &direct::Endpoint, timeout: Durati
         direct::Endpoint::Http { url, headers } => {
             let request = headers.iter().fold(agent.get(url), |request, (name, value)| request.header(name, value));
             match request.call() {
-                Ok(response) if (200..400).contains(&response.status().as_u16()) => Ok(()),
-                Ok(response) => Err(format!("answered {}", response.status().as_u16())),
+                Ok(response) => match response.status().as_u16() {
+                    200..=299 => Ok(()),
+                    status @ 300..=399 => {
+                        let location = response.headers().get("location").and_then(|l| l.to_str().ok());
+                        redirect(url, status, location)
+                    }
+                    status => Err(format!("answered {status}")),
+                },
                 Err(err) => Err(http_text(err, timeout)),
             }
         }
         direct::Endpoint::Tcp(address) => connect(address, timeout),
     }
+}
+
+/// A redirect, which proa never follows: the kubelet follows one to the same host and judges the answer there, so
+/// proa cannot count it (the API will say); one to another host, or none at all, the kubelet counts as a pass.
+fn redirect(url: &str, status: u16, location: Option<&str>) -> Result<(), String> {
+    match location.map(|location| host_of(location).is_some_and(|host| Some(host) != host_of(url))) {
+        Some(false) => Err(format!("answered {status}, a redirect on the same host, which proa does not follow")),
+        Some(true) | None => Ok(()),
+    }
+}
+
+/// The host name of an absolute URL (`http://host:port/...`, `//host/...`), without port or brackets; `None` for
+/// a path.
+fn host_of(url: &str) -> Option<&str> {
+    let rest = url.split_once("//").filter(|(scheme, _)| scheme.is_empty() || scheme.ends_with(':'))?.1;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    Some(match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host.split(':').next().unwrap_or(host),
+    })
 }
 
 /// The HTTP client for checks: one attempt is one fresh connection (no pool, so a sidecar that went away is
@@ -259,6 +286,7 @@ mod tests {
         let headers = vec![("X-Probe".to_string(), "yes".to_string())];
         for (status, want) in [("200 OK", Ok(())), ("302 Found", Ok(())), ("404 Not Found", Err("answered 404".into()))]
         {
+            // The 302 goes to http://elsewhere/, another host: the kubelet counts it as a pass.
             let (url, requests) = answering(status);
             let endpoint = direct::Endpoint::Http { url, headers: headers.clone() };
             assert_eq!(attempt(&agent(), &endpoint, ATTEMPT_TIMEOUT), want, "{status}");
@@ -266,6 +294,19 @@ mod tests {
             assert!(head.starts_with("GET /ready ") && head.to_ascii_lowercase().contains("x-probe: yes"), "{head}");
             assert!(requests.try_recv().is_err(), "{status}: a redirect was followed");
         }
+    }
+
+    #[test]
+    fn a_redirect_on_the_same_host_is_no_pass_and_one_elsewhere_is() {
+        let url = "http://127.0.0.1:8080/ready";
+        let same = Err("answered 301, a redirect on the same host, which proa does not follow".to_string());
+        for location in ["/ready/", "ready/", "http://127.0.0.1:9090/x", "//127.0.0.1/x", "http://u@127.0.0.1/x"] {
+            assert_eq!(redirect(url, 301, Some(location)), same, "{location}");
+        }
+        for location in ["http://10.0.0.1/ready", "https://elsewhere:8443/", "//[::1]:80/"] {
+            assert_eq!(redirect(url, 301, Some(location)), Ok(()), "{location}");
+        }
+        assert_eq!(redirect(url, 304, None), Ok(()), "no Location: no redirect, a 3xx the kubelet counts");
     }
 
     #[test]

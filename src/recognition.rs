@@ -173,8 +173,8 @@ fn cloud_sql(container: &Container) -> Found {
     let preset = Preset::CloudSql;
     let words: Vec<&str> = container.command.iter().chain(&container.args).map(String::as_str).collect();
     let quit = flag_value(&words, CLOUDSQL_QUIT_FLAG, true)
-        .map(|v| v == "true")
-        .or_else(|| env(container, CLOUDSQL_QUIT_ENV).map(|v| v.trim() == "true"))
+        .map(|v| go_true(&v))
+        .or_else(|| env(container, CLOUDSQL_QUIT_ENV).map(|v| go_true(v.trim())))
         .unwrap_or(false);
     let port_flag = flag_value(&words, CLOUDSQL_PORT_FLAG, false).and_then(|v| v.parse::<u16>().ok());
     let (port, from) = match (port_flag, env(container, CLOUDSQL_PORT_ENV).and_then(|v| v.trim().parse().ok())) {
@@ -211,6 +211,11 @@ fn flag_value(words: &[&str], flag: &str, switch: bool) -> Option<String> {
         }
     }
     found
+}
+
+/// What Go's `strconv.ParseBool`, which the Cloud SQL Auth Proxy reads its flags and variables with, takes as true.
+fn go_true(value: &str) -> bool {
+    matches!(value, "1" | "t" | "T" | "true" | "TRUE" | "True")
 }
 
 /// A literal environment value of the container (`valueFrom` is not resolved).
@@ -343,6 +348,11 @@ mod tests {
         assert_eq!(plan.unstopped, ["db"]);
         container(&mut pod, "db").args.push("--quitquitquit=false".into());
         assert!(url(&plan_of(&pod), "db").is_err());
+        // The proxy reads its flags with Go's ParseBool: `1`, `t` and `True` are true too.
+        for yes in ["1", "t", "True"] {
+            container(&mut pod, "db").args.push(format!("--quitquitquit={yes}"));
+            assert!(url(&plan_of(&pod), "db").is_ok(), "--quitquitquit={yes}");
+        }
     }
 
     #[test]

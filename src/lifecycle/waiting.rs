@@ -247,17 +247,18 @@ fn stop_looking(config: &Config) -> Vec<Command> {
 }
 
 /// What proa recognised, and a warning per sidecar nothing will stop (DESIGN.md step 4), said at the first
-/// snapshot. The warnings only where this proa stops the sidecars: not when another proa does, nor when the kubelet
-/// restarts this container (then the sidecars are left running by design).
+/// snapshot, only where this proa stops the sidecars: not when another proa does, nor when the kubelet restarts this
+/// container (then the sidecars are left running by design, and nothing is sent).
 fn log_plan(config: &Config, facts: &Facts) {
+    let restarted = facts.policy.as_ref().is_some_and(|p| p.policy == Policy::Always) && !config.always_shutdown;
+    if facts.stopper.is_some() || restarted {
+        return;
+    }
     for line in facts.plan.notes() {
         log::info!("{line}");
     }
-    let restarted = facts.policy.as_ref().is_some_and(|p| p.policy == Policy::Always) && !config.always_shutdown;
-    if facts.stopper.is_none() && !restarted {
-        for line in facts.plan.warnings() {
-            log::warn!("{line}");
-        }
+    for line in facts.plan.warnings() {
+        log::warn!("{line}");
     }
 }
 
