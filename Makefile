@@ -150,12 +150,13 @@ static: static-tools
 
 ## The original async proa, built from the crate registry at a pinned version (it needs Rust 1.86+). If it cannot
 ## be built, the .why file says so and the table reports it; the rest still runs. Needs root (unshare, mount).
+## BENCH_RUNS=N: only the latency rows, N lifecycles each; BENCH_SCALES=100,500: only the Jobs-started-together rows;
+## BENCH_QUICK=1: every row, a few runs each, to try the harness out.
 ORIGINAL_VERSION := 0.1.3
 BENCH_DIR := $(TARGET_DIR)/bench
 ORIGINAL_BIN := $(BENCH_DIR)/original/bin/proa
 bench:
 	$(MAKE) --no-print-directory static STATIC_TARGETS=x86_64-unknown-linux-musl
-	@command -v /usr/bin/time >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq time >/dev/null)
 	@command -v strace >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq strace >/dev/null)
 	@mkdir -p $(BENCH_DIR)/original/bin
 	@test -x $(ORIGINAL_BIN) || { echo "building the original proa $(ORIGINAL_VERSION) (a few minutes)"; \

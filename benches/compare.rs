@@ -4,10 +4,11 @@
 //!
 //! All run the same way, the way the original needs: in their own mount and UTS namespaces
 //! (`unshare --mount --uts`) with the test's service-account directory bind-mounted where the kubelet puts it and
-//! the hostname set to the Pod's name, under `/usr/bin/time` for peak RSS. Wrapped programs are this binary again
-//! (`stamp`), which records CLOCK_MONOTONIC when it starts and, for the CPU figure, its parent's (the wrapper's)
-//! CPU time from /proc. The latency runs take turns, so that the machine's other work weighs on all alike. Only
-//! public tools and /proc: nothing in either proa is instrumented.
+//! the hostname set to the Pod's name, under `compare rusage` (this binary again: /usr/bin/time's wait4(2), in µs)
+//! for peak RSS and CPU time. Wrapped programs are this binary again (`stamp`), which records CLOCK_MONOTONIC when
+//! it starts and, for the CPU-while-running figure, its parent's (the wrapper's) CPU time from /proc. The latency
+//! runs take turns, so that the machine's other work weighs on all alike. Only public interfaces and /proc: nothing
+//! in either proa is instrumented.
 
 mod floor;
 #[path = "../tests/it/support/mod.rs"]
@@ -31,21 +32,41 @@ struct Plan {
     scales: Vec<usize>,
     /// Lifecycles run under strace for the step-by-step breakdowns.
     traced_runs: usize,
+    /// Lifecycles of the endpoint row (each of the original's takes the kubelet's delay, 2 s).
+    probe_runs: usize,
 }
 
 impl Plan {
     fn from_env() -> Plan {
         let mut plan = match std::env::var("BENCH_QUICK").as_deref() {
-            Ok("1") => Plan { runs: 3, cpu_program: Duration::from_secs(2), scales: vec![5], traced_runs: 2 },
-            _ => Plan { runs: 200, cpu_program: Duration::from_secs(10), scales: vec![100, 500], traced_runs: 15 },
+            Ok("1") => {
+                Plan { runs: 3, cpu_program: Duration::from_secs(2), scales: vec![5], traced_runs: 2, probe_runs: 2 }
+            }
+            _ => Plan {
+                runs: 200,
+                cpu_program: Duration::from_secs(10),
+                scales: vec![100, 500],
+                traced_runs: 15,
+                probe_runs: 20,
+            },
         };
         // `BENCH_RUNS=N`: only the latency runs, N of them, to study one change.
         if let Some(runs) = std::env::var("BENCH_RUNS").ok().and_then(|n| n.parse().ok()) {
-            plan = Plan { runs, cpu_program: Duration::from_secs(1), scales: vec![], traced_runs: 0 };
+            let probe_runs = usize::min(runs, 20);
+            plan = Plan { runs, cpu_program: Duration::from_secs(1), scales: vec![], traced_runs: 0, probe_runs };
+        }
+        // `BENCH_SCALES=100,500`: only the scale runs, to study the CPU a change saves.
+        if let Ok(scales) = std::env::var("BENCH_SCALES") {
+            let scales = scales.split(',').filter_map(|n| n.trim().parse().ok()).collect();
+            plan = Plan { runs: 0, cpu_program: Duration::from_secs(1), scales, traced_runs: 0, probe_runs: 0 };
         }
         plan
     }
 }
+
+/// How long after the sidecar's endpoint answers the API reports it Ready in the endpoint row: the kubelet's next
+/// probe, `periodSeconds` later (10 s by default; 2 s keeps the bench short).
+const KUBELET_DELAY: Duration = Duration::from_secs(2);
 /// Bound on any one wait, so the benchmark always ends.
 const BOUND: Duration = Duration::from_secs(180);
 
@@ -54,7 +75,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("stamp") => return stamp(&args[2..]),
         Some("floor") => floor::run(&args[2..]),
-        Some("now") => return std::fs::write(&args[2], format!("{}\n", mono_ns())).expect("write the time"),
+        Some("rusage") => rusage(&args[2..]),
         // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it.
         Some("--bench") => {}
         _ => {
@@ -72,23 +93,30 @@ fn main() {
 
     let candidates = [&ours, &original, &floor];
     eprintln!("bench: {} lifecycles of each, taking turns", plan.runs);
-    let mut latencies = interleaved_lifecycles(&candidates, plan.runs, &clock, &out.join("work"));
+    let work = out.join("work");
+    let mut latencies = interleaved_lifecycles(&candidates, plan.runs, &clock, &work, Scenario::ApiReady);
+    eprintln!("bench: {} endpoint lifecycles of each, taking turns", plan.probe_runs);
+    let mut probes = interleaved_lifecycles(&candidates, plan.probe_runs, &clock, &work, Scenario::EndpointReady);
     let mut results = Vec::new();
-    for (candidate, runs) in candidates.iter().zip(latencies.drain(..)) {
+    for ((candidate, runs), probed) in candidates.iter().zip(latencies.drain(..)).zip(probes.drain(..)) {
         eprintln!("bench: measuring {}", candidate.name);
-        results.push(measure(candidate, runs, &plan, &clock, &out.join("work")));
+        results.push(measure(candidate, runs, probed, &plan, &clock, &work));
     }
     let mut table = render(&results, &plan);
     let mut breakdowns = Vec::new();
-    for candidate in [&ours, &original] {
+    for candidate in candidates {
+        if plan.traced_runs == 0 {
+            break;
+        }
         eprintln!("bench: tracing {}", candidate.name);
-        let traced = trace::breakdown(candidate, plan.traced_runs, &clock, &out.join("work"));
+        let traced = trace::breakdown(candidate, plan.traced_runs, &clock, &work);
         table.push_str(&format!("\n{}", trace::render(candidate.name, &traced)));
         breakdowns.push(traced);
     }
     println!("{table}");
     let json = json!({
         "runs": plan.runs,
+        "probe_runs": plan.probe_runs,
         "cpu_program_seconds": plan.cpu_program.as_secs(),
         "results": results,
         "breakdowns": breakdowns,
@@ -196,9 +224,10 @@ fn cpu_ticks(pid: u32) -> u64 {
     field(11) + field(12)
 }
 
-/// The Pod: proa's container first (the original always takes containers[0]), one regular sidecar.
-fn pod() -> Value {
-    json!({
+/// The Pod: proa's container first (the original always takes containers[0]), one regular sidecar. With `probe`,
+/// the sidecar has a readinessProbe `httpGet` on that loopback port, and the Pod's IP is 127.0.0.1.
+fn pod(probe: Option<u16>) -> Value {
+    let mut pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "bench-job-x7k2p", "namespace": "bench"},
         "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 30,
@@ -206,11 +235,18 @@ fn pod() -> Value {
         "status": {"phase": "Running", "containerStatuses": [
             {"name": "main", "ready": false, "state": {"running": {}}},
             {"name": "envoy", "ready": false, "state": {"running": {}}}]}
-    })
+    });
+    if let Some(port) = probe {
+        pod["spec"]["containers"][1]["readinessProbe"] = json!({"httpGet": {"path": "/ready", "port": port}});
+        pod["status"]["podIP"] = json!("127.0.0.1");
+        pod["status"]["podIPs"] = json!([{"ip": "127.0.0.1"}]);
+        pod["status"]["containerStatuses"][1]["state"] = json!({"running": {"startedAt": "2026-12-05T00:00:00Z"}});
+    }
+    pod
 }
 
-/// Starts `command -g SHUTDOWN_URL -- program...` as the kubelet would start it, in fresh mount and UTS namespaces.
-/// Just before the last exec towards the wrapper, `compare now` writes CLOCK_MONOTONIC to `files.start`: the
+/// Starts `command -g SHUTDOWN_URL -- program...` as the kubelet would start it, in fresh mount and UTS namespaces,
+/// under `compare rusage`, which writes CLOCK_MONOTONIC to `files.start` just before it spawns the wrapper: the
 /// process start that the start-up latency counts from (the namespaces' setup before it is the harness's).
 pub fn spawn_wrapper(
     command: &[String],
@@ -226,8 +262,7 @@ mount -t tmpfs proa-bench /var/run/secrets
 mkdir -p /var/run/secrets/kubernetes.io/serviceaccount
 mount --bind "$BENCH_SA" /var/run/secrets/kubernetes.io/serviceaccount
 hostname "$BENCH_POD"
-"$BENCH_SELF" now "$BENCH_START"
-exec /usr/bin/time -f %M -o "$BENCH_TIME" "$@""#;
+exec "$BENCH_SELF" rusage "$BENCH_TIME" "$BENCH_START" "$@""#;
     let stderr = std::fs::File::create(files.with_extension("log")).expect("log file");
     Command::new("unshare")
         .args(["--mount", "--uts", "--", "sh", "-c", script, "sh"])
@@ -248,6 +283,40 @@ exec /usr/bin/time -f %M -o "$BENCH_TIME" "$@""#;
         .stderr(stderr)
         .spawn()
         .expect("unshare runs (make bench runs as root)")
+}
+
+/// `rusage TIME_FILE START_FILE COMMAND...`: what `/usr/bin/time` did, finer. Writes CLOCK_MONOTONIC to START_FILE,
+/// runs COMMAND, and writes its peak RSS (KiB), user and system CPU time (µs) to TIME_FILE, from wait4(2): the
+/// wrapper's own, and its program's, which it waited for (the same program for every wrapper). Exits as COMMAND did.
+fn rusage(args: &[String]) -> ! {
+    let [time_file, start_file, command @ ..] = args else { panic!("usage: compare rusage TIME START COMMAND...") };
+    std::fs::write(start_file, format!("{}\n", mono_ns())).expect("write the time");
+    let child = Command::new(&command[0]).args(&command[1..]).spawn().expect("spawn the wrapper");
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4(2) to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `usage` are valid for writes; the child is ours and not waited for elsewhere.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert!(pid > 0, "wait4: {}", std::io::Error::last_os_error());
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    let line = format!("{} {} {}\n", usage.ru_maxrss, us(usage.ru_utime), us(usage.ru_stime));
+    std::fs::write(time_file, line).expect("write the rusage");
+    let code = match (libc::WIFEXITED(status), libc::WIFSIGNALED(status)) {
+        (true, _) => libc::WEXITSTATUS(status),
+        (_, true) => 128 + libc::WTERMSIG(status),
+        _ => 1,
+    };
+    std::process::exit(code)
+}
+
+/// Peak RSS (KiB) and CPU time, user + system (µs), from a `compare rusage` file.
+fn read_rusage(file: &Path) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let fields: Vec<u64> = text.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    match fields[..] {
+        [rss, user, system] => Some((rss, user + system)),
+        _ => None,
+    }
 }
 
 pub fn stamp_program(file: &Path, seconds: Option<u64>) -> Vec<String> {
@@ -280,7 +349,8 @@ pub fn wait_child(child: &mut Child, bound: Duration, what: &str) -> Option<i32>
 /// What one lifecycle showed.
 pub struct Lifecycle {
     /// CLOCK_MONOTONIC (ns) of: the process start (see `spawn_wrapper`), the first request's arrival, the ready
-    /// event's sending, and the program's first instruction.
+    /// event's sending (or the instant the sidecar's endpoint began to answer 200), and the program's first
+    /// instruction.
     pub process_start_ns: u64,
     pub first_request_ns: u64,
     pub ready_ns: u64,
@@ -289,34 +359,70 @@ pub struct Lifecycle {
     start_to_first_request_ns: u64,
     requests: BTreeMap<String, usize>,
     peak_rss_kib: u64,
+    /// User + system CPU time of the wrapper and its program, from wait4(2).
+    cpu_us: u64,
     cpu_ns: Option<u64>,
     cpu_ticks: Option<u64>,
 }
 
-/// One whole lifecycle: wait (the sidecar becomes ready once proa watches), run, shutdown GET, sidecar exits.
+/// What makes the sidecar ready in a lifecycle.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// The API server reports it Ready once the wrapper watches (the sidecar has no readinessProbe).
+    ApiReady,
+    /// Its readinessProbe's endpoint begins to answer 200 once the wrapper watches, and the API server reports it
+    /// Ready `KUBELET_DELAY` later, as the kubelet's next probe would, unless the wrapper already sent the shutdown
+    /// action by then.
+    EndpointReady,
+}
+
+/// The shutdown action's path at the sidecar.
+const QUIT: &str = "/quitquitquit";
+
+/// One whole lifecycle: wait (the sidecar becomes ready once the wrapper watches), run, shutdown GET, sidecar exits.
 pub fn lifecycle(
     command: &[String],
     clock: &Clock,
     work: &Path,
     run: usize,
     cpu: Option<Duration>,
+    scenario: Scenario,
 ) -> Result<Lifecycle, String> {
-    let api = ApiServer::start(pod());
-    let sidecar = Sidecar::start();
+    let sidecar = match scenario {
+        Scenario::ApiReady => Sidecar::start(),
+        Scenario::EndpointReady => Sidecar::start_unready(),
+    };
+    let api = ApiServer::start(pod((scenario == Scenario::EndpointReady).then(|| sidecar.port())));
     let files = work.join(format!("run-{run}"));
     let stamp_file = files.with_extension("stamp");
     let _ = std::fs::remove_file(&stamp_file);
     let program = stamp_program(&stamp_file, cpu.map(|d| d.as_secs()));
     let _ = std::fs::remove_file(files.with_extension("start"));
-    let mut child = spawn_wrapper(command, &api, &sidecar.url("/quitquitquit"), &program, &files);
+    let mut child = spawn_wrapper(command, &api, &sidecar.url(QUIT), &program, &files);
     let watching = wait_until(BOUND, || api.open_watches() >= 1);
     if !watching {
         let _ = child.kill();
         let _ = child.wait();
         return Err(format!("never watched; see {}", files.with_extension("log").display()));
     }
-    let ready = clock.mono_of(api.set_ready("envoy"));
-    sidecar.wait_for_hits(1, BOUND);
+    let quits = || sidecar.hits().iter().filter(|hit| hit.path == QUIT).count();
+    let ready = match scenario {
+        Scenario::ApiReady => clock.mono_of(api.set_ready("envoy")),
+        Scenario::EndpointReady => {
+            // The endpoint's readiness does not follow the wrapper's probe rounds: it begins at an offset after the
+            // watch that spreads evenly over 0–500 ms as the runs go (the golden ratio's multiples, modulo 1), so
+            // that a median over the runs is not one phase of a prober's interval. A scripted event, not a wait.
+            let offset = (run as f64 * 0.618_033_988_75).fract() * 500.0;
+            std::thread::sleep(Duration::from_micros((offset * 1000.0) as u64));
+            let answering = sidecar.set_ready();
+            let kubelet = answering + KUBELET_DELAY;
+            if !wait_until(kubelet.saturating_duration_since(Instant::now()), || quits() >= 1) {
+                api.set_ready("envoy");
+            }
+            clock.mono_of(answering)
+        }
+    };
+    sidecar.wait_for("GET", QUIT, 1, BOUND);
     api.set_terminated("envoy", 0);
     let code = wait_child(&mut child, BOUND, "proa");
     if code != Some(0) {
@@ -337,7 +443,7 @@ pub fn lifecycle(
         };
         *by_kind.entry(kind.to_string()).or_insert(0) += 1;
     }
-    let rss = std::fs::read_to_string(files.with_extension("time")).unwrap_or_default();
+    let (peak_rss_kib, cpu_us) = read_rusage(&files.with_extension("time")).ok_or("no rusage")?;
     let started = std::fs::read_to_string(files.with_extension("start")).map_err(|e| format!("no start: {e}"))?;
     let started: u64 = started.trim().parse().map_err(|e| format!("start: {e}"))?;
     Ok(Lifecycle {
@@ -348,7 +454,8 @@ pub fn lifecycle(
         ready_to_start_ns: fields[0].saturating_sub(ready),
         start_to_first_request_ns: first.saturating_sub(started),
         requests: by_kind,
-        peak_rss_kib: rss.lines().last().and_then(|l| l.trim().parse().ok()).unwrap_or(0),
+        peak_rss_kib,
+        cpu_us,
         cpu_ns: (fields.len() >= 6).then(|| fields[3].saturating_sub(fields[2])),
         cpu_ticks: (fields.len() >= 6).then(|| fields[5].saturating_sub(fields[4])),
     })
@@ -368,20 +475,12 @@ fn wait_until(bound: Duration, condition: impl Fn() -> bool) -> bool {
 
 /// N instances at once against one API server: they share the Pod and one sidecar.
 fn scale(command: &[String], n: usize, work: &Path) -> Result<Value, String> {
-    let api = ApiServer::start(pod());
+    let api = ApiServer::start(pod(None));
     let sidecar = Sidecar::start();
     let true_program = vec!["/bin/true".to_string()];
     let started = Instant::now();
     let mut children: Vec<Child> = (0..n)
-        .map(|i| {
-            spawn_wrapper(
-                command,
-                &api,
-                &sidecar.url("/quitquitquit"),
-                &true_program,
-                &work.join(format!("scale-{n}-{i}")),
-            )
-        })
+        .map(|i| spawn_wrapper(command, &api, &sidecar.url(QUIT), &true_program, &work.join(format!("scale-{n}-{i}"))))
         .collect();
     if !wait_until(BOUND, || api.open_watches() >= n) {
         for child in &mut children {
@@ -400,15 +499,16 @@ fn scale(command: &[String], n: usize, work: &Path) -> Result<Value, String> {
         }
     }
     let wall = started.elapsed();
-    let rss_kib: u64 = (0..n)
-        .filter_map(|i| std::fs::read_to_string(work.join(format!("scale-{n}-{i}.time"))).ok())
-        .filter_map(|t| t.lines().last().and_then(|l| l.trim().parse::<u64>().ok()))
-        .sum();
+    let usage: Vec<(u64, u64)> =
+        (0..n).filter_map(|i| read_rusage(&work.join(format!("scale-{n}-{i}.time")))).collect();
+    let rss_kib: u64 = usage.iter().map(|(rss, _)| rss).sum();
+    let cpu_us: u64 = usage.iter().map(|(_, cpu)| cpu).sum();
     Ok(json!({
         "instances": n,
         "failed": failed,
         "requests_per_instance": api.requests().len() as f64 / n as f64,
         "total_rss_mib": rss_kib as f64 / 1024.0,
+        "cpu_ms_per_instance": cpu_us as f64 / 1e3 / usage.len().max(1) as f64,
         "peak_open_connections": api.peak_connections(),
         "wall_seconds": wall.as_secs_f64(),
     }))
@@ -421,12 +521,13 @@ fn interleaved_lifecycles(
     runs: usize,
     clock: &Clock,
     work: &Path,
+    scenario: Scenario,
 ) -> Vec<(Vec<Lifecycle>, Vec<String>)> {
     let mut results: Vec<(Vec<Lifecycle>, Vec<String>)> = candidates.iter().map(|_| (Vec::new(), Vec::new())).collect();
-    for run in 0..=runs {
+    for run in (0..=runs).take_while(|_| runs > 0) {
         for (candidate, (lifecycles, errors)) in candidates.iter().zip(results.iter_mut()) {
             let Ok(command) = &candidate.command else { continue };
-            match (lifecycle(command, clock, work, run, None), run) {
+            match (lifecycle(command, clock, work, run, None, scenario), run) {
                 (_, 0) => {}
                 (Ok(lifecycle), _) => lifecycles.push(lifecycle),
                 (Err(err), _) => errors.push(err),
@@ -439,6 +540,7 @@ fn interleaved_lifecycles(
 fn measure(
     candidate: &Candidate,
     (runs, errors): (Vec<Lifecycle>, Vec<String>),
+    (probed, probe_errors): (Vec<Lifecycle>, Vec<String>),
     plan: &Plan,
     clock: &Clock,
     work: &Path,
@@ -448,7 +550,10 @@ fn measure(
         Err(why) => return json!({"name": candidate.name, "error": why}),
     };
     let size = candidate.binary.as_ref().and_then(|binary| std::fs::metadata(binary).ok()).map(|m| m.len());
-    let cpu = lifecycle(command, clock, work, plan.runs, Some(plan.cpu_program));
+    let cpu = match plan.runs {
+        0 => Err("not measured".to_string()),
+        _ => lifecycle(command, clock, work, plan.runs + 1, Some(plan.cpu_program), Scenario::ApiReady),
+    };
     let scales: Vec<Value> = plan
         .scales
         .iter()
@@ -456,6 +561,8 @@ fn measure(
         .collect();
     let mut ready: Vec<u64> = runs.iter().map(|r| r.ready_to_start_ns).collect();
     let mut first: Vec<u64> = runs.iter().map(|r| r.start_to_first_request_ns).collect();
+    let mut endpoint: Vec<u64> = probed.iter().map(|r| r.ready_to_start_ns).collect();
+    let mut cpu_us: Vec<u64> = runs.iter().map(|r| r.cpu_us).collect();
     json!({
         "name": candidate.name,
         "command": command.join(" "),
@@ -467,6 +574,11 @@ fn measure(
         "ready_to_start_ms_median": median(&mut ready).map(ms),
         "ready_to_start_ms_p99": p99(&mut ready).map(ms),
         "start_to_first_request_ms_median": median(&mut first).map(ms),
+        "endpoint_to_start_ms_median": median(&mut endpoint).map(ms),
+        "endpoint_to_start_ms_max": endpoint.iter().max().copied().map(ms),
+        "endpoint_runs_ok": probed.len(),
+        "endpoint_run_errors": probe_errors,
+        "cpu_ms_per_lifecycle_median": median(&mut cpu_us).map(|us| us as f64 / 1e3),
         "requests_per_lifecycle": runs.first().map(|r| json!(r.requests)),
         "cpu_ms_during_program": cpu.as_ref().ok().and_then(|c| c.cpu_ns).map(ms),
         "cpu_ticks_during_program": cpu.as_ref().ok().and_then(|c| c.cpu_ticks),
@@ -503,18 +615,26 @@ fn render(results: &[Value], plan: &Plan) -> String {
             other => other.to_string(),
         }
     };
+    // A latency, and for a proa its ratio to the floor's in the same run.
+    let floor = results.iter().find(|v| v["name"] == FLOOR);
+    // A scale figure, and for the CPU and the wall time the ratio to the floor's in the same run.
     let scale_cell = |v: &Value, i: usize, key: &str| -> String {
         let entry = &v["scale"][i];
         if let Some(err) = v.get("error").or_else(|| entry.get("error")).and_then(Value::as_str) {
             return format!("not measured: {err}");
         }
-        match &entry[key] {
+        let ratio = floor
+            .filter(|f| f["name"] != v["name"] && matches!(key, "wall_seconds" | "cpu_ms_per_instance"))
+            .and_then(|f| Some(entry[key].as_f64()? / f["scale"][i][key].as_f64()?));
+        let value = match &entry[key] {
             Value::Number(n) if n.is_f64() => format!("{:.2}", n.as_f64().unwrap_or(0.0)),
             other => other.to_string(),
+        };
+        match ratio {
+            Some(ratio) => format!("{value} ({ratio:.2}× floor)"),
+            None => value,
         }
     };
-    // A latency, and for a proa its ratio to the floor's in the same run.
-    let floor = results.iter().find(|v| v["name"] == FLOOR);
     let latency = |v: &Value, key: &str| -> String {
         let ratio = floor.filter(|f| f["name"] != v["name"]).and_then(|f| Some(v[key].as_f64()? / f[key].as_f64()?));
         match ratio {
@@ -545,6 +665,22 @@ fn render(results: &[Value], plan: &Plan) -> String {
             results.iter().map(|v| latency(v, "start_to_first_request_ms_median")).collect(),
         ),
         (
+            format!(
+                "sidecar endpoint ready → program start, API Ready {} s later (ms, median over {})",
+                KUBELET_DELAY.as_secs(),
+                plan.probe_runs
+            ),
+            results.iter().map(|v| latency(v, "endpoint_to_start_ms_median")).collect(),
+        ),
+        (
+            "sidecar endpoint ready → program start (ms, slowest)".into(),
+            results.iter().map(|v| latency(v, "endpoint_to_start_ms_max")).collect(),
+        ),
+        (
+            "CPU per lifecycle, user + system, wrapper and program (ms, median)".into(),
+            results.iter().map(|v| latency(v, "cpu_ms_per_lifecycle_median")).collect(),
+        ),
+        (
             format!("wrapper CPU while a {}s program runs (ms, schedstat)", plan.cpu_program.as_secs()),
             results.iter().map(|v| cell(v, "cpu_ms_during_program")).collect(),
         ),
@@ -558,6 +694,7 @@ fn render(results: &[Value], plan: &Plan) -> String {
         for (key, label) in [
             ("requests_per_instance", "requests per instance"),
             ("total_rss_mib", "total wrapper RSS (MiB)"),
+            ("cpu_ms_per_instance", "CPU per instance, user + system (ms, mean)"),
             ("peak_open_connections", "most open connections at the server"),
             ("wall_seconds", "wall time until all exited (s)"),
             ("failed", "instances that failed"),

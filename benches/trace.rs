@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::{Candidate, Clock, lifecycle, median};
+use crate::{Candidate, Clock, Scenario, lifecycle, median};
 
 /// One system call from strace's output: thread, entry time and duration (s), name, the text of its arguments and
 /// what it returned.
@@ -47,7 +47,7 @@ pub fn breakdown(candidate: &Candidate, runs: usize, clock: &Clock, work: &Path)
         let mut traced: Vec<String> = ["strace", "-f", "-ttt", "-T", "-o"].map(String::from).to_vec();
         traced.push(file.display().to_string());
         traced.extend(command.iter().cloned());
-        let lifecycle = match lifecycle(&traced, clock, work, 1000 + run, None) {
+        let lifecycle = match lifecycle(&traced, clock, work, 1000 + run, None, Scenario::ApiReady) {
             Ok(lifecycle) => lifecycle,
             Err(err) => {
                 errors.push(err);

@@ -22,8 +22,18 @@ pub fn agent_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope
         .user_agent(concat!("proa/", env!("CARGO_PKG_VERSION")))
         .proxy(None)
         .max_redirects(0)
+        .input_buffer_size(BUFFER_BYTES)
+        .output_buffer_size(BUFFER_BYTES)
         .tls_config(no_roots)
 }
+
+/// The size of each of a connection's two buffers, in and out. ureq's default is 128 KiB each, allocated and zeroed
+/// for every connection, at both the TCP and the TLS layer of an https one: 512 KiB per API connection and 256 KiB
+/// per shutdown request, 1.25 MiB of fresh memory per lifecycle, the largest CPU cost of proa's start-up and
+/// shutdown after the TLS handshakes when hundreds of Jobs start together (`make bench`). A response's head must
+/// fit in one, and a request's head (a service account token is 1–2 kB) in the other: an API server's and a
+/// sidecar's heads are well under a kilobyte. Bodies stream through them: a large Pod only takes more reads.
+const BUFFER_BYTES: usize = 16 * 1024;
 
 /// An agent from `config` with only what proa uses: TCP, then TLS for an https URL (no proxy connector: the
 /// settings refuse proxies anyway), and `Resolver`. ureq's `unversioned` parts do not follow semver; Cargo.lock

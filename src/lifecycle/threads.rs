@@ -58,6 +58,9 @@ pub struct Threads {
     program: Option<Pidfd>,
     /// Keeps the signal thread registered for the whole run (none if it could not start).
     _signals: Option<signal_hook::iterator::Handle>,
+    /// The reaper, started with the world (unless the start failed) so that creating its thread is not on the
+    /// ready → start path; `start_program` hands it the program, or says why it could not start.
+    reaper: Option<std::io::Result<child::Reaper>>,
 }
 
 /// The channel every worker reports on, with the signal thread already on it: made before anything else, so that
@@ -129,6 +132,10 @@ impl Threads {
             }
             Err(reason) => (None, Vec::new(), Mode::Failed(reason)),
         };
+        let reaper = match mode {
+            Mode::Failed(_) => None,
+            _ => Some(start_reaper(&tx)),
+        };
         let config = config(options, mode);
         let world = Threads {
             options: options.clone(),
@@ -141,6 +148,7 @@ impl Threads {
             direct: Vec::new(),
             program: None,
             _signals,
+            reaper,
         };
         (world, config)
     }
@@ -244,8 +252,8 @@ impl World for Threads {
     }
 
     fn start_program(&mut self) -> Result<(), SpawnError> {
-        let tx = self.tx.clone();
-        let reaper = child::start_reaper(move |exit| tx.send(Message::Event(Event::Child(exit))).is_ok())
+        let reaper = self.reaper.take().unwrap_or_else(|| start_reaper(&self.tx));
+        let reaper = reaper
             .map_err(|err| SpawnError::Failed { program: self.options.program.to_string_lossy().into_owned(), err })?;
         let spawned = child::spawn_program(&self.options.program, &self.options.args)?;
         log::info!("started {} (pid {})", self.options.program.to_string_lossy(), spawned.pid);
@@ -274,6 +282,12 @@ impl World for Threads {
     fn write_termination_log(&mut self, reason: &str) {
         termination::write(&self.options.termination_log, reason);
     }
+}
+
+/// The reaper thread, which reports the program's exit on the channel.
+fn start_reaper(tx: &Sender<Message>) -> std::io::Result<child::Reaper> {
+    let tx = tx.clone();
+    child::start_reaper(move |exit| tx.send(Message::Event(Event::Child(exit))).is_ok())
 }
 
 /// The stop flag of a watcher or prober thread. Stopping it makes the thread end before its next request or round
