@@ -205,6 +205,13 @@ impl Api {
         Ok(Api { agent, api_url, namespace, pod_name, token: Arc::new(Mutex::new(token)), watch_timeout })
     }
 
+    /// A client like this one, sharing its token, with a connection pool of its own: the agent returned with it
+    /// closes that pool's connections at once, a request blocked on one included (`ureq::Agent::shutdown`).
+    pub fn detached(&self) -> (Api, ureq::Agent) {
+        let agent = http::agent(self.agent.config().clone());
+        (Api { agent: agent.clone(), ..self.clone() }, agent)
+    }
+
     /// `GET /api/v1/namespaces/NS/pods/NAME`.
     pub fn get_pod(&mut self) -> Result<Pod, ApiError> {
         let url = format!("{}/api/v1/namespaces/{}/pods/{}", self.api_url, self.namespace, self.pod_name);

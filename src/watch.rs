@@ -233,6 +233,10 @@ fn watch(
             }
         };
         drop(stream);
+        // Stopped while reading: the owner closed the connection under it.
+        if stopped() {
+            return;
+        }
         silent_resume = resumed && !delivered && !relist && started.elapsed() >= HEALTHY_STREAM;
         if relist || started.elapsed() >= HEALTHY_STREAM {
             debug!("watch: {ended}; watching again");

@@ -50,6 +50,10 @@ pub struct Threads {
     api: Option<Api>,
     endpoints: Vec<Endpoint>,
     watcher: Option<Worker>,
+    /// The connection pools of stopped watchers, closed before the owner next waits: a watcher blocked reading a
+    /// quiet stream then ends at once, and no watch stays open while the program runs (closing is a system call, so
+    /// it is kept off the path from the ready event to the program's start).
+    to_close: Vec<ureq::Agent>,
     prober: Option<Worker>,
     /// The direct probers, by container.
     direct: Vec<(String, Worker)>,
@@ -144,6 +148,7 @@ impl Threads {
             api,
             endpoints,
             watcher: None,
+            to_close: Vec::new(),
             prober: None,
             direct: Vec::new(),
             program: None,
@@ -160,6 +165,7 @@ impl World for Threads {
     }
 
     fn next_event(&mut self, deadline: Option<Instant>) -> Option<Event> {
+        self.to_close.drain(..).for_each(ureq::Agent::shutdown);
         loop {
             let message = match deadline {
                 None => self.rx.recv().ok()?,
@@ -181,13 +187,15 @@ impl World for Threads {
     fn watch(&mut self, from: Option<String>, until: Until) {
         self.stop_watch();
         if let Some(api) = &self.api {
-            let (worker, stop) = Worker::new();
+            let (api, pool) = api.detached();
+            let (mut worker, stop) = Worker::new();
+            worker.pool = Some(pool);
             let tx = self.tx.clone();
             let release = tx.clone();
             let release = move |leftovers| _ = release.send(Message::Release(leftovers));
             let report = tx.clone();
             let spawned = watch::spawn_watch(
-                api.clone(),
+                api,
                 from,
                 stop,
                 until,
@@ -204,7 +212,10 @@ impl World for Threads {
     }
 
     fn stop_watch(&mut self) {
-        self.watcher.take().iter().for_each(Worker::stop);
+        if let Some(mut watcher) = self.watcher.take() {
+            watcher.stop();
+            self.to_close.extend(watcher.pool.take());
+        }
     }
 
     fn probe(&mut self, goal: Goal) {
@@ -291,15 +302,18 @@ fn start_reaper(tx: &Sender<Message>) -> std::io::Result<child::Reaper> {
 }
 
 /// The stop flag of a watcher or prober thread. Stopping it makes the thread end before its next request or round
-/// (or its next report, if it is blocked reading), without another event.
+/// (or its next report, if it is blocked reading), without another event; a watcher's connections are closed too
+/// (`Threads::to_close`).
 struct Worker {
     stopped: Arc<AtomicBool>,
+    /// A watcher's own connection pool.
+    pool: Option<ureq::Agent>,
 }
 
 impl Worker {
     fn new() -> (Worker, Arc<AtomicBool>) {
         let stopped = Arc::new(AtomicBool::new(false));
-        (Worker { stopped: stopped.clone() }, stopped)
+        (Worker { stopped: stopped.clone(), pool: None }, stopped)
     }
 
     fn stop(&self) {

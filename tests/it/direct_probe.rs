@@ -150,3 +150,22 @@ fn an_exec_probe_or_direct_probe_false_leaves_readiness_to_the_api() {
     }
     assert!(envoy.hits().is_empty(), "probed: {:?}", envoy.hits());
 }
+
+#[test]
+fn no_watch_stays_open_while_the_program_runs_though_the_api_never_said_ready() {
+    let envoy = Sidecar::start();
+    let probe = json!({"httpGet": {"path": "/ready", "port": envoy.port()}});
+    let api = ApiServer::start(probed_pod(probe, json!([])));
+    let mut marker = Marker::start();
+    let program = format!("{}; {}; {}", marker.open_3(), marker.say_on_3("started"), marker.block());
+    let proa = Proa::new(&api).args(bash(program)).spawn();
+    api.wait_open_watches(1, BOUND);
+    running(&api, "envoy", None);
+    marker.wait_for("started", BOUND);
+    // The watch that was waiting for the API's Ready is closed, not left to its next event or its timeout.
+    api.wait_open_watches(0, Duration::from_secs(2));
+    proa.signal(libc::SIGTERM);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 143, "{}", done.stderr);
+    assert!(!done.stderr.contains("retrying"), "the closed watch is no failure: {}", done.stderr);
+}
