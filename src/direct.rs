@@ -198,13 +198,12 @@ pub fn order(pod: &Pod, spec: &Spec) -> Option<Order> {
     if status.ready || (spec.startup && status.started != Some(true)) {
         return None;
     }
-    let (host, endpoint) = match &spec.check {
-        Check::Http { host, .. } | Check::Tcp { host, .. } => {
-            (host.clone().or_else(|| pod.status.pod_ip.clone().filter(|ip| !ip.is_empty()))?, &spec.check)
-        }
+    let host = match &spec.check {
+        Check::Http { host, .. } | Check::Tcp { host, .. } => host.clone(),
     };
+    let host = host.or_else(|| pod.status.pod_ip.clone().filter(|ip| !ip.is_empty()))?;
     let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
-    let endpoint = match endpoint {
+    let endpoint = match &spec.check {
         Check::Http { port, path, headers, .. } => {
             Endpoint::Http { url: format!("http://{host}:{port}{path}"), headers: headers.clone() }
         }
