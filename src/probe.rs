@@ -303,7 +303,7 @@ mod tests {
         for location in ["/ready/", "ready/", "http://127.0.0.1:9090/x", "//127.0.0.1/x", "http://u@127.0.0.1/x"] {
             assert_eq!(redirect(url, 301, Some(location)), same, "{location}");
         }
-        for location in ["http://10.0.0.1/ready", "https://elsewhere:8443/", "//[::1]:80/"] {
+        for location in ["http://127.0.0.2/ready", "https://elsewhere:8443/", "//[::1]:80/"] {
             assert_eq!(redirect(url, 301, Some(location)), Ok(()), "{location}");
         }
         assert_eq!(redirect(url, 304, None), Ok(()), "no Location: no redirect, a 3xx the kubelet counts");
