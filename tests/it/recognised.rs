@@ -262,3 +262,15 @@ fn job_pod_ready(regular: &[&str]) -> Value {
     pod["status"]["containerStatuses"] = json!(statuses);
     pod
 }
+
+#[test]
+fn under_restart_policy_always_nothing_is_promised_or_sent() {
+    // The kubelet restarts proa's container, so proa leaves the sidecars running: no "will POST", no warning.
+    let quit = Sidecar::start();
+    let mut pod = injected(istio_proxy(), false, istio_annotations(quit.port()));
+    pod["spec"]["restartPolicy"] = json!("Always");
+    let done = Proa::new(&ApiServer::start(pod)).args(bash("exit 0".into())).spawn().wait(BOUND);
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(!done.stderr.contains("will POST") && !done.stderr.contains("no shutdown action stops"), "{}", done.stderr);
+    assert!(quit.hits().is_empty(), "sent {:?}", quit.hits());
+}
