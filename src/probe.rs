@@ -20,6 +20,8 @@ use crate::url::redact;
 /// Default `--probe-interval`: the pause between rounds, counted from the start of one to the next. Short, since
 /// the program waits on it; an attempt on loopback or the Pod's own IP costs tens of microseconds.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest pause a direct prober takes between looks at its stop flag while it waits out an initial delay.
+const DELAY_STEP: Duration = Duration::from_millis(100);
 /// How long one attempt may take, connecting included (the kubelet's default probe timeout).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -130,8 +132,10 @@ fn direct(order: &Order, interval: Duration, stop: &AtomicBool) -> bool {
         if stopped() {
             return false;
         }
-        let left = start.map_or(interval, |start| start.saturating_duration_since(Instant::now()));
-        thread::sleep(interval.min(left));
+        // However short the interval, waiting out a long delay wakes at most ten times a second.
+        let step = interval.max(DELAY_STEP);
+        let left = start.map_or(step, |start| start.saturating_duration_since(Instant::now()));
+        thread::sleep(step.min(left));
     }
     let agent = agent_within(order.timeout);
     let mut passes = 0;

@@ -163,8 +163,8 @@ mod tests {
             (StartError::Signals("EAGAIN".into()), "cannot handle signals: EAGAIN"),
             (StartError::QuitThread("EAGAIN".into()), "cannot serve --serve-quit: EAGAIN"),
             (
-                StartError::ServeQuit("--serve-quit 10.0.0.1:9: use a loopback address".into()),
-                "--serve-quit 10.0.0.1:9: use a loopback address",
+                StartError::ServeQuit("--serve-quit 192.0.2.1:9: use a loopback address".into()),
+                "--serve-quit 192.0.2.1:9: use a loopback address",
             ),
             (StartError::Cluster("POD_NAMESPACE is empty".into()), "POD_NAMESPACE is empty"),
             (StartError::Peer("--peer x: the pod has no container x".into()), "--peer x: the pod has no container x"),
