@@ -127,13 +127,16 @@ pub struct Running {
     pub facts: Facts,
     /// Set once the kubelet sent SIGTERM (or SIGINT), or the Pod is being deleted.
     pub stop: Option<Stop>,
+    /// The newest stop signal's, when it came while `stop` was still live: should `stop` turn out not to have been
+    /// the kubelet's (proa outlives its deadline), this one may still be.
+    pub newer_stop: Option<Stop>,
     /// `Mode::Sidecar`: proa was asked to stop the program.
     pub quit: Option<Quit>,
 }
 
 impl Running {
     pub fn new(facts: Facts) -> Running {
-        Running { facts, stop: None, quit: None }
+        Running { facts, stop: None, newer_stop: None, quit: None }
     }
 }
 

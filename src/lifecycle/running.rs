@@ -18,15 +18,22 @@ use super::stop::{Stop, after, capped};
 pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instant) -> (State, Vec<Command>) {
     match event {
         Event::Signal(signal) => {
-            if signals::is_stop_request(signal) && r.stop.is_none() {
+            if signals::is_stop_request(signal) {
                 debug!("the kubelet allows {} after {}", Seconds(r.facts.grace), child::signal_name(signal));
-                r.stop = Some(Stop::new(now, r.facts.grace));
+                let heard = Some(Stop::new(now, r.facts.grace));
+                // A stop whose deadline has passed was not the kubelet's: it would have killed proa by then.
+                match r.stop.is_some_and(|stop| stop.by > now) {
+                    true => r.newer_stop = heard,
+                    false => r.stop = heard,
+                }
             }
             (State::Running(r), vec![Command::Forward(signal)])
         }
         // A late snapshot of the stopped watcher: a deletion says when the kubelet kills.
         Event::Watch(update) => {
-            r.stop = Stop::hear(r.stop, update_kill_in(&update, &r.facts.uid), r.facts.grace, now);
+            let kill_in = update_kill_in(&update, &r.facts.uid);
+            r.stop = Stop::hear(r.stop, kill_in, r.facts.grace, now);
+            r.newer_stop = r.newer_stop.map(|stop| stop.learn(now, kill_in));
             (State::Running(r), vec![])
         }
         Event::Child(Exit::Exited { code }) if r.quit.is_some() => {
@@ -80,9 +87,21 @@ fn program_done(config: &Config, r: Running, end: End, now: Instant) -> (State, 
         // Nothing to shut down on a sidecar's side.
         return finish(exit::code(end));
     }
-    match r.stop {
+    // A stop signal is the kubelet's only while its deadline can still come: a program that survived one (a
+    // `kill -QUIT` for a thread dump, a stray SIGINT) and outlived its grace period, with proa still alive, ends
+    // normally, and the shutdown watch shows a deletion if there is one.
+    let live = [r.stop, r.newer_stop].into_iter().flatten().find(|stop| stop.by > now);
+    match (live, r.stop) {
         // No API traffic while the program runs: the Pod is read for its deletion's deadline only now.
-        Some(stop) => then_read_pod(config, after_program(config, Some(&r.facts), end, Ending::Stopping(stop), now)),
-        None => after_program(config, Some(&r.facts), end, Ending::Normal, now),
+        (Some(stop), _) => {
+            then_read_pod(config, after_program(config, Some(&r.facts), end, Ending::Stopping(stop), now))
+        }
+        (None, Some(_)) => {
+            log::info!(
+                "the kubelet did not stop this container within the grace period of the stop signal: shutting down as usual"
+            );
+            after_program(config, Some(&r.facts), end, Ending::Normal, now)
+        }
+        (None, None) => after_program(config, Some(&r.facts), end, Ending::Normal, now),
     }
 }

@@ -325,12 +325,32 @@ fn an_action_still_out_at_the_kubelets_deadline_is_let_go() {
 }
 
 #[test]
-fn a_program_that_outlives_the_grace_exits_at_once() {
+fn a_program_that_outlives_a_stop_signals_grace_gets_the_normal_shutdown() {
+    // proa alive past the deadline was not being stopped (a `kill -QUIT` for a thread dump, a stray SIGINT): the
+    // actions go and the sidecars are awaited, the watch showing a deletion if there is one.
     let config = config(1);
-    let events = vec![(0.0, snapshot("ready")), (1.0, Event::Signal(libc::SIGTERM)), (60.0, exited(143))];
+    let events = vec![(0.0, snapshot("ready")), (1.0, Event::Signal(libc::SIGQUIT)), (60.0, exited(0))];
     let (state, commands, _) = run_at(&config, events);
-    assert_eq!(state, State::Done { code: 143 });
-    assert_eq!(commands.last(), Some(&Command::Exit(143)));
+    let s = shutting(&state);
+    assert!(matches!((&s.awaited, s.stop), (Awaited::Sidecars { .. }, None)), "{s:?}");
+    assert!(matches!(commands[commands.len() - 2..], [Command::StartShutdown { .. }, Command::Watch(_)]));
+}
+
+#[test]
+fn a_stop_signal_after_a_stray_one_is_the_kubelets_own() {
+    // A stray SIGQUIT at 1 s, the kubelet's SIGTERM at 30 s (45 s grace): the program ends at 50 s, past the first
+    // deadline and within the second, so the Pod is stopping.
+    let config = config(1);
+    let events = vec![
+        (0.0, snapshot("ready")),
+        (1.0, Event::Signal(libc::SIGQUIT)),
+        (30.0, Event::Signal(libc::SIGTERM)),
+        (50.0, exited(143)),
+    ];
+    let (state, commands, t0) = run_at(&config, events);
+    let s = shutting(&state);
+    assert_eq!((&s.awaited, s.stop.map(|stop| stop.by)), (&Awaited::Nothing, Some(t0 + secs(30.0 + 44.0))));
+    assert_eq!(commands.last(), Some(&Command::ReadPod));
 }
 
 #[test]

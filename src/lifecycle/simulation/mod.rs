@@ -275,7 +275,7 @@ fn actions_allowed(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String>
     let first = r.attempts.iter().map(|(_, at)| *at).min();
     match (first, peers_done_at(s, r)) {
         (Some(first), done) if !s.peers.is_empty() && policy_known => {
-            let allowed = done.is_some_and(|done| done <= first) || stopped_at(r).is_some_and(|stop| stop <= first);
+            let allowed = done.is_some_and(|done| done <= first) || stopped_at(s, r).is_some_and(|stop| stop <= first);
             match allowed || r.api_failed_at.is_some_and(|failed| failed <= first) {
                 true => Ok(()),
                 false => Err(format!("sent a shutdown action at {first:?} while a peer still ran")),
@@ -403,11 +403,20 @@ fn observed(r: &Record, i: usize) -> bool {
     r.program_started.is_none() || i < r.snapshots_before_start || !running(r.delivered[i].0)
 }
 
-/// When proa was told to stop: the first SIGTERM or SIGINT, or the first snapshot of a Pod going away.
-fn stopped_at(r: &Record) -> Option<Duration> {
-    let signal = r.stops.first().map(|(at, _)| *at);
+/// When proa was told to stop: the first live stop signal, or the first snapshot of a Pod going away.
+fn stopped_at(s: &Scenario, r: &Record) -> Option<Duration> {
+    let signal = live_stop_signal(s, r);
     let gone = r.delivered.iter().find(|(_, pod, deleted)| is_gone(pod, *deleted)).map(|(at, _, _)| *at);
     signal.into_iter().chain(gone).min()
+}
+
+/// The first stop signal whose deadline the program did not outlive. A stop signal is the kubelet's only while its
+/// deadline can still come: a program that outlived it ended normally (a stray SIGINT, a `kill -QUIT` for a thread
+/// dump), and proa owes it the whole shutdown.
+fn live_stop_signal(s: &Scenario, r: &Record) -> Option<Duration> {
+    let outlived =
+        |at: Duration| r.program_exit.is_some_and(|(exited, _)| exited >= at + less_margin(known_grace(s, r, at)));
+    r.stops.iter().map(|(at, _)| *at).find(|at| !outlived(*at))
 }
 
 /// Whether proa exited at the hard deadline it keeps after being stopped (grace less the margin).
@@ -423,8 +432,7 @@ fn less_margin(grace: Duration) -> Duration {
 /// The earliest deadline proa could know of by `until`: a stop signal plus the grace it knew then, a snapshot of
 /// the Pod going away plus the grace it shows, or a deletion's own deadline (received `deletion_in` before it).
 fn hard_deadline(s: &Scenario, r: &Record, until: Duration) -> Option<Duration> {
-    let signal = r.stops.first().map(|(at, _)| *at).filter(|at| *at <= until);
-    let by_signal = signal.map(|stop| stop + less_margin(known_grace(s, r, stop)));
+    let by_signal = live_stop_signal(s, r).filter(|at| *at <= until).map(|at| at + less_margin(known_grace(s, r, at)));
     let gone = r.delivered.iter().find(|(at, pod, deleted)| *at <= until && is_gone(pod, *deleted));
     // A DELETED event or another Pod of the same name: the kill is due.
     let by_gone = gone.map(|(at, pod, deleted)| match (pod.metadata.uid.as_deref() == Some(FIRST_UID), deleted) {
@@ -435,20 +443,20 @@ fn hard_deadline(s: &Scenario, r: &Record, until: Duration) -> Option<Duration> 
                 grace.map_or_else(|| known_grace(s, r, *at), |g| g.clamp(Duration::from_secs(2), MAX_WAIT)),
             )
         }
-        _ => kill_due(r, *at, Duration::ZERO),
+        _ => kill_due(s, r, *at, Duration::ZERO),
     });
     let deletions = delivered_before(r, until)
         .filter(|(_, pod, _)| pod.metadata.uid.as_deref() == Some(FIRST_UID))
-        .filter_map(|(at, pod, _)| pod.metadata.deletion_in.map(|left| kill_due(r, *at, left)));
-    let not_found = r.not_found_at.filter(|at| *at <= until).map(|at| kill_due(r, at, Duration::ZERO));
+        .filter_map(|(at, pod, _)| pod.metadata.deletion_in.map(|left| kill_due(s, r, *at, left)));
+    let not_found = r.not_found_at.filter(|at| *at <= until).map(|at| kill_due(s, r, at, Duration::ZERO));
     by_signal.into_iter().chain(by_gone).chain(deletions).chain(not_found).min()
 }
 
 /// When proa must be gone after hearing at `at` that the kill comes within `left`: the kubelet gives at least 2 s
 /// after its SIGTERM, which is no sooner than the first stop proa heard of (or `at`); less the margin of that span.
 /// Not before `at`: proa cannot act on news before it comes.
-fn kill_due(r: &Record, at: Duration, left: Duration) -> Duration {
-    let since = stopped_at(r).filter(|since| *since <= at).unwrap_or(at);
+fn kill_due(s: &Scenario, r: &Record, at: Duration, left: Duration) -> Duration {
+    let since = stopped_at(s, r).filter(|since| *since <= at).unwrap_or(at);
     let kill = (at + left).max(since + Duration::from_secs(2));
     (kill - EXIT_MARGIN.min((kill - since) / 4)).max(at)
 }
@@ -478,7 +486,7 @@ fn killed_excused(s: &Scenario, r: &Record, killed: Duration) -> bool {
 /// proa finishes within a bound computed from the options, and does not wait on a sidecar that the newest
 /// snapshot shows terminated.
 fn in_time(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
-    let stopped = stopped_at(r).filter(|at| *at <= end.at);
+    let stopped = stopped_at(s, r).filter(|at| *at <= end.at);
     let decision = match (r.program_exit, r.spawn_failed) {
         (Some((at, _)), _) => Some(at),
         (None, true) => r.program_started,
@@ -547,7 +555,7 @@ fn wait_ended(s: &Scenario, r: &Record, end: &Ending) -> Option<Duration> {
     let dead = r.delivered.iter().find(|(_, pod, _)| shows_dead(s, pod).is_some()).map(|(at, _, _)| *at);
     let refused = r.delivered.first().filter(|_| s.peers_refused()).map(|(at, _, _)| *at);
     let failed = s.start_failure.as_ref().map(|_| Duration::ZERO);
-    let causes = [s.ready_timeout, dead, r.api_failed_at, r.not_found_at, stopped_at(r), refused, failed];
+    let causes = [s.ready_timeout, dead, r.api_failed_at, r.not_found_at, stopped_at(s, r), refused, failed];
     causes.into_iter().flatten().filter(|at| *at <= end.at).min()
 }
 
@@ -579,7 +587,7 @@ fn simulation_keeps_the_promise_on_every_timeline() {
 fn the_generator_covers_the_faults_it_is_for() {
     // Over the default run, every kind of fault occurs many times: a simulation that never reaches them tests
     // nothing.
-    let mut seen = [0u32; 17];
+    let mut seen = [0u32; 18];
     for seed in 0x5EED_0000..0x5EED_0000 + 2000 {
         let s = Scenario::generate(seed);
         let counts = [
@@ -602,6 +610,9 @@ fn the_generator_covers_the_faults_it_is_for() {
             s.kill_action.is_some(),
             (0..s.sidecars.len()).any(|i| s.recognises(i)),
             s.natives.iter().any(|p| p.name == scenario::ISTIO_PROXY),
+            // A stray stop signal (no deletion behind it) that the program survives, maybe past its grace.
+            s.signals.iter().any(|(_, signal)| crate::signals::is_stop_request(*signal))
+                && !matches!(s.program.on_stop, scenario::OnStop::Dies(_)),
         ];
         for (count, hit) in seen.iter_mut().zip(counts) {
             *count += u32::from(hit);
