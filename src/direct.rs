@@ -14,6 +14,8 @@ pub const MAX_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// The largest `initialDelaySeconds` the API takes (an int32).
 const MAX_INITIAL_DELAY: Duration = Duration::from_secs(i32::MAX as u64);
+/// How finely the API dates a container's start (`startedAt`, RFC 3339 in whole seconds).
+const TIMESTAMP_RESOLUTION: Duration = Duration::from_secs(1);
 
 /// How proa learns that a waited container is ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,8 +211,13 @@ pub fn order(pod: &Pod, spec: &Spec) -> Option<Order> {
         }
         Check::Tcp { port, .. } => Endpoint::Tcp(format!("{host}:{port}")),
     };
-    // A start proa cannot date counts as just now: the whole initial delay is left.
-    let delay = spec.initial_delay.saturating_sub(running.running_for.unwrap_or_default());
+    // `startedAt` is in whole seconds, cut down: the run began as late as the end of that second, so a delay is
+    // counted from there (never early, at most a second late). A start proa cannot date counts as just now.
+    let running_for = running.running_for.unwrap_or_default().saturating_sub(TIMESTAMP_RESOLUTION);
+    let delay = match spec.initial_delay {
+        Duration::ZERO => Duration::ZERO,
+        initial_delay => initial_delay.saturating_sub(running_for),
+    };
     Some(Order {
         container: spec.container.clone(),
         restart_count: status.restart_count,
@@ -304,13 +311,22 @@ mod tests {
     }
 
     #[test]
-    fn the_initial_delay_counts_from_the_start() {
+    fn the_initial_delay_counts_from_the_end_of_the_started_second() {
+        // initialDelaySeconds: 1. The container may have started as late as x.999 s of its `startedAt` second x.
         let mut pod = istio(serde_json::json!({"startedAt": "2026-12-05T10:00:00Z"}));
-        let spec = spec_of(&pod, "istio-proxy");
+        let mut spec = spec_of(&pod, "istio-proxy");
+        let mut delay_after = |running_for: u64| {
+            let running = pod.status.container_statuses[0].state.running.as_mut().unwrap();
+            running.running_for = Some(Duration::from_millis(running_for));
+            order(&pod, &spec).unwrap().delay
+        };
+        assert_eq!(delay_after(400), Duration::from_secs(1));
+        assert_eq!(delay_after(1400), Duration::from_millis(600));
+        assert_eq!(delay_after(5000), Duration::ZERO);
+        // No delay set: nothing to wait out.
+        spec.initial_delay = Duration::ZERO;
         let running = pod.status.container_statuses[0].state.running.as_mut().unwrap();
-        running.running_for = Some(Duration::from_millis(400));
-        assert_eq!(order(&pod, &spec).unwrap().delay, Duration::from_millis(600));
-        pod.status.container_statuses[0].state.running.as_mut().unwrap().running_for = Some(Duration::from_secs(5));
+        running.running_for = Some(Duration::ZERO);
         assert_eq!(order(&pod, &spec).unwrap().delay, Duration::ZERO);
     }
 

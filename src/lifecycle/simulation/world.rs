@@ -478,10 +478,16 @@ impl<'a> Sim<'a> {
                 self.which_of(&status.name).and_then(|w| self.plan(w).probe.as_ref()).is_none_or(|p| !p.undated);
             let start = self.run_start(&status.name, status.restart_count).filter(|_| dated);
             if let Some(running) = status.state.running.as_mut() {
-                running.running_for = start.map(|start| self.now.saturating_sub(start));
+                running.running_for = start.map(|start| self.wall(self.now).saturating_sub(whole(self.wall(start))));
             }
         }
         pod
+    }
+
+    /// The wall clock at virtual time `at`: the timeline starts some way into a second (drawn from the seed), so
+    /// that `startedAt`, which the API gives in whole seconds, is cut down by up to a second, as in a real Pod.
+    fn wall(&self, at: Duration) -> Duration {
+        at + Duration::from_millis(self.scenario.seed % 1000)
     }
 
     fn which_of(&self, name: &str) -> Option<Which> {
@@ -936,4 +942,9 @@ fn replacement_pod(s: &Scenario) -> Pod {
     pod.status.container_statuses = s.sidecars.iter().map(|p| status(&p.name)).collect();
     pod.status.init_container_statuses = s.natives.iter().map(|p| status(&p.name)).collect();
     pod
+}
+
+/// A wall-clock instant cut down to its whole second, as the API writes a timestamp.
+fn whole(at: Duration) -> Duration {
+    Duration::from_secs(at.as_secs())
 }
