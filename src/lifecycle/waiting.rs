@@ -10,7 +10,7 @@ use crate::direct::Way;
 use crate::exit::End;
 use crate::pod::Pod;
 use crate::probe::{Goal, Update as ProbeUpdate};
-use crate::readiness::{self, Policy, Verdict, Waited};
+use crate::readiness::{self, Verdict, Waited};
 use crate::signals;
 use crate::watch::Update;
 
@@ -247,11 +247,10 @@ fn stop_looking(config: &Config) -> Vec<Command> {
 }
 
 /// What proa recognised, and a warning per sidecar nothing will stop (DESIGN.md step 4), said at the first
-/// snapshot, only where this proa stops the sidecars: not when another proa does, nor when the kubelet restarts this
-/// container (then the sidecars are left running by design, and nothing is sent).
+/// snapshot, only where this proa may stop the sidecars: not when another proa does, nor when the kubelet restarts
+/// this container after every exit (then the sidecars are left running by design, and nothing is sent).
 fn log_plan(config: &Config, facts: &Facts) {
-    let restarted = facts.policy.as_ref().is_some_and(|p| p.policy == Policy::Always) && !config.always_shutdown;
-    if facts.stopper.is_some() || restarted {
+    if !facts.may_stop_sidecars(config.always_shutdown) {
         return;
     }
     for line in facts.plan.notes() {
