@@ -9,9 +9,9 @@ use crate::exit::{self, End};
 use crate::signals;
 
 use super::config::{Config, Mode};
-use super::endings::after_program;
+use super::endings::{after_program, failure};
 use super::facts::update_kill_in;
-use super::machine::{Command, Event, Quit, Running, State, finish};
+use super::machine::{Command, Event, Quit, Running, State, finish, with_first};
 use super::shutting_down::{Ending, then_read_pod};
 use super::stop::{Stop, after, capped};
 
@@ -43,6 +43,15 @@ pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instan
         Event::Child(Exit::Exited { code }) => {
             log::info!("program exited with code {code}");
             program_done(config, r, End::Program(code), now)
+        }
+        Event::Child(Exit::Lost) => {
+            let failed = failure("the program's exit status was lost (something else reaped it)");
+            with_first(failed, program_done(config, r, End::ProaFailed, now))
+        }
+        // A start that could not be made (fork failed) is proa's own failure, 125; a program that is not there or
+        // cannot run is the program's, 126 or 127, as a shell says it.
+        Event::SpawnFailed(err) if err.end() == End::ProaFailed => {
+            with_first(failure(err.to_string()), program_done(config, r, End::ProaFailed, now))
         }
         Event::SpawnFailed(err) => {
             log::error!("{err}");

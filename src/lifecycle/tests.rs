@@ -124,6 +124,50 @@ fn shutting(state: &State) -> &ShuttingDown {
     }
 }
 
+/// The reason written to the termination log, if any command wrote one.
+fn termination_log(commands: &[Command]) -> Option<&str> {
+    commands.iter().find_map(|c| match c {
+        Command::WriteTerminationLog(why) => Some(why.as_str()),
+        _ => None,
+    })
+}
+
+#[test]
+fn every_way_to_124_or_125_writes_the_termination_log() {
+    let t0 = Instant::now();
+    let text = "why".to_string();
+    let start_errors = [
+        StartError::Signals(text.clone()),
+        StartError::Kill(text.clone()),
+        StartError::Endpoints(text.clone()),
+        StartError::ServeQuit(text.clone()),
+        StartError::QuitThread(text.clone()),
+        StartError::Cluster(text.clone()),
+        StartError::Api(text.clone()),
+        StartError::OwnContainer(text.clone()),
+        StartError::Peer(text),
+    ];
+    for err in start_errors {
+        let failed = Config { mode: Mode::Failed(err.clone()), ..config(0) };
+        let (_, commands) = State::start(&failed, t0);
+        assert_eq!(termination_log(&commands), Some(err.to_string().as_str()), "{err:?}");
+        assert_eq!(commands.last(), Some(&Command::Exit(125)), "{err:?}");
+    }
+    // Once the program was to run: a fork that failed (the Pod's pids limit), a status something else reaped.
+    let config = config(0);
+    let fork = std::io::Error::from_raw_os_error(libc::EAGAIN);
+    let spawn_failed = Event::SpawnFailed(SpawnError::Failed { program: "job".into(), err: fork });
+    for (event, why) in [(spawn_failed, "cannot start job"), (Event::Child(Exit::Lost), "exit status was lost")] {
+        let (state, commands, _) = run(&config, vec![snapshot("ready"), event]);
+        assert!(termination_log(&commands).is_some_and(|log| log.contains(why)), "{why}: {commands:?}");
+        assert_eq!(shutting(&state).code, 125, "{why}: then the sidecars are stopped as after any ending");
+    }
+    // A program that is not there is the program's failure, as a shell says it: 127, nothing of proa's to log.
+    let not_found = Event::SpawnFailed(SpawnError::NotFound { program: "job".into() });
+    let (state, commands, _) = run(&config, vec![snapshot("ready"), not_found]);
+    assert_eq!((shutting(&state).code, termination_log(&commands)), (127, None));
+}
+
 #[test]
 fn the_start_watches_the_pod() {
     let (state, commands) = State::start(&config(1), Instant::now());

@@ -98,6 +98,7 @@ fn check(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
         return Err(wrong.clone());
     }
     never_early(s, r)?;
+    termination_logged(r, end)?;
     // Killed by the kubelet, proa has no exit code and no time of its own; what it did before still counts.
     if let Some(killed) = r.killed_at {
         if !killed_excused(s, r, killed) {
@@ -125,9 +126,9 @@ fn sidecar_role(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
         return Err("a sidecar's proa sent shutdown actions or watched the Pod".into());
     }
     if r.spawn_failed {
-        return match end.code {
-            127 => Ok(()),
-            other => Err(format!("the sidecar could not start, yet proa exited {other}")),
+        return match (end.code, s.program.fork_fails) {
+            (127, false) | (125, true) => termination_logged(r, end),
+            (other, _) => Err(format!("the sidecar could not start, yet proa exited {other}")),
         };
     }
     let Some((exited, code)) = r.program_exit else { return Err("exited while the sidecar still ran".into()) };
@@ -208,6 +209,17 @@ fn never_early(s: &Scenario, r: &Record) -> Result<(), String> {
     Ok(())
 }
 
+/// Every exit with proa's own failure codes (124, 125) that is not the program's own code writes its reason to the
+/// termination log, where `kubectl describe pod` shows it.
+fn termination_logged(r: &Record, end: &Ending) -> Result<(), String> {
+    // Killed by the kubelet, proa said nothing: it never chose to exit.
+    let programs_own = r.program_exit.is_some_and(|(_, code)| code == end.code) || r.killed_at.is_some();
+    match (end.code, programs_own, r.termination_log.is_empty()) {
+        (124 | 125, false, true) => Err(format!("exited {} with nothing in the termination log", end.code)),
+        _ => Ok(()),
+    }
+}
+
 /// proa exits with the program's code, or the documented code of what stopped the wait.
 fn exit_code(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
     if let Some(reason) = &s.start_failure {
@@ -226,10 +238,11 @@ fn exit_code(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
     }
     let before_exit = |t: Duration| t <= end.at;
     let allowed = match end.code {
-        127 => r.spawn_failed,
+        127 => r.spawn_failed && !s.program.fork_fails,
         124 => s.ready_timeout.is_some_and(|t| end.at >= t) && !s.run_on_ready_timeout,
         125 => {
-            (s.peers_refused() && delivered_before(r, end.at).next().is_some())
+            (r.spawn_failed && s.program.fork_fails)
+                || (s.peers_refused() && delivered_before(r, end.at).next().is_some())
                 || r.api_failed_at.or(r.not_found_at).is_some_and(before_exit)
                 || delivered_before(r, end.at).any(|(_, pod, _)| shows_dead(s, pod).is_some())
         }

@@ -73,6 +73,8 @@ pub struct Record {
     /// How many snapshots the owner had received when it started the program (others may come at the same instant).
     pub snapshots_before_start: usize,
     pub spawn_failed: bool,
+    /// The reasons written to the termination log.
+    pub termination_log: Vec<String>,
     pub program_exit: Option<(Duration, u8)>,
     /// When the owner ordered the shutdown actions.
     pub shutdown_ordered: Option<Duration>,
@@ -734,8 +736,13 @@ impl World for Sim<'_> {
         self.record.program_started = Some(self.now);
         self.record.snapshots_before_start = self.record.delivered.len();
         if self.scenario.program.spawn_fails {
-            self.trace("the program cannot be started (not found)");
             self.record.spawn_failed = true;
+            if self.scenario.program.fork_fails {
+                self.trace("the program cannot be started (fork: EAGAIN)");
+                let err = std::io::Error::from_raw_os_error(libc::EAGAIN);
+                return Err(SpawnError::Failed { program: "prog".into(), err });
+            }
+            self.trace("the program cannot be started (not found)");
             return Err(SpawnError::NotFound { program: "prog".into() });
         }
         self.trace("the program starts");
@@ -812,6 +819,7 @@ impl World for Sim<'_> {
 
     fn write_termination_log(&mut self, reason: &str) {
         self.trace(format!("termination log: {reason}"));
+        self.record.termination_log.push(reason.to_string());
     }
 }
 
