@@ -97,6 +97,8 @@ fn watch(
                 }
                 match api.get_pod() {
                     Ok(pod) => break pod,
+                    // The owner closed the connection under a request it no longer wants: nothing failed.
+                    Err(_) if stopped() => return,
                     Err(err) if backoff.gives_up(&err, Instant::now()) => {
                         report(Update::Failed(err));
                         return;
@@ -150,6 +152,7 @@ fn watch(
                 }
                 // The watch says whether the Pod is gone; watching from the current state cannot miss it.
                 Err(ApiError::PodNotFound { .. }) => resource_version = None,
+                Err(_) if stopped() => return,
                 // The watch meets the same fault, and its own rules decide.
                 Err(err) => debug!("watch: cannot read the pod to check its resourceVersion: {err}"),
             }
@@ -160,6 +163,7 @@ fn watch(
         let timeout = jittered_timeout(api.watch_timeout(), random_fraction());
         let mut stream = match api.watch_pod(resource_version.as_deref(), timeout) {
             Ok(stream) => stream,
+            Err(_) if stopped() => return,
             // Without a resourceVersion the server cannot answer 410; if it does anyway, back off below.
             Err(ApiError::Gone) if resource_version.is_some() => {
                 debug!("watch: resourceVersion expired (410): watching from the current state");

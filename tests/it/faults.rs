@@ -484,3 +484,22 @@ fn the_shutdown_watch_always_ends_within_the_shutdown_timeout() {
         assert!(done.stderr.contains("still running at the shutdown timeout"), "{fault:?}: {}", done.stderr);
     }
 }
+
+/// Issue 26 §3: a SIGTERM during a first GET that hangs: proa cancels its own request, which is no failure, so no
+/// "request to the API server failed … retrying" line, and it ends within its bound with 143.
+#[test]
+fn a_request_proa_cancelled_itself_is_not_logged_as_a_failure() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    api.push_fault(Route::Get, Fault::Hang);
+    // A shutdown endpoint that never answers keeps proa alive after the signal, until the kubelet's deadline.
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/quitquitquit", hung.local_addr().unwrap());
+    let proa = Proa::new(&api).args(["-p", &url]).args(bash("exit 0".into())).spawn();
+    api.wait_for_request(BOUND, |r| r.route == Some(Route::Get));
+    proa.signal(libc::SIGTERM);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 143, "{}", done.stderr);
+    assert!(done.stderr.contains("exiting before the kubelet's SIGKILL"), "{}", done.stderr);
+    assert!(!done.stderr.contains("request to the API server failed"), "{}", done.stderr);
+    assert!(!done.stderr.contains("retrying"), "{}", done.stderr);
+}
