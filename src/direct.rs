@@ -73,11 +73,19 @@ pub struct Order {
 impl fmt::Display for Check {
     /// As `waiting for containers` says it: `GET :15021/healthz/ready`, `tcp :5432`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = |host: &Option<String>| host.clone().unwrap_or_default();
+        let host = |host: &Option<String>| host.as_deref().map(url_host).unwrap_or_default();
         match self {
             Check::Http { host: h, port, path, .. } => write!(f, "GET {}:{port}{path}", host(h)),
             Check::Tcp { host: h, port } => write!(f, "tcp {}:{port}", host(h)),
         }
+    }
+}
+
+/// A host as a URL writes it: an IPv6 address in brackets.
+fn url_host(host: &str) -> String {
+    match host.contains(':') && !host.starts_with('[') {
+        true => format!("[{host}]"),
+        false => host.to_string(),
     }
 }
 
@@ -203,8 +211,7 @@ pub fn order(pod: &Pod, spec: &Spec) -> Option<Order> {
     let host = match &spec.check {
         Check::Http { host, .. } | Check::Tcp { host, .. } => host.clone(),
     };
-    let host = host.or_else(|| pod.status.pod_ip.clone().filter(|ip| !ip.is_empty()))?;
-    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+    let host = url_host(&host.or_else(|| pod.status.pod_ip.clone().filter(|ip| !ip.is_empty()))?);
     let endpoint = match &spec.check {
         Check::Http { port, path, headers, .. } => {
             Endpoint::Http { url: format!("http://{host}:{port}{path}"), headers: headers.clone() }
@@ -380,6 +387,20 @@ mod tests {
             "status": {"containerStatuses": [{"name": "s", "state": {"running": {}}}]},
         }));
         assert_eq!(order(&p, &spec_of(&p, "s")).unwrap().endpoint, Endpoint::Tcp("127.0.0.2:7000".into()));
+    }
+
+    #[test]
+    fn an_ipv6_probe_host_is_bracketed_as_in_a_url() {
+        let container = serde_json::json!({"name": "s", "readinessProbe": {"httpGet": {"host": "::1", "port": 8080, "path": "/ready"}}});
+        let p = pod(serde_json::json!({"spec": {"containers": [container]}}));
+        match way(&p, &regular("s")) {
+            Way::Probed(spec) => assert_eq!(spec.check.to_string(), "GET [::1]:8080/ready"),
+            other => panic!("{other:?}"),
+        }
+        let container =
+            serde_json::json!({"name": "s", "readinessProbe": {"tcpSocket": {"host": "fd00::7", "port": 5432}}});
+        let p = pod(serde_json::json!({"spec": {"containers": [container]}}));
+        assert_eq!(way(&p, &regular("s")).to_string(), "its readinessProbe (tcp [fd00::7]:5432) and the API");
     }
 
     #[test]
