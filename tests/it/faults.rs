@@ -63,14 +63,17 @@ fn dropped_streams_reconnect_from_the_last_version_with_growing_backoff() {
 }
 
 #[test]
-fn a_silent_stream_is_dropped_after_twice_the_watch_timeout() {
+fn a_silent_stream_is_dropped_a_few_seconds_after_its_own_timeout() {
+    // The server ends every watch at its timeoutSeconds: one silent 5 s past that is dead (issue 26 §3b).
     let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
     api.push_fault(Route::Watch, Fault::Silent);
     let mut marker = Marker::start();
     let proa = waiting_proa(&api, &marker, &["--watch-timeout", "1s"]);
     let seen = wait_for_watches(&api, 2);
     let gap = seen[1].at - seen[0].at;
-    assert!(gap >= Duration::from_secs(2) && gap < Duration::from_secs(5), "silent for {gap:?}");
+    let asked: u64 = seen[0].query["timeoutSeconds"].parse().unwrap();
+    let bound = Duration::from_secs(asked + 5);
+    assert!(gap >= bound && gap < bound + Duration::from_secs(2), "silent for {gap:?} with timeoutSeconds={asked}");
     assert_eq!(seen[1].resource_version(), Some("100"));
     becomes_ready_and_finishes(&api, &mut marker, proa);
 }
