@@ -18,6 +18,7 @@ use super::config::{Config, Mode};
 use super::endings::{after_program, failure};
 use super::facts::{Facts, WaitVerdict, judge_wait, kill_in, ways};
 use super::machine::{Command, Event, PROGRESS_FIRST, PROGRESS_MAX, Running, State, Waiting, with_first};
+use super::probing::Change;
 use super::shutting_down::{Ending, then_read_pod};
 use super::stop::{Stop, after};
 
@@ -144,7 +145,11 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
         return abort_wait(config, Some(&facts), End::PodGone, ending, now);
     };
     facts.observe(pod);
-    let probes = w.probing.follow(&facts.probes, pod);
+    let probes = w.probing.follow(&facts.probes, pod).into_iter().map(|change| match change {
+        Change::Start(order) => Command::DirectProbe(order),
+        Change::Stop(container) => Command::StopDirectProbe(Some(container)),
+    });
+    let probes = probes.collect();
     let verdict = w.probing.with_passes(verdict, &facts);
     decide(config, w, facts, verdict, probes, now)
 }
