@@ -24,6 +24,8 @@ const REDIRECTS_BEFORE_FAILING: u32 = 3;
 /// Reconnect backoff: first delay, and the cap it doubles up to.
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// The longest pause after a connection that could not be made at all (see `Backoff::wait_after`).
+const UNREACHABLE_CAP: Duration = Duration::from_secs(1);
 /// A Retry-After longer than this is not obeyed in full.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 /// A stream that lasted this long ended normally (timeoutSeconds): watch again at once.
@@ -46,6 +48,10 @@ pub enum Update {
     PodDeleted(Box<Pod>),
     /// The API refused in a way retrying cannot fix (403, 401, 404, untrusted certificate). The watcher stopped.
     Failed(ApiError),
+    /// A request failed, or a stream ended early, and the watcher retries after a pause: `line` says why and when,
+    /// for the owner to log as its phase calls for; `unreachable`: no connection to the API server could be made
+    /// or kept (refused, reset), as when a mesh proxy that carried it has stopped.
+    Retrying { line: String, unreachable: bool },
 }
 
 /// Starts the watcher. It stops after reporting a Pod for which `until(pod, deleted)` is true, after a fatal error,
@@ -103,7 +109,7 @@ fn watch(
                         report(Update::Failed(err));
                         return;
                     }
-                    Err(err) => backoff.wait_after(&err, err.retry_after()),
+                    Err(err) => backoff.wait_after(&err, err.retry_after(), &report),
                 }
             };
             let version = pod.metadata.resource_version.clone();
@@ -175,7 +181,7 @@ fn watch(
                 return;
             }
             Err(err) => {
-                backoff.wait_after(&err, err.retry_after());
+                backoff.wait_after(&err, err.retry_after(), &report);
                 continue;
             }
         };
@@ -246,7 +252,7 @@ fn watch(
             debug!("watch: {ended}; watching again");
             backoff.reset();
         } else {
-            backoff.wait_after(&format!("watch {ended}"), None);
+            backoff.wait_after(&format!("watch {ended}"), None, &report);
         }
     }
 }
@@ -306,12 +312,37 @@ impl Backoff {
         }
     }
 
-    /// Logs why, once per step, and sleeps before the next attempt.
-    fn wait_after(&mut self, why: &dyn std::fmt::Display, retry_after: Option<Duration>) {
+    /// Reports why (`Update::Retrying`), once per step, and sleeps before the next attempt. A server that cannot be
+    /// reached at all is tried again at least once a second: a mesh proxy that carries the connection may be a few
+    /// seconds from listening, and the program should start as soon as it does.
+    fn wait_after(&mut self, why: &dyn Unreachable, retry_after: Option<Duration>, report: &dyn Fn(Update) -> bool) {
         self.failures += 1;
-        let delay = retry_delay(self.failures, retry_after, random_fraction());
-        log::warn!("{why}; retrying in {} (attempt {})", Seconds(delay), self.failures);
+        let unreachable = why.is_unreachable();
+        let delay = match unreachable {
+            true => retry_delay(self.failures, retry_after, random_fraction()).min(UNREACHABLE_CAP),
+            false => retry_delay(self.failures, retry_after, random_fraction()),
+        };
+        let line = format!("{why}; retrying in {} (attempt {})", Seconds(delay), self.failures);
+        report(Update::Retrying { line, unreachable });
         thread::sleep(delay);
+    }
+}
+
+/// Why a watcher retries, and whether it means the API server cannot be reached at all.
+trait Unreachable: std::fmt::Display {
+    fn is_unreachable(&self) -> bool;
+}
+
+impl Unreachable for ApiError {
+    fn is_unreachable(&self) -> bool {
+        matches!(self, ApiError::Transport(_))
+    }
+}
+
+/// A stream that ended early: it was reached.
+impl Unreachable for String {
+    fn is_unreachable(&self) -> bool {
+        false
     }
 }
 

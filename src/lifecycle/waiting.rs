@@ -30,6 +30,10 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
             let failed = failure(err.to_string());
             with_first(failed, abort_wait(config, w.facts.as_ref(), End::ProaFailed, Ending::ApiFailed, now))
         }
+        Event::Watch(Update::Retrying { line, .. }) => {
+            log::warn!("{line}");
+            (State::Waiting(w), vec![])
+        }
         Event::Probe(ProbeUpdate::Reached(Goal::Ready)) => {
             // Only no-API mode runs a prober, and its facts are known from the start.
             let Some(facts) = w.facts.take() else { return (State::Waiting(w), vec![]) };

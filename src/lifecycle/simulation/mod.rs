@@ -14,7 +14,7 @@ use crate::pod::Pod;
 use crate::probe::Endpoint as ProbeEndpoint;
 use crate::shutdown;
 
-use super::config::{ActionTarget, Config, Mode};
+use super::config::{ActionTarget, Config, Mode, StartError};
 use super::stop::{EXIT_MARGIN, MAX_WAIT};
 use scenario::Scenario;
 use world::{FIRST_UID, Record, Sim};
@@ -99,6 +99,7 @@ fn check(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
     }
     never_early(s, r)?;
     termination_logged(r, end)?;
+    guesses(s, r, end)?;
     // Killed by the kubelet, proa has no exit code and no time of its own; what it did before still counts.
     if let Some(killed) = r.killed_at {
         if !killed_excused(s, r, killed) {
@@ -216,6 +217,21 @@ fn termination_logged(r: &Record, end: &Ending) -> Result<(), String> {
     let programs_own = r.program_exit.is_some_and(|(_, code)| code == end.code) || r.killed_at.is_some();
     match (end.code, programs_own, r.termination_log.is_empty()) {
         (124 | 125, false, true) => Err(format!("exited {} with nothing in the termination log", end.code)),
+        _ => Ok(()),
+    }
+}
+
+/// With no action given and `--auto-shutdown` on, an API-mode proa that never knew the Pod when it shut down sends
+/// the recognisable sidecars' POSTs as guesses (unless the kubelet's deadline came first); any other never does.
+fn guesses(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
+    let decided = r.shutdown_ordered.unwrap_or(end.at);
+    let unread = !knew_the_pod(s, r, decided) && r.program_started.is_none();
+    // A start that failed finding the cluster was to use the API, whatever no-API flags the scenario drew.
+    let api_mode = s.start_failure.as_ref().map_or(!s.no_api, StartError::is_of_the_pod);
+    let due = unread && api_mode && s.actions.is_empty() && s.auto_shutdown && r.shutdown_ordered.is_some();
+    match (due, r.guessed.is_empty()) {
+        (false, false) => Err(format!("sent guessed shutdown requests {:?} although it knew better", r.guessed)),
+        (true, true) if !at_hard_deadline(s, r, end) => Err("the pod unread, no guessed shutdown request went".into()),
         _ => Ok(()),
     }
 }

@@ -84,6 +84,8 @@ pub struct Record {
     pub attempts: Vec<(usize, Duration)>,
     /// When each recognised sidecar's POST reached the network, by container name.
     pub recognised: Vec<(String, Duration)>,
+    /// When each guessed POST (the Pod unread) was sent, by the container it guesses at.
+    pub guessed: Vec<(String, Duration)>,
     /// When each action's outcome reached the owner.
     pub reports: Vec<Duration>,
     pub endpoints_reached_ready: Option<Duration>,
@@ -585,6 +587,7 @@ impl<'a> Sim<'a> {
                 Update::PodChanged(pod) => (watcher.until)(pod, false),
                 Update::PodDeleted(pod) => (watcher.until)(pod, true),
                 Update::Failed(_) => true,
+                Update::Retrying { .. } => false,
             };
         }
         match &update {
@@ -592,6 +595,7 @@ impl<'a> Sim<'a> {
             Update::PodDeleted(pod) => self.record.delivered.push((self.now, (**pod).clone(), true)),
             Update::Failed(ApiError::PodNotFound { .. }) => _ = self.record.not_found_at.get_or_insert(self.now),
             Update::Failed(_) => _ = self.record.api_failed_at.get_or_insert(self.now),
+            Update::Retrying { .. } => {}
         }
         self.trace(format!("watch delivers {}", describe(&update)));
         Some(Event::Watch(update))
@@ -767,7 +771,7 @@ impl World for Sim<'_> {
         }
     }
 
-    fn start_shutdown(&mut self, budget: Duration, chosen: &[usize], recognised: &[Target]) {
+    fn start_shutdown(&mut self, budget: Duration, chosen: &[usize], recognised: &[Target], guessed: &[Target]) {
         self.trace(format!("proa sends the shutdown actions {chosen:?} and {recognised:?} (budget {budget:?})"));
         if self.record.shutdown_ordered.is_none() {
             self.record.snapshots_before_shutdown = self.record.delivered.len();
@@ -815,6 +819,15 @@ impl World for Sim<'_> {
             let outcome = Outcome { action: Action::Post(target.clone()), result: Ok(Done::Answered(200)) };
             self.after(Duration::ZERO, Happening::Outcome(outcome));
         }
+        // A guess finds nothing listening: proa could not read the Pod, so it knows of no sidecar there.
+        for target in guessed {
+            self.record.guessed.push((target.container.clone().unwrap_or_default(), self.now));
+            let result = Err(ActionError::Refused { attempts: 1 });
+            self.after(
+                Duration::from_millis(1),
+                Happening::Outcome(Outcome { action: Action::Guess(target.clone()), result }),
+            );
+        }
     }
 
     fn write_termination_log(&mut self, reason: &str) {
@@ -851,6 +864,7 @@ fn describe(update: &Update) -> String {
             statuses(pod)
         ),
         Update::Failed(err) => format!("failure: {err}"),
+        Update::Retrying { line, .. } => format!("retrying: {line}"),
     }
 }
 
