@@ -445,6 +445,19 @@ fn a_restricted_namespace_still_admits_the_injected_pod() {
     // Pod Security admission validates after mutation: the init container must pass `restricted` itself.
     let Some(ns) = namespace() else { return };
     label_namespace(&ns, "pod-security.kubernetes.io/enforce", "restricted");
+    // The label takes effect once the server's namespace cache has it: a Pod that is not restricted shows when.
+    let mut loose = pod(&[json!({"name": "job", "image": "busybox", "command": ["/bin/report"]})]);
+    loose["metadata"]["labels"] = json!({"app": "report"});
+    let started = Instant::now();
+    loop {
+        let (status, body) =
+            ns.cluster.answer("POST", &format!("/api/v1/namespaces/{}/pods?dryRun=All", ns.name), Some(&loose));
+        if status == 403 && body.contains("violates PodSecurity") && body.contains("restricted:latest") {
+            break;
+        }
+        assert!(started.elapsed() < ACTIVE_BOUND, "restricted not enforced within {ACTIVE_BOUND:?}: {status} {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let mut pod = pod(&[json!({
         "name": "job", "image": "busybox", "command": ["/bin/report"],
         "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
@@ -453,6 +466,54 @@ fn a_restricted_namespace_still_admits_the_injected_pod() {
         json!({"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}});
     let admitted = admit(&ns, &pod);
     assert_injected(&admitted, &baseline(&ns, &pod), "job", &[&format!("{DIR}/proa"), "--", "/bin/report"], pod_env());
+}
+
+/// Two more bindings of the same policy, for the namespaces labelled `proa-test/params: NAME` only: one whose
+/// ConfigMap lacks the key `image`, one whose ConfigMap does not exist.
+fn params_binding(name: &str, configmap_namespace: &str, configmap: &str) -> String {
+    format!(
+        r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingAdmissionPolicyBinding
+metadata: {{name: proa-test-{name}}}
+spec:
+  policyName: proa-inject
+  paramRef: {{name: {configmap}, namespace: {configmap_namespace}, parameterNotFoundAction: Allow}}
+  matchResources:
+    namespaceSelector: {{matchLabels: {{proa-test/params: {name}}}}}
+"#
+    )
+}
+
+#[test]
+fn without_an_image_nothing_is_injected_and_no_pod_is_refused() {
+    let Some(no_key) = namespace() else { return };
+    let Some(no_configmap) = namespace() else { return };
+    let Some(plain) = namespace() else { return };
+    let cluster = no_key.cluster;
+    cluster.request(
+        "POST",
+        &format!("/api/v1/namespaces/{}/configmaps", no_key.name),
+        Some(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "proa-params"}, "data": {"imag": IMAGE}})),
+    );
+    let bindings = cluster.dir_file(&format!("params-{}.yaml", no_key.name));
+    let text = [
+        params_binding(&no_key.name, &no_key.name, "proa-params"),
+        params_binding(&no_configmap.name, &no_configmap.name, "proa-params"),
+    ];
+    std::fs::write(&bindings, text.join("---")).unwrap();
+    cluster.kubectl_sh(&format!("kubectl apply -f {}", bindings.display()));
+    label_namespace(&no_key, "proa-test/params", &no_key.name);
+    label_namespace(&no_configmap, "proa-test/params", &no_configmap.name);
+    // Unlabelled Pods: only the test's bindings match.
+    let mut pod = pod(&[json!({"name": "job", "image": "busybox", "command": ["/bin/report"]})]);
+    pod["metadata"]["labels"] = json!({"app": "report"});
+    let admitted = admit_until(&no_key, &pod, |p| !p["metadata"]["annotations"][STATUS].is_null());
+    let why = "not injected: the ConfigMap proa-system/proa-inject has no key image";
+    let before = baseline(&plain, &pod);
+    assert_untouched(&admitted, &before, Some(why));
+    // No ConfigMap: the binding does nothing (the other one, applied with it, shows the bindings are in force).
+    assert_untouched(&admit(&no_configmap, &pod), &before, None);
 }
 
 #[test]

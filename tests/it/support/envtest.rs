@@ -291,6 +291,11 @@ impl Cluster {
         Ok((status, text))
     }
 
+    /// One request as the cluster admin whatever its status (a refusal is an answer too): the status and the body.
+    pub fn answer(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+        self.raw(method, path, None, body).unwrap_or_else(|why| panic!("{why}\n{}", self.logs()))
+    }
+
     /// One request as the cluster admin that must succeed (2xx); its answer as JSON. Panics with the servers' logs.
     pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
         let content_type = match method {
