@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::envtest::{self, Cluster, Namespace};
-use crate::support::proa::Proa;
+use crate::support::proa::{Marker, Proa};
 
 /// How long the policy may take to apply after `kubectl apply` (the server loads policies and parameters from
 /// informers: about a second).
@@ -346,8 +346,9 @@ fn a_second_admission_pass_injects_nothing_more() {
     assert_eq!(second["metadata"]["annotations"], first["metadata"]["annotations"]);
 }
 
-/// A mesh's injector, as a second policy that runs after proa's (policies apply in name order) and changes the Pod,
-/// which makes the server reinvoke proa's (`reinvocationPolicy: IfNeeded`). Bound to the namespaces labelled
+/// A mesh's injector, as a second policy that changes the Pod (an istio-init and an istio-proxy): whichever of the two
+/// the server runs first (the order is the server's; both orders were seen), the other one then changes the Pod, and
+/// the server reinvokes the first (`reinvocationPolicy: IfNeeded`). Bound to the namespaces labelled
 /// `proa-test/mesh: "on"` only, so that no other test's Pods see it.
 const MESH: &str = r#"
 apiVersion: admissionregistration.k8s.io/v1
@@ -363,6 +364,7 @@ spec:
       jsonPatch:
         expression: >-
           object.spec.containers.exists(c, c.name == 'istio-proxy') ? [] :
+          (has(object.spec.initContainers) ? [] : [JSONPatch{op: "add", path: "/spec/initContainers", value: []}]) +
           [JSONPatch{op: "add", path: "/spec/containers/-", value: Object.spec.containers{
              name: "istio-proxy", image: "docker.io/istio/proxyv2:1.24.0", args: ["proxy", "sidecar"]}},
            JSONPatch{op: "add", path: "/spec/initContainers/-", value: Object.spec.initContainers{
@@ -403,8 +405,7 @@ fn a_reinvocation_after_a_mesh_injector_injects_nothing_more() {
     std::fs::write(&mesh, MESH).unwrap();
     ns.cluster.kubectl_sh(&format!("kubectl apply -f {}", mesh.display()));
     label_namespace(&ns, "proa-test/mesh", "on");
-    let mut pod = pod(&[json!({"name": "job", "image": "busybox", "command": ["/bin/report"]})]);
-    pod["spec"]["initContainers"] = json!([]);
+    let pod = pod(&[json!({"name": "job", "image": "busybox", "command": ["/bin/report"]})]);
     let admitted = admit_until(&ns, &pod, |p| names(&p["spec"]["containers"]).contains(&"istio-proxy"));
     assert_eq!(admitted["metadata"]["annotations"][STATUS], "injected into container job");
     let spec = &admitted["spec"];
@@ -575,22 +576,27 @@ fn assert_granted(cluster: &Cluster, ns: &str, other: &str) {
     }
 }
 
+/// deploy/inject/namespace/ applied to `ns`, with its `namespace:` set as its kustomization says.
+fn apply_namespace_rbac(ns: &Namespace) {
+    let copy = ns.cluster.dir_file(&format!("rbac-{}", ns.name));
+    std::fs::create_dir_all(&copy).unwrap();
+    for file in ["kustomization.yaml", "role.yaml", "rolebinding.yaml"] {
+        let path = format!("{}/deploy/inject/namespace/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(path).unwrap();
+        let text = text.replace("\nnamespace: jobs\n", &format!("\nnamespace: {}\n", ns.name));
+        assert!(file != "kustomization.yaml" || text.contains(&ns.name), "no `namespace: jobs` line in {file}");
+        std::fs::write(copy.join(file), text).unwrap();
+    }
+    ns.cluster.kubectl_sh(&format!("kubectl apply -k {}", copy.display()));
+}
+
 #[test]
 fn the_namespace_rbac_grants_get_and_watch_to_every_service_account_of_the_namespace() {
     let Some(first) = namespace() else { return };
     let Some(second) = namespace() else { return };
     let Some(other) = namespace() else { return };
     let cluster = first.cluster;
-    // deploy/inject/namespace/ with its `namespace:` set, as its kustomization says.
-    let copy = cluster.dir_file(&format!("rbac-{}", first.name));
-    std::fs::create_dir_all(&copy).unwrap();
-    for file in ["kustomization.yaml", "role.yaml", "rolebinding.yaml"] {
-        let text =
-            std::fs::read_to_string(format!("{}/deploy/inject/namespace/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        let text = text.replace("\nnamespace: jobs\n", &format!("\nnamespace: {}\n", first.name));
-        std::fs::write(copy.join(file), text).unwrap();
-    }
-    cluster.kubectl_sh(&format!("kubectl apply -k {}", copy.display()));
+    apply_namespace_rbac(&first);
     assert_granted(cluster, &first.name, &other.name);
     // Without kustomize: deploy/'s Role, and the one command of deploy/inject/namespace/kustomization.yaml.
     let kustomization =
@@ -606,4 +612,85 @@ fn the_namespace_rbac_grants_get_and_watch_to_every_service_account_of_the_names
         command.replace("NS", &second.name)
     ));
     assert_granted(cluster, &second.name, &other.name);
+}
+
+/// A TokenRequest token for the ServiceAccount `account` of `ns`, in a folder laid out as the kubelet mounts it.
+fn service_account_dir(ns: &Namespace, account: &str) -> std::path::PathBuf {
+    let path = format!("/api/v1/namespaces/{}/serviceaccounts/{account}/token", ns.name);
+    let request =
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}});
+    let token = ns.cluster.request("POST", &path, Some(&request));
+    let dir = ns.cluster.dir_file(&format!("service-accounts/{}-{account}", ns.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("token"), token["status"]["token"].as_str().unwrap()).unwrap();
+    std::fs::write(dir.join("namespace"), &ns.name).unwrap();
+    std::fs::copy(ns.service_account_dir().join("ca.crt"), dir.join("ca.crt")).unwrap();
+    dir
+}
+
+#[test]
+fn an_injected_pod_runs_its_program_under_proa_with_only_the_namespace_rbac() {
+    // The chain short of a kubelet: the label, the Pod the server stores, the namespace's RBAC for a service account
+    // of the user's own, and the real proa run with the stored command line and the Downward API's values. The test
+    // plays the kubelet: it runs that command line here and writes the container statuses.
+    let Some(ns) = namespace() else { return };
+    let cluster = ns.cluster;
+    let account = "report-runner";
+    let created = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}});
+    cluster.request("POST", &format!("/api/v1/namespaces/{}/serviceaccounts", ns.name), Some(&created));
+    apply_namespace_rbac(&ns);
+
+    let mut marker = Marker::start();
+    let mut pod = pod(&[json!({
+        "name": "job", "image": "bash:5", "command": ["bash", "-c"], "args": [format!("{}; exit 7", marker.say("started"))],
+    })]);
+    pod["spec"]["serviceAccountName"] = json!(account);
+    pod["spec"]["initContainers"] =
+        json!([{"name": "log-shipper", "image": "fluent/fluent-bit:3.1", "restartPolicy": "Always"}]);
+    let stored = cluster.request("POST", &format!("/api/v1/namespaces/{}/pods", ns.name), Some(&pod));
+    let name = stored["metadata"]["name"].as_str().unwrap();
+    let path = format!("/api/v1/namespaces/{}/pods/{name}", ns.name);
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+                         "target": {"apiVersion": "v1", "kind": "Node", "name": "envtest-node"}});
+    cluster.request("POST", &format!("{path}/binding"), Some(&binding));
+    let statuses = |shipper_ready: bool| {
+        let running = json!({"running": {}});
+        json!({"status": {
+            "phase": "Pending",
+            "initContainerStatuses": [
+                envtest::status("proa-inject", false, json!({"terminated": {"exitCode": 0}})),
+                envtest::status("log-shipper", shipper_ready, running.clone()),
+            ],
+            "containerStatuses": [envtest::status("job", false, running)],
+        }})
+    };
+    cluster.request("PATCH", &format!("{path}/status"), Some(&statuses(false)));
+
+    // What the kubelet would run: the stored command and args, with the Downward API's values.
+    let job = container(&stored["spec"], "job");
+    assert_eq!(job["env"], pod_env());
+    let argv: Vec<String> = job["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(job["args"].as_array().unwrap())
+        .map(|arg| arg.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(argv[..2], [format!("{DIR}/proa"), "--".to_string()]);
+    let env = [
+        ("KUBERNETES_SERVICE_HOST", "127.0.0.1".to_string()),
+        ("KUBERNETES_SERVICE_PORT", cluster.port().to_string()),
+        ("PROA_SERVICE_ACCOUNT_DIR", service_account_dir(&ns, account).display().to_string()),
+        ("POD_NAME", name.to_string()),
+        ("POD_NAMESPACE", ns.name.clone()),
+    ];
+    let proa = Proa::with_env(env.map(|(k, v)| (k.to_string(), v))).args(&argv[1..]).spawn();
+    proa.wait_for_stderr(PROCESS_BOUND, |err| err.contains("watch: stream open from resourceVersion"));
+    let before_ready = Instant::now();
+    cluster.request("PATCH", &format!("{path}/status"), Some(&statuses(true)));
+    let started = marker.wait_for("started", PROCESS_BOUND);
+    assert!(started.at > before_ready, "the program started before the native sidecar was ready");
+    let done = proa.wait(PROCESS_BOUND);
+    assert_eq!(done.code(), 7, "{}", done.stderr);
+    assert!(!done.stderr.contains("403"), "{}", done.stderr);
 }

@@ -597,7 +597,7 @@ impl TestPod<'_> {
 }
 
 /// A container status as the kubelet writes it.
-fn status(name: &str, ready: bool, state: Value) -> Value {
+pub fn status(name: &str, ready: bool, state: Value) -> Value {
     json!({
         "name": name, "ready": ready, "started": state.get("running").is_some(), "restartCount": 0,
         "image": format!("example.com/{name}:1"), "imageID": "", "state": state,
