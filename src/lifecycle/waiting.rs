@@ -204,8 +204,12 @@ fn decide(
             (State::Waiting(w), probes)
         }
         Verdict::Dead { container, exit_code, reason } => {
+            let how = match reason.is_empty() {
+                true => format!("exit code {exit_code}"),
+                false => format!("{reason} with exit code {exit_code}"),
+            };
             let failed = failure(format!(
-                "container {container} terminated ({reason} with exit code {exit_code}) and will not be restarted: not starting the program"
+                "container {container} terminated ({how}) and will not be restarted: not starting the program"
             ));
             with_first(failed, abort_wait(config, Some(&facts), End::ProaFailed, Ending::Normal, now))
         }
