@@ -1,6 +1,7 @@
 //! What a user reads stays readable: the README stays short enough to read through, and no page a user is sent to
 //! (the README, `docs/`, the comments of `examples/` and `deploy/`) cites what a user cannot follow: the design
-//! contract, which is not in the repository, or the project's issue numbers. History belongs in the CHANGELOG.
+//! contract, which is not in the repository, or the project's issue numbers. History belongs in the CHANGELOG. The
+//! examples show the one recommended way to stop a recognised sidecar.
 
 use std::path::{Path, PathBuf};
 
@@ -76,4 +77,27 @@ fn an_issue_reference_is_told_from_ordinary_words() {
     assert_eq!(issue_references("Until issue 20 it stopped"), ["issue 20 it stopped"]);
     assert_eq!(issue_references("with issues 20 and 21 in"), ["issues 20 and 21 in"]);
     assert!(issue_references("an issue with the proxy; issues of 2024").is_empty());
+}
+
+/// The README recommends one way to stop a mesh proxy or a Cloud SQL Auth Proxy: no flag, recognition. The examples
+/// show that way only: no `--sidecar` preset and no shutdown URL on those sidecars' ports (Istio's status port 15020,
+/// Linkerd's admin port 4191, the Cloud SQL Auth Proxy's admin port 9091) in any line but a comment.
+#[test]
+fn the_examples_stop_recognised_sidecars_by_recognition_alone() {
+    let mut explicit = Vec::new();
+    for file in files("examples", &["yaml", "yml"]) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            let code = line.split(" #").next().unwrap_or_default();
+            if code.trim_start().starts_with('#') {
+                continue;
+            }
+            let preset = code.contains("--sidecar") || code.contains("PROA_SIDECAR");
+            let url = [":15020/", ":4191/", ":9091/"].iter().any(|port| code.contains(port));
+            if preset || url {
+                explicit.push(format!("{}:{}: {}", file.display(), number + 1, line.trim()));
+            }
+        }
+    }
+    assert!(explicit.is_empty(), "explicit actions for recognised sidecars:\n{}", explicit.join("\n"));
 }
