@@ -4,13 +4,13 @@
 # proa as an image to copy from. The last stage is FROM scratch and holds only /proa and its licenses
 # (/usr/share/doc/proa/), so that images use it with
 #
-#     COPY --from=REGISTRY/proa:0.2.0 /proa /proa
+#     COPY --from=REGISTRY/proa:0.3.0 /proa /proa
 #
 # Build (BuildKit, the default builder since Docker 23):
 #
-#     docker build -f scratch.Dockerfile -t REGISTRY/proa:0.2.0 .
-#     docker buildx build -f scratch.Dockerfile --platform linux/amd64,linux/arm64 -t REGISTRY/proa:0.2.0 --push .
-#     docker build -f scratch.Dockerfile --target distroless -t REGISTRY/proa:0.2.0-distroless .
+#     docker build -f scratch.Dockerfile -t REGISTRY/proa:0.3.0 .
+#     docker buildx build -f scratch.Dockerfile --platform linux/amd64,linux/arm64 -t REGISTRY/proa:0.3.0 --push .
+#     docker build -f scratch.Dockerfile --target distroless -t REGISTRY/proa:0.3.0-distroless .
 #
 # The build stage runs `make static`, as CI does: it installs the musl and aarch64 cross toolchains from Debian and
 # builds both variants for x86_64 and aarch64, always on linux/amd64 (the platform is pinned on purpose: the Makefile

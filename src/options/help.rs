@@ -3,7 +3,7 @@
 
 use crate::options::table::{Kind, OPTIONS};
 
-/// What `--version` prints: `proa 0.2.0 (commit abc1234, x86_64-unknown-linux-musl, features: kill)`. build.rs
+/// What `--version` prints: `proa 0.3.0 (commit abc1234, x86_64-unknown-linux-musl, features: kill)`. build.rs
 /// supplies the commit (`unknown` outside a git checkout), the target triple and the enabled features (`none`).
 pub const VERSION: &str = concat!(
     "proa ",
@@ -28,7 +28,8 @@ pub fn help() -> String {
          Usage: proa [OPTIONS] -- PROGRAM [ARGS...]\n\
          \x20      proa --serve-quit HOST:PORT [--kill-signal SIG] [--kill-grace DURATION] -- SIDECAR [ARGS...]\n\
          \x20      proa --install DIR\n\n\
-         Options (each also read from PROA_<NAME>, e.g. PROA_READY_TIMEOUT; a flag wins):\n",
+         Options (each also read from PROA_<NAME>, e.g. PROA_READY_TIMEOUT; a flag wins; not --check, --help,\n\
+         --version, nor those marked no variable):\n",
     );
     for spec in OPTIONS.iter().filter(|spec| spec.flag) {
         let short = spec.short.map_or("    ".to_string(), |s| format!("-{s}, "));
@@ -70,7 +71,8 @@ pub fn help() -> String {
     }
     out.push_str("\nDURATION: 90, 90s, 500ms, 5m, 1h\n");
     out.push_str("Exit: the program's code; 128+N for signal N; 124 sidecars not ready in time;\n");
-    out.push_str("      125 proa failed before the program ran; 126 cannot be executed; 127 not found\n");
+    out.push_str("      125 proa failed before the program ran, or the program's status was lost;\n");
+    out.push_str("      126 cannot be executed; 127 not found\n");
     for spec in OPTIONS.iter().filter(|spec| !spec.flag) {
         out.push_str(&format!("{}=true: {}.\n", spec.variable(), spec.help));
     }

@@ -238,10 +238,15 @@ pub static OPTIONS: [Spec; 29] = [
         o.always_shutdown = true;
         Ok(())
     }),
-    Spec::new("log-format", Kind::One("text|json"), "log format on stderr; level from RUST_LOG", |o, v| {
-        o.log_format = parse_log_format(v).ok_or(LOG_FORMAT_EXPECTED)?;
-        Ok(())
-    })
+    Spec::new(
+        "log-format",
+        Kind::One("text|json"),
+        "log format on stderr; the level comes from RUST_LOG, info when unset",
+        |o, v| {
+            o.log_format = parse_log_format(v).ok_or(LOG_FORMAT_EXPECTED)?;
+            Ok(())
+        },
+    )
     .default("text"),
     Spec::new(
         "auto-shutdown",

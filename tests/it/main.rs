@@ -7,6 +7,7 @@ mod aarch64;
 mod check;
 mod cli;
 mod direct_probe;
+mod docs;
 #[cfg(not(feature = "kill"))]
 mod envtest;
 mod faults;
@@ -17,6 +18,8 @@ mod install;
 mod kill;
 mod lifecycle;
 mod manifests;
+#[cfg(not(feature = "kill"))]
+mod manifests_dry_run;
 mod mesh;
 #[cfg(not(feature = "kill"))]
 mod mesh_network;

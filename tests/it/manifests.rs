@@ -385,12 +385,12 @@ fn an_image_without_proa_gets_it_from_an_init_container_that_shares_its_volume()
     assert!(installed >= 3, "job-any-image.yaml and job-sidecar-without-endpoint.yaml run proa from /proa-bin");
 }
 
-/// The proa versions a text names: image tags (`proa:0.2.0`, `proa:0.2.0-distroless`), release URLs
-/// (`releases/download/v0.2.0`) and the README's "Sizes are for 0.2.0". Other projects' versions (the original
-/// `proa 0.1.3`, images of sidecars) are not proa's release.
+/// The proa versions a text names: image tags (`proa:0.3.0`, `proa:0.3.0-kill`), release URLs
+/// (`releases/download/v0.3.0`), git tags (`--tag v0.3.0`) and docs/install.md's "Sizes are for 0.3.0". Other
+/// projects' versions (the original `proa 0.1.3`, images of sidecars) are not proa's release.
 fn proa_versions(text: &str) -> Vec<String> {
     let mut found = Vec::new();
-    for marker in ["/proa:", "releases/download/v", "Sizes are for "] {
+    for marker in ["/proa:", "releases/download/v", "--tag v", "Sizes are for "] {
         for (at, _) in text.match_indices(marker) {
             let rest = &text[at + marker.len()..];
             let version: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
@@ -416,6 +416,7 @@ fn every_proa_version_mentioned_is_cargos() {
     let mut files = markdown_files();
     files.push(root.join("scratch.Dockerfile"));
     files.extend(yaml_files("examples"));
+    files.extend(yaml_files("deploy"));
     let mut seen = 0;
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
@@ -425,6 +426,16 @@ fn every_proa_version_mentioned_is_cargos() {
         }
     }
     assert!(seen >= 8, "only {seen} mentions found: the patterns no longer match the texts");
+}
+
+/// The release workflow takes its notes from the CHANGELOG section of Cargo.toml's version: the newest released
+/// section is this version, so that a tag of it publishes what it says.
+#[test]
+fn the_newest_changelog_section_is_cargos_version() {
+    let changelog = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("CHANGELOG.md")).unwrap();
+    let released = changelog.lines().find(|line| line.starts_with("## [") && !line.starts_with("## [Unreleased]"));
+    let version = released.and_then(|line| line["## [".len()..].split(']').next());
+    assert_eq!(version, Some(env!("CARGO_PKG_VERSION")), "CHANGELOG.md's newest section: {released:?}");
 }
 
 /// Every example and manifest is linked from the README, and every relative link in the README and `docs/` leads to
