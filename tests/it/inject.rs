@@ -18,7 +18,7 @@ use crate::support::proa::{Marker, Proa};
 const ACTIVE_BOUND: Duration = Duration::from_secs(30);
 const PROCESS_BOUND: Duration = Duration::from_secs(10);
 /// The image the README's command puts in the ConfigMap, word for word.
-const IMAGE: &str = "REGISTRY/proa:0.2.0";
+const IMAGE: &str = "ghcr.io/OWNER/proa:0.3.0";
 const DIR: &str = "/proa-inject";
 const STATUS: &str = "proa.dev/inject-status";
 /// An annotation value `kubectl describe` shows whole (it showed the first 138 characters of a longer one, then "...").
