@@ -30,7 +30,7 @@ STATIC_ENV = CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$(STATIC_RUSTFLAG
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc
 STRIP_UNWIND := --remove-section=.eh_frame --remove-section=.gcc_except_table --remove-section=.comment
 
-.PHONY: help demo test tools fmt lint unit release static static-tools nginx qemu fuzz soak bench clean
+.PHONY: help demo test tools fmt lint unit release static static-tools nginx qemu node fuzz soak bench clean
 
 help:
 	@echo "make demo     show proa's whole lifecycle locally, no cluster needed"
@@ -85,15 +85,24 @@ qemu:
 		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user-static >/dev/null) \
 		|| echo "could not install qemu-user-static: the aarch64 tests will be skipped (or fail, with CI set)"
 
+## containerd, runc and a static busybox: with ../shared/node's kubelet, the one-node cluster that runs the real-Pod
+## tests (tests/it/real_pods.rs; the images are built from busybox and the static proa). Without root the install
+## fails: then those tests skip loudly, or fail where CI is set.
+node:
+	@{ command -v containerd && command -v runc && dpkg -s busybox-static; } >/dev/null 2>&1 \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containerd runc busybox-static >/dev/null) \
+		|| echo "could not install containerd, runc and busybox-static: the real-Pod tests will be skipped (or fail, with CI set)"
+
 # PROA_STATIC_BIN: the FROM-scratch test (tests/it/scratch.rs) runs the binary `make static` built.
 # PROA_STATIC_BIN_AARCH64: tests/it/aarch64.rs runs the aarch64 binary of the same variant through qemu.
+# PROA_STATIC_BIN_KILL: the kill variant, which the real-Pod tests' images hold beside the default one.
 # Both variants are tested: the default build, and the kill feature's tests (tests/it/kill.rs) with nginx.
 STATIC_ABS := $(abspath $(STATIC_DIR))
-unit: static nginx qemu
-	PROA_STATIC_BIN=$(STATIC_ABS)/proa-$(shell uname -m)-linux-musl \
-		PROA_STATIC_BIN_AARCH64=$(STATIC_ABS)/proa-aarch64-linux-musl $(CARGO) test --all-targets
-	PROA_STATIC_BIN=$(STATIC_ABS)/proa-$(shell uname -m)-linux-musl \
-		PROA_STATIC_BIN_AARCH64=$(STATIC_ABS)/proa-kill-aarch64-linux-musl $(CARGO) test --all-targets --features kill
+STATIC_BINS = PROA_STATIC_BIN=$(STATIC_ABS)/proa-$(shell uname -m)-linux-musl \
+	PROA_STATIC_BIN_KILL=$(STATIC_ABS)/proa-kill-$(shell uname -m)-linux-musl
+unit: static nginx qemu node
+	$(STATIC_BINS) PROA_STATIC_BIN_AARCH64=$(STATIC_ABS)/proa-aarch64-linux-musl $(CARGO) test --all-targets
+	$(STATIC_BINS) PROA_STATIC_BIN_AARCH64=$(STATIC_ABS)/proa-kill-aarch64-linux-musl $(CARGO) test --all-targets --features kill
 
 release:
 	$(CARGO) build --release --bin proa

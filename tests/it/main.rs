@@ -21,6 +21,8 @@ mod off_switch;
 mod peers;
 mod pid1;
 mod promise;
+#[cfg(not(feature = "kill"))]
+mod real_pods;
 mod recognised;
 mod scratch;
 mod serve_quit;

@@ -111,7 +111,8 @@ pub fn on_path(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{name} is not on PATH ({path})"))
 }
 
-fn present(test: &str, what: &str, result: Result<(), String>) -> bool {
+/// Whether `what` is here: where not, a loud skip line, or a failure with `CI` set.
+pub fn present(test: &str, what: &str, result: Result<(), String>) -> bool {
     match result {
         Ok(()) => true,
         Err(why) if std::env::var_os("CI").is_some() => panic!("{test} needs {what} on CI: {why}"),

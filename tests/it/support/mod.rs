@@ -10,10 +10,13 @@ pub mod apiserver;
 pub mod envtest;
 pub mod machine;
 pub mod nginx;
+/// A real node (containerd, kubelet) beside the real API server, and the Pods the tests run on it.
+pub mod node;
 pub mod port;
 /// Runs the proa binary under test, and `Marker` for what wrapped programs report.
 pub mod proa;
 pub mod procs;
+pub mod real_pod;
 pub mod server;
 pub mod sidecar;
 pub mod temp;
