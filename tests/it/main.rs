@@ -21,7 +21,6 @@ mod off_switch;
 mod peers;
 mod pid1;
 mod promise;
-#[cfg(not(feature = "kill"))]
 mod real_pods;
 mod recognised;
 mod scratch;

@@ -236,6 +236,19 @@ impl Cluster {
         &self.ca_pem
     }
 
+    /// Runs the assets' `kubectl` as the cluster admin (`kubectl exec` goes through the API server to the kubelet).
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        let kubectl = assets_dir().expect("the assets were found").join("kubectl");
+        Command::new(&kubectl)
+            .arg(format!("--server=https://127.0.0.1:{}", self.port))
+            .arg(format!("--token={ADMIN_TOKEN}"))
+            .arg(format!("--certificate-authority={}", self.dir.join("ca.crt").display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|err| panic!("{}: {err}", kubectl.display()))
+    }
+
     /// A GET as the cluster admin whose body is read as it comes (a watch), with no bound of the client's own.
     pub fn stream(&self, path: &str) -> Result<impl std::io::Read + Send + 'static, String> {
         let url = format!("https://127.0.0.1:{}{path}", self.port);

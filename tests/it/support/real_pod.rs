@@ -36,7 +36,18 @@ pub fn proa_env(node: &Node) -> Value {
 impl<'n> RealPod<'n> {
     /// Creates the Pod `spec` (a Pod's `spec`) named `name` on the node: hostNetwork, the ServiceAccount `proa`,
     /// every image local (`imagePullPolicy: Never`), and starts recording its events.
-    pub fn create(node: &'static Node, ns: &'n Namespace, name: &str, mut spec: Value) -> RealPod<'n> {
+    pub fn create(node: &'static Node, ns: &'n Namespace, name: &str, spec: Value) -> RealPod<'n> {
+        RealPod::create_annotated(node, ns, name, json!({}), spec)
+    }
+
+    /// Like [`RealPod::create`], with these annotations.
+    pub fn create_annotated(
+        node: &'static Node,
+        ns: &'n Namespace,
+        name: &str,
+        annotations: Value,
+        mut spec: Value,
+    ) -> RealPod<'n> {
         spec["nodeName"] = json!(NODE_NAME);
         spec["hostNetwork"] = json!(true);
         spec["serviceAccountName"] = json!(SERVICE_ACCOUNT);
@@ -46,7 +57,8 @@ impl<'n> RealPod<'n> {
                 container["imagePullPolicy"] = json!("Never");
             }
         }
-        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec});
+        let metadata = json!({"name": name, "annotations": annotations});
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec});
         let created = Instant::now();
         let answer = node.cluster.request("POST", &format!("/api/v1/namespaces/{}/pods", ns.name), Some(&pod));
         let version = answer["metadata"]["resourceVersion"].as_str().expect("a created Pod's version").to_string();
@@ -113,6 +125,19 @@ impl<'n> RealPod<'n> {
             Ok((200, text)) => text,
             Ok((status, text)) => format!("(logs of {container}: {status} {text})"),
             Err(why) => format!("(logs of {container}: {why})"),
+        }
+    }
+
+    /// Waits until `container`'s log holds `text`, asking the API every 100 ms (a log has no watch) up to `bound`.
+    pub fn wait_for_log(&self, container: &str, text: &str, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        loop {
+            let log = self.logs(container);
+            if log.contains(text) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{container} did not log {text:?} within {bound:?}:\n{log}");
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
