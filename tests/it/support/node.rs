@@ -41,11 +41,11 @@ const APPLETS: &[&str] = &[
 ];
 
 /// Run by `sh` when the test process exits (its stdin closes): $1 the node's folder, $2 containerd's socket, $3 the
-/// cgroup root's name; stdin lines `kubelet PID` and `containerd PID`. The kubelet goes first (killed: it needs no
+/// cgroup root's name, $4 where to keep the logs (`PROA_NODE_LOGS`, or empty); stdin lines `kubelet PID` and `containerd PID`. The kubelet goes first (killed: it needs no
 /// grace), then every container and sandbox (killed, then deleted, which stops its shim and unmounts its root),
 /// then containerd; then whatever a crash left: shims naming this socket, mounts under the folder, the cgroups,
 /// the kubelet's log links in /var/log/containers and its device-plugin socket. Kills only the pids it was told and shims of this socket.
-const TEARDOWN: &str = r#"dir=$1 sock=$2 cgroup=$3 kubelet= containerd=
+const TEARDOWN: &str = r#"dir=$1 sock=$2 cgroup=$3 logs=$4 kubelet= containerd=
 while read -r name pid; do case $name in kubelet) kubelet=$pid;; containerd) containerd=$pid;; esac; done
 exec >"$dir.teardown.log" 2>&1
 [ -n "$kubelet" ] && kill -KILL "$kubelet"
@@ -69,6 +69,7 @@ find /var/log/containers -maxdepth 1 -lname "$dir/*" -delete
 # The device manager's socket has a fixed path whatever --root-dir; the folders go only where they are empty.
 rm -f /var/lib/kubelet/device-plugins/kubelet.sock
 rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet /var/log/containers 2>/dev/null
+[ -n "$logs" ] && mkdir -p "$logs" && cp -r "$dir"/*.log "$dir/pod-logs" "$logs/"
 rm -rf "$dir"
 rm -f "$dir.teardown.log""#;
 
@@ -184,6 +185,7 @@ fn spawn_watchdog(dir: &Path, socket: &Path, cgroup: &str) -> ChildStdin {
         .args(["-c", TEARDOWN, "proa-node-watchdog"])
         .args([dir, socket])
         .arg(cgroup)
+        .arg(std::env::var_os("PROA_NODE_LOGS").unwrap_or_default())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
