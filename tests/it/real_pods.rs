@@ -68,7 +68,8 @@ fn sidecar_gates_the_start(native: bool) {
     let spec = match native {
         true => {
             web["restartPolicy"] = json!("Always");
-            json!({"restartPolicy": "Never", "initContainers": [web], "containers": [main], "volumes": [scratch.volume()]})
+            let volumes = [scratch.volume()];
+            json!({"restartPolicy": "Never", "initContainers": [web], "containers": [main], "volumes": volumes})
         }
         false => json!({"restartPolicy": "Never", "containers": [main, web], "volumes": [scratch.volume()]}),
     };
@@ -379,8 +380,9 @@ fn kill_by_executable_name_stops_a_sidecar_under_share_process_namespace() {
 /// The same by the command name, as `pkill httpd` would find it (DESIGN.md: "the command name (`/proc/PID/comm`)
 /// or the executable's file name").
 #[test]
-#[ignore = "proa defect: --kill NAME matches /proc/PID/comm only where /proc/PID/exe is unreadable, so a process \
-            whose command name is httpd but whose executable is /bin/busybox is not found (DESIGN.md and pkill: either)"]
+#[ignore = "proa defect: --kill NAME matches /proc/PID/comm only where /proc/PID/exe is unreadable, so a \
+            process whose command name is httpd but whose executable is /bin/busybox is not found (DESIGN.md and \
+            pkill: either)"]
 fn kill_by_command_name_stops_a_sidecar_under_share_process_namespace() {
     kill_by_name("httpd");
 }

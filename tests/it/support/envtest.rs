@@ -85,7 +85,8 @@ fn tail(path: &Path, lines: usize) -> String {
 }
 
 /// The test PKI: a CA, kube-apiserver's serving certificate for 127.0.0.1 signed by it, the real node's client
-/// certificate (see `node.rs`), and the service-account signing key (ECDSA P-256, which kube-apiserver takes as well as RSA). Written as PEM files into `dir`.
+/// certificate (see `node.rs`), and the service-account signing key (ECDSA P-256, which kube-apiserver takes as well
+/// as RSA). Written as PEM files into `dir`.
 fn write_pki(dir: &Path) -> String {
     let ca_key = KeyPair::generate().expect("generate CA key");
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");

@@ -41,10 +41,11 @@ const APPLETS: &[&str] = &[
 ];
 
 /// Run by `sh` when the test process exits (its stdin closes): $1 the node's folder, $2 containerd's socket, $3 the
-/// cgroup root's name, $4 where to keep the logs (`PROA_NODE_LOGS`, or empty); stdin lines `kubelet PID` and `containerd PID`. The kubelet goes first (killed: it needs no
-/// grace), then every container and sandbox (killed, then deleted, which stops its shim and unmounts its root),
-/// then containerd; then whatever a crash left: shims naming this socket, mounts under the folder, the cgroups,
-/// the kubelet's log links in /var/log/containers and its device-plugin socket. Kills only the pids it was told and shims of this socket.
+/// cgroup root's name, $4 where to keep the logs (`PROA_NODE_LOGS`, or empty); stdin lines `kubelet PID` and
+/// `containerd PID`. The kubelet goes first (killed: it needs no grace), then every container and sandbox (killed,
+/// then deleted, which stops its shim and unmounts its root), then containerd; then whatever a crash left: shims
+/// naming this socket, mounts under the folder, the cgroups, the kubelet's log links in /var/log/containers and its
+/// device-plugin socket. Kills only the pids it was told and shims of this socket.
 const TEARDOWN: &str = r#"dir=$1 sock=$2 cgroup=$3 logs=$4 kubelet= containerd=
 while read -r name pid; do case $name in kubelet) kubelet=$pid;; containerd) containerd=$pid;; esac; done
 exec >"$dir.teardown.log" 2>&1
@@ -292,7 +293,8 @@ impl Node {
         let (pki, api_port) = (cluster.dir(), cluster.port());
         let kubeconfig = format!(
             "apiVersion: v1\nkind: Config\ncurrent-context: node\n\
-             clusters: [{{name: test, cluster: {{server: 'https://127.0.0.1:{api_port}', certificate-authority: '{}'}}}}]\n\
+             clusters: [{{name: test, cluster: {{server: 'https://127.0.0.1:{api_port}',\n\
+             \x20 certificate-authority: '{}'}}}}]\n\
              users: [{{name: node, user: {{client-certificate: '{}', client-key: '{}'}}}}]\n\
              contexts: [{{name: node, context: {{cluster: test, user: node}}}}]\n",
             pki.join("ca.crt").display(),
