@@ -82,8 +82,10 @@ fn sidecar_gates_the_start(native: bool) {
         "real pod, {kind} sidecar: endpoint answered -> program started: {:?}",
         started.saturating_duration_since(answered)
     );
+    // Never early: the endpoint serves 3 s after the sidecar started (the test sees it answer within its own polling
+    // and scheduling delays, hence a margin below).
     assert!(
-        started + Duration::from_millis(50) > answered && started < answered + START_LATENCY,
+        started + Duration::from_secs(1) > answered && started < answered + START_LATENCY,
         "the program started {:?} after the endpoint answered",
         started.checked_duration_since(answered)
     );
