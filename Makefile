@@ -160,11 +160,12 @@ static: static-tools
 ## The original async proa, built from the crate registry at a pinned version (it needs Rust 1.86+). If it cannot
 ## be built, the .why file says so and the table reports it; the rest still runs. Needs root (unshare, mount).
 ## BENCH_RUNS=N: only the latency rows, N lifecycles each; BENCH_SCALES=100,500: only the Jobs-started-together rows;
-## BENCH_QUICK=1: every row, a few runs each, to try the harness out.
+## BENCH_QUICK=1: every row, a few runs each, to try the harness out; BENCH_PODS=N: only the real-Pod rows, N rounds
+## (the node of the real-Pod tests: tests/it/support/node.rs).
 ORIGINAL_VERSION := 0.1.3
 BENCH_DIR := $(TARGET_DIR)/bench
 ORIGINAL_BIN := $(BENCH_DIR)/original/bin/proa
-bench:
+bench: node
 	$(MAKE) --no-print-directory static STATIC_TARGETS=x86_64-unknown-linux-musl
 	@command -v strace >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq strace >/dev/null)
 	@mkdir -p $(BENCH_DIR)/original/bin
@@ -173,6 +174,7 @@ bench:
 			> $(BENCH_DIR)/original-build.log 2>&1 \
 		|| echo "cargo install proa $(ORIGINAL_VERSION) failed: $$(tail -1 $(BENCH_DIR)/original-build.log)" > $(ORIGINAL_BIN).why; }
 	BENCH_OURS=$(abspath $(STATIC_DIR))/proa-x86_64-linux-musl BENCH_ORIGINAL=$(abspath $(ORIGINAL_BIN)) \
+		PROA_STATIC_BIN=$(abspath $(STATIC_DIR))/proa-x86_64-linux-musl \
 		BENCH_OUT=$(abspath $(BENCH_DIR)) $(CARGO) bench --quiet --bench compare
 
 clean:

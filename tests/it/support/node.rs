@@ -63,7 +63,7 @@ if [ -n "$containerd" ]; then
 fi
 for pid in $(pgrep -f -- "-address $sock\$"); do kill -KILL "$pid"; done
 grep -o " $dir/[^ ]*" /proc/mounts | sort -r | while read -r mount; do umount -l "$mount"; done
-for hierarchy in /sys/fs/cgroup/*/; do
+for hierarchy in /sys/fs/cgroup/ /sys/fs/cgroup/*/; do
     [ -d "$hierarchy$cgroup" ] && find "$hierarchy$cgroup" -depth -type d -exec rmdir {} +
 done
 find /var/log/containers -maxdepth 1 -lname "$dir/*" -delete
@@ -283,12 +283,11 @@ impl Node {
                 "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}],
             })),
         );
-        // The kubelet requires its cgroup root in every hierarchy; the watchdog removes it.
-        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").map_err(|err| format!("/sys/fs/cgroup: {err}"))? {
-            let path = hierarchy.map_err(|e| e.to_string())?.path();
-            if path.is_dir() {
-                std::fs::create_dir_all(path.join(&cgroup)).map_err(|err| format!("{}: {err}", path.display()))?;
-            }
+        // The kubelet requires its cgroup root in every hierarchy (cgroup v1: one folder each under /sys/fs/cgroup;
+        // v2: the one tree); the watchdog removes it.
+        for hierarchy in cgroup_hierarchies()? {
+            let path = hierarchy.join(&cgroup);
+            std::fs::create_dir_all(&path).map_err(|err| format!("{}: {err}", path.display()))?;
         }
         let (pki, api_port) = (cluster.dir(), cluster.port());
         let kubeconfig = format!(
@@ -397,6 +396,16 @@ impl Node {
         std::fs::create_dir_all(&dir).expect("create a scratch folder");
         dir
     }
+}
+
+/// Where cgroups are made: each v1 hierarchy's folder, or the v2 tree's root.
+fn cgroup_hierarchies() -> Result<Vec<PathBuf>, String> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").is_file() {
+        return Ok(vec![root.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(root).map_err(|err| format!("{}: {err}", root.display()))?;
+    Ok(entries.filter_map(|entry| Some(entry.ok()?.path())).filter(|path| path.is_dir()).collect())
 }
 
 /// containerd's configuration (version 2): everything under `dir`, the CRI plugin with runc under cgroupfs, the
