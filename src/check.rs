@@ -20,7 +20,7 @@ use crate::lifecycle::{self, Config, Facts, Mode};
 use crate::options::Options;
 use crate::pod::Pod;
 use crate::probe::{self, Endpoint};
-use crate::readiness::{self, Found, Kind, Policy, RestartPolicy};
+use crate::readiness::{self, Found, Kind, RestartPolicy, Restarted};
 use crate::url::redact;
 
 /// The Role rule proa needs, as a user would add it.
@@ -359,21 +359,24 @@ fn report_containers(report: &mut Report<impl Write>, options: &Options, pod: &P
     }
 
     let policy = RestartPolicy::of_container(pod, &own.name);
-    let meaning = match (policy.policy, options.always_shutdown) {
+    let meaning = match (policy.restarted_exits(), options.always_shutdown) {
         (_, true) => "--always-shutdown: proa stops the sidecars whatever the program's exit code",
-        (Policy::Never, false) => "proa stops the sidecars after the program exits",
-        (Policy::OnFailure, false) => {
-            "proa stops the sidecars after the program succeeds; after a failure it leaves them running for the restarted program"
+        (Restarted::Never, false) => "proa stops the sidecars after the program exits",
+        (Restarted::Sometimes, false) => {
+            "proa stops the sidecars after an exit the kubelet does not restart (a success, under OnFailure); after one it restarts, it leaves them running for the restarted program"
         }
-        (Policy::Always, false) => {
-            "the kubelet restarts the program, so proa leaves the sidecars running (--always-shutdown changes that)"
+        (Restarted::Always, false) => {
+            "the kubelet restarts the program after every exit, so proa leaves the sidecars running and sends nothing (--always-shutdown changes that)"
         }
     };
     report.ok(&format!("{policy}: {meaning}"));
+    // From here on, what this proa's run will send: nothing where it never stops the sidecars.
+    if !facts.may_stop_sidecars(options.always_shutdown) {
+        return;
+    }
 
     let actions = options.shutdown_actions(Duration::MAX);
     let regular: Vec<&str> = waited.iter().filter(|w| w.kind == Kind::Regular).map(|w| w.name.as_str()).collect();
-    let shuts_down = options.always_shutdown || policy.policy != Policy::Always;
     for (i, action) in actions.iter().enumerate() {
         match facts.skips.iter().find(|(skipped, _)| *skipped == i) {
             Some((_, why)) => report.ok(&format!("shutdown {action}: not sent here, {why}")),
@@ -384,17 +387,14 @@ fn report_containers(report: &mut Report<impl Write>, options: &Options, pod: &P
     for line in facts.plan.notes() {
         report.ok(&line);
     }
-    let unstopped = facts.plan.warnings();
-    if shuts_down && facts.stopper.is_none() {
-        unstopped.iter().for_each(|line| report.fail(line));
-    }
+    facts.plan.warnings().iter().for_each(|line| report.fail(line));
     if !facts.sends.is_empty() || !facts.plan.targets().is_empty() {
         let timeout = readiness::shutdown_timeout(options.shutdown_timeout, Some(pod));
         report.ok(&format!(
             "shutdown actions answered within their budget, sidecars awaited within {}s",
             timeout.as_secs()
         ));
-    } else if regular.is_empty() || !shuts_down {
+    } else if regular.is_empty() {
         report.ok("no shutdown action needed");
     }
 }

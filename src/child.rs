@@ -30,6 +30,8 @@ pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
 pub enum Exit {
     /// The program exited; `code` is its exit code, or 128+N if signal N killed it.
     Exited { code: u8 },
+    /// Nothing is left to reap, yet the program's exit was never seen: something else took its status.
+    Lost,
 }
 
 /// The program could not be started.
@@ -365,9 +367,7 @@ fn reap(program: Program, report: impl Fn(Exit) -> bool) {
             // ECHILD: nothing left to reap. Before the program's exit only if something else reaped it,
             // which `become_reaper` rules out; say so rather than wait forever.
             if !reported {
-                let code = exit::code(exit::End::ProaFailed);
-                log::error!("the program's exit status was lost: proa exits {code}");
-                report(Exit::Exited { code });
+                report(Exit::Lost);
             }
             return;
         }

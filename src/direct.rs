@@ -14,6 +14,8 @@ pub const MAX_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// The largest `initialDelaySeconds` the API takes (an int32).
 const MAX_INITIAL_DELAY: Duration = Duration::from_secs(i32::MAX as u64);
+/// How finely the API dates a container's start (`startedAt`, RFC 3339 in whole seconds).
+const TIMESTAMP_RESOLUTION: Duration = Duration::from_secs(1);
 
 /// How proa learns that a waited container is ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,11 +73,19 @@ pub struct Order {
 impl fmt::Display for Check {
     /// As `waiting for containers` says it: `GET :15021/healthz/ready`, `tcp :5432`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = |host: &Option<String>| host.clone().unwrap_or_default();
+        let host = |host: &Option<String>| host.as_deref().map(url_host).unwrap_or_default();
         match self {
             Check::Http { host: h, port, path, .. } => write!(f, "GET {}:{port}{path}", host(h)),
             Check::Tcp { host: h, port } => write!(f, "tcp {}:{port}", host(h)),
         }
+    }
+}
+
+/// A host as a URL writes it: an IPv6 address in brackets.
+fn url_host(host: &str) -> String {
+    match host.contains(':') && !host.starts_with('[') {
+        true => format!("[{host}]"),
+        false => host.to_string(),
     }
 }
 
@@ -201,16 +211,20 @@ pub fn order(pod: &Pod, spec: &Spec) -> Option<Order> {
     let host = match &spec.check {
         Check::Http { host, .. } | Check::Tcp { host, .. } => host.clone(),
     };
-    let host = host.or_else(|| pod.status.pod_ip.clone().filter(|ip| !ip.is_empty()))?;
-    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+    let host = url_host(&host.or_else(|| pod.status.pod_ip.clone().filter(|ip| !ip.is_empty()))?);
     let endpoint = match &spec.check {
         Check::Http { port, path, headers, .. } => {
             Endpoint::Http { url: format!("http://{host}:{port}{path}"), headers: headers.clone() }
         }
         Check::Tcp { port, .. } => Endpoint::Tcp(format!("{host}:{port}")),
     };
-    // A start proa cannot date counts as just now: the whole initial delay is left.
-    let delay = spec.initial_delay.saturating_sub(running.running_for.unwrap_or_default());
+    // `startedAt` is in whole seconds, cut down: the run began as late as the end of that second, so a delay is
+    // counted from there (never early, at most a second late). A start proa cannot date counts as just now.
+    let running_for = running.running_for.unwrap_or_default().saturating_sub(TIMESTAMP_RESOLUTION);
+    let delay = match spec.initial_delay {
+        Duration::ZERO => Duration::ZERO,
+        initial_delay => initial_delay.saturating_sub(running_for),
+    };
     Some(Order {
         container: spec.container.clone(),
         restart_count: status.restart_count,
@@ -304,13 +318,22 @@ mod tests {
     }
 
     #[test]
-    fn the_initial_delay_counts_from_the_start() {
+    fn the_initial_delay_counts_from_the_end_of_the_started_second() {
+        // initialDelaySeconds: 1. The container may have started as late as x.999 s of its `startedAt` second x.
         let mut pod = istio(serde_json::json!({"startedAt": "2026-12-05T10:00:00Z"}));
-        let spec = spec_of(&pod, "istio-proxy");
+        let mut spec = spec_of(&pod, "istio-proxy");
+        let mut delay_after = |running_for: u64| {
+            let running = pod.status.container_statuses[0].state.running.as_mut().unwrap();
+            running.running_for = Some(Duration::from_millis(running_for));
+            order(&pod, &spec).unwrap().delay
+        };
+        assert_eq!(delay_after(400), Duration::from_secs(1));
+        assert_eq!(delay_after(1400), Duration::from_millis(600));
+        assert_eq!(delay_after(5000), Duration::ZERO);
+        // No delay set: nothing to wait out.
+        spec.initial_delay = Duration::ZERO;
         let running = pod.status.container_statuses[0].state.running.as_mut().unwrap();
-        running.running_for = Some(Duration::from_millis(400));
-        assert_eq!(order(&pod, &spec).unwrap().delay, Duration::from_millis(600));
-        pod.status.container_statuses[0].state.running.as_mut().unwrap().running_for = Some(Duration::from_secs(5));
+        running.running_for = Some(Duration::ZERO);
         assert_eq!(order(&pod, &spec).unwrap().delay, Duration::ZERO);
     }
 
@@ -364,6 +387,20 @@ mod tests {
             "status": {"containerStatuses": [{"name": "s", "state": {"running": {}}}]},
         }));
         assert_eq!(order(&p, &spec_of(&p, "s")).unwrap().endpoint, Endpoint::Tcp("127.0.0.2:7000".into()));
+    }
+
+    #[test]
+    fn an_ipv6_probe_host_is_bracketed_as_in_a_url() {
+        let container = serde_json::json!({"name": "s", "readinessProbe": {"httpGet": {"host": "::1", "port": 8080, "path": "/ready"}}});
+        let p = pod(serde_json::json!({"spec": {"containers": [container]}}));
+        match way(&p, &regular("s")) {
+            Way::Probed(spec) => assert_eq!(spec.check.to_string(), "GET [::1]:8080/ready"),
+            other => panic!("{other:?}"),
+        }
+        let container =
+            serde_json::json!({"name": "s", "readinessProbe": {"tcpSocket": {"host": "fd00::7", "port": 5432}}});
+        let p = pod(serde_json::json!({"spec": {"containers": [container]}}));
+        assert_eq!(way(&p, &regular("s")).to_string(), "its readinessProbe (tcp [fd00::7]:5432) and the API");
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct Report {
     pub grace: Duration,
     /// From the first signal until every target exited, or the SIGKILL wait ended.
     pub took: Duration,
+    /// The command names of the other processes proa saw (`procs::names_seen`), for a report of no target.
+    pub seen: Vec<String>,
 }
 
 impl Report {
@@ -87,7 +89,14 @@ impl fmt::Display for Report {
         let list =
             |targets: &mut dyn Iterator<Item = &Target>| targets.map(Target::to_string).collect::<Vec<_>>().join(", ");
         if self.signalled.is_empty() && self.refused.is_empty() {
-            return write!(f, "found no process to signal: does the Pod set shareProcessNamespace: true?");
+            return match self.seen.is_empty() {
+                true => write!(f, "found no process to signal: does the Pod set shareProcessNamespace: true?"),
+                false => write!(
+                    f,
+                    "found no process to signal among {}: is the name right (pkill's: the command name `ps` shows, or the executable's), and does the Pod set shareProcessNamespace: true?",
+                    self.seen.join(", ")
+                ),
+            };
         }
         let mut parts = Vec::new();
         if !self.signalled.is_empty() {
@@ -176,7 +185,7 @@ pub fn perform(kill: &Kill) -> Result<Report, KillError> {
     let mut refused = Vec::new();
     for process in procs::targets(&processes, own, &kill.rule) {
         // None: it exited since the listing.
-        let Some(handle) = Handle::open(process) else { continue };
+        let Some(handle) = Handle::open(process, &kill.rule) else { continue };
         debug!("sending {} to {}", signal_name(kill.signal), handle.target);
         match handle.signal(kill.signal) {
             Ok(()) => handles.push(handle),
@@ -184,7 +193,7 @@ pub fn perform(kill: &Kill) -> Result<Report, KillError> {
             Err(err) => refused.push((handle.target, err)),
         }
     }
-    let signalled = handles.iter().map(|h| h.target.clone()).collect();
+    let signalled: Vec<Target> = handles.iter().map(|h| h.target.clone()).collect();
     let survivors = wait_exited(handles, kill.grace);
     for handle in &survivors {
         debug!("{} still running after {}: sending SIGKILL", handle.target, Seconds(kill.grace));
@@ -194,7 +203,11 @@ pub fn perform(kill: &Kill) -> Result<Report, KillError> {
     }
     let forced = survivors.iter().map(|h| h.target.clone()).collect();
     wait_exited(survivors, SIGKILL_WAIT);
-    Ok(Report { signal: kill.signal, signalled, refused, forced, grace: kill.grace, took: started.elapsed() })
+    let seen = match signalled.is_empty() && refused.is_empty() {
+        true => procs::names_seen(&processes, own),
+        false => Vec::new(),
+    };
+    Ok(Report { signal: kill.signal, signalled, refused, forced, grace: kill.grace, took: started.elapsed(), seen })
 }
 
 /// Every process visible in /proc now; those that exit while being read are left out. Read as bytes: a name
@@ -205,12 +218,11 @@ fn scan() -> io::Result<Vec<Process>> {
         let Ok(entry) = entry else { continue };
         let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else { continue };
         let Some(stat) = read_stat(pid) else { continue };
-        // Unreadable for another user's process (without CAP_SYS_PTRACE) and for kernel threads: then the
+        // Unreadable for another user's process (without CAP_SYS_PTRACE) and for kernel threads: then only the
         // command name, which is what /proc/PID/comm holds too.
-        let exe = fs::read_link(entry.path().join("exe")).ok();
-        let name = exe.and_then(|exe| procs::exe_name(&exe)).unwrap_or_else(|| stat.comm.clone());
+        let exe = fs::read_link(entry.path().join("exe")).ok().and_then(|exe| procs::exe_name(&exe));
         let exited = has_exited(&stat);
-        processes.push(Process { stat, name, exited });
+        processes.push(Process { stat, exe, exited });
     }
     Ok(processes)
 }
@@ -235,9 +247,9 @@ struct Handle {
 
 impl Handle {
     /// `None` when the process is gone, or its pid already names another process.
-    fn open(process: &Process) -> Option<Handle> {
+    fn open(process: &Process, rule: &Rule) -> Option<Handle> {
         let handle = Handle {
-            target: Target { pid: process.pid(), name: procs::printable(&process.name) },
+            target: Target { pid: process.pid(), name: procs::printable(process.known_as(rule)?) },
             start_time: process.stat.start_time,
             process: Pidfd::open(process.pid())?,
         };
@@ -307,6 +319,7 @@ mod tests {
             forced,
             grace: Duration::from_secs(10),
             took: Duration::from_millis(120),
+            seen: vec![],
         }
     }
 
@@ -336,6 +349,12 @@ mod tests {
         let nothing = report(vec![], vec![]);
         assert!(!nothing.is_clean());
         assert_eq!(nothing.to_string(), "found no process to signal: does the Pod set shareProcessNamespace: true?");
+        let mut wrong_name = report(vec![], vec![]);
+        wrong_name.seen = vec!["httpd".into(), "pause".into(), "sh".into()];
+        assert_eq!(
+            wrong_name.to_string(),
+            "found no process to signal among httpd, pause, sh: is the name right (pkill's: the command name `ps` shows, or the executable's), and does the Pod set shareProcessNamespace: true?"
+        );
     }
 
     /// Issue 18, item 15: `--kill NAME` is refused in the host's namespace as `--kill-all` is.

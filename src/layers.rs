@@ -16,7 +16,7 @@ const LAYERS: [&[&str]; 8] = [
 
 /// The files of `lifecycle/`, top to bottom: the owner loop and `step`, the real world, one file per phase, the
 /// shared endings, then the types and pure decisions every phase uses. `simulation/` and `tests` are test-only.
-const LIFECYCLE: [&[&str]; 10] = [
+const LIFECYCLE: [&[&str]; 11] = [
     &["mod", "simulation", "tests"],
     &["threads"],
     &["waiting", "running"],
@@ -24,7 +24,8 @@ const LIFECYCLE: [&[&str]; 10] = [
     &["peers"],
     &["shutting_down"],
     &["world"],
-    &["machine", "probing"],
+    &["machine"],
+    &["probing"],
     &["facts"],
     &["stop", "config"],
 ];

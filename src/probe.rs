@@ -6,7 +6,7 @@
 //! lifecycle.
 
 use std::fmt;
-use std::io;
+use std::io::{self, Read};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -163,19 +163,41 @@ pub fn attempt(agent: &ureq::Agent, endpoint: &direct::Endpoint, timeout: Durati
     match endpoint {
         direct::Endpoint::Http { url, headers } => {
             let request = headers.iter().fold(agent.get(url), |request, (name, value)| request.header(name, value));
-            match request.call() {
-                Ok(response) => match response.status().as_u16() {
-                    200..=299 => Ok(()),
-                    status @ 300..=399 => {
-                        let location = response.headers().get("location").and_then(|l| l.to_str().ok());
-                        redirect(url, status, location)
-                    }
-                    status => Err(format!("answered {status}")),
-                },
-                Err(err) => Err(http_text(err, timeout)),
+            let mut response = request.call().map_err(|err| http_text(err, timeout))?;
+            match response.status().as_u16() {
+                200..=299 => read_body(&mut response, timeout),
+                status @ 300..=399 => {
+                    let location = response.headers().get("location").and_then(|l| l.to_str().ok());
+                    redirect(url, status, location).and_then(|()| read_body(&mut response, timeout))
+                }
+                status => Err(format!("answered {status}")),
             }
         }
         direct::Endpoint::Tcp(address) => connect(address, timeout),
+    }
+}
+
+/// The most of a body the kubelet reads: the rest is cut off, and the answer still counts.
+const BODY_LIMIT: u64 = 10 * 1024;
+
+/// Reads the body of a passing answer as the kubelet does, up to its limit and within the attempt's bound: a
+/// body that never arrives, or is cut short of its Content-Length, makes the attempt fail.
+fn read_body(response: &mut ureq::http::Response<ureq::Body>, timeout: Duration) -> Result<(), String> {
+    let mut reader = response.body_mut().as_reader().take(BODY_LIMIT);
+    match io::copy(&mut reader, &mut io::sink()) {
+        Ok(_) => Ok(()),
+        Err(err) => Err(format!("answered {}, but its body {}", response.status().as_u16(), body_text(&err, timeout))),
+    }
+}
+
+/// Why a body could not be read, for the debug line.
+fn body_text(err: &io::Error, timeout: Duration) -> String {
+    let ureq_timeout = err.get_ref().and_then(|inner| inner.downcast_ref::<ureq::Error>());
+    match (err.kind(), ureq_timeout) {
+        (io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock, _) | (_, Some(ureq::Error::Timeout(_))) => {
+            format!("did not arrive within {}", Seconds(timeout))
+        }
+        _ => format!("was cut short ({err})"),
     }
 }
 
@@ -216,7 +238,7 @@ fn agent_within(timeout: Duration) -> ureq::Agent {
 pub fn check(agent: &ureq::Agent, endpoint: &Endpoint) -> Result<(), String> {
     match endpoint {
         Endpoint::Http(url) => match agent.get(url).call() {
-            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(mut response) if response.status().is_success() => read_body(&mut response, ATTEMPT_TIMEOUT),
             Ok(response) => Err(format!("answered {}", response.status().as_u16())),
             Err(err) => Err(http_text(err, ATTEMPT_TIMEOUT)),
         },
@@ -266,6 +288,53 @@ mod tests {
         assert_eq!(check(&agent(), &endpoint), Ok(()));
         drop(listener);
         assert_eq!(check(&agent(), &endpoint), Err("connection refused".into()));
+    }
+
+    /// A server that answers each connection with `answer` as it is, keeping the connection open, and records the
+    /// request's head.
+    fn answering_raw(answer: String) -> (String, mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/ready", listener.local_addr().unwrap());
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut open = Vec::new();
+            for mut stream in listener.incoming().flatten() {
+                let mut head = [0u8; 2048];
+                let n = std::io::Read::read(&mut stream, &mut head).unwrap_or(0);
+                _ = tx.send(String::from_utf8_lossy(&head[..n]).into_owned());
+                _ = std::io::Write::write_all(&mut stream, answer.as_bytes());
+                open.push(stream);
+            }
+        });
+        (url, rx)
+    }
+
+    #[test]
+    fn a_200_whose_body_does_not_arrive_whole_is_no_pass() {
+        // The kubelet reads the body within the probe's timeout, and a read error fails the probe.
+        let timeout = Duration::from_millis(300);
+        let agent = agent_within(timeout);
+        let head = |length: usize| format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n");
+        let never = answering_raw(head(100)).0;
+        let started = Instant::now();
+        let got = attempt(&agent, &direct::Endpoint::Http { url: never, headers: vec![] }, timeout);
+        assert_eq!(got, Err("answered 200, but its body did not arrive within 0.3s".into()));
+        assert!(started.elapsed() < Duration::from_secs(3), "the attempt took {:?}", started.elapsed());
+        // Two bytes of a hundred, and the connection closed.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let short = format!("http://{}/ready", listener.local_addr().unwrap());
+        thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            _ = std::io::Read::read(&mut stream, &mut [0u8; 2048]);
+            _ = std::io::Write::write_all(&mut stream, format!("{}ok", head(100)).as_bytes());
+        });
+        let got = attempt(&agent, &direct::Endpoint::Http { url: short, headers: vec![] }, timeout);
+        assert!(got.as_ref().is_err_and(|why| why.starts_with("answered 200, but its body was cut short")), "{got:?}");
+        // A body longer than the kubelet reads still passes, as it does for the kubelet; so does one whole.
+        for body in ["x".repeat(64 * 1024), "ok".to_string()] {
+            let (url, _) = answering_raw(format!("{}{body}", head(body.len())));
+            assert_eq!(attempt(&agent, &direct::Endpoint::Http { url, headers: vec![] }, timeout), Ok(()));
+        }
     }
 
     /// A server that answers each connection with `status` and records the request's head.

@@ -92,12 +92,15 @@ pub fn printable(name: &[u8]) -> String {
     text
 }
 
+/// The longest command name the kernel keeps (`TASK_COMM_LEN` less its NUL): a longer name is cut to this.
+pub const COMM_MAX: usize = 15;
+
 /// One visible process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process {
     pub stat: Stat,
-    /// `exe_name`, or `comm` where the executable is unreadable (another user's process, a kernel thread).
-    pub name: Vec<u8>,
+    /// `exe_name`; `None` where the executable is unreadable (another user's process, a kernel thread).
+    pub exe: Option<Vec<u8>>,
     /// `has_exited`: every thread has exited, so there is nothing left to signal.
     pub exited: bool,
 }
@@ -105,6 +108,26 @@ pub struct Process {
 impl Process {
     pub fn pid(&self) -> i32 {
         self.stat.pid
+    }
+
+    /// The name `rule` knows this process by, if it targets it: for `--kill NAME`, the command name where it is
+    /// NAME cut at `COMM_MAX` bytes (as `pkill NAME` and `ps` see it: busybox's `httpd`, a script's own name), else
+    /// the executable's file name where that is NAME; for `--kill-all`, the executable's name, else the command's.
+    pub fn known_as(&self, rule: &Rule) -> Option<&[u8]> {
+        let exe = self.exe.as_deref();
+        match rule {
+            Rule::Named(name) => {
+                let name = name.as_bytes();
+                let matches_comm = self.stat.comm == name[..name.len().min(COMM_MAX)];
+                let matches_exe = exe == Some(name);
+                match (matches_comm, matches_exe) {
+                    (_, true) => exe,
+                    (true, false) => Some(&self.stat.comm),
+                    (false, false) => None,
+                }
+            }
+            Rule::All => Some(exe.unwrap_or(&self.stat.comm)),
+        }
     }
 }
 
@@ -122,7 +145,7 @@ pub fn host_namespace_sign(processes: &[Process]) -> Option<&Process> {
 /// Which processes a kill action signals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rule {
-    /// `--kill NAME`: those whose `Process::name` is NAME, byte for byte.
+    /// `--kill NAME`: those `Process::known_as` NAME, byte for byte.
     Named(String),
     /// `--kill-all`: every one.
     All,
@@ -136,14 +159,24 @@ pub fn targets<'a>(processes: &'a [Process], own: i32, rule: &Rule) -> Vec<&'a P
     let mut targets: Vec<&Process> = processes
         .iter()
         .filter(|p| !spared.contains(&p.pid()) && !p.exited && !is_kernel_thread(&p.stat))
-        .filter(|p| match rule {
-            Rule::Named(name) => p.name == name.as_bytes(),
-            Rule::All => true,
-        })
+        .filter(|p| p.known_as(rule).is_some())
         .collect();
     // Parents usually have lower pids: signal them first, so that a daemon's master hears before its workers.
     targets.sort_by_key(|p| p.pid());
     targets
+}
+
+/// The names a user may mean, for the warning when a rule targets nothing: the command names of the visible
+/// processes that are not proa's own (nor kernel threads), once each, sorted.
+pub fn names_seen(processes: &[Process], own: i32) -> Vec<String> {
+    let mut names: Vec<String> = processes
+        .iter()
+        .filter(|p| p.pid() != own && !is_kernel_thread(&p.stat) && !p.exited)
+        .map(|p| printable(&p.stat.comm))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// PID 1, `own`, its ancestors and its descendants.
@@ -183,7 +216,7 @@ mod tests {
     }
 
     fn process(pid: i32, name: &str, ppid: i32) -> Process {
-        Process { stat: stat(pid, name, 'S', ppid, 4194560), name: name.into(), exited: false }
+        Process { stat: stat(pid, name, 'S', ppid, 4194560), exe: Some(name.into()), exited: false }
     }
 
     fn pids(targets: Vec<&Process>) -> Vec<i32> {
@@ -282,8 +315,7 @@ mod tests {
         assert!(is_kernel_thread(&kthreadd) && is_kernel_thread(&worker));
         let in_a_pod = [process(1, "pause", 0), process(2, "proa", 0), process(3, "bash", 2)];
         assert_eq!(host_namespace_sign(&in_a_pod), None, "a child of pid 2 is no kernel thread in a Pod");
-        let host =
-            [process(1, "systemd", 0), Process { stat: worker, name: b"kworker/0:0-events".to_vec(), exited: false }];
+        let host = [process(1, "systemd", 0), Process { stat: worker, exe: None, exited: false }];
         assert_eq!(host_namespace_sign(&host).map(Process::pid), Some(9));
         // Without flags (an unusual kernel), kthreadd still gives it away.
         let mut unflagged = vec![process(1, "init", 0), process(2, "kthreadd", 0), process(3, "rcu_gp", 2)];
@@ -305,7 +337,7 @@ mod tests {
             process(13, "sleep", 12),
             process(14, "sleep", 11),
             process(15, "envoy", 0),
-            Process { stat: stat(16, "envoy", 'Z', 15, 0), name: b"envoy".to_vec(), exited: true },
+            Process { stat: stat(16, "envoy", 'Z', 15, 0), exe: Some(b"envoy".to_vec()), exited: true },
         ]
     }
 
@@ -333,10 +365,36 @@ mod tests {
         pod[7].stat.comm = b"\xff\xfe".to_vec();
         assert_eq!(pids(targets(&pod, 11, &Rule::Named("nginx".into()))), [7, 8, 9]);
         assert_eq!(pids(targets(&pod, 11, &Rule::All)), [7, 8, 9, 15], "13, under the program, is spared");
-        pod[9].name = "журнал".into();
+        pod[9].exe = Some("журнал".into());
         assert_eq!(pids(targets(&pod, 11, &Rule::Named("журнал".into()))), [15]);
-        pod[9].name = b"\xff".to_vec();
+        pod[9].exe = Some(b"\xff".to_vec());
         assert_eq!(pids(targets(&pod, 11, &Rule::Named("\u{ff}".into()))), [] as [i32; 0], "bytes, not chars");
+    }
+
+    /// Issue 26, 2b: `--kill NAME` finds what `pkill NAME` finds, the command name (cut at 15 bytes, as the kernel
+    /// keeps it), as well as the executable's name; each is named by the name that matched.
+    #[test]
+    fn kill_named_matches_the_command_name_as_pkill_does() {
+        let mut pod = shared_pod();
+        // busybox's httpd, a script named stubborn (run by sh), a process that renamed itself.
+        pod[1].exe = Some(b"busybox".to_vec());
+        pod[1].stat.comm = b"httpd".to_vec();
+        pod[9].exe = Some(b"bash".to_vec());
+        pod[9].stat.comm = b"a-long-script-n".to_vec();
+        let named = |pod: &[Process], name: &str| pids(targets(pod, 11, &Rule::Named(name.into())));
+        assert_eq!(named(&pod, "httpd"), [7]);
+        assert_eq!(named(&pod, "busybox"), [7], "the executable's name still matches");
+        assert_eq!(named(&pod, "a-long-script-name"), [15], "NAME cut at 15 bytes, as the kernel cuts the command");
+        assert_eq!(named(&pod, "a-long-script-n"), [15]);
+        assert_eq!(named(&pod, "a-long-script"), [] as [i32; 0], "whole names only");
+        let rule = Rule::Named("httpd".into());
+        assert_eq!(pod[1].known_as(&rule), Some(&b"httpd"[..]));
+        assert_eq!(pod[1].known_as(&Rule::Named("busybox".into())), Some(&b"busybox"[..]));
+        assert_eq!(pod[1].known_as(&Rule::All), Some(&b"busybox"[..]));
+        pod[1].exe = None;
+        assert_eq!(pod[1].known_as(&Rule::All), Some(&b"httpd"[..]), "an unreadable executable: the command name");
+        let seen = names_seen(&pod, 11);
+        assert_eq!(seen, ["a-long-script-n", "httpd", "job", "nginx", "pause", "sh", "sleep"], "once each, sorted");
     }
 
     /// Item 14: a process whose main thread exited while others run is a target; one with no thread left is not.

@@ -250,6 +250,23 @@ impl RestartPolicy {
             Policy::Never => false,
         }
     }
+
+    /// How many of the exit codes a program can end with (0 to 255) the kubelet restarts the container after.
+    pub fn restarted_exits(&self) -> Restarted {
+        match (0..=255).filter(|&code| self.restarts(code)).count() {
+            0 => Restarted::Never,
+            256 => Restarted::Always,
+            _ => Restarted::Sometimes,
+        }
+    }
+}
+
+/// `RestartPolicy::restarted_exits`: whether the kubelet restarts the container after no exit, some, or every one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restarted {
+    Never,
+    Sometimes,
+    Always,
 }
 
 impl fmt::Display for RestartPolicy {
@@ -660,6 +677,11 @@ mod tests {
         let own = RestartPolicy::of_container(&pod, "job");
         assert_eq!(own.to_string(), "restartPolicy Never with 2 restartPolicyRules");
         assert!(own.restarts(1) && own.restarts(0), "the second rule, with no exit codes, matches every exit");
+        assert_eq!(own.restarted_exits(), Restarted::Always, "the rules restart it after every exit, like Always");
+        pod.spec.containers[0].restart_policy_rules.pop();
+        assert_eq!(RestartPolicy::of_container(&pod, "job").restarted_exits(), Restarted::Sometimes);
+        pod.spec.containers[0].restart_policy_rules.clear();
+        assert_eq!(RestartPolicy::of_container(&pod, "job").restarted_exits(), Restarted::Never);
         assert_eq!(RestartPolicy::of_container(&pod, "nope"), RestartPolicy::of_pod(&pod));
     }
 

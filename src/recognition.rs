@@ -78,6 +78,12 @@ impl Plan {
     }
 }
 
+/// The shutdown requests of every sidecar proa recognises, on their default loopback ports: what proa sends as a
+/// guess when it could not read its Pod (see `lifecycle::shutting_down`).
+pub fn guesses() -> Vec<Target> {
+    [Preset::Istio, Preset::Linkerd, Preset::CloudSql].iter().map(|p| p.quit_on(p.quit_port())).collect()
+}
+
 /// The warning for a sidecar nothing will stop: what it costs and the ways out.
 pub fn unstopped_warning(name: &str) -> String {
     format!(

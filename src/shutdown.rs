@@ -37,6 +37,9 @@ pub enum Action {
     /// `--kill NAME` or `--kill-all`.
     #[cfg(feature = "kill")]
     Kill(crate::kill::Kill),
+    /// A POST to a recognisable sidecar's default endpoint, sent although proa does not know that it runs (the Pod
+    /// was unreadable): one attempt, and no word when nothing listens there.
+    Guess(Target),
 }
 
 /// Where an HTTP shutdown request goes, and the container it stops when the user (`NAME=URL`) or a preset named
@@ -72,7 +75,7 @@ impl Action {
     /// The container this action stops, when it is named.
     pub fn container(&self) -> Option<&str> {
         match self {
-            Action::Get(target) | Action::Post(target) => target.container.as_deref(),
+            Action::Get(target) | Action::Post(target) | Action::Guess(target) => target.container.as_deref(),
             #[cfg(feature = "kill")]
             Action::Kill(_) => None,
         }
@@ -84,6 +87,7 @@ impl fmt::Display for Action {
         match self {
             Action::Get(target) => write!(f, "GET {}", redact(&target.url)),
             Action::Post(target) => write!(f, "POST {}", redact(&target.url)),
+            Action::Guess(target) => write!(f, "POST {} (a guess)", redact(&target.url)),
             #[cfg(feature = "kill")]
             Action::Kill(kill) => write!(f, "{kill}"),
         }
@@ -99,10 +103,18 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Whether the action did its job (`Done::is_success`).
+    pub fn is_success(&self) -> bool {
+        self.result.as_ref().is_ok_and(Done::is_success)
+    }
+
     /// Logs how the action went: info when it did its job, a warning otherwise (it never changes the exit code).
     pub fn log(&self) {
         let action = &self.action;
         match &self.result {
+            Err(ActionError::Refused { .. }) if matches!(action, Action::Guess(_)) => {
+                debug!("shutdown {action}: nothing listens there")
+            }
             Ok(done) if done.is_success() => log::info!("shutdown {action}: {done}"),
             Ok(done) => log::warn!("shutdown {action}: {done}"),
             Err(err) => log::warn!("shutdown {action} failed: {err}"),
@@ -202,10 +214,14 @@ pub fn spawn_actions(
 /// Carries out one action, within `deadline`.
 fn perform(agent: &ureq::Agent, action: Action, deadline: Instant) -> Outcome {
     let result = match &action {
-        Action::Get(target) => request(&action, deadline, |timeout| {
+        Action::Get(target) => request(&action, deadline, ATTEMPTS, |timeout| {
             agent.get(&target.url).config().timeout_global(Some(timeout)).build().call()
         }),
-        Action::Post(target) => request(&action, deadline, |timeout| {
+        Action::Post(target) => request(&action, deadline, ATTEMPTS, |timeout| {
+            agent.post(&target.url).config().timeout_global(Some(timeout)).build().send_empty()
+        }),
+        // A guess that is refused was most likely wrong (no such sidecar here): not tried again.
+        Action::Guess(target) => request(&action, deadline, 1, |timeout| {
             agent.post(&target.url).config().timeout_global(Some(timeout)).build().send_empty()
         }),
         #[cfg(feature = "kill")]
@@ -222,6 +238,7 @@ fn perform(agent: &ureq::Agent, action: Action, deadline: Instant) -> Outcome {
 fn request(
     action: &Action,
     deadline: Instant,
+    attempts: u32,
     send: impl Fn(Duration) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
 ) -> Result<Done, ActionError> {
     let mut pause = RETRY_PAUSE;
@@ -238,13 +255,13 @@ fn request(
             Err(ureq::Error::Io(err)) if unanswered(err.kind()).is_some() => {
                 let why = unanswered(err.kind()).unwrap_or_default();
                 let left = deadline.saturating_duration_since(Instant::now());
-                if attempt == ATTEMPTS || left <= pause {
+                if attempt >= attempts || left <= pause {
                     return Err(match err.kind() {
                         io::ErrorKind::ConnectionRefused => ActionError::Refused { attempts: attempt },
                         _ => ActionError::Closed { attempts: attempt, why: why.to_string() },
                     });
                 }
-                debug!("{action} {why} (attempt {attempt} of {ATTEMPTS}); retrying in {}", Seconds(pause));
+                debug!("{action} {why} (attempt {attempt} of {attempts}); retrying in {}", Seconds(pause));
                 thread::sleep(pause);
                 pause *= 2;
                 attempt += 1;

@@ -24,6 +24,8 @@ const REDIRECTS_BEFORE_FAILING: u32 = 3;
 /// Reconnect backoff: first delay, and the cap it doubles up to.
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// The longest pause after a connection that could not be made at all (see `Backoff::wait_after`).
+const UNREACHABLE_CAP: Duration = Duration::from_secs(1);
 /// A Retry-After longer than this is not obeyed in full.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 /// A stream that lasted this long ended normally (timeoutSeconds): watch again at once.
@@ -46,6 +48,10 @@ pub enum Update {
     PodDeleted(Box<Pod>),
     /// The API refused in a way retrying cannot fix (403, 401, 404, untrusted certificate). The watcher stopped.
     Failed(ApiError),
+    /// A request failed, or a stream ended early, and the watcher retries after a pause: `line` says why and when,
+    /// for the owner to log as its phase calls for; `unreachable`: no connection to the API server could be made
+    /// or kept (refused, reset), as when a mesh proxy that carried it has stopped.
+    Retrying { line: String, unreachable: bool },
 }
 
 /// Starts the watcher. It stops after reporting a Pod for which `until(pod, deleted)` is true, after a fatal error,
@@ -97,11 +103,13 @@ fn watch(
                 }
                 match api.get_pod() {
                     Ok(pod) => break pod,
+                    // The owner closed the connection under a request it no longer wants: nothing failed.
+                    Err(_) if stopped() => return,
                     Err(err) if backoff.gives_up(&err, Instant::now()) => {
                         report(Update::Failed(err));
                         return;
                     }
-                    Err(err) => backoff.wait_after(&err, err.retry_after()),
+                    Err(err) => backoff.wait_after(&err, err.retry_after(), &report),
                 }
             };
             let version = pod.metadata.resource_version.clone();
@@ -150,6 +158,7 @@ fn watch(
                 }
                 // The watch says whether the Pod is gone; watching from the current state cannot miss it.
                 Err(ApiError::PodNotFound { .. }) => resource_version = None,
+                Err(_) if stopped() => return,
                 // The watch meets the same fault, and its own rules decide.
                 Err(err) => debug!("watch: cannot read the pod to check its resourceVersion: {err}"),
             }
@@ -160,6 +169,7 @@ fn watch(
         let timeout = jittered_timeout(api.watch_timeout(), random_fraction());
         let mut stream = match api.watch_pod(resource_version.as_deref(), timeout) {
             Ok(stream) => stream,
+            Err(_) if stopped() => return,
             // Without a resourceVersion the server cannot answer 410; if it does anyway, back off below.
             Err(ApiError::Gone) if resource_version.is_some() => {
                 debug!("watch: resourceVersion expired (410): watching from the current state");
@@ -171,7 +181,7 @@ fn watch(
                 return;
             }
             Err(err) => {
-                backoff.wait_after(&err, err.retry_after());
+                backoff.wait_after(&err, err.retry_after(), &report);
                 continue;
             }
         };
@@ -242,7 +252,7 @@ fn watch(
             debug!("watch: {ended}; watching again");
             backoff.reset();
         } else {
-            backoff.wait_after(&format!("watch {ended}"), None);
+            backoff.wait_after(&format!("watch {ended}"), None, &report);
         }
     }
 }
@@ -302,12 +312,37 @@ impl Backoff {
         }
     }
 
-    /// Logs why, once per step, and sleeps before the next attempt.
-    fn wait_after(&mut self, why: &dyn std::fmt::Display, retry_after: Option<Duration>) {
+    /// Reports why (`Update::Retrying`), once per step, and sleeps before the next attempt. A server that cannot be
+    /// reached at all is tried again at least once a second: a mesh proxy that carries the connection may be a few
+    /// seconds from listening, and the program should start as soon as it does.
+    fn wait_after(&mut self, why: &dyn Unreachable, retry_after: Option<Duration>, report: &dyn Fn(Update) -> bool) {
         self.failures += 1;
-        let delay = retry_delay(self.failures, retry_after, random_fraction());
-        log::warn!("{why}; retrying in {} (attempt {})", Seconds(delay), self.failures);
+        let unreachable = why.is_unreachable();
+        let delay = match unreachable {
+            true => retry_delay(self.failures, retry_after, random_fraction()).min(UNREACHABLE_CAP),
+            false => retry_delay(self.failures, retry_after, random_fraction()),
+        };
+        let line = format!("{why}; retrying in {} (attempt {})", Seconds(delay), self.failures);
+        report(Update::Retrying { line, unreachable });
         thread::sleep(delay);
+    }
+}
+
+/// Why a watcher retries, and whether it means the API server cannot be reached at all.
+trait Unreachable: std::fmt::Display {
+    fn is_unreachable(&self) -> bool;
+}
+
+impl Unreachable for ApiError {
+    fn is_unreachable(&self) -> bool {
+        matches!(self, ApiError::Transport(_))
+    }
+}
+
+/// A stream that ended early: it was reached.
+impl Unreachable for String {
+    fn is_unreachable(&self) -> bool {
+        false
     }
 }
 

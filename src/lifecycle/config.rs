@@ -92,6 +92,11 @@ pub enum StartError {
 }
 
 impl StartError {
+    /// Whether proa was to work through the API and failed before it knew the Pod's containers.
+    pub fn is_of_the_pod(&self) -> bool {
+        matches!(self, StartError::Cluster(_) | StartError::Api(_) | StartError::OwnContainer(_) | StartError::Peer(_))
+    }
+
     /// How the run ends: 125 for each.
     pub fn end(&self) -> End {
         match self {

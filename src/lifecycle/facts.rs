@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::api::ApiError;
 use crate::direct::{self, Way};
 use crate::pod::Pod;
-use crate::readiness::{self, Found, Kind, OwnContainer, RestartPolicy, Verdict, Waited};
+use crate::readiness::{self, Found, Kind, OwnContainer, RestartPolicy, Restarted, Verdict, Waited};
 use crate::recognition::{self, Plan};
 use crate::watch::Update;
 
@@ -92,6 +92,14 @@ impl Facts {
         };
         facts.observe(pod);
         Ok(facts)
+    }
+
+    /// Whether this proa may stop the sidecars at all: it is the stopper, and the kubelet does not restart its
+    /// container after every exit (or `--always-shutdown`). The start-up plan and `--check` say what the run will do
+    /// from this; the ending asks `readiness::shutdown_needed` of the exit itself. Both ask `RestartPolicy::restarts`.
+    pub fn may_stop_sidecars(&self, always_shutdown: bool) -> bool {
+        let restarted_always = self.policy.as_ref().is_some_and(|p| p.restarted_exits() == Restarted::Always);
+        self.stopper.is_none() && (always_shutdown || !restarted_always)
     }
 
     /// No-API mode's facts, known from the start: no containers, no restart policy, `--shutdown-timeout` or 30 s,
@@ -339,6 +347,6 @@ pub fn update_kill_in(update: &Update, uid: &Option<String>) -> Option<Duration>
         Update::PodChanged(pod) => kill_in(pod, false, uid),
         Update::PodDeleted(pod) => kill_in(pod, true, uid),
         Update::Failed(ApiError::PodNotFound { .. }) => Some(Duration::ZERO),
-        Update::Failed(_) => None,
+        Update::Failed(_) | Update::Retrying { .. } => None,
     }
 }

@@ -75,9 +75,9 @@ pub enum Command {
     /// Read the Pod once (after a stop signal, with no watch open): its deletionTimestamp says when the kubelet
     /// kills, which may be sooner than the grace period from the signal.
     ReadPod,
-    /// Send these shutdown actions (by number) and the recognised sidecars' POSTs; each must report within
-    /// `budget`.
-    StartShutdown { budget: Duration, actions: Vec<usize>, recognised: Vec<Target> },
+    /// Send these shutdown actions (by number), the recognised sidecars' POSTs and the guessed ones (see
+    /// `recognition::guesses`); each must report within `budget`.
+    StartShutdown { budget: Duration, actions: Vec<usize>, recognised: Vec<Target>, guessed: Vec<Target> },
     /// Write this reason for proa's own failure (exit 124 or 125) to the termination log.
     WriteTerminationLog(String),
     /// Exit proa with this code.
@@ -127,13 +127,16 @@ pub struct Running {
     pub facts: Facts,
     /// Set once the kubelet sent SIGTERM (or SIGINT), or the Pod is being deleted.
     pub stop: Option<Stop>,
+    /// The newest stop signal's, when it came while `stop` was still live: should `stop` turn out not to have been
+    /// the kubelet's (proa outlives its deadline), this one may still be.
+    pub newer_stop: Option<Stop>,
     /// `Mode::Sidecar`: proa was asked to stop the program.
     pub quit: Option<Quit>,
 }
 
 impl Running {
     pub fn new(facts: Facts) -> Running {
-        Running { facts, stop: None, quit: None }
+        Running { facts, stop: None, newer_stop: None, quit: None }
     }
 }
 
@@ -171,6 +174,11 @@ pub struct ShuttingDown {
     pub grace: Duration,
     /// The Pod's uid, where known: a snapshot of another is a gone Pod.
     pub uid: Option<String>,
+    /// A shutdown action was answered 2xx: a sidecar is stopping, and with it, maybe, the mesh proxy that carries
+    /// proa's own connections to the API server.
+    pub answered: bool,
+    /// The shutdown watch could not reach the API server since its last snapshot.
+    pub unreachable: bool,
 }
 
 /// What shutdown waits for besides the actions' answers.

@@ -156,7 +156,9 @@ fn carry_out(config: &Config, command: Command, world: &mut impl World, own: &mu
         }
         Command::Forward(signal) => world.forward(signal),
         Command::Say(line) => log::info!("{line}"),
-        Command::StartShutdown { budget, actions, recognised } => world.start_shutdown(budget, &actions, &recognised),
+        Command::StartShutdown { budget, actions, recognised, guessed } => {
+            world.start_shutdown(budget, &actions, &recognised, &guessed)
+        }
         Command::WriteTerminationLog(reason) => world.write_termination_log(&reason),
         // `drive` returns on it instead.
         Command::Exit(_) => {}

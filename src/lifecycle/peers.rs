@@ -26,6 +26,10 @@ pub(super) fn awaiting_peers(config: &Config, p: AwaitingPeers, event: Event, no
     match event {
         Event::Watch(Update::PodChanged(pod)) => snapshot(config, p, &pod, false, now),
         Event::Watch(Update::PodDeleted(pod)) => snapshot(config, p, &pod, true, now),
+        Event::Watch(Update::Retrying { line, .. }) => {
+            log::warn!("{line}");
+            (State::AwaitingPeers(p), vec![])
+        }
         Event::Watch(Update::Failed(err)) => {
             log::warn!("{err}; cannot tell when the peers end, so shutting down now");
             begin_shutdown(config, Some(&p.facts), p.code, Ending::ApiFailed, now)

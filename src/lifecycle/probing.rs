@@ -8,7 +8,15 @@ use crate::pod::Pod;
 use crate::readiness::{self, Verdict};
 
 use super::facts::Facts;
-use super::machine::Command;
+
+/// A change to the running probers that a snapshot calls for; the Waiting phase turns each into its command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Start probing this run of a container.
+    Start(direct::Order),
+    /// Stop probing this container.
+    Stop(String),
+}
 
 /// What the owner knows of its direct probes.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -24,8 +32,8 @@ pub struct Probing {
 impl Probing {
     /// Takes in a snapshot of the same Pod: stops the probers of runs that ended (or that the API already calls
     /// ready), starts those the snapshot allows, and forgets passes of runs that ended.
-    pub fn follow(&mut self, probes: &[Spec], pod: &Pod) -> Vec<Command> {
-        let mut commands = Vec::new();
+    pub fn follow(&mut self, probes: &[Spec], pod: &Pod) -> Vec<Change> {
+        let mut changes = Vec::new();
         self.passed.retain(|(name, restarts)| {
             let kind = probes.iter().find(|spec| &spec.container == name).map(|spec| spec.kind);
             let counts = kind.is_some_and(|kind| direct::still_counts(pod, name, kind, *restarts));
@@ -42,10 +50,10 @@ impl Probing {
                 (Some(i), Some(order)) if self.running[i].1 == order.restart_count => {}
                 (Some(i), order) => {
                     self.running.remove(i);
-                    commands.push(Command::StopDirectProbe(Some(spec.container.clone())));
-                    commands.extend(order.map(|order| self.start(order)));
+                    changes.push(Change::Stop(spec.container.clone()));
+                    changes.extend(order.map(|order| self.start(order)));
                 }
-                (None, Some(order)) => commands.push(self.start(order)),
+                (None, Some(order)) => changes.push(self.start(order)),
                 (None, None) => {}
             }
         }
@@ -53,12 +61,12 @@ impl Probing {
         if !probes.is_empty() {
             self.newest = Some(Box::new(pod.clone()));
         }
-        commands
+        changes
     }
 
-    fn start(&mut self, order: direct::Order) -> Command {
+    fn start(&mut self, order: direct::Order) -> Change {
         self.running.push((order.container.clone(), order.restart_count));
-        Command::DirectProbe(order)
+        Change::Start(order)
     }
 
     /// A prober's pass. Only one still running counts: a stopped prober may report a pass of a run that ended.

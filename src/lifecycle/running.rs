@@ -9,24 +9,31 @@ use crate::exit::{self, End};
 use crate::signals;
 
 use super::config::{Config, Mode};
-use super::endings::after_program;
+use super::endings::{after_program, failure};
 use super::facts::update_kill_in;
-use super::machine::{Command, Event, Quit, Running, State, finish};
+use super::machine::{Command, Event, Quit, Running, State, finish, with_first};
 use super::shutting_down::{Ending, then_read_pod};
 use super::stop::{Stop, after, capped};
 
 pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instant) -> (State, Vec<Command>) {
     match event {
         Event::Signal(signal) => {
-            if signals::is_stop_request(signal) && r.stop.is_none() {
+            if signals::is_stop_request(signal) {
                 debug!("the kubelet allows {} after {}", Seconds(r.facts.grace), child::signal_name(signal));
-                r.stop = Some(Stop::new(now, r.facts.grace));
+                let heard = Some(Stop::new(now, r.facts.grace));
+                // A stop whose deadline has passed was not the kubelet's: it would have killed proa by then.
+                match r.stop.is_some_and(|stop| stop.by > now) {
+                    true => r.newer_stop = heard,
+                    false => r.stop = heard,
+                }
             }
             (State::Running(r), vec![Command::Forward(signal)])
         }
         // A late snapshot of the stopped watcher: a deletion says when the kubelet kills.
         Event::Watch(update) => {
-            r.stop = Stop::hear(r.stop, update_kill_in(&update, &r.facts.uid), r.facts.grace, now);
+            let kill_in = update_kill_in(&update, &r.facts.uid);
+            r.stop = Stop::hear(r.stop, kill_in, r.facts.grace, now);
+            r.newer_stop = r.newer_stop.map(|stop| stop.learn(now, kill_in));
             (State::Running(r), vec![])
         }
         Event::Child(Exit::Exited { code }) if r.quit.is_some() => {
@@ -36,6 +43,15 @@ pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instan
         Event::Child(Exit::Exited { code }) => {
             log::info!("program exited with code {code}");
             program_done(config, r, End::Program(code), now)
+        }
+        Event::Child(Exit::Lost) => {
+            let failed = failure("the program's exit status was lost (something else reaped it)");
+            with_first(failed, program_done(config, r, End::ProaFailed, now))
+        }
+        // A start that could not be made (fork failed) is proa's own failure, 125; a program that is not there or
+        // cannot run is the program's, 126 or 127, as a shell says it.
+        Event::SpawnFailed(err) if err.end() == End::ProaFailed => {
+            with_first(failure(err.to_string()), program_done(config, r, End::ProaFailed, now))
         }
         Event::SpawnFailed(err) => {
             log::error!("{err}");
@@ -80,9 +96,21 @@ fn program_done(config: &Config, r: Running, end: End, now: Instant) -> (State, 
         // Nothing to shut down on a sidecar's side.
         return finish(exit::code(end));
     }
-    match r.stop {
+    // A stop signal is the kubelet's only while its deadline can still come: a program that survived one (a
+    // `kill -QUIT` for a thread dump, a stray SIGINT) and outlived its grace period, with proa still alive, ends
+    // normally, and the shutdown watch shows a deletion if there is one.
+    let live = [r.stop, r.newer_stop].into_iter().flatten().find(|stop| stop.by > now);
+    match (live, r.stop) {
         // No API traffic while the program runs: the Pod is read for its deletion's deadline only now.
-        Some(stop) => then_read_pod(config, after_program(config, Some(&r.facts), end, Ending::Stopping(stop), now)),
-        None => after_program(config, Some(&r.facts), end, Ending::Normal, now),
+        (Some(stop), _) => {
+            then_read_pod(config, after_program(config, Some(&r.facts), end, Ending::Stopping(stop), now))
+        }
+        (None, Some(_)) => {
+            log::info!(
+                "the kubelet did not stop this container within the grace period of the stop signal: shutting down as usual"
+            );
+            after_program(config, Some(&r.facts), end, Ending::Normal, now)
+        }
+        (None, None) => after_program(config, Some(&r.facts), end, Ending::Normal, now),
     }
 }

@@ -9,7 +9,8 @@ use crate::clock::Seconds;
 use crate::pod::Pod;
 use crate::probe::{Goal, Update as ProbeUpdate};
 use crate::readiness;
-use crate::shutdown;
+use crate::recognition;
+use crate::shutdown::{self, Target};
 use crate::signals;
 use crate::watch::Update;
 
@@ -103,10 +104,11 @@ pub(super) fn begin_shutdown(
         log::info!("not sending the shutdown action {label}: {why}");
     }
     let recognised = facts.map(|f| f.plan.targets()).unwrap_or_default();
-    let actions_left = sends.len() + recognised.len();
+    let guessed = guesses(config, facts);
+    let actions_left = sends.len() + recognised.len() + guessed.len();
     let mut commands = Vec::new();
     if actions_left > 0 {
-        commands.push(Command::StartShutdown { budget, actions: sends, recognised });
+        commands.push(Command::StartShutdown { budget, actions: sends, recognised, guessed });
     }
     match &awaited {
         Awaited::Nothing => {}
@@ -139,8 +141,32 @@ pub(super) fn begin_shutdown(
         stop,
         grace: facts.map_or(readiness::MIN_GRACE, |f| f.grace),
         uid: facts.and_then(|f| f.uid.clone()),
+        answered: false,
+        unreachable: false,
     });
     (state, commands)
+}
+
+/// When proa could not read its Pod (403, 404, no token) it cannot tell which sidecars run, yet a mesh proxy left
+/// running would keep the Job from ever completing: with no action given and `--auto-shutdown` on, it sends the
+/// recognisable sidecars' shutdown requests on their default loopback ports, each a guess that is quiet when
+/// nothing listens there.
+fn guesses(config: &Config, facts: Option<&Facts>) -> Vec<Target> {
+    let pod_unread = match &config.mode {
+        Mode::Pod => facts.is_none(),
+        Mode::Failed(err) => err.is_of_the_pod(),
+        Mode::Endpoints(_) | Mode::Sidecar { .. } => false,
+    };
+    if !(pod_unread && config.recognise && config.actions.is_empty()) {
+        return Vec::new();
+    }
+    let guessed = recognition::guesses();
+    let urls: Vec<&str> = guessed.iter().map(|t| t.url.as_str()).collect();
+    log::info!(
+        "the pod could not be read, so proa cannot tell which sidecars run: sending the recognisable ones' shutdown requests on their default ports, in case one is there ({})",
+        urls.join(", ")
+    );
+    guessed
 }
 
 pub(super) fn shutting_down(config: &Config, mut s: ShuttingDown, event: Event, now: Instant) -> (State, Vec<Command>) {
@@ -152,9 +178,23 @@ pub(super) fn shutting_down(config: &Config, mut s: ShuttingDown, event: Event, 
     match event {
         Event::Shutdown(outcome) => {
             outcome.log();
+            s.answered |= outcome.is_success();
             s.actions_left = s.actions_left.saturating_sub(1);
+            commands.extend(cut_off(&mut s));
         }
-        Event::Watch(Update::PodChanged(pod)) => commands.extend(sidecars_snapshot(&mut s, &pod, false)),
+        Event::Watch(Update::Retrying { line, unreachable }) => {
+            // While actions are out, or once one was answered, a failing API is expected: it may be the proxy.
+            match s.actions_left > 0 || s.answered {
+                true => debug!("{line}"),
+                false => log::warn!("{line}"),
+            }
+            s.unreachable |= unreachable;
+            commands.extend(cut_off(&mut s));
+        }
+        Event::Watch(Update::PodChanged(pod)) => {
+            s.unreachable = false;
+            commands.extend(sidecars_snapshot(&mut s, &pod, false))
+        }
         Event::Watch(Update::PodDeleted(pod)) => commands.extend(sidecars_snapshot(&mut s, &pod, true)),
         Event::Watch(Update::Failed(err)) => {
             if let Awaited::Sidecars { .. } = s.awaited {
@@ -225,6 +265,19 @@ pub(super) fn shutting_down(config: &Config, mut s: ShuttingDown, event: Event, 
         return finish(s.code);
     }
     (State::ShuttingDown(s), commands)
+}
+
+/// Once a shutdown action was answered, the API server out of reach is what a stopped mesh proxy looks like from
+/// the Pod (its redirect of every outbound connection stays, with nothing listening): the proxy carried proa's own
+/// connections, so nothing more can be learnt, and proa stops waiting for the sidecars.
+fn cut_off(s: &mut ShuttingDown) -> Vec<Command> {
+    if !(s.answered && s.unreachable && matches!(s.awaited, Awaited::Sidecars { .. })) {
+        return Vec::new();
+    }
+    log::info!(
+        "the API server cannot be reached since a shutdown action was answered (a mesh proxy it stopped carried proa's connections): not waiting for the sidecars to exit"
+    );
+    stop_waiting(s)
 }
 
 /// A snapshot while shutdown may wait for the sidecars, judged as the watcher judges it (`facts::sidecars_left`).

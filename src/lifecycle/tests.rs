@@ -91,7 +91,7 @@ fn answered() -> Event {
 
 /// Sends every one of `n` actions within `budget` seconds.
 fn start(budget: f64, n: usize) -> Command {
-    Command::StartShutdown { budget: secs(budget), actions: (0..n).collect(), recognised: vec![] }
+    Command::StartShutdown { budget: secs(budget), actions: (0..n).collect(), recognised: vec![], guessed: vec![] }
 }
 
 fn exited(code: u8) -> Event {
@@ -124,6 +124,56 @@ fn shutting(state: &State) -> &ShuttingDown {
     }
 }
 
+/// The reason written to the termination log, if any command wrote one.
+fn termination_log(commands: &[Command]) -> Option<&str> {
+    commands.iter().find_map(|c| match c {
+        Command::WriteTerminationLog(why) => Some(why.as_str()),
+        _ => None,
+    })
+}
+
+#[test]
+fn every_way_to_124_or_125_writes_the_termination_log() {
+    let t0 = Instant::now();
+    let text = "why".to_string();
+    let start_errors = [
+        StartError::Signals(text.clone()),
+        StartError::Kill(text.clone()),
+        StartError::Endpoints(text.clone()),
+        StartError::ServeQuit(text.clone()),
+        StartError::QuitThread(text.clone()),
+        StartError::Cluster(text.clone()),
+        StartError::Api(text.clone()),
+        StartError::OwnContainer(text.clone()),
+        StartError::Peer(text),
+    ];
+    for err in start_errors {
+        let failed = Config { mode: Mode::Failed(err.clone()), ..config(0) };
+        let (state, commands) = State::start(&failed, t0);
+        assert_eq!(termination_log(&commands), Some(err.to_string().as_str()), "{err:?}");
+        // A Pod never read gets the guessed shutdown requests first (issue 28); the code is 125 either way.
+        let code = match state {
+            State::Done { code } => code,
+            State::ShuttingDown(s) => s.code,
+            other => panic!("{err:?}: {other:?}"),
+        };
+        assert_eq!(code, 125, "{err:?}");
+    }
+    // Once the program was to run: a fork that failed (the Pod's pids limit), a status something else reaped.
+    let config = config(0);
+    let fork = std::io::Error::from_raw_os_error(libc::EAGAIN);
+    let spawn_failed = Event::SpawnFailed(SpawnError::Failed { program: "job".into(), err: fork });
+    for (event, why) in [(spawn_failed, "cannot start job"), (Event::Child(Exit::Lost), "exit status was lost")] {
+        let (state, commands, _) = run(&config, vec![snapshot("ready"), event]);
+        assert!(termination_log(&commands).is_some_and(|log| log.contains(why)), "{why}: {commands:?}");
+        assert_eq!(shutting(&state).code, 125, "{why}: then the sidecars are stopped as after any ending");
+    }
+    // A program that is not there is the program's failure, as a shell says it: 127, nothing of proa's to log.
+    let not_found = Event::SpawnFailed(SpawnError::NotFound { program: "job".into() });
+    let (state, commands, _) = run(&config, vec![snapshot("ready"), not_found]);
+    assert_eq!((shutting(&state).code, termination_log(&commands)), (127, None));
+}
+
 #[test]
 fn the_start_watches_the_pod() {
     let (state, commands) = State::start(&config(1), Instant::now());
@@ -142,7 +192,7 @@ fn a_failed_start_sends_only_the_http_actions_then_exits_125() {
         commands,
         [
             Command::WriteTerminationLog("no API: KUBERNETES_SERVICE_PORT".into()),
-            Command::StartShutdown { budget, actions: vec![0, 2], recognised: vec![] },
+            Command::StartShutdown { budget, actions: vec![0, 2], recognised: vec![], guessed: vec![] },
         ]
     );
     let s = shutting(&state);
@@ -192,6 +242,8 @@ fn a_sidecar_dead_in_the_first_read_is_not_waited_for() {
             stop: None,
             grace: secs(45.0),
             uid: Some(UID.into()),
+            answered: false,
+            unreachable: false,
         })
     );
     let (state, _) = step(&config(2), state, answered(), t0);
@@ -325,12 +377,32 @@ fn an_action_still_out_at_the_kubelets_deadline_is_let_go() {
 }
 
 #[test]
-fn a_program_that_outlives_the_grace_exits_at_once() {
+fn a_program_that_outlives_a_stop_signals_grace_gets_the_normal_shutdown() {
+    // proa alive past the deadline was not being stopped (a `kill -QUIT` for a thread dump, a stray SIGINT): the
+    // actions go and the sidecars are awaited, the watch showing a deletion if there is one.
     let config = config(1);
-    let events = vec![(0.0, snapshot("ready")), (1.0, Event::Signal(libc::SIGTERM)), (60.0, exited(143))];
+    let events = vec![(0.0, snapshot("ready")), (1.0, Event::Signal(libc::SIGQUIT)), (60.0, exited(0))];
     let (state, commands, _) = run_at(&config, events);
-    assert_eq!(state, State::Done { code: 143 });
-    assert_eq!(commands.last(), Some(&Command::Exit(143)));
+    let s = shutting(&state);
+    assert!(matches!((&s.awaited, s.stop), (Awaited::Sidecars { .. }, None)), "{s:?}");
+    assert!(matches!(commands[commands.len() - 2..], [Command::StartShutdown { .. }, Command::Watch(_)]));
+}
+
+#[test]
+fn a_stop_signal_after_a_stray_one_is_the_kubelets_own() {
+    // A stray SIGQUIT at 1 s, the kubelet's SIGTERM at 30 s (45 s grace): the program ends at 50 s, past the first
+    // deadline and within the second, so the Pod is stopping.
+    let config = config(1);
+    let events = vec![
+        (0.0, snapshot("ready")),
+        (1.0, Event::Signal(libc::SIGQUIT)),
+        (30.0, Event::Signal(libc::SIGTERM)),
+        (50.0, exited(143)),
+    ];
+    let (state, commands, t0) = run_at(&config, events);
+    let s = shutting(&state);
+    assert_eq!((&s.awaited, s.stop.map(|stop| stop.by)), (&Awaited::Nothing, Some(t0 + secs(30.0 + 44.0))));
+    assert_eq!(commands.last(), Some(&Command::ReadPod));
 }
 
 #[test]
@@ -636,7 +708,10 @@ fn named_actions() -> Config {
 fn actions_for_native_or_absent_containers_are_not_sent() {
     let config = named_actions();
     let (state, commands, _) = run(&config, vec![snapshot("ready"), exited(0)]);
-    assert_eq!(commands[2], Command::StartShutdown { budget: secs(45.0), actions: vec![0, 3], recognised: vec![] });
+    assert_eq!(
+        commands[2],
+        Command::StartShutdown { budget: secs(45.0), actions: vec![0, 3], recognised: vec![], guessed: vec![] }
+    );
     assert_eq!(shutting(&state).actions_left, 2);
 }
 
@@ -645,7 +720,10 @@ fn an_unnamed_action_is_not_sent_when_every_sidecar_is_native() {
     let mut config = named_actions();
     config.ignore = vec!["envoy".into()];
     let (_, commands, _) = run(&config, vec![snapshot("ready"), exited(0)]);
-    assert_eq!(commands[2], Command::StartShutdown { budget: secs(45.0), actions: vec![0], recognised: vec![] });
+    assert_eq!(
+        commands[2],
+        Command::StartShutdown { budget: secs(45.0), actions: vec![0], recognised: vec![], guessed: vec![] }
+    );
 }
 
 #[test]
@@ -654,7 +732,10 @@ fn a_recognised_sidecar_is_sent_its_action_with_the_others_and_awaited() {
     let config = Config { container: Some("report".into()), ..config(0) };
     let (state, commands, _) = run(&config, vec![snapshot("istio"), exited(0)]);
     let quit = Target { url: "http://127.0.0.1:15020/quitquitquit".into(), container: Some("istio-proxy".into()) };
-    assert_eq!(commands[2], Command::StartShutdown { budget: secs(30.0), actions: vec![], recognised: vec![quit] });
+    assert_eq!(
+        commands[2],
+        Command::StartShutdown { budget: secs(30.0), actions: vec![], recognised: vec![quit], guessed: vec![] }
+    );
     let s = shutting(&state);
     assert_eq!(s.actions_left, 1);
     assert!(matches!(&s.awaited, Awaited::Sidecars { sidecars, .. } if sidecars[0].name == "istio-proxy"));
@@ -972,4 +1053,26 @@ fn a_container_that_passed_then_terminated_for_good_never_starts_the_program() {
 fn without_direct_probes_the_api_alone_decides() {
     let (state, commands, _) = run(&config(1), vec![changed(unready(0)), probed("envoy", 0)]);
     assert!(matches!(state, State::Waiting(_)) && commands.is_empty());
+}
+
+#[test]
+fn an_api_cut_off_once_an_action_was_answered_ends_the_wait_for_sidecars() {
+    // A mesh proxy stopped by the action carried proa's connections: the API out of reach after an answer is no
+    // reason to wait out the shutdown timeout (issue 28). In either order; a snapshot in between says it is back.
+    let config = config(1);
+    let refused = || {
+        let line = "request to the API server failed: connection refused; retrying in 0.2s (attempt 1)".to_string();
+        Event::Watch(Update::Retrying { line, unreachable: true })
+    };
+    for events in [vec![answered(), refused()], vec![refused(), answered()]] {
+        let (state, commands, _) = run(&config, vec![snapshot("ready"), exited(3)].into_iter().chain(events).collect());
+        assert_eq!(state, State::Done { code: 3 });
+        assert_eq!(commands.last(), Some(&Command::Exit(3)));
+    }
+    let (state, _, _) = run(&config, vec![snapshot("ready"), exited(3), refused(), snapshot("ready"), answered()]);
+    assert!(matches!(shutting(&state).awaited, Awaited::Sidecars { .. }), "the API answered again: still waiting");
+    // Nothing answered (the action failed): an API out of reach is a fault like any other, waited out.
+    let failed = Event::Shutdown(Outcome { action: action(), result: Err(ActionError::Refused { attempts: 4 }) });
+    let (state, _, _) = run(&config, vec![snapshot("ready"), exited(3), failed, refused()]);
+    assert!(matches!(shutting(&state).awaited, Awaited::Sidecars { .. }));
 }

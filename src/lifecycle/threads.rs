@@ -280,11 +280,12 @@ impl World for Threads {
         }
     }
 
-    fn start_shutdown(&mut self, budget: Duration, chosen: &[usize], recognised: &[Target]) {
+    fn start_shutdown(&mut self, budget: Duration, chosen: &[usize], recognised: &[Target], guessed: &[Target]) {
         let tx = self.tx.clone();
         let all = self.options.shutdown_actions(budget).into_iter().enumerate();
         let given = all.filter(|(i, _)| chosen.contains(i)).map(|(_, action)| action);
-        let actions = given.chain(recognised.iter().cloned().map(Action::Post)).collect();
+        let recognised = recognised.iter().cloned().map(Action::Post);
+        let actions = given.chain(recognised).chain(guessed.iter().cloned().map(Action::Guess)).collect();
         shutdown::spawn_actions(actions, budget, move |outcome| {
             tx.send(Message::Event(Event::Shutdown(outcome))).is_ok()
         });

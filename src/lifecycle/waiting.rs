@@ -10,7 +10,7 @@ use crate::direct::Way;
 use crate::exit::End;
 use crate::pod::Pod;
 use crate::probe::{Goal, Update as ProbeUpdate};
-use crate::readiness::{self, Policy, Verdict, Waited};
+use crate::readiness::{self, Verdict, Waited};
 use crate::signals;
 use crate::watch::Update;
 
@@ -18,6 +18,7 @@ use super::config::{Config, Mode};
 use super::endings::{after_program, failure};
 use super::facts::{Facts, WaitVerdict, judge_wait, kill_in, ways};
 use super::machine::{Command, Event, PROGRESS_FIRST, PROGRESS_MAX, Running, State, Waiting, with_first};
+use super::probing::Change;
 use super::shutting_down::{Ending, then_read_pod};
 use super::stop::{Stop, after};
 
@@ -28,6 +29,10 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
         Event::Watch(Update::Failed(err)) => {
             let failed = failure(err.to_string());
             with_first(failed, abort_wait(config, w.facts.as_ref(), End::ProaFailed, Ending::ApiFailed, now))
+        }
+        Event::Watch(Update::Retrying { line, .. }) => {
+            log::warn!("{line}");
+            (State::Waiting(w), vec![])
         }
         Event::Probe(ProbeUpdate::Reached(Goal::Ready)) => {
             // Only no-API mode runs a prober, and its facts are known from the start.
@@ -144,7 +149,11 @@ fn snapshot(config: &Config, mut w: Waiting, pod: &Pod, deleted: bool, now: Inst
         return abort_wait(config, Some(&facts), End::PodGone, ending, now);
     };
     facts.observe(pod);
-    let probes = w.probing.follow(&facts.probes, pod);
+    let probes = w.probing.follow(&facts.probes, pod).into_iter().map(|change| match change {
+        Change::Start(order) => Command::DirectProbe(order),
+        Change::Stop(container) => Command::StopDirectProbe(Some(container)),
+    });
+    let probes = probes.collect();
     let verdict = w.probing.with_passes(verdict, &facts);
     decide(config, w, facts, verdict, probes, now)
 }
@@ -247,11 +256,10 @@ fn stop_looking(config: &Config) -> Vec<Command> {
 }
 
 /// What proa recognised, and a warning per sidecar nothing will stop (DESIGN.md step 4), said at the first
-/// snapshot, only where this proa stops the sidecars: not when another proa does, nor when the kubelet restarts this
-/// container (then the sidecars are left running by design, and nothing is sent).
+/// snapshot, only where this proa may stop the sidecars: not when another proa does, nor when the kubelet restarts
+/// this container after every exit (then the sidecars are left running by design, and nothing is sent).
 fn log_plan(config: &Config, facts: &Facts) {
-    let restarted = facts.policy.as_ref().is_some_and(|p| p.policy == Policy::Always) && !config.always_shutdown;
-    if facts.stopper.is_some() || restarted {
+    if !facts.may_stop_sidecars(config.always_shutdown) {
         return;
     }
     for line in facts.plan.notes() {

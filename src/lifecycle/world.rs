@@ -33,7 +33,7 @@ pub trait World {
     fn forward(&mut self, signal: i32);
     /// Sends these shutdown actions (by number, in `Options::shutdown_actions`' order) and a POST to each recognised
     /// sidecar's target, each to report within `budget`.
-    fn start_shutdown(&mut self, budget: Duration, actions: &[usize], recognised: &[Target]);
+    fn start_shutdown(&mut self, budget: Duration, actions: &[usize], recognised: &[Target], guessed: &[Target]);
     fn write_termination_log(&mut self, reason: &str);
 }
 

@@ -89,7 +89,7 @@ pub enum OnReadyTimeout {
 /// The settings of kill actions (`--kill` and `--kill-all` need the `kill` feature), and of `--serve-quit`'s stop.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KillOptions {
-    /// `--kill NAME`: executable names to signal at shutdown.
+    /// `--kill NAME`: the names of the processes to signal at shutdown (`procs::Process::known_as`).
     #[cfg_attr(not(feature = "kill"), allow(dead_code))] // read only by the kill feature's actions
     pub names: Vec<String>,
     /// `--kill-all`: signal every other visible process at shutdown.

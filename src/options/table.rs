@@ -148,7 +148,7 @@ pub static OPTIONS: [Spec; 29] = [
     Spec::new(
         "kill",
         Kind::Many("NAME"),
-        "signal processes whose executable is NAME at shutdown (needs shareProcessNamespace)",
+        "signal processes named NAME, as pkill NAME finds them, at shutdown (needs shareProcessNamespace)",
         |o, v| {
             o.kill.names.push(v.to_string());
             Ok(())

@@ -169,3 +169,71 @@ fn no_watch_stays_open_while_the_program_runs_though_the_api_never_said_ready() 
     assert_eq!(done.code(), 143, "{}", done.stderr);
     assert!(!done.stderr.contains("retrying"), "the closed watch is no failure: {}", done.stderr);
 }
+
+/// An endpoint that answers every GET `200` with a head promising 100 bytes of body, sends two, and closes, as an
+/// endpoint that dies mid-answer does; it counts the requests it answered.
+fn cut_short_endpoint() -> (u16, std::sync::mpsc::Receiver<std::time::Instant>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            _ = std::io::Read::read(&mut stream, &mut [0u8; 4096]);
+            _ = std::io::Write::write_all(&mut stream, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nok");
+            _ = tx.send(std::time::Instant::now());
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn a_200_whose_body_is_cut_short_starts_nothing_until_the_api_says_ready() {
+    // The kubelet reads the body and fails the probe on a read error: proa must not count such an answer either.
+    let (port, answered) = cut_short_endpoint();
+    let probe = json!({"httpGet": {"path": "/ready", "port": port, "scheme": "HTTP"}, "periodSeconds": 10});
+    let api = ApiServer::start(probed_pod(probe, json!([])));
+    let mut marker = Marker::start();
+    let proa = Proa::new(&api).args(bash(format!("{}; exit 3", marker.say("started")))).spawn();
+    api.wait_open_watches(1, BOUND);
+    running(&api, "envoy", Some("2026-12-05T10:00:00Z"));
+    for _ in 0..3 {
+        answered.recv_timeout(BOUND).expect("proa probes the endpoint");
+    }
+    assert!(marker.all().is_empty(), "the program started on an answer whose body was cut short");
+    let ready = api.set_ready("envoy");
+    let started = marker.wait_for("started", BOUND);
+    assert!(started.at > ready, "the program started before the API said ready");
+    api.set_terminated("envoy", 0);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 3, "{}", done.stderr);
+    assert!(!done.stderr.contains("probed directly"), "{}", done.stderr);
+}
+
+#[test]
+fn an_initial_delay_counts_from_the_end_of_the_second_started_at_names() {
+    // The API writes `startedAt` in whole seconds, cut down: a container that started at x.9 s shows x. With
+    // `initialDelaySeconds: 2` the kubelet first probes 2 s after the real start, so proa must not start sooner.
+    let envoy = Sidecar::start();
+    let probe = json!({"tcpSocket": {"port": envoy.port()}, "initialDelaySeconds": 2});
+    let api = ApiServer::start(probed_pod(probe, json!([])));
+    let mut marker = Marker::start();
+    let proa = Proa::new(&api).args(bash(format!("{}; exit 0", marker.say("started")))).spawn();
+    api.wait_open_watches(1, BOUND);
+    // The run begins 0.9 s into a wall-clock second (waiting for that moment of the clock sets the scene; it
+    // synchronises with nothing).
+    let into_second = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_millis();
+    std::thread::sleep(Duration::from_millis(u64::from((1900 - into_second) % 1000)));
+    let (began, wall) = (std::time::Instant::now(), std::time::SystemTime::now());
+    let second = wall.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let date = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{second}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    let started_at = String::from_utf8(date.stdout).unwrap();
+    running(&api, "envoy", Some(started_at.trim()));
+    let started = marker.wait_for("started", BOUND);
+    assert!(started.at >= began + Duration::from_secs(2), "started {:?} into the run", started.at - began);
+    assert!(started.at - began < Duration::from_secs(3) + WITHIN, "started {:?} into the run", started.at - began);
+    api.set_terminated("envoy", 0);
+    assert_eq!(proa.wait(BOUND).code(), 0);
+}

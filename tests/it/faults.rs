@@ -63,14 +63,17 @@ fn dropped_streams_reconnect_from_the_last_version_with_growing_backoff() {
 }
 
 #[test]
-fn a_silent_stream_is_dropped_after_twice_the_watch_timeout() {
+fn a_silent_stream_is_dropped_a_few_seconds_after_its_own_timeout() {
+    // The server ends every watch at its timeoutSeconds: one silent 5 s past that is dead (issue 26 §3b).
     let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
     api.push_fault(Route::Watch, Fault::Silent);
     let mut marker = Marker::start();
     let proa = waiting_proa(&api, &marker, &["--watch-timeout", "1s"]);
     let seen = wait_for_watches(&api, 2);
     let gap = seen[1].at - seen[0].at;
-    assert!(gap >= Duration::from_secs(2) && gap < Duration::from_secs(5), "silent for {gap:?}");
+    let asked: u64 = seen[0].query["timeoutSeconds"].parse().unwrap();
+    let bound = Duration::from_secs(asked + 5);
+    assert!(gap >= bound && gap < bound + Duration::from_secs(2), "silent for {gap:?} with timeoutSeconds={asked}");
     assert_eq!(seen[1].resource_version(), Some("100"));
     becomes_ready_and_finishes(&api, &mut marker, proa);
 }
@@ -483,4 +486,23 @@ fn the_shutdown_watch_always_ends_within_the_shutdown_timeout() {
         assert!(done.elapsed < Duration::from_secs(4), "{fault:?}: {:?}", done.elapsed);
         assert!(done.stderr.contains("still running at the shutdown timeout"), "{fault:?}: {}", done.stderr);
     }
+}
+
+/// Issue 26 §3: a SIGTERM during a first GET that hangs: proa cancels its own request, which is no failure, so no
+/// "request to the API server failed … retrying" line, and it ends within its bound with 143.
+#[test]
+fn a_request_proa_cancelled_itself_is_not_logged_as_a_failure() {
+    let api = ApiServer::start(job_pod(&["envoy"], &[], "Never"));
+    api.push_fault(Route::Get, Fault::Hang);
+    // A shutdown endpoint that never answers keeps proa alive after the signal, until the kubelet's deadline.
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/quitquitquit", hung.local_addr().unwrap());
+    let proa = Proa::new(&api).args(["-p", &url]).args(bash("exit 0".into())).spawn();
+    api.wait_for_request(BOUND, |r| r.route == Some(Route::Get));
+    proa.signal(libc::SIGTERM);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 143, "{}", done.stderr);
+    assert!(done.stderr.contains("exiting before the kubelet's SIGKILL"), "{}", done.stderr);
+    assert!(!done.stderr.contains("request to the API server failed"), "{}", done.stderr);
+    assert!(!done.stderr.contains("retrying"), "{}", done.stderr);
 }

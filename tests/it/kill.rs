@@ -356,3 +356,49 @@ fn kill_all_as_pid_1_says_that_nothing_else_is_visible() {
         done.stderr
     );
 }
+
+/// Issue 26, 2b: `--kill NAME` finds what `pkill NAME` finds. A sidecar that is a script named `stubborn` runs as
+/// bash (its executable) under the command name `stubborn`, as `ps` shows it; a wrong name is reported with the
+/// names proa did see, so that a user can tell it from a missing shareProcessNamespace.
+#[test]
+fn kill_finds_a_script_by_its_command_name_as_pkill_does() {
+    let test = "kill_finds_a_script_by_its_command_name_as_pkill_does";
+    if !machine::pid_namespaces(test) {
+        return;
+    }
+    let dir = TempDir::new("kill-script");
+    for (name, found) in [("stubborn", true), ("stubbornly", false)] {
+        let mut marker = Marker::start();
+        let bash_path = machine::on_path("bash");
+        let body = format!(
+            "#!{}\ntrap 'exit 143' TERM\n{}\n{}\nread -u 3 -t 300\n",
+            bash_path.display(),
+            marker.open_3(),
+            marker.say("up")
+        );
+        let script = dir.write("stubborn", body, 0o755);
+        let init = format!(
+            "{script:?} & side=$!
+            \"$@\"; code=$?
+            kill -TERM $side 2>/dev/null; wait $side; {}
+            exit $code",
+            marker.say("side-$?"),
+        );
+        let api = ApiServer::start(job_pod(&["sidecar"], &[], "Never"));
+        let proa = Proa::new(&api).under_init(&init).args(["--kill", name, "--", "true"]).spawn();
+        marker.wait_for("up", BOUND);
+        api.wait_open_watches(1, BOUND);
+        api.set_ready("sidecar");
+        let log = proa.wait_for_stderr(BOUND, |log| log.contains(&format!("shutdown --kill {name}: ")));
+        match found {
+            true => {
+                assert!(log.contains("INFO shutdown --kill stubborn: SIGTERM to stubborn (pid 2); all exited"), "{log}")
+            }
+            false => assert!(log.contains("found no process to signal among bash, stubborn:"), "{log}"),
+        }
+        api.set_terminated("sidecar", 0);
+        let done = proa.wait(BOUND);
+        assert_eq!(done.code(), 0, "{}", done.stderr);
+        marker.wait_for("side-143", BOUND);
+    }
+}

@@ -237,15 +237,19 @@ fn f_a_fork_that_fails_is_proas_failure_125() {
         return;
     };
     let api = ApiServer::start(job_pod(&[], &[], "Never"));
-    let done = Proa::new(&api).env("LD_PRELOAD", library.to_str().unwrap()).args(["--", "true"]).spawn().wait(BOUND);
+    // The reason goes to the termination log too, as for every 125 (issue 26 §3): `kubectl describe pod` shows it.
+    let log = dir.write("termination-log", "", 0o644);
+    let done = Proa::new(&api)
+        .env("LD_PRELOAD", library.to_str().unwrap())
+        .env("PROA_TERMINATION_LOG", log.to_str().unwrap())
+        .args(["--", "true"])
+        .spawn()
+        .wait(BOUND);
     assert_eq!(done.code(), 125, "{}", done.stderr);
-    assert!(
-        done.stderr.contains(
-            "ERROR cannot start true: Resource temporarily unavailable (os error 11): the process limit is reached"
-        ),
-        "{}",
-        done.stderr
-    );
+    let reason = "cannot start true: Resource temporarily unavailable (os error 11): the process limit is reached";
+    assert!(done.stderr.contains(&format!("ERROR {reason}")), "{}", done.stderr);
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(written.starts_with(reason), "termination log: {written:?}");
 }
 
 #[test]

@@ -16,6 +16,8 @@ mod kill;
 mod lifecycle;
 mod manifests;
 mod mesh;
+#[cfg(not(feature = "kill"))]
+mod mesh_network;
 mod no_api;
 mod off_switch;
 mod peers;

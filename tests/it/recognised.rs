@@ -274,3 +274,37 @@ fn under_restart_policy_always_nothing_is_promised_or_sent() {
     assert!(!done.stderr.contains("will POST") && !done.stderr.contains("no shutdown action stops"), "{}", done.stderr);
     assert!(quit.hits().is_empty(), "sent {:?}", quit.hits());
 }
+
+/// Issue 26 §3: `--check` reports what this proa's run would do, from the decision the run uses. Under
+/// `restartPolicy: Always`, with `restartPolicyRules` that restart the container after every exit, or where another
+/// proa stops the sidecars, the run sends nothing, so `--check` promises no POST and no shutdown budget, and the
+/// start-up lines neither promise nor warn.
+#[test]
+fn check_and_start_up_promise_nothing_where_the_run_sends_nothing() {
+    let quit = Sidecar::start();
+    let istio_pod = || injected(istio_proxy(), false, istio_annotations(quit.port()));
+    let mut always = istio_pod();
+    always["spec"]["restartPolicy"] = json!("Always");
+    let mut rules = istio_pod();
+    rules["spec"]["containers"][0]["restartPolicy"] = json!("Never");
+    rules["spec"]["containers"][0]["restartPolicyRules"] = json!([{"action": "Restart"}]);
+    let mut stopped_by_another = istio_pod();
+    let other = json!({"name": "a-main", "image": "job", "command": ["/proa", "--", "other-job"]});
+    stopped_by_another["spec"]["containers"].as_array_mut().unwrap().push(other);
+    for (what, pod) in [("Always", always), ("rules", rules), ("another stopper", stopped_by_another)] {
+        let api = ApiServer::start(pod);
+        let done = Proa::new(&api).args(["--check", "--container", "main"]).spawn().wait(BOUND);
+        assert_eq!(done.code(), 0, "{what}: stdout:\n{}\nstderr:\n{}", done.stdout, done.stderr);
+        for promise in ["will POST", "shutdown POST", "within their budget", "no shutdown action stops"] {
+            assert!(!done.stdout.contains(promise), "{what}: {promise:?} in:\n{}", done.stdout);
+        }
+        let run = Proa::new(&api).args(["--container", "main"]).args(bash("exit 0".into())).spawn().wait(BOUND);
+        assert_eq!(run.code(), 0, "{what}: {}", run.stderr);
+        assert!(
+            !run.stderr.contains("will POST") && !run.stderr.contains("no shutdown action stops"),
+            "{}",
+            run.stderr
+        );
+        assert!(quit.hits().is_empty(), "{what}: sent {:?}", quit.hits());
+    }
+}

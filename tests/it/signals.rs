@@ -194,3 +194,35 @@ fn proa_logs_to_its_terminal_from_the_background_and_the_program_keeps_job_contr
         assert_eq!(ignored & 1 << (signal - 1), 0, "the program inherited {name} ignored: SigIgn {mask}");
     }
 }
+
+#[test]
+fn a_program_that_survives_a_stop_signal_past_its_grace_still_gets_the_whole_shutdown() {
+    // A JVM-like program: SIGQUIT prints a thread dump (`kubectl exec … kill -QUIT 1`) and it carries on, ending
+    // 3 s later, past the Pod's 2 s grace. Nothing was stopping the Pod, so the sidecar must be stopped and awaited.
+    let mut pod = job_pod(&["envoy"], &[], "Never");
+    pod["spec"]["terminationGracePeriodSeconds"] = serde_json::json!(2);
+    let api = ApiServer::start(pod);
+    let sidecar = Sidecar::start();
+    let mut marker = Marker::start();
+    let script = format!(
+        "trap '{}; sleep 3; exit 0' QUIT; {}; {}; {}",
+        marker.say("dumped"),
+        marker.open_3(),
+        marker.say("started"),
+        marker.block()
+    );
+    let proa = Proa::new(&api).args(["-g", &sidecar.url("/quit")]).args(bash(script)).spawn();
+    api.wait_open_watches(1, BOUND);
+    api.set_ready("envoy");
+    marker.wait_for("started", BOUND);
+    proa.signal(libc::SIGQUIT);
+    let dumped = marker.wait_for("dumped", BOUND).at;
+    let asked = sidecar.wait_for_hits(1, BOUND)[0].at;
+    assert!(asked - dumped >= Duration::from_secs(2), "the shutdown came {:?} after the signal", asked - dumped);
+    // proa waits for the sidecar to go, as after any normal ending.
+    assert!(proa.wait_for_stderr(BOUND, |e| e.contains("shutting down sidecars")).contains("shutting down as usual"));
+    api.set_terminated("envoy", 0);
+    let done = proa.wait(BOUND);
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(done.stderr.contains("sidecars have exited"), "{}", done.stderr);
+}

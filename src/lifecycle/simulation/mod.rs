@@ -14,7 +14,7 @@ use crate::pod::Pod;
 use crate::probe::Endpoint as ProbeEndpoint;
 use crate::shutdown;
 
-use super::config::{ActionTarget, Config, Mode};
+use super::config::{ActionTarget, Config, Mode, StartError};
 use super::stop::{EXIT_MARGIN, MAX_WAIT};
 use scenario::Scenario;
 use world::{FIRST_UID, Record, Sim};
@@ -98,6 +98,8 @@ fn check(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
         return Err(wrong.clone());
     }
     never_early(s, r)?;
+    termination_logged(r, end)?;
+    guesses(s, r, end)?;
     // Killed by the kubelet, proa has no exit code and no time of its own; what it did before still counts.
     if let Some(killed) = r.killed_at {
         if !killed_excused(s, r, killed) {
@@ -125,9 +127,9 @@ fn sidecar_role(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
         return Err("a sidecar's proa sent shutdown actions or watched the Pod".into());
     }
     if r.spawn_failed {
-        return match end.code {
-            127 => Ok(()),
-            other => Err(format!("the sidecar could not start, yet proa exited {other}")),
+        return match (end.code, s.program.fork_fails) {
+            (127, false) | (125, true) => termination_logged(r, end),
+            (other, _) => Err(format!("the sidecar could not start, yet proa exited {other}")),
         };
     }
     let Some((exited, code)) = r.program_exit else { return Err("exited while the sidecar still ran".into()) };
@@ -208,6 +210,32 @@ fn never_early(s: &Scenario, r: &Record) -> Result<(), String> {
     Ok(())
 }
 
+/// Every exit with proa's own failure codes (124, 125) that is not the program's own code writes its reason to the
+/// termination log, where `kubectl describe pod` shows it.
+fn termination_logged(r: &Record, end: &Ending) -> Result<(), String> {
+    // Killed by the kubelet, proa said nothing: it never chose to exit.
+    let programs_own = r.program_exit.is_some_and(|(_, code)| code == end.code) || r.killed_at.is_some();
+    match (end.code, programs_own, r.termination_log.is_empty()) {
+        (124 | 125, false, true) => Err(format!("exited {} with nothing in the termination log", end.code)),
+        _ => Ok(()),
+    }
+}
+
+/// With no action given and `--auto-shutdown` on, an API-mode proa that never knew the Pod when it shut down sends
+/// the recognisable sidecars' POSTs as guesses (unless the kubelet's deadline came first); any other never does.
+fn guesses(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
+    let decided = r.shutdown_ordered.unwrap_or(end.at);
+    let unread = !knew_the_pod(s, r, decided) && r.program_started.is_none();
+    // A start that failed finding the cluster was to use the API, whatever no-API flags the scenario drew.
+    let api_mode = s.start_failure.as_ref().map_or(!s.no_api, StartError::is_of_the_pod);
+    let due = unread && api_mode && s.actions.is_empty() && s.auto_shutdown && r.shutdown_ordered.is_some();
+    match (due, r.guessed.is_empty()) {
+        (false, false) => Err(format!("sent guessed shutdown requests {:?} although it knew better", r.guessed)),
+        (true, true) if !at_hard_deadline(s, r, end) => Err("the pod unread, no guessed shutdown request went".into()),
+        _ => Ok(()),
+    }
+}
+
 /// proa exits with the program's code, or the documented code of what stopped the wait.
 fn exit_code(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
     if let Some(reason) = &s.start_failure {
@@ -226,10 +254,11 @@ fn exit_code(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
     }
     let before_exit = |t: Duration| t <= end.at;
     let allowed = match end.code {
-        127 => r.spawn_failed,
+        127 => r.spawn_failed && !s.program.fork_fails,
         124 => s.ready_timeout.is_some_and(|t| end.at >= t) && !s.run_on_ready_timeout,
         125 => {
-            (s.peers_refused() && delivered_before(r, end.at).next().is_some())
+            (r.spawn_failed && s.program.fork_fails)
+                || (s.peers_refused() && delivered_before(r, end.at).next().is_some())
                 || r.api_failed_at.or(r.not_found_at).is_some_and(before_exit)
                 || delivered_before(r, end.at).any(|(_, pod, _)| shows_dead(s, pod).is_some())
         }
@@ -275,7 +304,7 @@ fn actions_allowed(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String>
     let first = r.attempts.iter().map(|(_, at)| *at).min();
     match (first, peers_done_at(s, r)) {
         (Some(first), done) if !s.peers.is_empty() && policy_known => {
-            let allowed = done.is_some_and(|done| done <= first) || stopped_at(r).is_some_and(|stop| stop <= first);
+            let allowed = done.is_some_and(|done| done <= first) || stopped_at(s, r).is_some_and(|stop| stop <= first);
             match allowed || r.api_failed_at.is_some_and(|failed| failed <= first) {
                 true => Ok(()),
                 false => Err(format!("sent a shutdown action at {first:?} while a peer still ran")),
@@ -403,11 +432,20 @@ fn observed(r: &Record, i: usize) -> bool {
     r.program_started.is_none() || i < r.snapshots_before_start || !running(r.delivered[i].0)
 }
 
-/// When proa was told to stop: the first SIGTERM or SIGINT, or the first snapshot of a Pod going away.
-fn stopped_at(r: &Record) -> Option<Duration> {
-    let signal = r.stops.first().map(|(at, _)| *at);
+/// When proa was told to stop: the first live stop signal, or the first snapshot of a Pod going away.
+fn stopped_at(s: &Scenario, r: &Record) -> Option<Duration> {
+    let signal = live_stop_signal(s, r);
     let gone = r.delivered.iter().find(|(_, pod, deleted)| is_gone(pod, *deleted)).map(|(at, _, _)| *at);
     signal.into_iter().chain(gone).min()
+}
+
+/// The first stop signal whose deadline the program did not outlive. A stop signal is the kubelet's only while its
+/// deadline can still come: a program that outlived it ended normally (a stray SIGINT, a `kill -QUIT` for a thread
+/// dump), and proa owes it the whole shutdown.
+fn live_stop_signal(s: &Scenario, r: &Record) -> Option<Duration> {
+    let outlived =
+        |at: Duration| r.program_exit.is_some_and(|(exited, _)| exited >= at + less_margin(known_grace(s, r, at)));
+    r.stops.iter().map(|(at, _)| *at).find(|at| !outlived(*at))
 }
 
 /// Whether proa exited at the hard deadline it keeps after being stopped (grace less the margin).
@@ -423,8 +461,7 @@ fn less_margin(grace: Duration) -> Duration {
 /// The earliest deadline proa could know of by `until`: a stop signal plus the grace it knew then, a snapshot of
 /// the Pod going away plus the grace it shows, or a deletion's own deadline (received `deletion_in` before it).
 fn hard_deadline(s: &Scenario, r: &Record, until: Duration) -> Option<Duration> {
-    let signal = r.stops.first().map(|(at, _)| *at).filter(|at| *at <= until);
-    let by_signal = signal.map(|stop| stop + less_margin(known_grace(s, r, stop)));
+    let by_signal = live_stop_signal(s, r).filter(|at| *at <= until).map(|at| at + less_margin(known_grace(s, r, at)));
     let gone = r.delivered.iter().find(|(at, pod, deleted)| *at <= until && is_gone(pod, *deleted));
     // A DELETED event or another Pod of the same name: the kill is due.
     let by_gone = gone.map(|(at, pod, deleted)| match (pod.metadata.uid.as_deref() == Some(FIRST_UID), deleted) {
@@ -435,20 +472,20 @@ fn hard_deadline(s: &Scenario, r: &Record, until: Duration) -> Option<Duration> 
                 grace.map_or_else(|| known_grace(s, r, *at), |g| g.clamp(Duration::from_secs(2), MAX_WAIT)),
             )
         }
-        _ => kill_due(r, *at, Duration::ZERO),
+        _ => kill_due(s, r, *at, Duration::ZERO),
     });
     let deletions = delivered_before(r, until)
         .filter(|(_, pod, _)| pod.metadata.uid.as_deref() == Some(FIRST_UID))
-        .filter_map(|(at, pod, _)| pod.metadata.deletion_in.map(|left| kill_due(r, *at, left)));
-    let not_found = r.not_found_at.filter(|at| *at <= until).map(|at| kill_due(r, at, Duration::ZERO));
+        .filter_map(|(at, pod, _)| pod.metadata.deletion_in.map(|left| kill_due(s, r, *at, left)));
+    let not_found = r.not_found_at.filter(|at| *at <= until).map(|at| kill_due(s, r, at, Duration::ZERO));
     by_signal.into_iter().chain(by_gone).chain(deletions).chain(not_found).min()
 }
 
 /// When proa must be gone after hearing at `at` that the kill comes within `left`: the kubelet gives at least 2 s
 /// after its SIGTERM, which is no sooner than the first stop proa heard of (or `at`); less the margin of that span.
 /// Not before `at`: proa cannot act on news before it comes.
-fn kill_due(r: &Record, at: Duration, left: Duration) -> Duration {
-    let since = stopped_at(r).filter(|since| *since <= at).unwrap_or(at);
+fn kill_due(s: &Scenario, r: &Record, at: Duration, left: Duration) -> Duration {
+    let since = stopped_at(s, r).filter(|since| *since <= at).unwrap_or(at);
     let kill = (at + left).max(since + Duration::from_secs(2));
     (kill - EXIT_MARGIN.min((kill - since) / 4)).max(at)
 }
@@ -478,7 +515,7 @@ fn killed_excused(s: &Scenario, r: &Record, killed: Duration) -> bool {
 /// proa finishes within a bound computed from the options, and does not wait on a sidecar that the newest
 /// snapshot shows terminated.
 fn in_time(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
-    let stopped = stopped_at(r).filter(|at| *at <= end.at);
+    let stopped = stopped_at(s, r).filter(|at| *at <= end.at);
     let decision = match (r.program_exit, r.spawn_failed) {
         (Some((at, _)), _) => Some(at),
         (None, true) => r.program_started,
@@ -547,7 +584,7 @@ fn wait_ended(s: &Scenario, r: &Record, end: &Ending) -> Option<Duration> {
     let dead = r.delivered.iter().find(|(_, pod, _)| shows_dead(s, pod).is_some()).map(|(at, _, _)| *at);
     let refused = r.delivered.first().filter(|_| s.peers_refused()).map(|(at, _, _)| *at);
     let failed = s.start_failure.as_ref().map(|_| Duration::ZERO);
-    let causes = [s.ready_timeout, dead, r.api_failed_at, r.not_found_at, stopped_at(r), refused, failed];
+    let causes = [s.ready_timeout, dead, r.api_failed_at, r.not_found_at, stopped_at(s, r), refused, failed];
     causes.into_iter().flatten().filter(|at| *at <= end.at).min()
 }
 
@@ -579,7 +616,7 @@ fn simulation_keeps_the_promise_on_every_timeline() {
 fn the_generator_covers_the_faults_it_is_for() {
     // Over the default run, every kind of fault occurs many times: a simulation that never reaches them tests
     // nothing.
-    let mut seen = [0u32; 17];
+    let mut seen = [0u32; 18];
     for seed in 0x5EED_0000..0x5EED_0000 + 2000 {
         let s = Scenario::generate(seed);
         let counts = [
@@ -602,6 +639,9 @@ fn the_generator_covers_the_faults_it_is_for() {
             s.kill_action.is_some(),
             (0..s.sidecars.len()).any(|i| s.recognises(i)),
             s.natives.iter().any(|p| p.name == scenario::ISTIO_PROXY),
+            // A stray stop signal (no deletion behind it) that the program survives, maybe past its grace.
+            s.signals.iter().any(|(_, signal)| crate::signals::is_stop_request(*signal))
+                && !matches!(s.program.on_stop, scenario::OnStop::Dies(_)),
         ];
         for (count, hit) in seen.iter_mut().zip(counts) {
             *count += u32::from(hit);

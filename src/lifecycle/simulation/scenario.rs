@@ -84,6 +84,9 @@ pub enum OnStop {
 #[derive(Debug, Clone)]
 pub struct ProgramPlan {
     pub spawn_fails: bool,
+    /// The spawn fails because no process can be made (fork's EAGAIN: the Pod's pids limit), not for want of the
+    /// program: proa's own failure, 125.
+    pub fork_fails: bool,
     pub runs_for: Duration,
     pub exit_code: u8,
     pub on_stop: OnStop,
@@ -272,6 +275,7 @@ impl Scenario {
         };
         let program = ProgramPlan {
             spawn_fails: r.chance(3),
+            fork_fails: false,
             runs_for: r.millis(0, 20_000),
             exit_code: r.pick(&[0, 0, 1, 3, 137, 143, 255]),
             on_stop,
@@ -418,6 +422,7 @@ impl Scenario {
             scenario.deletion = None;
             scenario.api_failure_at = None;
         }
+        scenario.program.fork_fails = scenario.program.spawn_fails && r.chance(50);
         scenario
     }
 

@@ -73,6 +73,8 @@ pub struct Record {
     /// How many snapshots the owner had received when it started the program (others may come at the same instant).
     pub snapshots_before_start: usize,
     pub spawn_failed: bool,
+    /// The reasons written to the termination log.
+    pub termination_log: Vec<String>,
     pub program_exit: Option<(Duration, u8)>,
     /// When the owner ordered the shutdown actions.
     pub shutdown_ordered: Option<Duration>,
@@ -82,6 +84,8 @@ pub struct Record {
     pub attempts: Vec<(usize, Duration)>,
     /// When each recognised sidecar's POST reached the network, by container name.
     pub recognised: Vec<(String, Duration)>,
+    /// When each guessed POST (the Pod unread) was sent, by the container it guesses at.
+    pub guessed: Vec<(String, Duration)>,
     /// When each action's outcome reached the owner.
     pub reports: Vec<Duration>,
     pub endpoints_reached_ready: Option<Duration>,
@@ -478,10 +482,16 @@ impl<'a> Sim<'a> {
                 self.which_of(&status.name).and_then(|w| self.plan(w).probe.as_ref()).is_none_or(|p| !p.undated);
             let start = self.run_start(&status.name, status.restart_count).filter(|_| dated);
             if let Some(running) = status.state.running.as_mut() {
-                running.running_for = start.map(|start| self.now.saturating_sub(start));
+                running.running_for = start.map(|start| self.wall(self.now).saturating_sub(whole(self.wall(start))));
             }
         }
         pod
+    }
+
+    /// The wall clock at virtual time `at`: the timeline starts some way into a second (drawn from the seed), so
+    /// that `startedAt`, which the API gives in whole seconds, is cut down by up to a second, as in a real Pod.
+    fn wall(&self, at: Duration) -> Duration {
+        at + Duration::from_millis(self.scenario.seed % 1000)
     }
 
     fn which_of(&self, name: &str) -> Option<Which> {
@@ -577,6 +587,7 @@ impl<'a> Sim<'a> {
                 Update::PodChanged(pod) => (watcher.until)(pod, false),
                 Update::PodDeleted(pod) => (watcher.until)(pod, true),
                 Update::Failed(_) => true,
+                Update::Retrying { .. } => false,
             };
         }
         match &update {
@@ -584,6 +595,7 @@ impl<'a> Sim<'a> {
             Update::PodDeleted(pod) => self.record.delivered.push((self.now, (**pod).clone(), true)),
             Update::Failed(ApiError::PodNotFound { .. }) => _ = self.record.not_found_at.get_or_insert(self.now),
             Update::Failed(_) => _ = self.record.api_failed_at.get_or_insert(self.now),
+            Update::Retrying { .. } => {}
         }
         self.trace(format!("watch delivers {}", describe(&update)));
         Some(Event::Watch(update))
@@ -728,8 +740,13 @@ impl World for Sim<'_> {
         self.record.program_started = Some(self.now);
         self.record.snapshots_before_start = self.record.delivered.len();
         if self.scenario.program.spawn_fails {
-            self.trace("the program cannot be started (not found)");
             self.record.spawn_failed = true;
+            if self.scenario.program.fork_fails {
+                self.trace("the program cannot be started (fork: EAGAIN)");
+                let err = std::io::Error::from_raw_os_error(libc::EAGAIN);
+                return Err(SpawnError::Failed { program: "prog".into(), err });
+            }
+            self.trace("the program cannot be started (not found)");
             return Err(SpawnError::NotFound { program: "prog".into() });
         }
         self.trace("the program starts");
@@ -754,7 +771,7 @@ impl World for Sim<'_> {
         }
     }
 
-    fn start_shutdown(&mut self, budget: Duration, chosen: &[usize], recognised: &[Target]) {
+    fn start_shutdown(&mut self, budget: Duration, chosen: &[usize], recognised: &[Target], guessed: &[Target]) {
         self.trace(format!("proa sends the shutdown actions {chosen:?} and {recognised:?} (budget {budget:?})"));
         if self.record.shutdown_ordered.is_none() {
             self.record.snapshots_before_shutdown = self.record.delivered.len();
@@ -802,10 +819,20 @@ impl World for Sim<'_> {
             let outcome = Outcome { action: Action::Post(target.clone()), result: Ok(Done::Answered(200)) };
             self.after(Duration::ZERO, Happening::Outcome(outcome));
         }
+        // A guess finds nothing listening: proa could not read the Pod, so it knows of no sidecar there.
+        for target in guessed {
+            self.record.guessed.push((target.container.clone().unwrap_or_default(), self.now));
+            let result = Err(ActionError::Refused { attempts: 1 });
+            self.after(
+                Duration::from_millis(1),
+                Happening::Outcome(Outcome { action: Action::Guess(target.clone()), result }),
+            );
+        }
     }
 
     fn write_termination_log(&mut self, reason: &str) {
         self.trace(format!("termination log: {reason}"));
+        self.record.termination_log.push(reason.to_string());
     }
 }
 
@@ -837,6 +864,7 @@ fn describe(update: &Update) -> String {
             statuses(pod)
         ),
         Update::Failed(err) => format!("failure: {err}"),
+        Update::Retrying { line, .. } => format!("retrying: {line}"),
     }
 }
 
@@ -936,4 +964,9 @@ fn replacement_pod(s: &Scenario) -> Pod {
     pod.status.container_statuses = s.sidecars.iter().map(|p| status(&p.name)).collect();
     pod.status.init_container_statuses = s.natives.iter().map(|p| status(&p.name)).collect();
     pod
+}
+
+/// A wall-clock instant cut down to its whole second, as the API writes a timestamp.
+fn whole(at: Duration) -> Duration {
+    Duration::from_secs(at.as_secs())
 }

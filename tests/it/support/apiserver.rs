@@ -69,6 +69,8 @@ pub enum Fault {
     Silent,
     /// Answer with this 3xx status and a `Location` header, as a misconfigured proxy might.
     Redirect(u16, String),
+    /// Read the request and never answer, until the client goes away: a server that hangs (recorded with status 0).
+    Hang,
 }
 
 /// One request, recorded before it was answered.
@@ -350,6 +352,8 @@ enum Reply {
     Watch(Box<LiveWatch>),
     /// A 3xx with this Location (see [`Fault::Redirect`]).
     Redirect(u16, String),
+    /// No answer at all (see [`Fault::Hang`]).
+    Hang,
 }
 
 struct LiveWatch {
@@ -868,6 +872,7 @@ fn serve_connection(shared: &Shared, tcp: TcpStream, connection: u64) {
                 }
                 return;
             }
+            Reply::Hang => return wait_until_client_gone(&mut tls, &mut buf),
         };
         if close || matches!(end, StreamEnd::Closed) {
             break;
@@ -942,7 +947,7 @@ fn decide(shared: &Shared, head: &Head, body: &[u8], connection: u64) -> Reply {
 
     let status = match &reply {
         Reply::Json { status, .. } => *status,
-        Reply::Drop => 0,
+        Reply::Drop | Reply::Hang => 0,
         Reply::Redirect(status, _) => *status,
         Reply::Events(_) | Reply::Watch(_) | Reply::Cut { .. } | Reply::Silent => 200,
     };
@@ -1019,6 +1024,7 @@ fn fault_reply(shared: &Shared, route: Route, fault: Fault, st: &State) -> Reply
         Fault::Cut { final_chunk } => Reply::Cut { final_chunk },
         Fault::Silent => Reply::Silent,
         Fault::Redirect(status, location) => Reply::Redirect(status, location),
+        Fault::Hang => Reply::Hang,
     }
 }
 

@@ -9,6 +9,8 @@ pub mod apiserver;
 /// A real etcd and kube-apiserver (envtest's assets), shared by the tests of one run.
 pub mod envtest;
 pub mod machine;
+/// A mesh Pod's network (a redirect to a passthrough proxy), in a network namespace of its own.
+pub mod mesh;
 pub mod nginx;
 /// A real node (containerd, kubelet) beside the real API server, and the Pods the tests run on it.
 pub mod node;
