@@ -48,6 +48,8 @@ pub enum ApiError {
     Untrusted(String),
     /// Connecting, TLS or reading failed, or a bound passed: retried with backoff.
     Transport(String),
+    /// The connection was refused, or cut before the answer ended: retried with backoff, at least once a second.
+    Cut(String),
     /// 401 even after re-reading the token file. Fatal: exit 125.
     Unauthorized,
     /// 403: the ServiceAccount may not do `verb` on pods. Fatal (exit 125) once it persists (`watch::Backoff`): a
@@ -74,6 +76,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Whether the server refused to show the Pod to this ServiceAccount, or has no such Pod (401, 403, 404).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ApiError::Unauthorized | ApiError::Forbidden { .. } | ApiError::PodNotFound { .. })
+    }
+
     /// Whether retrying cannot help, so proa must stop with exit 125.
     pub fn is_fatal(&self) -> bool {
         match self {
@@ -86,6 +93,7 @@ impl ApiError {
             | ApiError::TooLarge
             | ApiError::Request(_) => true,
             ApiError::Transport(_)
+            | ApiError::Cut(_)
             | ApiError::Gone
             | ApiError::Unavailable { .. }
             | ApiError::Redirect { .. }
@@ -111,7 +119,7 @@ impl fmt::Display for ApiError {
             ApiError::Untrusted(why) => {
                 write!(f, "API server certificate failed verification against ca.crt: {why}")
             }
-            ApiError::Transport(why) => write!(f, "request to the API server failed: {why}"),
+            ApiError::Transport(why) | ApiError::Cut(why) => write!(f, "request to the API server failed: {why}"),
             ApiError::Unauthorized => {
                 write!(f, "API server answered 401: the service account token was rejected (even after re-reading it)")
             }
@@ -378,6 +386,7 @@ fn transport_error(err: ureq::Error) -> ApiError {
     match http::transport_error(err) {
         http::TransportError::Untrusted(why) => ApiError::Untrusted(why),
         http::TransportError::Request(why) => ApiError::Request(why),
+        http::TransportError::Cut(why) => ApiError::Cut(why),
         http::TransportError::Failed(why) => ApiError::Transport(why),
     }
 }

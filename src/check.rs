@@ -206,7 +206,7 @@ fn check_cluster(report: &mut Report<impl Write>, options: &Options, env: &impl 
         let answer = api.access_review(verb);
         if verb == "get" {
             match &answer {
-                Err(ApiError::Transport(why)) => {
+                Err(ApiError::Transport(why) | ApiError::Cut(why)) => {
                     return report.fail(&format!(
                         "API server {} unreachable: {why}; check KUBERNETES_SERVICE_HOST and network policies",
                         cluster.api_url

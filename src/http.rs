@@ -81,7 +81,9 @@ pub enum TransportError {
     Untrusted(String),
     /// The request itself is malformed (a bad URI, a header ureq refuses).
     Request(String),
-    /// Anything else: refused, reset, timed out, a name that does not resolve.
+    /// No connection could be made, or it was cut before the answer ended: refused, reset, closed.
+    Cut(String),
+    /// Anything else: timed out, a name that does not resolve.
     Failed(String),
 }
 
@@ -101,8 +103,22 @@ pub fn transport_error(err: ureq::Error) -> TransportError {
         (Some(why), _) => TransportError::Untrusted(why),
         (None, ureq::Error::BadUri(why)) => TransportError::Request(why),
         (None, ureq::Error::Http(why)) => TransportError::Request(why.to_string()),
+        (None, err @ ureq::Error::Io(_)) if is_cut(&err) => TransportError::Cut(io_text(&err)),
         (None, err) => TransportError::Failed(io_text(&err)),
     }
+}
+
+/// Whether a connection was refused, or cut before its answer ended (what a stopped proxy on the way looks like).
+fn is_cut(err: &ureq::Error) -> bool {
+    let ureq::Error::Io(io) = err else { return false };
+    matches!(
+        io.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 /// A ureq error in words: "connection refused" for the commonest, which the io error says less plainly.
@@ -133,7 +149,11 @@ mod tests {
     #[test]
     fn a_refused_connection_says_so_plainly() {
         let refused = ureq::Error::Io(io::Error::from(io::ErrorKind::ConnectionRefused));
-        assert_eq!(transport_error(refused), TransportError::Failed("connection refused".into()));
+        assert_eq!(transport_error(refused), TransportError::Cut("connection refused".into()));
+        let reset = ureq::Error::Io(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert!(matches!(transport_error(reset), TransportError::Cut(_)), "a reset is a cut too");
+        let timed_out = ureq::Error::Io(io::Error::from(io::ErrorKind::TimedOut));
+        assert!(matches!(transport_error(timed_out), TransportError::Failed(_)), "a timeout is not");
         let other_tls = ureq::Error::Rustls(rustls::Error::DecryptError);
         assert!(matches!(transport_error(other_tls), TransportError::Failed(_)), "only a refused certificate is fatal");
     }

@@ -26,6 +26,8 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// The longest pause after a connection that could not be made at all (see `Backoff::wait_after`).
 const UNREACHABLE_CAP: Duration = Duration::from_secs(1);
+/// How long the same retry reason is a repeat (see `Update::Retrying`).
+const SAY_AGAIN_AFTER: Duration = Duration::from_secs(10);
 /// A Retry-After longer than this is not obeyed in full.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 /// A stream that lasted this long ended normally (timeoutSeconds): watch again at once.
@@ -50,8 +52,11 @@ pub enum Update {
     Failed(ApiError),
     /// A request failed, or a stream ended early, and the watcher retries after a pause: `line` says why and when,
     /// for the owner to log as its phase calls for; `unreachable`: no connection to the API server could be made
-    /// or kept (refused, reset), as when a mesh proxy that carried it has stopped.
-    Retrying { line: String, unreachable: bool },
+    /// or kept (refused, reset), as when a mesh proxy that carried it has stopped; `repeat`: the same reason as a
+    /// line reported less than `SAY_AGAIN_AFTER` before (worth a debug line only).
+    Retrying { line: String, unreachable: bool, repeat: bool },
+    /// A watch stream opened: the API server was reached.
+    Reached,
 }
 
 /// Starts the watcher. It stops after reporting a Pod for which `until(pod, deleted)` is true, after a fatal error,
@@ -186,6 +191,9 @@ fn watch(
             }
         };
         debug!("watch: stream open from resourceVersion {}", resource_version.as_deref().unwrap_or("(current)"));
+        if !report(Update::Reached) {
+            return;
+        }
         let mut buf = Vec::new();
         let mut relist = false;
         let mut delivered = false;
@@ -284,6 +292,8 @@ struct Backoff {
     redirects: u32,
     /// When the first of the 403s in a row came: a restarting API server answers 403 for a moment.
     forbidden_since: Option<Instant>,
+    /// The last reason reported as new, and when.
+    said: Option<(String, Instant)>,
 }
 
 impl Backoff {
@@ -312,7 +322,8 @@ impl Backoff {
         }
     }
 
-    /// Reports why (`Update::Retrying`), once per step, and sleeps before the next attempt. A server that cannot be
+    /// Reports why (`Update::Retrying`), once per step, and sleeps before the next attempt; the same reason again
+    /// within `SAY_AGAIN_AFTER` is marked a repeat. A server that cannot be
     /// reached at all is tried again at least once a second: a mesh proxy that carries the connection may be a few
     /// seconds from listening, and the program should start as soon as it does.
     fn wait_after(&mut self, why: &dyn Unreachable, retry_after: Option<Duration>, report: &dyn Fn(Update) -> bool) {
@@ -322,8 +333,13 @@ impl Backoff {
             true => retry_delay(self.failures, retry_after, random_fraction()).min(UNREACHABLE_CAP),
             false => retry_delay(self.failures, retry_after, random_fraction()),
         };
-        let line = format!("{why}; retrying in {} (attempt {})", Seconds(delay), self.failures);
-        report(Update::Retrying { line, unreachable });
+        let reason = why.to_string();
+        let repeat = self.said.as_ref().is_some_and(|(said, at)| *said == reason && at.elapsed() < SAY_AGAIN_AFTER);
+        if !repeat {
+            self.said = Some((reason.clone(), Instant::now()));
+        }
+        let line = format!("{reason}; retrying in {} (attempt {})", Seconds(delay), self.failures);
+        report(Update::Retrying { line, unreachable, repeat });
         thread::sleep(delay);
     }
 }
@@ -335,7 +351,7 @@ trait Unreachable: std::fmt::Display {
 
 impl Unreachable for ApiError {
     fn is_unreachable(&self) -> bool {
-        matches!(self, ApiError::Transport(_))
+        matches!(self, ApiError::Cut(_))
     }
 }
 

@@ -92,9 +92,10 @@ pub enum StartError {
 }
 
 impl StartError {
-    /// Whether proa was to work through the API and failed before it knew the Pod's containers.
-    pub fn is_of_the_pod(&self) -> bool {
-        matches!(self, StartError::Cluster(_) | StartError::Api(_) | StartError::OwnContainer(_) | StartError::Peer(_))
+    /// Whether proa was to work through the API and could not even ask for its Pod (no token, no usable
+    /// configuration or client): then nothing tells it which sidecars run.
+    pub fn leaves_the_pod_unread(&self) -> bool {
+        matches!(self, StartError::Cluster(_) | StartError::Api(_))
     }
 
     /// How the run ends: 125 for each.

@@ -41,7 +41,8 @@ pub(super) fn after_program(
 /// answers only, as after any other failure, then proa exits 125.
 pub(super) fn start_failed(config: &Config, err: &StartError, now: Instant) -> (State, Vec<Command>) {
     let failed = failure(err.to_string());
-    with_first(failed, begin_shutdown(config, None, exit::code(err.end()), Ending::Normal, now))
+    let ending = if err.leaves_the_pod_unread() { Ending::Unread } else { Ending::Normal };
+    with_first(failed, begin_shutdown(config, None, exit::code(err.end()), ending, now))
 }
 
 /// Logs why proa fails with a code of its own (124, 125) and orders the same text into the termination log.

@@ -347,6 +347,6 @@ pub fn update_kill_in(update: &Update, uid: &Option<String>) -> Option<Duration>
         Update::PodChanged(pod) => kill_in(pod, false, uid),
         Update::PodDeleted(pod) => kill_in(pod, true, uid),
         Update::Failed(ApiError::PodNotFound { .. }) => Some(Duration::ZERO),
-        Update::Failed(_) | Update::Retrying { .. } => None,
+        Update::Failed(_) | Update::Retrying { .. } | Update::Reached => None,
     }
 }

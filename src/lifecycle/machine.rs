@@ -177,8 +177,8 @@ pub struct ShuttingDown {
     /// A shutdown action was answered 2xx: a sidecar is stopping, and with it, maybe, the mesh proxy that carries
     /// proa's own connections to the API server.
     pub answered: bool,
-    /// The shutdown watch could not reach the API server since its last snapshot.
-    pub unreachable: bool,
+    /// Since when every attempt of the shutdown watch to reach the API server has been refused or cut.
+    pub unreachable_since: Option<Instant>,
 }
 
 /// What shutdown waits for besides the actions' answers.

@@ -12,7 +12,7 @@ use crate::watch::Update;
 use super::config::Config;
 use super::facts::{self, Facts, Left, kill_in};
 use super::machine::{AwaitingPeers, Command, Event, State, Watch, with_first};
-use super::shutting_down::{Ending, begin_shutdown, then_read_pod};
+use super::shutting_down::{Ending, begin_shutdown, say_retrying, then_read_pod};
 use super::stop::Stop;
 
 /// Enters AwaitingPeers: watches the Pod from the newest version seen.
@@ -26,10 +26,11 @@ pub(super) fn awaiting_peers(config: &Config, p: AwaitingPeers, event: Event, no
     match event {
         Event::Watch(Update::PodChanged(pod)) => snapshot(config, p, &pod, false, now),
         Event::Watch(Update::PodDeleted(pod)) => snapshot(config, p, &pod, true, now),
-        Event::Watch(Update::Retrying { line, .. }) => {
-            log::warn!("{line}");
+        Event::Watch(Update::Retrying { line, repeat, .. }) => {
+            say_retrying(&line, repeat);
             (State::AwaitingPeers(p), vec![])
         }
+        Event::Watch(Update::Reached) => (State::AwaitingPeers(p), vec![]),
         Event::Watch(Update::Failed(err)) => {
             log::warn!("{err}; cannot tell when the peers end, so shutting down now");
             begin_shutdown(config, Some(&p.facts), p.code, Ending::ApiFailed, now)

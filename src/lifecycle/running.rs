@@ -21,8 +21,8 @@ pub(super) fn running(config: &Config, mut r: Running, event: Event, now: Instan
             if signals::is_stop_request(signal) {
                 debug!("the kubelet allows {} after {}", Seconds(r.facts.grace), child::signal_name(signal));
                 let heard = Some(Stop::new(now, r.facts.grace));
-                // A stop whose deadline has passed was not the kubelet's: it would have killed proa by then.
-                match r.stop.is_some_and(|stop| stop.by > now) {
+                // A stale stop was not the kubelet's: it would have killed proa by then.
+                match r.stop.is_some_and(|stop| !stop.is_stale(now)) {
                     true => r.newer_stop = heard,
                     false => r.stop = heard,
                 }
@@ -96,10 +96,11 @@ fn program_done(config: &Config, r: Running, end: End, now: Instant) -> (State, 
         // Nothing to shut down on a sidecar's side.
         return finish(exit::code(end));
     }
-    // A stop signal is the kubelet's only while its deadline can still come: a program that survived one (a
-    // `kill -QUIT` for a thread dump, a stray SIGINT) and outlived its grace period, with proa still alive, ends
-    // normally, and the shutdown watch shows a deletion if there is one.
-    let live = [r.stop, r.newer_stop].into_iter().flatten().find(|stop| stop.by > now);
+    // A stop signal is the kubelet's only while its kill can still come: a program that survived one (a `kill -QUIT`
+    // for a thread dump, a stray SIGINT) and outlived its grace period, with proa still alive well past the kill,
+    // ends normally, and the shutdown watch shows a deletion if there is one. Of live stops, the earliest deadline
+    // holds (one already past means exiting at once, with the program's code).
+    let live = [r.stop, r.newer_stop].into_iter().flatten().filter(|stop| !stop.is_stale(now)).min_by_key(|s| s.by);
     match (live, r.stop) {
         // No API traffic while the program runs: the Pod is read for its deletion's deadline only now.
         (Some(stop), _) => {

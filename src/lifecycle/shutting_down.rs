@@ -2,7 +2,7 @@
 //! and for the sidecars (or endpoints) to go, each wait with its own bound, and never past the kubelet's SIGKILL.
 //! `begin_shutdown` enters it. Pure apart from logging.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::child;
 use crate::clock::Seconds;
@@ -19,6 +19,10 @@ use super::facts::{self, Facts, Left, update_kill_in};
 use super::machine::{Awaited, Command, Event, ShuttingDown, State, Watch, finish};
 use super::stop::{Stop, after, capped};
 
+/// How long the API server must stay out of reach, after a shutdown action was answered, before proa takes it for a
+/// stopped mesh proxy (`cut_off`); the watcher tries again at least once a second meanwhile.
+const CUT_OFF_AFTER: Duration = Duration::from_secs(1);
+
 /// How shutdown was reached, which decides what it waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
@@ -26,6 +30,9 @@ pub enum Ending {
     Normal,
     /// The API just failed: send the actions, but ask it nothing more.
     ApiFailed,
+    /// The API refused to show the Pod (403, 401, 404), or proa could not even ask (no token): as `ApiFailed`, and
+    /// the recognisable sidecars' shutdown requests are guessed (`guesses`).
+    Unread,
     /// The kubelet is stopping the Pod (SIGTERM, deletion): it stops the sidecars itself and reports none of them
     /// terminated before proa's own container, so send the actions, wait for nothing else, and exit by `Stop::by`.
     Stopping(Stop),
@@ -66,10 +73,10 @@ pub(super) fn begin_shutdown(
             return finish(code);
         }
         Ending::Stopping(stop) => Some(stop),
-        Ending::Normal | Ending::ApiFailed => None,
+        Ending::Normal | Ending::ApiFailed | Ending::Unread => None,
     };
     let awaited = match (&config.mode, ending) {
-        (_, Ending::Stopping(_)) | (Mode::Pod, Ending::ApiFailed) => Awaited::Nothing,
+        (_, Ending::Stopping(_)) | (Mode::Pod, Ending::ApiFailed | Ending::Unread) => Awaited::Nothing,
         (Mode::Pod, Ending::Normal) => match facts.map(Facts::running_sidecars) {
             Some(sidecars) if !sidecars.is_empty() => {
                 Awaited::Sidecars { sidecars, uid: facts.and_then(|f| f.uid.clone()) }
@@ -104,7 +111,7 @@ pub(super) fn begin_shutdown(
         log::info!("not sending the shutdown action {label}: {why}");
     }
     let recognised = facts.map(|f| f.plan.targets()).unwrap_or_default();
-    let guessed = guesses(config, facts);
+    let guessed = guesses(config, ending);
     let actions_left = sends.len() + recognised.len() + guessed.len();
     let mut commands = Vec::new();
     if actions_left > 0 {
@@ -142,22 +149,18 @@ pub(super) fn begin_shutdown(
         grace: facts.map_or(readiness::MIN_GRACE, |f| f.grace),
         uid: facts.and_then(|f| f.uid.clone()),
         answered: false,
-        unreachable: false,
+        unreachable_since: None,
     });
     (state, commands)
 }
 
-/// When proa could not read its Pod (403, 404, no token) it cannot tell which sidecars run, yet a mesh proxy left
-/// running would keep the Job from ever completing: with no action given and `--auto-shutdown` on, it sends the
-/// recognisable sidecars' shutdown requests on their default loopback ports, each a guess that is quiet when
-/// nothing listens there.
-fn guesses(config: &Config, facts: Option<&Facts>) -> Vec<Target> {
-    let pod_unread = match &config.mode {
-        Mode::Pod => facts.is_none(),
-        Mode::Failed(err) => err.is_of_the_pod(),
-        Mode::Endpoints(_) | Mode::Sidecar { .. } => false,
-    };
-    if !(pod_unread && config.recognise && config.actions.is_empty()) {
+/// When the API refused to show proa its Pod (403, 401, 404) or proa could not ask (no token), it cannot tell which
+/// sidecars run, yet a mesh proxy left running would keep the Job from ever completing: with no action given and
+/// `--auto-shutdown` on, it sends the recognisable sidecars' shutdown requests on their default loopback ports, each
+/// a guess that is quiet when nothing listens there. Not when the API was merely out of reach, nor on a stop or a
+/// ready timeout: the Pod may be fine, and its proxy serving other containers.
+fn guesses(config: &Config, ending: Ending) -> Vec<Target> {
+    if !(ending == Ending::Unread && config.recognise && config.actions.is_empty()) {
         return Vec::new();
     }
     let guessed = recognition::guesses();
@@ -180,19 +183,17 @@ pub(super) fn shutting_down(config: &Config, mut s: ShuttingDown, event: Event, 
             outcome.log();
             s.answered |= outcome.is_success();
             s.actions_left = s.actions_left.saturating_sub(1);
-            commands.extend(cut_off(&mut s));
+            commands.extend(cut_off(&mut s, now));
         }
-        Event::Watch(Update::Retrying { line, unreachable }) => {
+        Event::Watch(Update::Retrying { line, unreachable, repeat }) => {
             // While actions are out, or once one was answered, a failing API is expected: it may be the proxy.
-            match s.actions_left > 0 || s.answered {
-                true => debug!("{line}"),
-                false => log::warn!("{line}"),
-            }
-            s.unreachable |= unreachable;
-            commands.extend(cut_off(&mut s));
+            say_retrying(&line, repeat || s.actions_left > 0 || s.answered);
+            s.unreachable_since = unreachable.then(|| s.unreachable_since.unwrap_or(now));
+            commands.extend(cut_off(&mut s, now));
         }
+        Event::Watch(Update::Reached) => s.unreachable_since = None,
         Event::Watch(Update::PodChanged(pod)) => {
-            s.unreachable = false;
+            s.unreachable_since = None;
             commands.extend(sidecars_snapshot(&mut s, &pod, false))
         }
         Event::Watch(Update::PodDeleted(pod)) => commands.extend(sidecars_snapshot(&mut s, &pod, true)),
@@ -267,17 +268,28 @@ pub(super) fn shutting_down(config: &Config, mut s: ShuttingDown, event: Event, 
     (State::ShuttingDown(s), commands)
 }
 
-/// Once a shutdown action was answered, the API server out of reach is what a stopped mesh proxy looks like from
-/// the Pod (its redirect of every outbound connection stays, with nothing listening): the proxy carried proa's own
-/// connections, so nothing more can be learnt, and proa stops waiting for the sidecars.
-fn cut_off(s: &mut ShuttingDown) -> Vec<Command> {
-    if !(s.answered && s.unreachable && matches!(s.awaited, Awaited::Sidecars { .. })) {
+/// Once a shutdown action was answered, the API server out of reach for `CUT_OFF_AFTER` (every connection refused
+/// or cut, none made) is what a stopped mesh proxy looks like from the Pod (its redirect of every outbound
+/// connection stays, with nothing listening): the proxy carried proa's own connections, so nothing more can be
+/// learnt, and proa stops waiting for the sidecars. A shorter blip of the API server is waited out.
+fn cut_off(s: &mut ShuttingDown, now: Instant) -> Vec<Command> {
+    let cut_off_for_long = s.unreachable_since.is_some_and(|since| now.duration_since(since) >= CUT_OFF_AFTER);
+    if !(s.answered && cut_off_for_long && matches!(s.awaited, Awaited::Sidecars { .. })) {
         return Vec::new();
     }
     log::info!(
         "the API server cannot be reached since a shutdown action was answered (a mesh proxy it stopped carried proa's connections): not waiting for the sidecars to exit"
     );
     stop_waiting(s)
+}
+
+/// A watcher's retry, at warn level unless it is expected (`quiet`: it repeats one said less than ten seconds
+/// before, or shutdown may have stopped the proxy the API is reached through).
+pub(super) fn say_retrying(line: &str, quiet: bool) {
+    match quiet {
+        true => debug!("{line}"),
+        false => log::warn!("{line}"),
+    }
 }
 
 /// A snapshot while shutdown may wait for the sidecars, judged as the watcher judges it (`facts::sidecars_left`).

@@ -31,6 +31,10 @@ pub fn exit_by(now: Instant, grace: Duration) -> Instant {
     after(now, grace - EXIT_MARGIN.min(grace / 4))
 }
 
+/// How long past the kubelet's SIGKILL a proa still alive shows that no SIGKILL came: the stop signal was not the
+/// kubelet's (a `kill -QUIT` for a thread dump, a stray SIGINT), or its grace longer than proa knew.
+pub const STALE_AFTER: Duration = Duration::from_secs(2);
+
 /// The kubelet is stopping the Pod (a stop signal, a deletion): proa must be gone before its SIGKILL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stop {
@@ -38,12 +42,19 @@ pub struct Stop {
     pub since: Instant,
     /// When proa exits, whatever it still waits for: the earliest kill it knows of, less the margin.
     pub by: Instant,
+    /// The earliest kill it knows of.
+    pub kill: Instant,
 }
 
 impl Stop {
     /// A stop heard of at `now`, with the kill `grace` later.
     pub fn new(now: Instant, grace: Duration) -> Stop {
-        Stop { since: now, by: exit_by(now, grace) }
+        Stop { since: now, by: exit_by(now, grace), kill: after(now, grace) }
+    }
+
+    /// Whether proa, alive at `now`, is past this stop's kill by `STALE_AFTER`: then nothing was stopping it.
+    pub fn is_stale(&self, now: Instant) -> bool {
+        now >= self.kill + STALE_AFTER
     }
 
     /// News received at `now` that the kubelet kills within `kill_in` (a deletion's deadline; zero for a Pod
@@ -53,7 +64,7 @@ impl Stop {
         let Some(left) = kill_in else { return self };
         let kill = after(now, left).max(self.since + readiness::MIN_GRACE);
         let by = kill - EXIT_MARGIN.min((kill - self.since) / 4);
-        Stop { since: self.since, by: self.by.min(by) }
+        Stop { since: self.since, by: self.by.min(by), kill: self.kill.min(kill) }
     }
 
     /// `stop` having learnt `kill_in`; a new stop with `grace` when that is news and none had begun.

@@ -243,7 +243,7 @@ fn a_sidecar_dead_in_the_first_read_is_not_waited_for() {
             grace: secs(45.0),
             uid: Some(UID.into()),
             answered: false,
-            unreachable: false,
+            unreachable_since: None,
         })
     );
     let (state, _) = step(&config(2), state, answered(), t0);
@@ -386,6 +386,20 @@ fn a_program_that_outlives_a_stop_signals_grace_gets_the_normal_shutdown() {
     let s = shutting(&state);
     assert!(matches!((&s.awaited, s.stop), (Awaited::Sidecars { .. }, None)), "{s:?}");
     assert!(matches!(commands[commands.len() - 2..], [Command::StartShutdown { .. }, Command::Watch(_)]));
+}
+
+#[test]
+fn a_program_that_ends_between_the_deadline_and_the_kill_exits_at_once_with_its_code() {
+    // SIGTERM at 1 s, 45 s grace: proa's deadline is 45 s, the kubelet's SIGKILL 46 s. A program ending at 45.5 s is
+    // still being stopped: no shutdown wait, its own code (review of issue 26).
+    let config = config(1);
+    let events = vec![(0.0, snapshot("ready")), (1.0, Event::Signal(libc::SIGTERM)), (45.5, exited(7))];
+    let (state, commands, _) = run_at(&config, events);
+    assert_eq!((state, commands.last()), (State::Done { code: 7 }, Some(&Command::Exit(7))));
+    // Past the kill by STALE_AFTER, nothing was stopping it: the normal shutdown.
+    let events = vec![(0.0, snapshot("ready")), (1.0, Event::Signal(libc::SIGTERM)), (48.0, exited(7))];
+    let (state, _, _) = run_at(&config, events);
+    assert!(matches!(shutting(&state).awaited, Awaited::Sidecars { .. }));
 }
 
 #[test]
@@ -1056,23 +1070,30 @@ fn without_direct_probes_the_api_alone_decides() {
 }
 
 #[test]
-fn an_api_cut_off_once_an_action_was_answered_ends_the_wait_for_sidecars() {
-    // A mesh proxy stopped by the action carried proa's connections: the API out of reach after an answer is no
-    // reason to wait out the shutdown timeout (issue 28). In either order; a snapshot in between says it is back.
+fn an_api_cut_off_for_a_second_once_an_action_was_answered_ends_the_wait_for_sidecars() {
+    // A mesh proxy stopped by the action carried proa's connections: the API out of reach for a second after an
+    // answer is no reason to wait out the shutdown timeout (issue 28). A shorter blip, a connection made in between,
+    // or no answer at all, and proa waits on.
     let config = config(1);
     let refused = || {
         let line = "request to the API server failed: connection refused; retrying in 0.2s (attempt 1)".to_string();
-        Event::Watch(Update::Retrying { line, unreachable: true })
+        Event::Watch(Update::Retrying { line, unreachable: true, repeat: false })
     };
-    for events in [vec![answered(), refused()], vec![refused(), answered()]] {
-        let (state, commands, _) = run(&config, vec![snapshot("ready"), exited(3)].into_iter().chain(events).collect());
-        assert_eq!(state, State::Done { code: 3 });
-        assert_eq!(commands.last(), Some(&Command::Exit(3)));
+    let begin = |events: Vec<(f64, Event)>| {
+        let start = vec![(0.0, snapshot("ready")), (1.0, exited(3))];
+        run_at(&config, start.into_iter().chain(events).collect()).0
+    };
+    for events in [
+        vec![(1.1, answered()), (1.2, refused()), (2.3, refused())],
+        vec![(1.1, refused()), (1.5, refused()), (2.2, answered())],
+    ] {
+        assert_eq!(begin(events), State::Done { code: 3 });
     }
-    let (state, _, _) = run(&config, vec![snapshot("ready"), exited(3), refused(), snapshot("ready"), answered()]);
-    assert!(matches!(shutting(&state).awaited, Awaited::Sidecars { .. }), "the API answered again: still waiting");
-    // Nothing answered (the action failed): an API out of reach is a fault like any other, waited out.
+    let waiting = |state: State| matches!(shutting(&state).awaited, Awaited::Sidecars { .. });
+    assert!(waiting(begin(vec![(1.1, answered()), (1.2, refused()), (1.9, refused())])), "a blip under a second");
+    let reached = Event::Watch(Update::Reached);
+    let blip = vec![(1.1, answered()), (1.2, refused()), (1.5, reached), (2.3, refused())];
+    assert!(waiting(begin(blip)), "a connection was made in between");
     let failed = Event::Shutdown(Outcome { action: action(), result: Err(ActionError::Refused { attempts: 4 }) });
-    let (state, _, _) = run(&config, vec![snapshot("ready"), exited(3), failed, refused()]);
-    assert!(matches!(shutting(&state).awaited, Awaited::Sidecars { .. }));
+    assert!(waiting(begin(vec![(1.1, failed), (1.2, refused()), (3.0, refused())])), "nothing was answered");
 }

@@ -19,7 +19,7 @@ use super::endings::{after_program, failure};
 use super::facts::{Facts, WaitVerdict, judge_wait, kill_in, ways};
 use super::machine::{Command, Event, PROGRESS_FIRST, PROGRESS_MAX, Running, State, Waiting, with_first};
 use super::probing::Change;
-use super::shutting_down::{Ending, then_read_pod};
+use super::shutting_down::{Ending, say_retrying, then_read_pod};
 use super::stop::{Stop, after};
 
 pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instant) -> (State, Vec<Command>) {
@@ -28,12 +28,17 @@ pub(super) fn waiting(config: &Config, mut w: Waiting, event: Event, now: Instan
         Event::Watch(Update::PodDeleted(pod)) => snapshot(config, w, &pod, true, now),
         Event::Watch(Update::Failed(err)) => {
             let failed = failure(err.to_string());
-            with_first(failed, abort_wait(config, w.facts.as_ref(), End::ProaFailed, Ending::ApiFailed, now))
+            let ending = match (&w.facts, err.is_refusal()) {
+                (None, true) => Ending::Unread,
+                _ => Ending::ApiFailed,
+            };
+            with_first(failed, abort_wait(config, w.facts.as_ref(), End::ProaFailed, ending, now))
         }
-        Event::Watch(Update::Retrying { line, .. }) => {
-            log::warn!("{line}");
+        Event::Watch(Update::Retrying { line, repeat, .. }) => {
+            say_retrying(&line, repeat);
             (State::Waiting(w), vec![])
         }
+        Event::Watch(Update::Reached) => (State::Waiting(w), vec![]),
         Event::Probe(ProbeUpdate::Reached(Goal::Ready)) => {
             // Only no-API mode runs a prober, and its facts are known from the start.
             let Some(facts) = w.facts.take() else { return (State::Waiting(w), vec![]) };

@@ -10,6 +10,8 @@ mod direct_probe;
 #[cfg(not(feature = "kill"))]
 mod envtest;
 mod faults;
+#[cfg(not(feature = "kill"))]
+mod inject;
 mod install;
 #[cfg(feature = "kill")]
 mod kill;

@@ -144,14 +144,30 @@ fn literal_env(container: &Yaml, place: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether a document holds a Pod (template) labelled for injection (deploy/inject/): proa is added at admission,
+/// and tests/it/inject.rs checks what the real API server makes of it.
+fn injected(doc: &Document) -> bool {
+    fn labelled(yaml: &Yaml) -> bool {
+        match yaml {
+            Yaml::Hash(hash) => {
+                yaml["metadata"]["labels"]["proa.dev/inject"].as_str() == Some("true") && !yaml["spec"].is_badvalue()
+                    || hash.values().any(labelled)
+            }
+            _ => false,
+        }
+    }
+    labelled(&doc.yaml)
+}
+
 #[test]
 fn every_example_runs_proa() {
     let documents = documents("examples");
     let containers = proa_containers(&documents);
     for file in yaml_files("examples") {
+        let labelled = documents.iter().any(|doc| doc.file == file && injected(doc));
         assert!(
-            containers.iter().any(|c| c.file == file),
-            "{} has no container whose command starts with /proa",
+            labelled || containers.iter().any(|c| c.file == file),
+            "{} has no container whose command starts with /proa, and no Pod labelled proa.dev/inject: \"true\"",
             file.display()
         );
     }
@@ -215,41 +231,82 @@ fn every_proa_pod_names_itself_through_the_downward_api_and_runs_as_proa() {
 #[test]
 fn deploy_grants_get_and_watch_on_pods_and_nothing_more() {
     let documents = documents("deploy");
-    let kind = |kind: &str| -> Vec<&Yaml> {
-        documents.iter().map(|d| &d.yaml).filter(|y| y["kind"].as_str() == Some(kind)).collect()
-    };
+    let kind =
+        |kind: &str| -> Vec<&Document> { documents.iter().filter(|d| d.yaml["kind"].as_str() == Some(kind)).collect() };
     assert!(kind("ClusterRole").is_empty() && kind("ClusterRoleBinding").is_empty(), "proa's grant is namespaced");
 
     let [account] = kind("ServiceAccount")[..] else { panic!("one ServiceAccount") };
-    assert_eq!(account["metadata"]["name"].as_str(), Some("proa"));
+    assert_eq!(account.yaml["metadata"]["name"].as_str(), Some("proa"));
 
-    let [role] = kind("Role")[..] else { panic!("one Role") };
-    assert_eq!(role["metadata"]["name"].as_str(), Some("proa"));
-    let rules = role["rules"].as_vec().expect("the Role has rules");
-    let [rule] = &rules[..] else { panic!("one rule: {rules:?}") };
-    assert_eq!(strings(&rule["apiGroups"], "apiGroups"), [""]);
-    assert_eq!(strings(&rule["resources"], "resources"), ["pods"]);
-    assert_eq!(strings(&rule["verbs"], "verbs"), ["get", "watch"]);
-    assert!(rule["resourceNames"].is_badvalue() && rule["nonResourceURLs"].is_badvalue(), "{rule:?}");
+    // deploy/role.yaml, and deploy/inject/namespace/role.yaml for injected Pods: the same Role.
+    let roles = kind("Role");
+    assert_eq!(roles.len(), 2, "deploy/ and deploy/inject/namespace/ each have the Role");
+    for role in roles {
+        let (role, file) = (&role.yaml, role.file.display());
+        assert_eq!(role["metadata"]["name"].as_str(), Some("proa"), "{file}");
+        let rules = role["rules"].as_vec().expect("the Role has rules");
+        let [rule] = &rules[..] else { panic!("{file}: one rule: {rules:?}") };
+        assert_eq!(strings(&rule["apiGroups"], "apiGroups"), [""]);
+        assert_eq!(strings(&rule["resources"], "resources"), ["pods"]);
+        assert_eq!(strings(&rule["verbs"], "verbs"), ["get", "watch"]);
+        assert!(rule["resourceNames"].is_badvalue() && rule["nonResourceURLs"].is_badvalue(), "{file}: {rule:?}");
+    }
 
-    let [binding] = kind("RoleBinding")[..] else { panic!("one RoleBinding") };
-    let role_ref = &binding["roleRef"];
-    assert_eq!((role_ref["kind"].as_str(), role_ref["name"].as_str()), (Some("Role"), Some("proa")));
-    let subjects = binding["subjects"].as_vec().expect("the RoleBinding has subjects");
-    let [subject] = &subjects[..] else { panic!("one subject: {subjects:?}") };
-    assert_eq!((subject["kind"].as_str(), subject["name"].as_str()), (Some("ServiceAccount"), Some("proa")));
+    // To the proa ServiceAccount; for injected Pods, to every service account of the namespace (its group, whose
+    // name the kustomization fills in from its `namespace:`; tests/it/inject.rs asks the API server what it grants).
+    let mut subjects = Vec::new();
+    for binding in kind("RoleBinding") {
+        let (yaml, file) = (&binding.yaml, binding.file.display());
+        let role_ref = &yaml["roleRef"];
+        assert_eq!((role_ref["kind"].as_str(), role_ref["name"].as_str()), (Some("Role"), Some("proa")), "{file}");
+        let list = yaml["subjects"].as_vec().expect("the RoleBinding has subjects");
+        let [subject] = &list[..] else { panic!("{file}: one subject: {list:?}") };
+        subjects.push((subject["kind"].as_str().unwrap_or_default(), subject["name"].as_str().unwrap_or_default()));
+    }
+    subjects.sort();
+    assert_eq!(subjects, [("Group", "system:serviceaccounts:NAMESPACE"), ("ServiceAccount", "proa")]);
 
-    // kustomization.yaml lists every other file, and nothing that is missing.
-    let [kustomization] = kind("Kustomization")[..] else { panic!("one kustomization.yaml") };
-    let mut listed = strings(&kustomization["resources"], "resources");
-    listed.sort();
-    let mut present: Vec<String> = yaml_files("deploy")
-        .iter()
-        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
-        .filter(|name| name != "kustomization.yaml")
-        .collect();
-    present.sort();
-    assert_eq!(listed, present, "kustomization.yaml resources");
+    // Each kustomization.yaml lists every other file of its folder, and nothing that is missing.
+    let kustomizations = kind("Kustomization");
+    assert_eq!(kustomizations.len(), 3, "deploy/, deploy/inject/, deploy/inject/namespace/");
+    for kustomization in kustomizations {
+        let folder = kustomization.file.parent().unwrap();
+        let mut listed = strings(&kustomization.yaml["resources"], "resources");
+        listed.sort();
+        let mut present: Vec<String> = yaml_files("deploy")
+            .iter()
+            .filter(|f| f.parent() == Some(folder))
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .filter(|name| name != "kustomization.yaml")
+            .collect();
+        present.sort();
+        assert_eq!(listed, present, "{} resources", kustomization.file.display());
+    }
+}
+
+#[test]
+fn the_injection_never_refuses_a_pod_and_reads_the_documented_configmap() {
+    let documents = documents("deploy/inject");
+    let kind = |kind: &str| -> Vec<&Yaml> {
+        documents.iter().map(|d| &d.yaml).filter(|y| y["kind"].as_str() == Some(kind)).collect()
+    };
+    let [policy] = kind("MutatingAdmissionPolicy")[..] else { panic!("one MutatingAdmissionPolicy") };
+    assert_eq!(policy["apiVersion"].as_str(), Some("admissionregistration.k8s.io/v1"));
+    assert_eq!(policy["spec"]["failurePolicy"].as_str(), Some("Ignore"), "a failure leaves the Pod as it was");
+    assert_eq!(policy["spec"]["paramKind"]["kind"].as_str(), Some("ConfigMap"));
+    let bindings = kind("MutatingAdmissionPolicyBinding");
+    assert_eq!(bindings.len(), 2, "the label's binding and the namespaces' one");
+    for binding in bindings {
+        let spec = &binding["spec"];
+        assert_eq!(spec["policyName"], policy["metadata"]["name"]);
+        let param = &spec["paramRef"];
+        assert_eq!((param["namespace"].as_str(), param["name"].as_str()), (Some("proa-system"), Some("proa-inject")));
+    }
+    let [namespace] = kind("Namespace")[..] else { panic!("one Namespace, for the ConfigMap") };
+    assert_eq!(namespace["metadata"]["name"].as_str(), Some("proa-system"));
+    // The README's command writes that ConfigMap (tests/it/inject.rs runs it).
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(readme.contains("kubectl -n proa-system create configmap proa-inject --from-literal image="));
 }
 
 /// The values proa's command line gives `flags` (`--flag value`, `--flag=value`, `-f value`).

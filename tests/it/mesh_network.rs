@@ -14,9 +14,10 @@ use crate::support::proa::{Marker, Proa};
 use crate::support::sidecar::Sidecar;
 
 const BOUND: Duration = Duration::from_secs(20);
-/// proa ends this soon after its program once the proxy it stopped refuses its connections: the proxy's stop, one
-/// refused reconnection, and room for a loaded machine.
-const SOON: Duration = Duration::from_millis(1500);
+/// proa ends this soon after the proxy it stopped: a second of refused connections (what tells a stopped proxy
+/// from a blip of the API server), the retry that notices it (at most a second later), and room for a loaded
+/// machine.
+const SOON: Duration = Duration::from_millis(2500);
 
 /// proa's container `main` and a regular `istio-proxy` as Istio injects it (no readinessProbe here: the API says
 /// when it is ready), both running, the proxy ready.
@@ -115,7 +116,9 @@ fn an_unreadable_pod_still_has_its_mesh_proxy_stopped() {
             assert!(done.stderr.contains("the pod could not be read"), "{case}: {}", done.stderr);
         });
     }
-    // A guess that finds nothing listening is quiet; one with an action given, or --auto-shutdown false, never goes.
+    // A guess that finds nothing listening is quiet; one with an action given, or --auto-shutdown false, never goes;
+    // nor where the Pod was read (a wrong --container), nor on a ready timeout or a stop while the API fails (the
+    // Pod may be fine, its proxy serving the other containers).
     mesh::in_network_namespace(test, || {
         let api = ApiServer::start(mesh_pod());
         api.keep_failing(Route::Get, Fault::Status(404));
@@ -129,6 +132,17 @@ fn an_unreadable_pod_still_has_its_mesh_proxy_stopped() {
             assert_eq!(done.code(), 125, "{args:?}: {}", done.stderr);
             assert!(!done.stderr.contains("the pod could not be read"), "{args:?}: {}", done.stderr);
         }
-        assert!(istio.hits().is_empty(), "guessed though told: {:?}", istio.hits());
+        let readable = ApiServer::start(mesh_pod());
+        let done = Proa::new(&readable).args(["--container", "mian"]).args(bash("exit 0".into())).spawn().wait(BOUND);
+        assert_eq!(done.code(), 125, "{}", done.stderr);
+        let failing = ApiServer::start(mesh_pod());
+        failing.keep_failing(Route::Get, Fault::Status(500));
+        let timed_out = Proa::new(&failing).args(["--ready-timeout", "1s"]).args(bash("exit 0".into()));
+        assert_eq!(timed_out.spawn().wait(BOUND).code(), 124);
+        let stopped = Proa::new(&failing).args(bash("exit 0".into())).spawn();
+        failing.wait_for_requests(BOUND, 3, |r| r.route == Some(Route::Get));
+        stopped.signal(libc::SIGTERM);
+        assert_eq!(stopped.wait(BOUND).code(), 143);
+        assert!(istio.hits().is_empty(), "guessed though told, or the pod was fine: {:?}", istio.hits());
     });
 }

@@ -14,8 +14,8 @@ use crate::pod::Pod;
 use crate::probe::Endpoint as ProbeEndpoint;
 use crate::shutdown;
 
-use super::config::{ActionTarget, Config, Mode, StartError};
-use super::stop::{EXIT_MARGIN, MAX_WAIT};
+use super::config::{ActionTarget, Config, Mode};
+use super::stop::{EXIT_MARGIN, MAX_WAIT, STALE_AFTER};
 use scenario::Scenario;
 use world::{FIRST_UID, Record, Sim};
 
@@ -221,14 +221,20 @@ fn termination_logged(r: &Record, end: &Ending) -> Result<(), String> {
     }
 }
 
-/// With no action given and `--auto-shutdown` on, an API-mode proa that never knew the Pod when it shut down sends
-/// the recognisable sidecars' POSTs as guesses (unless the kubelet's deadline came first); any other never does.
+/// With no action given and `--auto-shutdown` on, a proa that the API refused its Pod (403, 404), or that could not
+/// ask (a start that failed finding the cluster), sends the recognisable sidecars' POSTs as guesses (unless the
+/// kubelet's deadline came first); any other never does, a stop or a ready timeout before the first read included.
 fn guesses(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
     let decided = r.shutdown_ordered.unwrap_or(end.at);
     let unread = !knew_the_pod(s, r, decided) && r.program_started.is_none();
-    // A start that failed finding the cluster was to use the API, whatever no-API flags the scenario drew.
-    let api_mode = s.start_failure.as_ref().map_or(!s.no_api, StartError::is_of_the_pod);
-    let due = unread && api_mode && s.actions.is_empty() && s.auto_shutdown && r.shutdown_ordered.is_some();
+    let refused = match &s.start_failure {
+        Some(err) => err.leaves_the_pod_unread(),
+        None => {
+            let first_failure = r.api_failed_at.into_iter().chain(r.not_found_at).min();
+            !s.no_api && first_failure.is_some_and(|at| Some(at) == r.shutdown_ordered)
+        }
+    };
+    let due = unread && refused && s.actions.is_empty() && s.auto_shutdown && r.shutdown_ordered.is_some();
     match (due, r.guessed.is_empty()) {
         (false, false) => Err(format!("sent guessed shutdown requests {:?} although it knew better", r.guessed)),
         (true, true) if !at_hard_deadline(s, r, end) => Err("the pod unread, no guessed shutdown request went".into()),
@@ -444,7 +450,7 @@ fn stopped_at(s: &Scenario, r: &Record) -> Option<Duration> {
 /// dump), and proa owes it the whole shutdown.
 fn live_stop_signal(s: &Scenario, r: &Record) -> Option<Duration> {
     let outlived =
-        |at: Duration| r.program_exit.is_some_and(|(exited, _)| exited >= at + less_margin(known_grace(s, r, at)));
+        |at: Duration| r.program_exit.is_some_and(|(exited, _)| exited >= at + known_grace(s, r, at) + STALE_AFTER);
     r.stops.iter().map(|(at, _)| *at).find(|at| !outlived(*at))
 }
 

@@ -587,7 +587,7 @@ impl<'a> Sim<'a> {
                 Update::PodChanged(pod) => (watcher.until)(pod, false),
                 Update::PodDeleted(pod) => (watcher.until)(pod, true),
                 Update::Failed(_) => true,
-                Update::Retrying { .. } => false,
+                Update::Retrying { .. } | Update::Reached => false,
             };
         }
         match &update {
@@ -595,7 +595,7 @@ impl<'a> Sim<'a> {
             Update::PodDeleted(pod) => self.record.delivered.push((self.now, (**pod).clone(), true)),
             Update::Failed(ApiError::PodNotFound { .. }) => _ = self.record.not_found_at.get_or_insert(self.now),
             Update::Failed(_) => _ = self.record.api_failed_at.get_or_insert(self.now),
-            Update::Retrying { .. } => {}
+            Update::Retrying { .. } | Update::Reached => {}
         }
         self.trace(format!("watch delivers {}", describe(&update)));
         Some(Event::Watch(update))
@@ -865,6 +865,7 @@ fn describe(update: &Update) -> String {
         ),
         Update::Failed(err) => format!("failure: {err}"),
         Update::Retrying { line, .. } => format!("retrying: {line}"),
+        Update::Reached => "stream open".into(),
     }
 }
 

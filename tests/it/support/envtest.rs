@@ -38,6 +38,8 @@ pub struct Cluster {
     port: u16,
     ca_pem: String,
     dir: PathBuf,
+    /// The assets folder, for `kubectl`.
+    assets: PathBuf,
     agent: ureq::Agent,
     /// Held open for the life of the test process: the watchdog kills the servers and removes `dir` once it closes.
     _watchdog: Mutex<ChildStdin>,
@@ -62,7 +64,7 @@ pub fn assets_dir() -> Result<PathBuf, String> {
         None => shared.clone(),
     };
     let missing: Vec<&str> =
-        ["etcd", "kube-apiserver"].into_iter().filter(|binary| !dir.join(binary).is_file()).collect();
+        ["etcd", "kube-apiserver", "kubectl"].into_iter().filter(|binary| !dir.join(binary).is_file()).collect();
     match missing[..] {
         [] => Ok(dir),
         _ if std::env::var_os("KUBEBUILDER_ASSETS").is_some() => {
@@ -197,7 +199,9 @@ impl Cluster {
         let mut apiserver = spawn_server(assets, "kube-apiserver", &apiserver_args, &dir, &mut watchdog)?;
 
         let agent = admin_agent(&ca_pem, Some(REQUEST_BOUND));
-        let cluster = Cluster { port, ca_pem, dir, agent, _watchdog: Mutex::new(watchdog) };
+        let assets = assets.to_path_buf();
+        let cluster = Cluster { port, ca_pem, dir, assets, agent, _watchdog: Mutex::new(watchdog) };
+        cluster.write_kubeconfig();
         // Neither server offers an event to block on: ask /readyz until it says ok, within the bound.
         let deadline = started + START_BOUND;
         loop {
@@ -239,7 +243,7 @@ impl Cluster {
 
     /// Runs the assets' `kubectl` as the cluster admin (`kubectl exec` goes through the API server to the kubelet).
     pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
-        let kubectl = assets_dir().expect("the assets were found").join("kubectl");
+        let kubectl = self.assets.join("kubectl");
         Command::new(&kubectl)
             .arg(format!("--server=https://127.0.0.1:{}", self.port))
             .arg(format!("--token={ADMIN_TOKEN}"))
@@ -262,6 +266,42 @@ impl Cluster {
             200 => Ok(response.into_body().into_reader()),
             status => Err(format!("GET {path} answered {status}")),
         }
+    }
+
+    /// A path in the cluster's folder (removed with it): for files a test writes for `kubectl`.
+    pub fn dir_file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// `DIR/kubeconfig`: the cluster admin, for `kubectl`.
+    fn write_kubeconfig(&self) {
+        let config = json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": "envtest",
+            "clusters": [{"name": "envtest", "cluster": {
+                "server": format!("https://127.0.0.1:{}", self.port),
+                "certificate-authority": self.dir.join("ca.crt"),
+            }}],
+            "users": [{"name": "admin", "user": {"token": ADMIN_TOKEN}}],
+            "contexts": [{"name": "envtest", "context": {"cluster": "envtest", "user": "admin"}}],
+        });
+        std::fs::write(self.dir.join("kubeconfig"), config.to_string()).expect("write the kubeconfig");
+    }
+
+    /// Runs `sh -c SCRIPT` with the assets' `kubectl` first on PATH and `KUBECONFIG` naming the cluster admin, in
+    /// the repository's folder, as a user would type the script; its stdout, or a panic with its stderr.
+    pub fn kubectl_sh(&self, script: &str) -> String {
+        let path = format!("{}:{}", self.assets.display(), std::env::var("PATH").unwrap_or_default());
+        let output = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("PATH", path)
+            .env("KUBECONFIG", self.dir.join("kubeconfig"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("sh runs");
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{script}: {}\n{stdout}{stderr}", output.status);
+        stdout.into_owned()
     }
 
     /// The tails of both servers' logs, for failure messages.
@@ -300,6 +340,11 @@ impl Cluster {
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().map_err(|err| format!("{method} {path}: {err}"))?;
         Ok((status, text))
+    }
+
+    /// One request as the cluster admin whatever its status (a refusal is an answer too): the status and the body.
+    pub fn answer(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+        self.raw(method, path, None, body).unwrap_or_else(|why| panic!("{why}\n{}", self.logs()))
     }
 
     /// One request as the cluster admin that must succeed (2xx); its answer as JSON. Panics with the servers' logs.
@@ -604,7 +649,7 @@ impl TestPod<'_> {
 }
 
 /// A container status as the kubelet writes it.
-fn status(name: &str, ready: bool, state: Value) -> Value {
+pub fn status(name: &str, ready: bool, state: Value) -> Value {
     json!({
         "name": name, "ready": ready, "started": state.get("running").is_some(), "restartCount": 0,
         "image": format!("example.com/{name}:1"), "imageID": "", "state": state,

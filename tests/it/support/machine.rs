@@ -35,12 +35,12 @@ pub fn nginx(test: &str) -> Option<PathBuf> {
     found
 }
 
-/// The folder with etcd and kube-apiserver (see `envtest::assets_dir`), where there is one.
+/// The folder with etcd, kube-apiserver and kubectl (see `envtest::assets_dir`), where there is one.
 pub fn envtest_assets(test: &str) -> Option<PathBuf> {
     static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let found = FOUND.get_or_init(super::envtest::assets_dir).clone();
     let dir = found.as_ref().ok().cloned();
-    present(test, "etcd and kube-apiserver", found.map(|_| ())).then_some(dir).flatten()
+    present(test, "etcd, kube-apiserver and kubectl", found.map(|_| ())).then_some(dir).flatten()
 }
 
 /// Compiles the C source `source` to `dir/name` with `cc FLAGS` (`-pthread`; `-shared -fPIC` for a library),
