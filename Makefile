@@ -30,7 +30,7 @@ STATIC_ENV = CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$(STATIC_RUSTFLAG
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc
 STRIP_UNWIND := --remove-section=.eh_frame --remove-section=.gcc_except_table --remove-section=.comment
 
-.PHONY: help demo test tools fmt lint unit release static static-tools nginx qemu iptables fuzz soak bench clean
+.PHONY: help demo test tools fmt lint unit release static static-tools nginx qemu iptables node fuzz soak bench clean
 
 help:
 	@echo "make demo     show proa's whole lifecycle locally, no cluster needed"
@@ -92,15 +92,24 @@ qemu:
 		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user-static >/dev/null) \
 		|| echo "could not install qemu-user-static: the aarch64 tests will be skipped (or fail, with CI set)"
 
+## containerd, runc and a static busybox: with ../shared/node's kubelet, the one-node cluster that runs the real-Pod
+## tests (tests/it/real_pods.rs; the images are built from busybox and the static proa). Without root the install
+## fails: then those tests skip loudly, or fail where CI is set.
+node:
+	@{ command -v containerd && command -v runc && dpkg -s busybox-static; } >/dev/null 2>&1 \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containerd runc busybox-static >/dev/null) \
+		|| echo "could not install containerd, runc and busybox-static: the real-Pod tests will be skipped (or fail, with CI set)"
+
 # PROA_STATIC_BIN: the FROM-scratch test (tests/it/scratch.rs) runs the binary `make static` built.
 # PROA_STATIC_BIN_AARCH64: tests/it/aarch64.rs runs the aarch64 binary of the same variant through qemu.
+# PROA_STATIC_BIN_KILL: the kill variant, which the real-Pod tests' images hold beside the default one.
 # Both variants are tested: the default build, and the kill feature's tests (tests/it/kill.rs) with nginx.
 STATIC_ABS := $(abspath $(STATIC_DIR))
-unit: static nginx qemu iptables
-	PROA_STATIC_BIN=$(STATIC_ABS)/proa-$(shell uname -m)-linux-musl \
-		PROA_STATIC_BIN_AARCH64=$(STATIC_ABS)/proa-aarch64-linux-musl $(CARGO) test --all-targets
-	PROA_STATIC_BIN=$(STATIC_ABS)/proa-$(shell uname -m)-linux-musl \
-		PROA_STATIC_BIN_AARCH64=$(STATIC_ABS)/proa-kill-aarch64-linux-musl $(CARGO) test --all-targets --features kill
+STATIC_BINS = PROA_STATIC_BIN=$(STATIC_ABS)/proa-$(shell uname -m)-linux-musl \
+	PROA_STATIC_BIN_KILL=$(STATIC_ABS)/proa-kill-$(shell uname -m)-linux-musl
+unit: static nginx qemu iptables node
+	$(STATIC_BINS) PROA_STATIC_BIN_AARCH64=$(STATIC_ABS)/proa-aarch64-linux-musl $(CARGO) test --all-targets
+	$(STATIC_BINS) PROA_STATIC_BIN_AARCH64=$(STATIC_ABS)/proa-kill-aarch64-linux-musl $(CARGO) test --all-targets --features kill
 
 release:
 	$(CARGO) build --release --bin proa
@@ -158,11 +167,12 @@ static: static-tools
 ## The original async proa, built from the crate registry at a pinned version (it needs Rust 1.86+). If it cannot
 ## be built, the .why file says so and the table reports it; the rest still runs. Needs root (unshare, mount).
 ## BENCH_RUNS=N: only the latency rows, N lifecycles each; BENCH_SCALES=100,500: only the Jobs-started-together rows;
-## BENCH_QUICK=1: every row, a few runs each, to try the harness out.
+## BENCH_QUICK=1: every row, a few runs each, to try the harness out; BENCH_PODS=N: only the real-Pod rows, N rounds
+## (the node of the real-Pod tests: tests/it/support/node.rs).
 ORIGINAL_VERSION := 0.1.3
 BENCH_DIR := $(TARGET_DIR)/bench
 ORIGINAL_BIN := $(BENCH_DIR)/original/bin/proa
-bench:
+bench: node
 	$(MAKE) --no-print-directory static STATIC_TARGETS=x86_64-unknown-linux-musl
 	@command -v strace >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq strace >/dev/null)
 	@mkdir -p $(BENCH_DIR)/original/bin
@@ -171,6 +181,7 @@ bench:
 			> $(BENCH_DIR)/original-build.log 2>&1 \
 		|| echo "cargo install proa $(ORIGINAL_VERSION) failed: $$(tail -1 $(BENCH_DIR)/original-build.log)" > $(ORIGINAL_BIN).why; }
 	BENCH_OURS=$(abspath $(STATIC_DIR))/proa-x86_64-linux-musl BENCH_ORIGINAL=$(abspath $(ORIGINAL_BIN)) \
+		PROA_STATIC_BIN=$(abspath $(STATIC_DIR))/proa-x86_64-linux-musl \
 		BENCH_OUT=$(abspath $(BENCH_DIR)) $(CARGO) bench --quiet --bench compare
 
 clean:

@@ -11,6 +11,7 @@
 //! in either proa is instrumented.
 
 mod floor;
+mod pods;
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 mod trace;
@@ -34,13 +35,16 @@ struct Plan {
     traced_runs: usize,
     /// Lifecycles of the endpoint row (each of the original's takes the kubelet's delay, 2 s).
     probe_runs: usize,
+    /// Rounds of real Pods for the Pod rows (`pods.rs`; about 15 s each).
+    pod_rounds: usize,
 }
 
 impl Plan {
     fn from_env() -> Plan {
         let mut plan = match std::env::var("BENCH_QUICK").as_deref() {
             Ok("1") => {
-                Plan { runs: 3, cpu_program: Duration::from_secs(2), scales: vec![5], traced_runs: 2, probe_runs: 2 }
+                let cpu_program = Duration::from_secs(2);
+                Plan { runs: 3, cpu_program, scales: vec![5], traced_runs: 2, probe_runs: 2, pod_rounds: 1 }
             }
             _ => Plan {
                 runs: 200,
@@ -48,17 +52,25 @@ impl Plan {
                 scales: vec![100, 500],
                 traced_runs: 15,
                 probe_runs: 20,
+                pod_rounds: 10,
             },
         };
         // `BENCH_RUNS=N`: only the latency runs, N of them, to study one change.
         if let Some(runs) = std::env::var("BENCH_RUNS").ok().and_then(|n| n.parse().ok()) {
             let probe_runs = usize::min(runs, 20);
-            plan = Plan { runs, cpu_program: Duration::from_secs(1), scales: vec![], traced_runs: 0, probe_runs };
+            let cpu_program = Duration::from_secs(1);
+            plan = Plan { runs, cpu_program, scales: vec![], traced_runs: 0, probe_runs, pod_rounds: 0 };
         }
         // `BENCH_SCALES=100,500`: only the scale runs, to study the CPU a change saves.
         if let Ok(scales) = std::env::var("BENCH_SCALES") {
             let scales = scales.split(',').filter_map(|n| n.trim().parse().ok()).collect();
-            plan = Plan { runs: 0, cpu_program: Duration::from_secs(1), scales, traced_runs: 0, probe_runs: 0 };
+            let cpu_program = Duration::from_secs(1);
+            plan = Plan { runs: 0, cpu_program, scales, traced_runs: 0, probe_runs: 0, pod_rounds: 0 };
+        }
+        // `BENCH_PODS=N`: only the Pod rows, N rounds.
+        if let Some(pod_rounds) = std::env::var("BENCH_PODS").ok().and_then(|n| n.parse().ok()) {
+            let cpu_program = Duration::from_secs(1);
+            plan = Plan { runs: 0, cpu_program, scales: vec![], traced_runs: 0, probe_runs: 0, pod_rounds };
         }
         plan
     }
@@ -113,8 +125,19 @@ fn main() {
         table.push_str(&format!("\n{}", trace::render(candidate.name, &traced)));
         breakdowns.push(traced);
     }
+    let mut pod_rows = Value::Null;
+    if plan.pod_rounds > 0 {
+        match pods::rows(plan.pod_rounds) {
+            Ok((text, json)) => {
+                table.push_str(&text);
+                pod_rows = json;
+            }
+            Err(why) => table.push_str(&format!("\nPod rows not measured: {why}\n")),
+        }
+    }
     println!("{table}");
     let json = json!({
+        "pods": pod_rows,
         "runs": plan.runs,
         "probe_runs": plan.probe_runs,
         "cpu_program_seconds": plan.cpu_program.as_secs(),

@@ -28,6 +28,7 @@ mod off_switch;
 mod peers;
 mod pid1;
 mod promise;
+mod real_pods;
 mod recognised;
 mod scratch;
 mod serve_quit;

@@ -86,8 +86,9 @@ fn tail(path: &Path, lines: usize) -> String {
     format!("--- {} (last {lines} lines)\n{}", path.display(), all[all.len().saturating_sub(lines)..].join("\n"))
 }
 
-/// The test PKI: a CA, kube-apiserver's serving certificate for 127.0.0.1 signed by it, and the service-account
-/// signing key (ECDSA P-256, which kube-apiserver takes as well as RSA). Written as PEM files into `dir`.
+/// The test PKI: a CA, kube-apiserver's serving certificate for 127.0.0.1 signed by it, the real node's client
+/// certificate (see `node.rs`), and the service-account signing key (ECDSA P-256, which kube-apiserver takes as well
+/// as RSA). Written as PEM files into `dir`.
 fn write_pki(dir: &Path) -> String {
     let ca_key = KeyPair::generate().expect("generate CA key");
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -105,8 +106,20 @@ fn write_pki(dir: &Path) -> String {
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server_cert = server.signed_by(&server_key, &issuer).expect("sign serving certificate");
 
+    // The real node's kubelet (`node.rs`) authenticates with this: the Node's group and user names.
+    let node_key = KeyPair::generate().expect("generate the kubelet's key");
+    let mut node = CertificateParams::new(Vec::<String>::new()).expect("kubelet params");
+    node.distinguished_name.push(DnType::OrganizationName, "system:nodes");
+    node.distinguished_name.push(DnType::CommonName, format!("system:node:{}", super::node::NODE_NAME));
+    node.use_authority_key_identifier_extension = true;
+    node.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    node.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let node_cert = node.signed_by(&node_key, &issuer).expect("sign the kubelet's certificate");
+
     let service_accounts = KeyPair::generate().expect("generate service-account key");
     let files = [
+        ("node.crt", node_cert.pem()),
+        ("node.key", node_key.serialize_pem()),
         ("ca.crt", ca_cert.pem()),
         ("serving.crt", server_cert.pem()),
         ("serving.key", server_key.serialize_pem()),
@@ -180,10 +193,12 @@ impl Cluster {
             "--service-cluster-ip-range=10.0.0.0/24".to_string(),
             "--endpoint-reconciler-type=none".to_string(),
             "--authorization-mode=RBAC".to_string(),
+            // The real node's kubelet (node.rs) serves logs and exec on its own address, the Node's InternalIP.
+            "--kubelet-preferred-address-types=InternalIP".to_string(),
         ];
         let mut apiserver = spawn_server(assets, "kube-apiserver", &apiserver_args, &dir, &mut watchdog)?;
 
-        let agent = admin_agent(&ca_pem);
+        let agent = admin_agent(&ca_pem, Some(REQUEST_BOUND));
         let assets = assets.to_path_buf();
         let cluster = Cluster { port, ca_pem, dir, assets, agent, _watchdog: Mutex::new(watchdog) };
         cluster.write_kubeconfig();
@@ -215,6 +230,42 @@ impl Cluster {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The folder of the PKI (`ca.crt`, `node.crt`, `node.key`...) and the servers' logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Runs the assets' `kubectl` as the cluster admin (`kubectl exec` goes through the API server to the kubelet).
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        let kubectl = self.assets.join("kubectl");
+        Command::new(&kubectl)
+            .arg(format!("--server=https://127.0.0.1:{}", self.port))
+            .arg(format!("--token={ADMIN_TOKEN}"))
+            .arg(format!("--certificate-authority={}", self.dir.join("ca.crt").display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|err| panic!("{}: {err}", kubectl.display()))
+    }
+
+    /// A GET as the cluster admin whose body is read as it comes (a watch), with no bound of the client's own.
+    pub fn stream(&self, path: &str) -> Result<impl std::io::Read + Send + 'static, String> {
+        let url = format!("https://127.0.0.1:{}{path}", self.port);
+        let response = admin_agent(&self.ca_pem, None)
+            .get(&url)
+            .header("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+            .call()
+            .map_err(|err| format!("GET {path}: {err}"))?;
+        match response.status().as_u16() {
+            200 => Ok(response.into_body().into_reader()),
+            status => Err(format!("GET {path} answered {status}")),
+        }
     }
 
     /// A path in the cluster's folder (removed with it): for files a test writes for `kubectl`.
@@ -259,7 +310,7 @@ impl Cluster {
     }
 
     /// One request as the cluster admin: the status and the body's text, or why there was none.
-    fn raw(
+    pub fn raw(
         &self,
         method: &str,
         path: &str,
@@ -387,8 +438,9 @@ fn spawn_server(
     Ok(child)
 }
 
-/// The test's own client: trusts the test CA only, ignores proxies, takes any status as an answer.
-fn admin_agent(ca_pem: &str) -> ureq::Agent {
+/// The test's own client: trusts the test CA only, ignores proxies, takes any status as an answer; each request
+/// bounded by `bound` where there is one.
+fn admin_agent(ca_pem: &str, bound: Option<Duration>) -> ureq::Agent {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let roots: Vec<Certificate<'static>> = CertificateDer::pem_slice_iter(ca_pem.as_bytes())
@@ -403,7 +455,7 @@ fn admin_agent(ca_pem: &str) -> ureq::Agent {
         .tls_config(tls)
         .http_status_as_error(false)
         .proxy(None)
-        .timeout_global(Some(REQUEST_BOUND))
+        .timeout_global(bound)
         .build()
         .into()
 }

@@ -111,6 +111,7 @@ pub fn on_path(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{name} is not on PATH ({path})"))
 }
 
+/// Whether `what` is here: where not, a loud skip line, or a failure with `CI` set.
 pub fn present(test: &str, what: &str, result: Result<(), String>) -> bool {
     match result {
         Ok(()) => true,

@@ -12,10 +12,13 @@ pub mod machine;
 /// A mesh Pod's network (a redirect to a passthrough proxy), in a network namespace of its own.
 pub mod mesh;
 pub mod nginx;
+/// A real node (containerd, kubelet) beside the real API server, and the Pods the tests run on it.
+pub mod node;
 pub mod port;
 /// Runs the proa binary under test, and `Marker` for what wrapped programs report.
 pub mod proa;
 pub mod procs;
+pub mod real_pod;
 pub mod server;
 pub mod sidecar;
 pub mod temp;
