@@ -12,9 +12,10 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 STATIC_DIR := $(TARGET_DIR)/static
 STATIC_TARGETS := x86_64-unknown-linux-musl aarch64-unknown-linux-musl
-## The budget for the default binary of each target: 1,691,960 bytes, the x86_64 size once issue 18's fixes (1,681,816
-## bytes, already over issue 14's 1,677,800) and env_logger (+10,144) were in, plus 5%.
-STATIC_MAX_BYTES := 1776500
+## The budget for the default binary of each target: 0.3.0's x86_64 size, 1,786,168 bytes, plus 2%. The budget before
+## (1,776,500: 0.2.0's fixes and env_logger plus 5%) was spent on direct probes, recognised sidecars, --install,
+## --serve-quit and, last, the mesh Pod's handling, the probe body read and the pkill-like --kill (+12,864 bytes).
+STATIC_MAX_BYTES := 1821900
 ## Size (issue 14), on the stable toolchain: the toolchain's own lld (rust-lld, found by gcc through -B and -fuse-ld)
 ## folds identical functions (--icf=all); no .eh_frame_hdr at link, and objcopy then drops .eh_frame and
 ## .gcc_except_table, the unwind tables that panic = "abort" never reads; the registry's path prefix is cut from
