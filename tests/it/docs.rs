@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 const README_MAX_LINES: usize = 250;
 
 /// Every file below `dir` (relative to the crate) whose name ends with one of `extensions`, sorted.
-fn files(dir: &str, extensions: &[&str]) -> Vec<PathBuf> {
+pub fn files(dir: &str, extensions: &[&str]) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut pending = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)];
     while let Some(dir) = pending.pop() {

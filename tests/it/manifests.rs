@@ -44,21 +44,9 @@ enum Role {
     ServeQuit,
 }
 
-/// Every `.yaml`/`.yml` file below `dir` (relative to the crate), sorted.
+/// Every `.yaml`/`.yml` file below `dir` (relative to the crate), sorted; at least one.
 fn yaml_files(dir: &str) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut pending = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|ext| ext == "yaml" || ext == "yml") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
+    let files = crate::docs::files(dir, &["yaml", "yml"]);
     assert!(!files.is_empty(), "no YAML files under {dir}/");
     files
 }
