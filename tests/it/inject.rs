@@ -18,7 +18,7 @@ use crate::support::proa::{Marker, Proa};
 const ACTIVE_BOUND: Duration = Duration::from_secs(30);
 const PROCESS_BOUND: Duration = Duration::from_secs(10);
 /// The image the README's command puts in the ConfigMap, word for word.
-const IMAGE: &str = "ghcr.io/OWNER/proa:0.3.0";
+const IMAGE: &str = "ghcr.io/owner/proa:0.3.0";
 const DIR: &str = "/proa-inject";
 const STATUS: &str = "proa.dev/inject-status";
 /// An annotation value `kubectl describe` shows whole (it showed the first 138 characters of a longer one, then "...").
@@ -32,7 +32,7 @@ fn test_name() -> String {
 
 /// The shared cluster with `deploy/inject/` applied and the image set by the README's own commands, once per run;
 /// `None` after a loud skip (no assets, and `CI` unset).
-fn cluster() -> Option<&'static Cluster> {
+pub fn cluster() -> Option<&'static Cluster> {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     let cluster = envtest::cluster(&test_name())?;
     INSTALLED.get_or_init(|| install(cluster));

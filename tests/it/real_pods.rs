@@ -454,3 +454,45 @@ fn kill_pod<'n>(
                       "volumes": [scratch.volume()]});
     (RealPod::create(node, ns, "job", spec), beacon)
 }
+
+/// Issue 29 on the node: an unmodified busybox Pod with a recognisable sidecar, labelled `proa.dev/inject: "true"`
+/// and nothing else of proa's, is injected by `deploy/inject/` (installed as the README says) and completes: the
+/// program's exit code, the sidecar stopped. The same Pod without the label is left as it was written.
+#[test]
+#[cfg(not(feature = "kill"))]
+fn a_labelled_pod_of_an_unmodified_image_is_injected_and_completes() {
+    let Some((node, ns)) = setup() else { return };
+    if crate::inject::cluster().is_none() {
+        return;
+    }
+    let beacon = Beacon::start();
+    let status_port = free_port("127.0.0.1");
+    let proxy = json!({
+        "name": "istio-proxy", "image": PROA_BUSYBOX,
+        "command": ["/proa", "--serve-quit", format!("127.0.0.1:{status_port}"), "--",
+                    "/bin/sh", "-c", "trap 'exit 9' TERM; sleep 3600 & wait"],
+    });
+    // The harness's in-cluster address (no kube-proxy here), as a cluster's kubelet would set it.
+    let env = json!([
+        {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
+        {"name": "KUBERNETES_SERVICE_PORT", "value": node.cluster.port().to_string()},
+    ]);
+    let script = format!("{}; exit 0", beacon.say("started"));
+    let main = json!({"name": "main", "image": node::BUSYBOX, "env": env, "command": ["/bin/sh", "-c", script]});
+    let spec = json!({"restartPolicy": "Never", "containers": [main, proxy]});
+    let annotations = json!({"status.sidecar.istio.io/port": status_port.to_string()});
+    let unlabelled = json!({"name": "plain", "annotations": annotations.clone()});
+    let plain = RealPod::create_with(node, &ns, unlabelled, spec.clone());
+    let as_written = plain.wait_for("created", KUBELET, |_| true).1;
+    assert!(as_written["spec"]["initContainers"].is_null(), "an unlabelled Pod was changed: {as_written}");
+    plain.delete(0);
+    let metadata = json!({"name": "job", "labels": {"proa.dev/inject": "true"}, "annotations": annotations});
+    let pod = RealPod::create_with(node, &ns, metadata, spec);
+    beacon.wait_for("started", KUBELET);
+    let (_, done) = pod.wait_for("Succeeded", KUBELET, finished);
+    let codes = (exit_code(&done, "main"), exit_code(&done, "istio-proxy"));
+    assert_eq!((phase(&done), codes), ("Succeeded", (Some(0), Some(0))), "{done}");
+    assert_eq!(done["spec"]["initContainers"][0]["image"], node::INJECTED);
+    let log = pod.logs("main");
+    assert!(log.contains(&format!("Istio's proxy (status port {status_port}")), "proa's log:\n{log}");
+}

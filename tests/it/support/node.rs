@@ -32,6 +32,8 @@ pub const BUSYBOX: &str = "docker.io/library/busybox:proa-test";
 pub const PROA: &str = "docker.io/library/proa:test";
 /// busybox with `/proa` (and `/proa-kill`) added: a program's image that bundles proa.
 pub const PROA_BUSYBOX: &str = "docker.io/library/proa-busybox:test";
+/// The image the README's injection command puts in the ConfigMap (a tag of `PROA`).
+pub const INJECTED: &str = "ghcr.io/owner/proa:0.3.0";
 /// The Pod sandbox's image, named in containerd's configuration.
 const PAUSE: &str = "docker.io/library/proa-pause:test";
 /// The busybox applets the images link (relative symbolic links to `busybox`).
@@ -541,7 +543,13 @@ mod images {
             });
             let config_name = format!("config{i}.json");
             std::fs::write(dir.join(&config_name), config.to_string()).map_err(|e| e.to_string())?;
-            manifest.push(json!({"Config": config_name, "RepoTags": [name], "Layers": [layer]}));
+            // The scratch proa is also the image the README's injection ConfigMap names, so that an injected Pod
+            // runs here with `imagePullPolicy: IfNotPresent` as it would from the registry.
+            let tags = match *name {
+                PROA => vec![name.to_string(), INJECTED.to_string()],
+                _ => vec![name.to_string()],
+            };
+            manifest.push(json!({"Config": config_name, "RepoTags": tags, "Layers": [layer]}));
         }
         std::fs::write(dir.join("manifest.json"), Value::from(manifest).to_string()).map_err(|e| e.to_string())?;
         let archive = dir.join("images.tar");

@@ -46,8 +46,15 @@ impl<'n> RealPod<'n> {
         ns: &'n Namespace,
         name: &str,
         annotations: Value,
-        mut spec: Value,
+        spec: Value,
     ) -> RealPod<'n> {
+        RealPod::create_with(node, ns, json!({"name": name, "annotations": annotations}), spec)
+    }
+
+    /// Like [`RealPod::create`], with this `metadata` (its name, labels, annotations).
+    pub fn create_with(node: &'static Node, ns: &'n Namespace, metadata: Value, mut spec: Value) -> RealPod<'n> {
+        let name = metadata["name"].as_str().expect("a Pod's name").to_string();
+        let name = name.as_str();
         spec["nodeName"] = json!(NODE_NAME);
         spec["hostNetwork"] = json!(true);
         spec["serviceAccountName"] = json!(SERVICE_ACCOUNT);
@@ -57,7 +64,6 @@ impl<'n> RealPod<'n> {
                 container["imagePullPolicy"] = json!("Never");
             }
         }
-        let metadata = json!({"name": name, "annotations": annotations});
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec});
         let created = Instant::now();
         let answer = node.cluster.request("POST", &format!("/api/v1/namespaces/{}/pods", ns.name), Some(&pod));
