@@ -76,6 +76,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Whether no connection could be made or kept: the server, or a proxy on the way, is out of reach.
+    pub fn is_cut(&self) -> bool {
+        matches!(self, ApiError::Cut(_))
+    }
+
     /// Whether the server refused to show the Pod to this ServiceAccount, or has no such Pod (401, 403, 404).
     pub fn is_refusal(&self) -> bool {
         matches!(self, ApiError::Unauthorized | ApiError::Forbidden { .. } | ApiError::PodNotFound { .. })

@@ -5,6 +5,7 @@
 //! Never decides anything about readiness itself, and never touches the owner's state.
 
 use std::collections::hash_map::RandomState;
+use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,7 +115,7 @@ fn watch(
                         report(Update::Failed(err));
                         return;
                     }
-                    Err(err) => backoff.wait_after(&err, err.retry_after(), &report),
+                    Err(err) => backoff.wait_after(&err, err.retry_after(), err.is_cut(), &report),
                 }
             };
             let version = pod.metadata.resource_version.clone();
@@ -186,7 +187,7 @@ fn watch(
                 return;
             }
             Err(err) => {
-                backoff.wait_after(&err, err.retry_after(), &report);
+                backoff.wait_after(&err, err.retry_after(), err.is_cut(), &report);
                 continue;
             }
         };
@@ -260,7 +261,7 @@ fn watch(
             debug!("watch: {ended}; watching again");
             backoff.reset();
         } else {
-            backoff.wait_after(&format!("watch {ended}"), None, &report);
+            backoff.wait_after(&format!("watch {ended}"), None, false, &report);
         }
     }
 }
@@ -322,43 +323,34 @@ impl Backoff {
         }
     }
 
-    /// Reports why (`Update::Retrying`), once per step, and sleeps before the next attempt; the same reason again
-    /// within `SAY_AGAIN_AFTER` is marked a repeat. A server that cannot be
-    /// reached at all is tried again at least once a second: a mesh proxy that carries the connection may be a few
-    /// seconds from listening, and the program should start as soon as it does.
-    fn wait_after(&mut self, why: &dyn Unreachable, retry_after: Option<Duration>, report: &dyn Fn(Update) -> bool) {
+    /// Reports why (`Update::Retrying`), once per step, and sleeps before the next attempt. A server that cannot be
+    /// reached at all (`unreachable`) is tried again at least once a second: a mesh proxy that carries the
+    /// connection may be a few seconds from listening, and the program should start as soon as it does.
+    fn wait_after(
+        &mut self,
+        why: &dyn fmt::Display,
+        retry_after: Option<Duration>,
+        unreachable: bool,
+        report: &dyn Fn(Update) -> bool,
+    ) {
         self.failures += 1;
-        let unreachable = why.is_unreachable();
-        let delay = match unreachable {
-            true => retry_delay(self.failures, retry_after, random_fraction()).min(UNREACHABLE_CAP),
-            false => retry_delay(self.failures, retry_after, random_fraction()),
-        };
+        let delay = retry_delay(self.failures, retry_after, random_fraction());
+        let delay = if unreachable { delay.min(UNREACHABLE_CAP) } else { delay };
         let reason = why.to_string();
-        let repeat = self.said.as_ref().is_some_and(|(said, at)| *said == reason && at.elapsed() < SAY_AGAIN_AFTER);
-        if !repeat {
-            self.said = Some((reason.clone(), Instant::now()));
-        }
+        let repeat = self.repeats(&reason, Instant::now());
         let line = format!("{reason}; retrying in {} (attempt {})", Seconds(delay), self.failures);
         report(Update::Retrying { line, unreachable, repeat });
         thread::sleep(delay);
     }
-}
 
-/// Why a watcher retries, and whether it means the API server cannot be reached at all.
-trait Unreachable: std::fmt::Display {
-    fn is_unreachable(&self) -> bool;
-}
-
-impl Unreachable for ApiError {
-    fn is_unreachable(&self) -> bool {
-        matches!(self, ApiError::Cut(_))
-    }
-}
-
-/// A stream that ended early: it was reached.
-impl Unreachable for String {
-    fn is_unreachable(&self) -> bool {
-        false
+    /// Whether `reason` repeats the one last reported as new, less than `SAY_AGAIN_AFTER` before `now`; if not, it
+    /// becomes that one.
+    fn repeats(&mut self, reason: &str, now: Instant) -> bool {
+        let repeat = self.said.as_ref().is_some_and(|(said, at)| said == reason && now < *at + SAY_AGAIN_AFTER);
+        if !repeat {
+            self.said = Some((reason.to_string(), now));
+        }
+        repeat
     }
 }
 
@@ -385,6 +377,20 @@ fn random_fraction() -> f64 {
 mod tests {
     use super::*;
     use std::io::BufReader;
+
+    #[test]
+    fn the_same_reason_within_ten_seconds_is_a_repeat() {
+        let mut backoff = Backoff::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(!backoff.repeats("refused", at(0)), "the first is news");
+        assert!(backoff.repeats("refused", at(1_000)));
+        assert!(!backoff.repeats("reset", at(2_000)), "another reason is news");
+        assert!(backoff.repeats("reset", at(11_999)));
+        assert!(!backoff.repeats("reset", at(12_000)), "said again every ten seconds");
+        backoff.reset();
+        assert!(!backoff.repeats("reset", at(12_500)), "a success in between makes it news again");
+    }
 
     #[test]
     fn error_410_event_decodes() {

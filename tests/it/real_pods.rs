@@ -265,6 +265,16 @@ fn serve_quit_stops_a_sidecar_without_a_shutdown_endpoint() {
     assert!(log.contains("POST /quitquitquit: stopping the sidecar"), "the sidecar's log:\n{log}");
 }
 
+/// Istio's `istio-proxy` stand-in: `proa --serve-quit` on `status_port` in front of a process that exits 9 on a
+/// SIGTERM of anyone else's, so that it exits 0 only when proa's POST stopped it.
+fn istio_proxy_stand_in(status_port: u16) -> Value {
+    json!({
+        "name": "istio-proxy", "image": PROA_BUSYBOX,
+        "command": ["/proa", "--serve-quit", format!("127.0.0.1:{status_port}"), "--",
+                    "/bin/sh", "-c", "trap 'exit 9' TERM; sleep 3600 & wait"],
+    })
+}
+
 /// A container named `istio-proxy` (a stand-in: `proa --serve-quit` on the status port the Pod's annotation names,
 /// in front of a process that exits 9 on a SIGTERM of anyone else's) is recognised with no flag: proa POSTs its
 /// /quitquitquit after the program, it exits 0, and the Pod succeeds.
@@ -274,11 +284,7 @@ fn a_recognised_istio_proxy_is_stopped_with_no_flag() {
     let Some((node, ns)) = setup() else { return };
     let beacon = Beacon::start();
     let status_port = free_port("127.0.0.1");
-    let proxy = json!({
-        "name": "istio-proxy", "image": PROA_BUSYBOX,
-        "command": ["/proa", "--serve-quit", format!("127.0.0.1:{status_port}"), "--",
-                    "/bin/sh", "-c", "trap 'exit 9' TERM; sleep 3600 & wait"],
-    });
+    let proxy = istio_proxy_stand_in(status_port);
     let main = main_container(node, &[], &beacon.say("started"));
     let spec = json!({"restartPolicy": "Never", "containers": [main, proxy]});
     let annotations = json!({"status.sidecar.istio.io/port": status_port.to_string()});
@@ -467,11 +473,7 @@ fn a_labelled_pod_of_an_unmodified_image_is_injected_and_completes() {
     }
     let beacon = Beacon::start();
     let status_port = free_port("127.0.0.1");
-    let proxy = json!({
-        "name": "istio-proxy", "image": PROA_BUSYBOX,
-        "command": ["/proa", "--serve-quit", format!("127.0.0.1:{status_port}"), "--",
-                    "/bin/sh", "-c", "trap 'exit 9' TERM; sleep 3600 & wait"],
-    });
+    let proxy = istio_proxy_stand_in(status_port);
     // The harness's in-cluster address (no kube-proxy here), as a cluster's kubelet would set it.
     let env = json!([
         {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
