@@ -21,7 +21,7 @@ use super::stop::{Stop, after, capped};
 
 /// How long the API server must stay out of reach, after a shutdown action was answered, before proa takes it for a
 /// stopped mesh proxy (`cut_off`); the watcher tries again at least once a second meanwhile.
-const CUT_OFF_AFTER: Duration = Duration::from_secs(1);
+pub(super) const CUT_OFF_AFTER: Duration = Duration::from_secs(1);
 
 /// How shutdown was reached, which decides what it waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

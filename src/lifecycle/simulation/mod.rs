@@ -15,6 +15,7 @@ use crate::probe::Endpoint as ProbeEndpoint;
 use crate::shutdown;
 
 use super::config::{ActionTarget, Config, Mode};
+use super::shutting_down::CUT_OFF_AFTER;
 use super::stop::{EXIT_MARGIN, MAX_WAIT, STALE_AFTER};
 use scenario::Scenario;
 use world::{FIRST_UID, Record, Sim};
@@ -576,6 +577,17 @@ fn in_time(s: &Scenario, r: &Record, end: &Ending) -> Result<(), String> {
     };
     let newest_then = delivered_before(r, idle_since).last().filter(|(_, pod, _)| all_stopped(pod)).map(|_| idle_since);
     let later = r.delivered.iter().find(|(at, pod, _)| *at > idle_since && all_stopped(pod)).map(|(at, _, _)| *at);
+    // A mesh proxy that carried proa's API connections stopped for good, after its action was answered: a second of
+    // refusals (each at most a second apart, each heard up to the API's latency late) ends the wait for the
+    // sidecars, once the actions have all reported.
+    if let Some(cut) = r.cut_off_at.filter(|_| !s.no_api && stopped.is_none()) {
+        let latency = Duration::from_millis(s.api_latency.1);
+        let retry_gap = Duration::from_secs(1) + latency;
+        let bound = cut.max(last_report) + latency + CUT_OFF_AFTER + retry_gap + EPSILON;
+        if end.at > bound {
+            return Err(format!("the mesh proxy stopped at {cut:?}: proa waited until {:?}", end.at));
+        }
+    }
     if let Some(nothing_left) = newest_then.or(later).filter(|_| !s.no_api && stopped.is_none()) {
         if end.at > nothing_left + EPSILON {
             return Err(format!("nothing left to wait for at {nothing_left:?}, yet exited at {:?}", end.at));
@@ -622,7 +634,7 @@ fn simulation_keeps_the_promise_on_every_timeline() {
 fn the_generator_covers_the_faults_it_is_for() {
     // Over the default run, every kind of fault occurs many times: a simulation that never reaches them tests
     // nothing.
-    let mut seen = [0u32; 18];
+    let mut seen = [0u32; 19];
     for seed in 0x5EED_0000..0x5EED_0000 + 2000 {
         let s = Scenario::generate(seed);
         let counts = [
@@ -648,6 +660,8 @@ fn the_generator_covers_the_faults_it_is_for() {
             // A stray stop signal (no deletion behind it) that the program survives, maybe past its grace.
             s.signals.iter().any(|(_, signal)| crate::signals::is_stop_request(*signal))
                 && !matches!(s.program.on_stop, scenario::OnStop::Dies(_)),
+            // A mesh Pod whose recognised proxy carries proa's API connections.
+            s.mesh && (0..s.sidecars.len()).any(|i| s.recognises(i)),
         ];
         for (count, hit) in seen.iter_mut().zip(counts) {
             *count += u32::from(hit);

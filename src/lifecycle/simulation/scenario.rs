@@ -214,6 +214,9 @@ pub struct Scenario {
     pub kill_action: Option<usize>,
     /// `--auto-shutdown` (its default, true, most of the time): a regular `istio-proxy` no action names is stopped.
     pub auto_shutdown: bool,
+    /// A mesh Pod: proa's own connections to the API server go through the regular `istio-proxy`, if there is one,
+    /// so once it has stopped every one of them is refused.
+    pub mesh: bool,
 }
 
 /// Why a start fails, as `lifecycle::run` finds it.
@@ -399,6 +402,7 @@ impl Scenario {
             start_failure: r.chance(4).then(|| start_failure(r)),
             kill_action: None,
             auto_shutdown: true,
+            mesh: false,
         };
         if scenario.start_failure.is_some() && !scenario.actions.is_empty() && r.chance(50) {
             scenario.kill_action = Some(r.below(scenario.actions.len() as u64) as usize);
@@ -423,6 +427,7 @@ impl Scenario {
             scenario.api_failure_at = None;
         }
         scenario.program.fork_fails = scenario.program.spawn_fails && r.chance(50);
+        scenario.mesh = r.chance(50);
         scenario
     }
 

@@ -57,6 +57,8 @@ enum Happening {
     Attempt(u64),
     /// The main container's proa asks this sidecar's proa to quit (`--serve-quit`).
     Quit,
+    /// The watcher of this generation, cut off from the API server by a stopped mesh proxy, tries again.
+    Refused(u64),
 }
 
 /// What the owner was told and did, with the virtual time of each.
@@ -84,6 +86,8 @@ pub struct Record {
     pub attempts: Vec<(usize, Duration)>,
     /// When each recognised sidecar's POST reached the network, by container name.
     pub recognised: Vec<(String, Duration)>,
+    /// When the mesh proxy carrying proa's API connections stopped for good (`Scenario::mesh`).
+    pub cut_off_at: Option<Duration>,
     /// When each guessed POST (the Pod unread) was sent, by the container it guesses at.
     pub guessed: Vec<(String, Duration)>,
     /// When each action's outcome reached the owner.
@@ -144,6 +148,8 @@ pub struct Sim<'a> {
     probing: Option<(u64, Goal)>,
     endpoints_gone_at: Option<Duration>,
     api_broken: bool,
+    /// The mesh proxy that carries proa's connections to the API server has stopped (`Scenario::mesh`).
+    cut_off: bool,
     program_running: bool,
     /// The peers that have failed once already (`PeerPlan::fails_first`).
     peers_failed: Vec<bool>,
@@ -174,6 +180,7 @@ impl<'a> Sim<'a> {
             probing: None,
             endpoints_gone_at: None,
             api_broken: false,
+            cut_off: false,
             program_running: false,
             peers_failed: vec![false; scenario.peers.len()],
             runs: Vec::new(),
@@ -291,6 +298,10 @@ impl<'a> Sim<'a> {
     }
 
     fn send_to_watcher(&mut self, update: Update) {
+        // Cut off, a watcher hears nothing from the API server: its attempts are refused (`Happening::Refused`).
+        if self.cut_off && !matches!(update, Update::Retrying { .. }) {
+            return;
+        }
         let latency = self.latency();
         let Some(watcher) = self.watcher.as_mut().filter(|w| !w.done) else { return };
         // A watch delivers in order.
@@ -321,12 +332,26 @@ impl<'a> Sim<'a> {
                 }
             }
             Happening::Restart(which) => {
+                if self.carries_the_api(which) {
+                    self.trace("the mesh proxy runs again: proa reaches the API server");
+                    self.cut_off = false;
+                }
                 self.new_run(which);
                 self.set_status(which, false, "running", 0);
                 let takes = self.plan(which).restart_takes;
                 self.after(takes, Happening::Ready(which));
             }
             Happening::Stops(i) => {
+                if self.carries_the_api(Which::Regular(i)) {
+                    self.trace("the mesh proxy stops: proa's connections to the API server are refused");
+                    self.cut_off = true;
+                    if !self.restarts(Which::Regular(i), 0) {
+                        self.record.cut_off_at.get_or_insert(self.now);
+                    }
+                    if let Some(watcher) = self.watcher.as_ref().filter(|w| !w.done) {
+                        self.after(Duration::ZERO, Happening::Refused(watcher.generation));
+                    }
+                }
                 self.set_status(Which::Regular(i), false, "terminated", 0);
                 if self.restarts(Which::Regular(i), 0) {
                     let takes = self.scenario.sidecars[i].restart_takes;
@@ -397,6 +422,15 @@ impl<'a> Sim<'a> {
                 self.send_to_watcher(Update::Failed(forbidden()));
             }
             Happening::Deliver(generation, update) => return self.deliver(generation, update),
+            Happening::Refused(generation) => {
+                let open = self.watcher.as_ref().is_some_and(|w| w.generation == generation && !w.done);
+                if self.cut_off && open {
+                    let line = "request to the API server failed: connection refused; retrying".to_string();
+                    self.send_to_watcher(Update::Retrying { line, unreachable: true, repeat: false });
+                    let pause = self.rng.millis(100, 1000);
+                    self.after(pause, Happening::Refused(generation));
+                }
+            }
             Happening::Quit => {
                 self.trace("a quit request");
                 if self.record.stops.is_empty() {
@@ -492,6 +526,12 @@ impl<'a> Sim<'a> {
     /// that `startedAt`, which the API gives in whole seconds, is cut down by up to a second, as in a real Pod.
     fn wall(&self, at: Duration) -> Duration {
         at + Duration::from_millis(self.scenario.seed % 1000)
+    }
+
+    /// Whether this container is the mesh proxy proa's API connections go through (`Scenario::mesh`).
+    fn carries_the_api(&self, which: Which) -> bool {
+        let Which::Regular(i) = which else { return false };
+        self.scenario.mesh && self.scenario.sidecars[i].name == super::scenario::ISTIO_PROXY
     }
 
     fn which_of(&self, name: &str) -> Option<Which> {
@@ -647,6 +687,9 @@ impl World for Sim<'_> {
         let generation = self.generation;
         self.trace(format!("watch from {from:?}"));
         self.watcher = Some(Watcher { generation, until, done: false, last_delivery: self.now });
+        if self.cut_off {
+            return self.after(Duration::ZERO, Happening::Refused(generation));
+        }
         if self.api_broken {
             return self.send_to_watcher(Update::Failed(forbidden()));
         }
